@@ -1,0 +1,123 @@
+// The control plane's private C API (abi/control_api.h).
+#include "abi/control_api.h"
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <string>
+
+#include "abi/model_handle.h"
+#include "serving/request_processor.h"
+
+using processor::ModelHandle;
+using processor::Servable;
+using processor::Status;
+
+struct processor_servable {
+  std::shared_ptr<const Servable> servable;
+};
+
+namespace {
+
+Status ParseInt(const std::string& key, const std::string& text, int* value) {
+  errno = 0;
+  char* end = nullptr;
+  const long parsed = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno || parsed < INT32_MIN || parsed > INT32_MAX) {
+    return Status::InvalidArgument("load option '" + key + "' is not an integer: '" + text + "'");
+  }
+  *value = static_cast<int>(parsed);
+  return Status::Ok();
+}
+
+std::vector<std::string> SplitCommas(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const size_t end = comma == std::string::npos ? text.size() : comma;
+    if (end > start) parts.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return parts;
+}
+
+Status ParseLoadOptions(const char* const* keys, const char* const* values, int count,
+                        processor::LoadOptions* options) {
+  for (int i = 0; i < count; ++i) {
+    const std::string key = keys[i] ? keys[i] : "";
+    const std::string value = values[i] ? values[i] : "";
+    if (key == "savedmodel_dir") options->savedmodel_dir = value;
+    else if (key == "signature_name") options->signature_name = value;
+    else if (key == "tags") options->tags = SplitCommas(value);
+    else if (key == "checkpoint_prefix") options->checkpoint_prefix = value;
+    else if (key == "intra_op_threads") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->session.intra_op_threads));
+    else if (key == "inter_op_threads") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->session.inter_op_threads));
+    else if (key == "use_per_session_threads") options->session.use_per_session_threads = value == "1";
+    else if (key == "inline_execute") options->session.inline_execute = value == "1";
+    else return Status::InvalidArgument("unknown load option '" + key + "'");
+  }
+  if (options->savedmodel_dir.empty()) return Status::InvalidArgument("load option 'savedmodel_dir' is required");
+  return Status::Ok();
+}
+
+void SetError(const Status& status, char** error) {
+  if (!error) return;
+  void* buffer = nullptr;
+  int size = 0;
+  processor::CopyToMallocBuffer(status.message(), &buffer, &size);
+  *error = static_cast<char*>(buffer);
+}
+
+}  // namespace
+
+extern "C" {
+
+PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
+                                                            int count, char** error) {
+  if (error) *error = nullptr;
+  try {
+    processor::LoadOptions options;
+    Status status = ParseLoadOptions(keys, values, count, &options);
+    std::shared_ptr<const Servable> servable;
+    if (status.ok()) status = Servable::Load(options, &servable);
+    if (!status.ok()) {
+      SetError(status, error);
+      return nullptr;
+    }
+    return new processor_servable{std::move(servable)};
+  } catch (const std::exception& e) {
+    SetError(Status::Internal(std::string("unexpected exception while loading: ") + e.what()), error);
+  } catch (...) {
+    SetError(Status::Internal("unexpected exception while loading"), error);
+  }
+  return nullptr;
+}
+
+PROCESSOR_EXPORT void processor_control_release(processor_servable* servable) { delete servable; }
+
+PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,
+                                                        int input_size, void** output_data, int* output_size) {
+  return processor::ServeRequest(servable ? servable->servable.get() : nullptr, input_data, input_size, output_data,
+                                 output_size);
+}
+
+PROCESSOR_EXPORT void* processor_control_new_model(void) { return new ModelHandle(); }
+
+PROCESSOR_EXPORT void processor_control_delete_model(void* model) { delete static_cast<ModelHandle*>(model); }
+
+PROCESSOR_EXPORT void processor_control_install(void* model, processor_servable* servable, const void* model_info,
+                                                int model_info_size) {
+  std::string info(static_cast<const char*>(model_info), model_info_size > 0 ? model_info_size : 0);
+  static_cast<ModelHandle*>(model)->versions.Install(servable->servable, std::move(info));
+}
+
+PROCESSOR_EXPORT void processor_control_set_model_info(void* model, const void* model_info, int model_info_size) {
+  std::string info(static_cast<const char*>(model_info), model_info_size > 0 ? model_info_size : 0);
+  static_cast<ModelHandle*>(model)->versions.SetModelInfo(std::move(info));
+}
+
+PROCESSOR_EXPORT void processor_control_unload(void* model) { static_cast<ModelHandle*>(model)->versions.Unload(); }
+
+}  // extern "C"

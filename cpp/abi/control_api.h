@@ -1,0 +1,46 @@
+/* The control plane's private view of the data plane.
+ *
+ * Used only by the Python binding (processor._core) that ships in the same package; not installed,
+ * not stable. It is plain C so that libserving_processor.so exports nothing but C symbols.
+ * Strings are borrowed for the call. Errors come back as a message from malloc() that the caller frees
+ * with free_buffer().
+ */
+#ifndef PROCESSOR_CONTROL_API_H_
+#define PROCESSOR_CONTROL_API_H_
+
+#include "processor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct processor_servable processor_servable; /* one loaded model version */
+
+/* Loads a version. Options are key/value strings: savedmodel_dir (required), signature_name, tags
+ * (comma-separated), checkpoint_prefix, intra_op_threads, inter_op_threads, use_per_session_threads,
+ * inline_execute. Returns NULL and sets *error on failure; the caller owns the result. */
+PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
+                                                            int count, char** error);
+/* Releases the caller's reference; requests and models still holding the version keep it alive. */
+PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
+/* Serves a request on this version alone (for warmup), with process()'s contract. */
+PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,
+                                                        int input_size, void** output_data, int* output_size);
+
+/* A model handle as process() takes it, serving nothing yet (503). Released with
+ * processor_control_delete_model(), never with finalize() (which goes through the control plane). */
+PROCESSOR_EXPORT void* processor_control_new_model(void);
+PROCESSOR_EXPORT void processor_control_delete_model(void* model);
+/* Makes `servable` the serving version atomically, with its serialized ServingModelInfo (borrowed). */
+PROCESSOR_EXPORT void processor_control_install(void* model, processor_servable* servable, const void* model_info,
+                                                int model_info_size);
+/* Replaces the serving version's ServingModelInfo. */
+PROCESSOR_EXPORT void processor_control_set_model_info(void* model, const void* model_info, int model_info_size);
+/* Stops serving: process() answers 503 until the next install. */
+PROCESSOR_EXPORT void processor_control_unload(void* model);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* PROCESSOR_CONTROL_API_H_ */

@@ -1,0 +1,85 @@
+// The public C ABI (include/processor.h). Nothing here may throw or abort: every failure becomes a
+// return code and a message buffer.
+#include "processor.h"
+
+#include <cstdlib>
+#include <exception>
+#include <string>
+
+#include "abi/embedded_python.h"
+#include "abi/model_handle.h"
+#include "common/logging.h"
+#include "serving/request_processor.h"
+
+using processor::Log;
+using processor::LogLevel;
+using processor::ModelHandle;
+using processor::Status;
+
+namespace {
+
+const Status kNoHandle = Status::Unavailable("model_buf is NULL: initialize() failed or was not called");
+
+}  // namespace
+
+extern "C" {
+
+PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_config, int* state) {
+  void* handle = nullptr;
+  Status status;
+  try {
+    if (!model_config) status = Status::InvalidArgument("model_config is NULL");
+    else status = processor::StartControlPlane(model_entry ? model_entry : "", model_config, &handle);
+  } catch (const std::exception& e) {
+    status = Status::Internal(std::string("unexpected exception: ") + e.what());
+  } catch (...) {
+    status = Status::Internal("unexpected exception");
+  }
+  if (!status.ok()) {
+    Log(LogLevel::kError, "initialize failed: " + status.message());
+    handle = nullptr;
+  }
+  if (state) *state = handle ? 0 : -1;
+  return handle;
+}
+
+PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_size, void** output_data,
+                             int* output_size) {
+  if (!model_buf) {
+    if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
+    return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
+  }
+  std::shared_ptr<const processor::ServingVersion> version = static_cast<ModelHandle*>(model_buf)->versions.Current();
+  return processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size, output_data,
+                                 output_size);
+}
+
+PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size) {
+  if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
+  *output_data = nullptr;
+  *output_size = 0;
+  try {
+    if (!model_buf) return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
+    auto version = static_cast<ModelHandle*>(model_buf)->versions.Current();
+    if (!version) {
+      return processor::ReplyWithStatus(Status::Unavailable("no model version is ready to serve"), output_data, output_size);
+    }
+    processor::CopyToMallocBuffer(version->model_info, output_data, output_size);
+    return PROCESSOR_OK;
+  } catch (...) {
+    return processor::ReplyWithStatus(Status::Internal("unexpected exception"), output_data, output_size);
+  }
+}
+
+PROCESSOR_EXPORT void free_buffer(void* buffer) { std::free(buffer); }
+
+PROCESSOR_EXPORT void finalize(void* model_buf) {
+  if (!model_buf) return;
+  try {
+    processor::StopControlPlane(model_buf);
+  } catch (...) {
+    Log(LogLevel::kError, "finalize: unexpected exception");
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,435 @@
+#include "codec/predict_codec.h"
+
+#include <tensorflow/c/tf_tstring.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "common/wire_format.h"
+#include "model/meta_graph.h"
+
+namespace processor {
+namespace {
+
+using wire::Reader;
+
+enum ArrayField : uint32_t {
+  kDtype = 1,
+  kArrayShape = 2,
+  kFloatVal = 3,
+  kDoubleVal = 4,
+  kIntVal = 5,
+  kStringVal = 6,
+  kInt64Val = 7,
+  kBoolVal = 8,
+};
+
+const char* const kFieldNames[] = {"", "dtype", "array_shape", "float_val", "double_val", "int_val",
+                                   "string_val", "int64_val", "bool_val"};
+
+// Records a fixed-width repeated field (float, double), packed or not.
+Status AddFixedValues(Reader& r, uint32_t wire_type, size_t width, ValueSegments* values) {
+  const uint32_t unpacked_type = width == 4 ? wire::kFixed32 : wire::kFixed64;
+  if (wire_type == wire::kLengthDelimited) {
+    std::string_view packed = r.LengthDelimited();
+    if (packed.size() % width) {
+      return Status::InvalidArgument("packed length " + std::to_string(packed.size()) + " is not a multiple of " +
+                                     std::to_string(width));
+    }
+    if (!packed.empty()) values->segments.push_back(packed);
+    values->count += packed.size() / width;
+  } else if (wire_type == unpacked_type) {
+    values->segments.push_back(r.Fixed(width));
+    values->count += 1;
+  } else {
+    return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+  }
+  return Status::Ok();
+}
+
+// Records a varint repeated field (int32, int64, bool, dims), packed or not. Counting the bytes without
+// a continuation bit gives the element count without decoding.
+Status AddVarintValues(Reader& r, uint32_t wire_type, ValueSegments* values) {
+  if (wire_type == wire::kLengthDelimited) {
+    std::string_view packed = r.LengthDelimited();
+    if (packed.empty()) return Status::Ok();
+    if (static_cast<uint8_t>(packed.back()) & 0x80) return Status::InvalidArgument("packed varints are truncated");
+    int64_t count = 0;
+    size_t run = 0;
+    for (char c : packed) {
+      if (++run > 10) return Status::InvalidArgument("a packed varint is longer than 10 bytes");
+      if (!(static_cast<uint8_t>(c) & 0x80)) {
+        run = 0;
+        ++count;
+      }
+    }
+    values->segments.push_back(packed);
+    values->count += count;
+  } else if (wire_type == wire::kVarint) {
+    values->segments.push_back(r.RawVarint());
+    values->count += 1;
+  } else {
+    return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+  }
+  return Status::Ok();
+}
+
+// Calls fn(uint64_t) for every varint of every segment; segments were validated by AddVarintValues.
+template <typename Fn>
+void ForEachVarint(const ValueSegments& values, Fn&& fn) {
+  for (std::string_view segment : values.segments) {
+    Reader r(segment);
+    while (r.ok() && r.remaining()) fn(r.Varint());
+  }
+}
+
+Status ParseShape(std::string_view bytes, ArrayView* array) {
+  Reader r(bytes);
+  uint32_t field, wire_type;
+  ValueSegments dims;
+  while (r.NextField(&field, &wire_type)) {
+    if (field == 1) PROCESSOR_RETURN_IF_ERROR(AddVarintValues(r, wire_type, &dims));
+    else r.Skip(wire_type);
+  }
+  if (!r.ok()) return Status::InvalidArgument("malformed array_shape");
+  array->dims.clear();
+  array->dims.reserve(dims.count);
+  ForEachVarint(dims, [&](uint64_t dim) { array->dims.push_back(static_cast<int64_t>(dim)); });
+  return Status::Ok();
+}
+
+Status ParseArray(std::string_view bytes, ArrayView* array) {
+  Reader r(bytes);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    Status status;
+    switch (field) {
+      case kDtype:
+        if (wire_type != wire::kVarint) status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+        else array->dtype = static_cast<int>(r.Varint());
+        break;
+      case kArrayShape:
+        if (wire_type != wire::kLengthDelimited) {
+          status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+        } else {
+          array->has_shape = true;
+          status = ParseShape(r.LengthDelimited(), array);
+        }
+        break;
+      case kFloatVal: status = AddFixedValues(r, wire_type, 4, &array->values[field]); break;
+      case kDoubleVal: status = AddFixedValues(r, wire_type, 8, &array->values[field]); break;
+      case kIntVal:
+      case kInt64Val:
+      case kBoolVal: status = AddVarintValues(r, wire_type, &array->values[field]); break;
+      case kStringVal:
+        if (wire_type != wire::kLengthDelimited) {
+          status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+        } else {
+          array->values[field].segments.push_back(r.LengthDelimited());
+          array->values[field].count += 1;
+        }
+        break;
+      default: r.Skip(wire_type);  // unknown fields are skipped, as protobuf does
+    }
+    if (!status.ok()) return status.WithContext(kFieldNames[field]);
+  }
+  if (!r.ok()) return Status::InvalidArgument("malformed ArrayProto");
+  return Status::Ok();
+}
+
+// A map<string, ArrayProto> entry.
+Status ParseInputEntry(std::string_view bytes, std::string_view* key, ArrayView* array) {
+  Reader r(bytes);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field == 1 && wire_type == wire::kLengthDelimited) {
+      *key = r.LengthDelimited();
+    } else if (field == 2 && wire_type == wire::kLengthDelimited) {
+      *array = ArrayView();  // a repeated value field is merged by protobuf; last wins is what users mean
+      PROCESSOR_RETURN_IF_ERROR(ParseArray(r.LengthDelimited(), array).WithContext("input '" + std::string(*key) + "'"));
+    } else {
+      r.Skip(wire_type);
+    }
+  }
+  if (!r.ok()) return Status::InvalidArgument("malformed inputs map entry");
+  return Status::Ok();
+}
+
+template <typename T>
+Status CopyNarrowInts(const ValueSegments& values, int64_t lo, int64_t hi, void* out) {
+  T* dst = static_cast<T*>(out);
+  bool in_range = true;
+  int64_t bad = 0;
+  ForEachVarint(values, [&](uint64_t raw) {
+    int64_t v = static_cast<int32_t>(raw);  // int_val is int32 on the wire
+    if (v < lo || v > hi) {
+      if (in_range) bad = v;
+      in_range = false;
+    }
+    *dst++ = static_cast<T>(v);
+  });
+  if (!in_range) return Status::InvalidArgument("value " + std::to_string(bad) + " is out of range");
+  return Status::Ok();
+}
+
+void CopyFixed(const ValueSegments& values, void* out) {
+  char* dst = static_cast<char*>(out);
+  for (std::string_view segment : values.segments) {
+    std::memcpy(dst, segment.data(), segment.size());
+    dst += segment.size();
+  }
+}
+
+// ---- encoding
+
+template <typename T>
+size_t PackedVarintPayload(const T* values, int64_t n) {
+  size_t size = 0;
+  for (int64_t i = 0; i < n; ++i) size += wire::VarintSize(static_cast<uint64_t>(static_cast<int64_t>(values[i])));
+  return size;
+}
+
+// Bytes of the value field(s) of one tensor inside its ArrayProto; 0 elements write nothing (proto3).
+Status ValuesSize(TF_Tensor* t, int64_t n, size_t* size) {
+  const void* data = TF_TensorData(t);
+  size_t payload = 0;
+  switch (TF_TensorType(t)) {
+    case TF_FLOAT: payload = 4 * n; break;
+    case TF_DOUBLE: payload = 8 * n; break;
+    case TF_BOOL: payload = n; break;
+    case TF_INT64: payload = PackedVarintPayload(static_cast<const int64_t*>(data), n); break;
+    case TF_INT32: payload = PackedVarintPayload(static_cast<const int32_t*>(data), n); break;
+    case TF_INT16: payload = PackedVarintPayload(static_cast<const int16_t*>(data), n); break;
+    case TF_INT8: payload = PackedVarintPayload(static_cast<const int8_t*>(data), n); break;
+    case TF_UINT8: payload = PackedVarintPayload(static_cast<const uint8_t*>(data), n); break;
+    case TF_STRING: {
+      const TF_TString* strings = static_cast<const TF_TString*>(data);
+      *size = 0;
+      for (int64_t i = 0; i < n; ++i) *size += wire::LengthDelimitedSize(TF_TString_GetSize(&strings[i]));
+      return Status::Ok();
+    }
+    default:
+      return Status::Internal(std::string("the protocol cannot carry dtype ") + DataTypeName(TF_TensorType(t)));
+  }
+  *size = n ? wire::LengthDelimitedSize(payload) : 0;
+  return Status::Ok();
+}
+
+template <typename T>
+void PutPackedVarints(wire::Writer& w, uint32_t field, const T* values, int64_t n) {
+  w.LengthDelimitedHeader(field, PackedVarintPayload(values, n));
+  for (int64_t i = 0; i < n; ++i) w.Varint(static_cast<uint64_t>(static_cast<int64_t>(values[i])));
+}
+
+void PutValues(wire::Writer& w, TF_Tensor* t, int64_t n) {
+  if (n == 0) return;
+  const void* data = TF_TensorData(t);
+  switch (TF_TensorType(t)) {
+    case TF_FLOAT: w.LengthDelimitedHeader(kFloatVal, 4 * n); w.Raw(data, 4 * n); break;
+    case TF_DOUBLE: w.LengthDelimitedHeader(kDoubleVal, 8 * n); w.Raw(data, 8 * n); break;
+    case TF_BOOL: {
+      w.LengthDelimitedHeader(kBoolVal, n);
+      const bool* values = static_cast<const bool*>(data);
+      for (int64_t i = 0; i < n; ++i) w.Varint(values[i] ? 1 : 0);
+      break;
+    }
+    case TF_INT64: PutPackedVarints(w, kInt64Val, static_cast<const int64_t*>(data), n); break;
+    case TF_INT32: PutPackedVarints(w, kIntVal, static_cast<const int32_t*>(data), n); break;
+    case TF_INT16: PutPackedVarints(w, kIntVal, static_cast<const int16_t*>(data), n); break;
+    case TF_INT8: PutPackedVarints(w, kIntVal, static_cast<const int8_t*>(data), n); break;
+    case TF_UINT8: PutPackedVarints(w, kIntVal, static_cast<const uint8_t*>(data), n); break;
+    case TF_STRING: {
+      const TF_TString* strings = static_cast<const TF_TString*>(data);
+      for (int64_t i = 0; i < n; ++i) {
+        w.Bytes(kStringVal, std::string_view(TF_TString_GetDataPointer(&strings[i]), TF_TString_GetSize(&strings[i])));
+      }
+      break;
+    }
+    default: break;  // rejected by ValuesSize
+  }
+}
+
+int64_t ElementCount(const TF_Tensor* t) {
+  int64_t n = 1;
+  for (int i = 0; i < TF_NumDims(t); ++i) n *= TF_Dim(t, i);
+  return n;
+}
+
+struct EncodedArray {
+  std::string_view name;
+  TF_Tensor* tensor;
+  int64_t elements;
+  size_t shape_payload;  // ArrayShape.dim packed payload
+  size_t shape_message;  // ArrayShape body
+  size_t array_message;  // ArrayProto body
+  size_t entry_message;  // map entry body
+};
+
+}  // namespace
+
+int ValueFieldForDtype(int dtype) {
+  switch (dtype) {
+    case TF_FLOAT: return kFloatVal;
+    case TF_DOUBLE: return kDoubleVal;
+    case TF_INT32:
+    case TF_INT16:
+    case TF_INT8:
+    case TF_UINT8: return kIntVal;
+    case TF_STRING: return kStringVal;
+    case TF_INT64: return kInt64Val;
+    case TF_BOOL: return kBoolVal;
+    default: return 0;
+  }
+}
+
+Status ParsePredictRequest(const void* data, size_t size, RequestView* request) {
+  if (size > 0 && data == nullptr) return Status::InvalidArgument("input_data is NULL but input_size is " + std::to_string(size));
+  Reader r(data, size);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field == 1 && wire_type == wire::kLengthDelimited) {
+      request->signature_name = r.LengthDelimited();
+    } else if (field == 2 && wire_type == wire::kLengthDelimited) {
+      std::string_view key;
+      ArrayView array;
+      PROCESSOR_RETURN_IF_ERROR(ParseInputEntry(r.LengthDelimited(), &key, &array));
+      bool replaced = false;
+      for (auto& input : request->inputs) {
+        if (input.first == key) {
+          input.second = std::move(array);
+          replaced = true;
+          break;
+        }
+      }
+      if (!replaced) request->inputs.emplace_back(key, std::move(array));
+    } else if (field == 3 && wire_type == wire::kLengthDelimited) {
+      request->output_filter.push_back(r.LengthDelimited());
+    } else if (field <= 3) {
+      return Status::InvalidArgument("PredictRequest field " + std::to_string(field) + " has wire type " +
+                                     std::to_string(wire_type));
+    } else {
+      r.Skip(wire_type);
+    }
+  }
+  if (!r.ok()) return Status::InvalidArgument("the request is not a valid PredictRequest (malformed protocol buffer)");
+  return Status::Ok();
+}
+
+Status ShapeElementCount(const ArrayView& array, int64_t* count) {
+  int64_t n = 1;
+  for (int64_t dim : array.dims) {
+    if (dim < 0) return Status::InvalidArgument("negative dimension " + std::to_string(dim) + " in array_shape");
+    if (__builtin_mul_overflow(n, dim, &n)) return Status::InvalidArgument("array_shape overflows int64");
+  }
+  *count = n;
+  return Status::Ok();
+}
+
+Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
+  const int value_field = ValueFieldForDtype(array.dtype);
+  if (array.dtype == 0) return Status::InvalidArgument("dtype is not set (DT_INVALID)");
+  if (value_field == 0) {
+    return Status::InvalidArgument(std::string("dtype ") + DataTypeName(array.dtype) + " cannot be sent in an ArrayProto");
+  }
+  for (int field = kFloatVal; field <= static_cast<int>(kBoolVal); ++field) {
+    if (field != value_field && array.values[field].count) {
+      return Status::InvalidArgument(std::string(DataTypeName(array.dtype)) + " values belong in " +
+                                     kFieldNames[value_field] + ", but " + kFieldNames[field] + " is set");
+    }
+  }
+  int64_t n = 0;
+  PROCESSOR_RETURN_IF_ERROR(ShapeElementCount(array, &n));
+  const ValueSegments& values = array.values[value_field];
+  if (values.count != n) {
+    std::string shape = "[";
+    for (size_t i = 0; i < array.dims.size(); ++i) shape += (i ? "," : "") + std::to_string(array.dims[i]);
+    shape += "]";
+    return Status::InvalidArgument("shape " + shape + " needs " + std::to_string(n) + " values but " +
+                                   std::to_string(values.count) + " were sent in " + kFieldNames[value_field] +
+                                   (array.has_shape ? "" : " (array_shape is not set, which means a scalar)"));
+  }
+
+  const TF_DataType dtype = static_cast<TF_DataType>(array.dtype);
+  const size_t element_size = dtype == TF_STRING ? sizeof(TF_TString) : TF_DataTypeSize(dtype);
+  TensorPtr t(TF_AllocateTensor(dtype, array.dims.data(), static_cast<int>(array.dims.size()), n * element_size));
+  if (!t) return Status::Internal("cannot allocate a tensor of " + std::to_string(n) + " elements");
+  void* out = TF_TensorData(t.get());
+  Status status;
+  switch (dtype) {
+    case TF_FLOAT:
+    case TF_DOUBLE: CopyFixed(values, out); break;
+    case TF_INT64: {
+      int64_t* dst = static_cast<int64_t*>(out);
+      ForEachVarint(values, [&](uint64_t v) { *dst++ = static_cast<int64_t>(v); });
+      break;
+    }
+    case TF_BOOL: {
+      bool* dst = static_cast<bool*>(out);
+      ForEachVarint(values, [&](uint64_t v) { *dst++ = v != 0; });
+      break;
+    }
+    case TF_INT32: status = CopyNarrowInts<int32_t>(values, INT32_MIN, INT32_MAX, out); break;
+    case TF_INT16: status = CopyNarrowInts<int16_t>(values, INT16_MIN, INT16_MAX, out); break;
+    case TF_INT8: status = CopyNarrowInts<int8_t>(values, INT8_MIN, INT8_MAX, out); break;
+    case TF_UINT8: status = CopyNarrowInts<uint8_t>(values, 0, UINT8_MAX, out); break;
+    case TF_STRING: {
+      TF_TString* dst = static_cast<TF_TString*>(out);
+      for (std::string_view s : values.segments) {
+        TF_TString_Init(dst);
+        TF_TString_Copy(dst++, s.data(), s.size());
+      }
+      break;
+    }
+    default: return Status::Internal("unreachable dtype");
+  }
+  if (!status.ok()) return status.WithContext(DataTypeName(array.dtype));
+  *tensor = std::move(t);
+  return Status::Ok();
+}
+
+Status EncodePredictResponse(const std::vector<std::pair<std::string_view, TF_Tensor*>>& outputs, void** data,
+                             int* size) {
+  std::vector<EncodedArray> plan;
+  plan.reserve(outputs.size());
+  size_t total = 0;
+  for (const auto& [name, tensor] : outputs) {
+    EncodedArray a{name, tensor, ElementCount(tensor), 0, 0, 0, 0};
+    size_t values_size = 0;
+    PROCESSOR_RETURN_IF_ERROR(ValuesSize(tensor, a.elements, &values_size).WithContext("output '" + std::string(name) + "'"));
+    for (int i = 0; i < TF_NumDims(tensor); ++i) a.shape_payload += wire::VarintSize(static_cast<uint64_t>(TF_Dim(tensor, i)));
+    a.shape_message = a.shape_payload ? wire::LengthDelimitedSize(a.shape_payload) : 0;
+    const int dtype = TF_TensorType(tensor);
+    a.array_message = 1 + wire::VarintSize(dtype) + wire::LengthDelimitedSize(a.shape_message) + values_size;
+    a.entry_message = wire::LengthDelimitedSize(name.size()) + wire::LengthDelimitedSize(a.array_message);
+    total += wire::LengthDelimitedSize(a.entry_message);
+    plan.push_back(a);
+  }
+  if (total > static_cast<size_t>(INT32_MAX)) {
+    return Status::Internal("the response would be " + std::to_string(total) + " bytes, more than the ABI's int size");
+  }
+  uint8_t* buffer = static_cast<uint8_t*>(std::malloc(total ? total : 1));
+  if (!buffer) return Status::Internal("out of memory for a " + std::to_string(total) + "-byte response");
+  wire::Writer w(buffer);
+  for (const EncodedArray& a : plan) {
+    w.LengthDelimitedHeader(1, a.entry_message);  // PredictResponse.outputs entry
+    w.Bytes(1, a.name);                           // key
+    w.LengthDelimitedHeader(2, a.array_message);  // value: ArrayProto
+    w.Varint(wire::Tag(kDtype, wire::kVarint));
+    w.Varint(TF_TensorType(a.tensor));
+    w.LengthDelimitedHeader(kArrayShape, a.shape_message);  // always present: a scalar has an empty shape
+    if (a.shape_payload) {
+      w.LengthDelimitedHeader(1, a.shape_payload);
+      for (int i = 0; i < TF_NumDims(a.tensor); ++i) w.Varint(static_cast<uint64_t>(TF_Dim(a.tensor, i)));
+    }
+    PutValues(w, a.tensor, a.elements);
+  }
+  if (static_cast<size_t>(w.position() - buffer) != total) {
+    std::free(buffer);
+    return Status::Internal("response size mismatch while encoding");
+  }
+  *data = buffer;
+  *size = static_cast<int>(total);
+  return Status::Ok();
+}
+
+}  // namespace processor

@@ -1,0 +1,63 @@
+// PredictRequest / PredictResponse codec over TF tensors.
+//
+// Decoding happens in two steps so that a request is checked against the signature before any tensor
+// memory is allocated: ParsePredictRequest() only records where each value lives in the caller's buffer
+// (string_views, no copies); MakeTensor() then copies the values once, straight into a TF_Tensor.
+// Encoding sizes the response first and writes it once into a single malloc'd buffer.
+#pragma once
+
+#include <tensorflow/c/c_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "common/tf_handles.h"
+
+namespace processor {
+
+// One repeated value field of an ArrayProto as it sits on the wire. A packed field is one segment; an
+// unpacked one is a segment per element (each a raw fixed-width value or raw varint).
+struct ValueSegments {
+  std::vector<std::string_view> segments;
+  int64_t count = 0;
+};
+
+// An ArrayProto, parsed but not copied. Views point into the request buffer.
+struct ArrayView {
+  int dtype = 0;
+  bool has_shape = false;  // absent shape means scalar, as for TensorProto
+  std::vector<int64_t> dims;
+  // Indexed by ArrayProto field number: 3 float, 4 double, 5 int, 6 string, 7 int64, 8 bool.
+  ValueSegments values[9];
+};
+
+struct RequestView {
+  std::string_view signature_name;
+  std::vector<std::pair<std::string_view, ArrayView>> inputs;  // in wire order, keys unique (last wins)
+  std::vector<std::string_view> output_filter;
+};
+
+// Parses a serialized PredictRequest. Fails with InvalidArgument naming what is malformed.
+Status ParsePredictRequest(const void* data, size_t size, RequestView* request);
+
+// Number of elements the array's shape calls for; InvalidArgument on negative dims or overflow.
+Status ShapeElementCount(const ArrayView& array, int64_t* count);
+
+// Copies the values into a new tensor of the array's dtype and shape. Checks that the dtype can travel
+// in the protocol, that values sit in the field the dtype uses, that their count matches the shape and
+// that narrow integers are in range.
+Status MakeTensor(const ArrayView& array, TensorPtr* tensor);
+
+// Serializes a PredictResponse into a buffer from malloc(); the caller frees it.
+Status EncodePredictResponse(const std::vector<std::pair<std::string_view, TF_Tensor*>>& outputs,
+                             void** data, int* size);
+
+// The ArrayProto field a dtype's values travel in, or 0 when the protocol cannot carry the dtype.
+int ValueFieldForDtype(int dtype);
+
+}  // namespace processor

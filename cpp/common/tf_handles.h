@@ -1,0 +1,58 @@
+// RAII owners for TensorFlow C API objects.
+#pragma once
+
+#include <tensorflow/c/c_api.h>
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace processor {
+
+struct TensorDeleter {
+  void operator()(TF_Tensor* t) const { TF_DeleteTensor(t); }
+};
+using TensorPtr = std::unique_ptr<TF_Tensor, TensorDeleter>;
+
+struct BufferDeleter {
+  void operator()(TF_Buffer* b) const { TF_DeleteBuffer(b); }
+};
+using BufferPtr = std::unique_ptr<TF_Buffer, BufferDeleter>;
+
+struct GraphDeleter {
+  void operator()(TF_Graph* g) const { TF_DeleteGraph(g); }
+};
+using GraphPtr = std::unique_ptr<TF_Graph, GraphDeleter>;
+
+struct SessionOptionsDeleter {
+  void operator()(TF_SessionOptions* o) const { TF_DeleteSessionOptions(o); }
+};
+using SessionOptionsPtr = std::unique_ptr<TF_SessionOptions, SessionOptionsDeleter>;
+
+// A TF_Status owned for one call.
+class TfStatus {
+ public:
+  TfStatus() : status_(TF_NewStatus()) {}
+  ~TfStatus() { TF_DeleteStatus(status_); }
+  TfStatus(const TfStatus&) = delete;
+  TfStatus& operator=(const TfStatus&) = delete;
+
+  TF_Status* get() { return status_; }
+  bool ok() const { return TF_GetCode(status_) == TF_OK; }
+  TF_Code code() const { return TF_GetCode(status_); }
+  std::string message() const { return TF_Message(status_); }
+
+  // Errors TF attributes to the caller's data (bad ids, wrong shapes) are the request's fault.
+  Status ToStatus(const std::string& context) const {
+    if (ok()) return Status::Ok();
+    std::string text = context + ": " + message();
+    if (code() == TF_INVALID_ARGUMENT || code() == TF_OUT_OF_RANGE) return Status::InvalidArgument(text);
+    return Status::Internal(text);
+  }
+
+ private:
+  TF_Status* status_;
+};
+
+}  // namespace processor

@@ -1,0 +1,169 @@
+// Protocol-buffer wire format, read and written by hand.
+//
+// Why not libprotobuf: TF's wheel carries a private protobuf whose symbols clash with any second copy
+// (Debian's segfaults at dlopen), and generated code would tie the build to TF's exact protoc version.
+// The messages we speak are small and frozen, so a reader over a byte span is the robust choice.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+namespace processor::wire {
+
+enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
+
+// Reads fields from a span. Any malformation latches ok() to false; reads after that return zeros.
+class Reader {
+ public:
+  Reader(const void* data, size_t size)
+      : pos_(static_cast<const uint8_t*>(data)), end_(static_cast<const uint8_t*>(data) + size) {}
+  explicit Reader(std::string_view bytes) : Reader(bytes.data(), bytes.size()) {}
+
+  bool ok() const { return ok_; }
+  size_t remaining() const { return size_t(end_ - pos_); }
+
+  // Advances to the next field; false at the end of input or on error.
+  bool NextField(uint32_t* field, uint32_t* wire_type) {
+    if (pos_ >= end_ || !ok_) return false;
+    uint64_t tag = Varint();
+    *field = static_cast<uint32_t>(tag >> 3);
+    *wire_type = static_cast<uint32_t>(tag & 7);
+    if (*field == 0 || tag > 0xFFFFFFFFu) ok_ = false;
+    return ok_;
+  }
+
+  uint64_t Varint() {
+    uint64_t value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ >= end_) return Fail();
+      uint8_t byte = *pos_++;
+      value |= uint64_t(byte & 0x7f) << shift;
+      if (!(byte & 0x80)) return value;
+    }
+    return Fail();  // more than 10 bytes
+  }
+
+  std::string_view LengthDelimited() {
+    uint64_t size = Varint();
+    if (!ok_ || size > uint64_t(end_ - pos_)) {
+      Fail();
+      return {};
+    }
+    std::string_view bytes(reinterpret_cast<const char*>(pos_), size);
+    pos_ += size;
+    return bytes;
+  }
+
+  // The raw bytes of a fixed-width value (4 or 8), for callers that copy them straight into tensors.
+  std::string_view Fixed(size_t width) {
+    if (size_t(end_ - pos_) < width) {
+      Fail();
+      return {};
+    }
+    std::string_view bytes(reinterpret_cast<const char*>(pos_), width);
+    pos_ += width;
+    return bytes;
+  }
+
+  // The raw bytes of one varint, undecoded.
+  std::string_view RawVarint() {
+    const uint8_t* start = pos_;
+    Varint();
+    return ok_ ? std::string_view(reinterpret_cast<const char*>(start), pos_ - start) : std::string_view();
+  }
+
+  void Skip(uint32_t wire_type) {
+    switch (wire_type) {
+      case kVarint: Varint(); break;
+      case kFixed64: Fixed(8); break;
+      case kLengthDelimited: LengthDelimited(); break;
+      case kFixed32: Fixed(4); break;
+      default: Fail();  // groups (3, 4) are not proto3
+    }
+  }
+
+ private:
+  uint64_t Fail() {
+    ok_ = false;
+    pos_ = end_;
+    return 0;
+  }
+
+  const uint8_t* pos_;
+  const uint8_t* end_;
+  bool ok_ = true;
+};
+
+inline size_t VarintSize(uint64_t value) {
+  size_t size = 1;
+  while (value >= 0x80) {
+    value >>= 7;
+    ++size;
+  }
+  return size;
+}
+
+inline uint32_t Tag(uint32_t field, WireType wire_type) { return (field << 3) | wire_type; }
+
+// Size of a length-delimited field with a one-byte tag.
+inline size_t LengthDelimitedSize(size_t payload) { return 1 + VarintSize(payload) + payload; }
+
+// Writes into a buffer the caller sized exactly beforehand (two-pass encoding: no reallocation, no
+// intermediate copy of tensor payloads).
+class Writer {
+ public:
+  explicit Writer(uint8_t* out) : pos_(out) {}
+  uint8_t* position() const { return pos_; }
+
+  void Varint(uint64_t value) {
+    while (value >= 0x80) {
+      *pos_++ = uint8_t(value | 0x80);
+      value >>= 7;
+    }
+    *pos_++ = uint8_t(value);
+  }
+  void Raw(const void* data, size_t size) {
+    if (size) std::memcpy(pos_, data, size);
+    pos_ += size;
+  }
+  void LengthDelimitedHeader(uint32_t field, size_t payload) {
+    Varint(Tag(field, kLengthDelimited));
+    Varint(payload);
+  }
+  void Bytes(uint32_t field, std::string_view bytes) {
+    LengthDelimitedHeader(field, bytes.size());
+    Raw(bytes.data(), bytes.size());
+  }
+
+ private:
+  uint8_t* pos_;
+};
+
+// Appends fields to a std::string; for small messages (model info, configs) where speed is moot.
+class StringWriter {
+ public:
+  void Varint(uint32_t field, uint64_t value) {
+    PutVarint(Tag(field, kVarint));
+    PutVarint(value);
+  }
+  void Bytes(uint32_t field, std::string_view bytes) {
+    PutVarint(Tag(field, kLengthDelimited));
+    PutVarint(bytes.size());
+    out_.append(bytes.data(), bytes.size());
+  }
+  const std::string& str() const { return out_; }
+
+ private:
+  void PutVarint(uint64_t value) {
+    while (value >= 0x80) {
+      out_.push_back(char(value | 0x80));
+      value >>= 7;
+    }
+    out_.push_back(char(value));
+  }
+  std::string out_;
+};
+
+}  // namespace processor::wire

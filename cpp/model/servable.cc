@@ -1,0 +1,191 @@
+#include "model/servable.h"
+
+#include <tensorflow/c/tf_tstring.h>
+
+#include <cstdlib>
+
+#include "common/json_writer.h"
+
+namespace processor {
+namespace {
+
+// "op:1" -> ("op", 1); "op" -> ("op", 0).
+bool ParseTensorName(const std::string& name, std::string* op, int* index) {
+  const size_t colon = name.rfind(':');
+  if (colon == std::string::npos) {
+    *op = name;
+    *index = 0;
+    return !name.empty();
+  }
+  *op = name.substr(0, colon);
+  char* end = nullptr;
+  const long value = std::strtol(name.c_str() + colon + 1, &end, 10);
+  *index = static_cast<int>(value);
+  return !op->empty() && end && *end == '\0' && value >= 0;
+}
+
+Status ResolvePort(TF_Graph* graph, const std::string& tensor_name, TF_Output* port) {
+  std::string op_name;
+  int index = 0;
+  if (!ParseTensorName(tensor_name, &op_name, &index)) return Status::Internal("bad tensor name '" + tensor_name + "'");
+  TF_Operation* op = TF_GraphOperationByName(graph, op_name.c_str());
+  if (!op || index >= TF_OperationNumOutputs(op)) return Status::Internal("the graph has no tensor '" + tensor_name + "'");
+  *port = TF_Output{op, index};
+  return Status::Ok();
+}
+
+void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors) {
+  out->push_back('[');
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorSpec& spec = tensors[i].spec;
+    if (i) out->push_back(',');
+    out->append("{\"alias\":");
+    AppendJsonString(out, spec.alias);
+    out->append(",\"name\":");
+    AppendJsonString(out, spec.tensor_name);
+    out->append(",\"dtype\":");
+    AppendJsonString(out, DataTypeName(spec.dtype));
+    out->append(",\"shape\":");
+    if (spec.unknown_rank) {
+      out->append("null");
+    } else {
+      out->push_back('[');
+      for (size_t d = 0; d < spec.dims.size(); ++d) out->append((d ? "," : "") + std::to_string(spec.dims[d]));
+      out->push_back(']');
+    }
+    out->push_back('}');
+  }
+  out->push_back(']');
+}
+
+}  // namespace
+
+Status Servable::Load(const LoadOptions& options, std::shared_ptr<const Servable>* servable) {
+  std::shared_ptr<Servable> s(new Servable());
+  SessionOptionsPtr session_options;
+  PROCESSOR_RETURN_IF_ERROR(MakeSessionOptions(options.session, &session_options));
+
+  std::vector<const char*> tags;
+  for (const std::string& tag : options.tags) tags.push_back(tag.c_str());
+  s->graph_.reset(TF_NewGraph());
+  BufferPtr meta_graph_buffer(TF_NewBuffer());
+  TfStatus status;
+  s->session_ = TF_LoadSessionFromSavedModel(session_options.get(), nullptr, options.savedmodel_dir.c_str(),
+                                             tags.data(), static_cast<int>(tags.size()), s->graph_.get(),
+                                             meta_graph_buffer.get(), status.get());
+  if (!status.ok()) {
+    s->session_ = nullptr;
+    return Status::Internal("cannot load SavedModel '" + options.savedmodel_dir + "': " + status.message());
+  }
+  MetaGraphSpec meta_graph;
+  PROCESSOR_RETURN_IF_ERROR(ParseMetaGraph(
+      std::string_view(static_cast<const char*>(meta_graph_buffer->data), meta_graph_buffer->length), &meta_graph));
+
+  s->signature_name_ = options.signature_name;
+  PROCESSOR_RETURN_IF_ERROR(s->BindSignature(meta_graph, options.savedmodel_dir));
+  if (!options.checkpoint_prefix.empty()) {
+    PROCESSOR_RETURN_IF_ERROR(s->Restore(meta_graph.saver, options.checkpoint_prefix));
+  }
+  // Initializers are idempotent for the same data, so running them after the SavedModel's own init op
+  // is safe, and it covers graphs that register tables without one.
+  PROCESSOR_RETURN_IF_ERROR(s->RunTargets(meta_graph.table_initializers, "table initializers"));
+  *servable = std::move(s);
+  return Status::Ok();
+}
+
+Servable::~Servable() {
+  if (session_) {
+    TfStatus status;
+    TF_CloseSession(session_, status.get());
+    TF_DeleteSession(session_, status.get());
+  }
+}
+
+int Servable::Find(const std::vector<BoundTensor>& tensors, std::string_view name) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].spec.alias == name) return static_cast<int>(i);
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].spec.tensor_name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
+  auto it = meta_graph.signatures.find(signature_name_);
+  if (it == meta_graph.signatures.end()) {
+    std::string available;
+    for (const auto& [name, unused] : meta_graph.signatures) available += (available.empty() ? "'" : ", '") + name + "'";
+    return Status::Internal("SavedModel '" + savedmodel_dir + "' has no signature '" + signature_name_ +
+                            "' (it has: " + (available.empty() ? "none" : available) + ")");
+  }
+  for (const TensorSpec& spec : it->second.inputs) {
+    BoundTensor bound{spec, {}};
+    PROCESSOR_RETURN_IF_ERROR(ResolvePort(graph_.get(), spec.tensor_name, &bound.port).WithContext("signature input '" + spec.alias + "'"));
+    inputs_.push_back(std::move(bound));
+  }
+  for (const TensorSpec& spec : it->second.outputs) {
+    BoundTensor bound{spec, {}};
+    PROCESSOR_RETURN_IF_ERROR(ResolvePort(graph_.get(), spec.tensor_name, &bound.port).WithContext("signature output '" + spec.alias + "'"));
+    outputs_.push_back(std::move(bound));
+  }
+  signature_json_ = "{\"signature_name\":";
+  AppendJsonString(&signature_json_, signature_name_);
+  signature_json_ += ",\"method_name\":";
+  AppendJsonString(&signature_json_, it->second.method_name);
+  signature_json_ += ",\"inputs\":";
+  AppendTensorsJson(&signature_json_, inputs_);
+  signature_json_ += ",\"outputs\":";
+  AppendTensorsJson(&signature_json_, outputs_);
+  signature_json_ += "}";
+  return Status::Ok();
+}
+
+Status Servable::Restore(const SaverSpec& saver, const std::string& prefix) {
+  if (saver.filename_tensor_name.empty() || saver.restore_op_name.empty()) {
+    return Status::Internal("the SavedModel has no saver_def, so checkpoint '" + prefix + "' cannot be restored");
+  }
+  TF_Output filename;
+  PROCESSOR_RETURN_IF_ERROR(ResolvePort(graph_.get(), saver.filename_tensor_name, &filename).WithContext("saver_def"));
+  TF_Operation* restore = TF_GraphOperationByName(graph_.get(), saver.restore_op_name.c_str());
+  if (!restore) return Status::Internal("saver_def names a missing restore op '" + saver.restore_op_name + "'");
+
+  TensorPtr prefix_tensor(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
+  TF_TString* value = static_cast<TF_TString*>(TF_TensorData(prefix_tensor.get()));
+  TF_TString_Init(value);
+  TF_TString_Copy(value, prefix.data(), prefix.size());
+  TF_Tensor* feed = prefix_tensor.get();
+  const TF_Operation* target = restore;
+  TfStatus status;
+  TF_SessionRun(session_, nullptr, &filename, &feed, 1, nullptr, nullptr, 0, &target, 1, nullptr, status.get());
+  if (!status.ok()) return Status::Internal("cannot restore checkpoint '" + prefix + "': " + status.message());
+  return Status::Ok();
+}
+
+Status Servable::RunTargets(const std::vector<std::string>& op_names, const std::string& what) {
+  if (op_names.empty()) return Status::Ok();
+  std::vector<const TF_Operation*> targets;
+  for (const std::string& name : op_names) {
+    TF_Operation* op = TF_GraphOperationByName(graph_.get(), name.c_str());
+    if (!op) return Status::Internal(what + ": the graph has no op '" + name + "'");
+    targets.push_back(op);
+  }
+  TfStatus status;
+  TF_SessionRun(session_, nullptr, nullptr, nullptr, 0, nullptr, nullptr, 0, targets.data(),
+                static_cast<int>(targets.size()), nullptr, status.get());
+  if (!status.ok()) return Status::Internal("running " + what + " failed: " + status.message());
+  return Status::Ok();
+}
+
+Status Servable::Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
+                     const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const {
+  std::vector<TF_Tensor*> raw(outputs.size(), nullptr);
+  TfStatus status;
+  TF_SessionRun(session_, nullptr, inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
+                raw.data(), static_cast<int>(outputs.size()), nullptr, 0, nullptr, status.get());
+  results->clear();
+  for (TF_Tensor* t : raw) results->emplace_back(t);  // owned even on failure (TF may fill some)
+  return status.ToStatus("running the model");
+}
+
+}  // namespace processor

@@ -1,0 +1,71 @@
+// Servable: one loaded model version (graph + session + resolved signature), immutable once loaded.
+// Requests hold it through std::shared_ptr, so a version swapped out keeps serving the requests that
+// started on it and is released when the last of them ends.
+#pragma once
+
+#include <tensorflow/c/c_api.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "common/tf_handles.h"
+#include "model/meta_graph.h"
+#include "model/session_settings.h"
+
+namespace processor {
+
+struct LoadOptions {
+  std::string savedmodel_dir;
+  std::vector<std::string> tags{"serve"};
+  std::string signature_name = "serving_default";
+  std::string checkpoint_prefix;  // empty: keep the SavedModel's own variables
+  SessionSettings session;
+};
+
+struct BoundTensor {
+  TensorSpec spec;
+  TF_Output port;
+};
+
+class Servable {
+ public:
+  // Loads the SavedModel, restores the checkpoint (if any) and runs the table initializers.
+  static Status Load(const LoadOptions& options, std::shared_ptr<const Servable>* servable);
+
+  ~Servable();
+  Servable(const Servable&) = delete;
+  Servable& operator=(const Servable&) = delete;
+
+  const std::string& signature_name() const { return signature_name_; }
+  const std::vector<BoundTensor>& inputs() const { return inputs_; }
+  const std::vector<BoundTensor>& outputs() const { return outputs_; }
+  // JSON description of the signature (what process() answers to an empty request).
+  const std::string& signature_json() const { return signature_json_; }
+
+  // Index into inputs()/outputs() of an alias or tensor name; -1 if there is none.
+  int FindInput(std::string_view name) const { return Find(inputs_, name); }
+  int FindOutput(std::string_view name) const { return Find(outputs_, name); }
+
+  // Runs the session. `results` receives owned tensors, one per output.
+  Status Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
+             const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const;
+
+ private:
+  Servable() = default;
+  static int Find(const std::vector<BoundTensor>& tensors, std::string_view name);
+  Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
+  Status Restore(const SaverSpec& saver, const std::string& prefix);
+  Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
+
+  GraphPtr graph_;
+  TF_Session* session_ = nullptr;
+  std::string signature_name_;
+  std::vector<BoundTensor> inputs_;
+  std::vector<BoundTensor> outputs_;
+  std::string signature_json_;
+};
+
+}  // namespace processor

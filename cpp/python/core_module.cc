@@ -1,0 +1,147 @@
+// processor._core: the pybind11 binding the Python control plane drives the data plane with.
+// It speaks to libserving_processor.so only through C (processor.h and abi/control_api.h).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "abi/control_api.h"
+
+namespace py = pybind11;
+
+namespace {
+
+struct LoadFailure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Takes ownership of a buffer from the library and turns it into Python bytes.
+py::bytes TakeBuffer(void* data, int size) {
+  std::unique_ptr<void, decltype(&free_buffer)> owned(data, &free_buffer);
+  return py::bytes(static_cast<const char*>(data), data ? size : 0);
+}
+
+// A request from any bytes-like object, viewed without copying.
+std::pair<const void*, int> View(const py::buffer& request, py::buffer_info* info) {
+  *info = request.request();
+  if (info->ndim > 1 && info->strides.back() != info->itemsize) throw py::value_error("request buffer is not contiguous");
+  const py::ssize_t size = info->size * info->itemsize;
+  if (size > INT32_MAX) throw py::value_error("request is larger than 2 GiB, the ABI's limit");
+  return {info->ptr, static_cast<int>(size)};
+}
+
+class Servable {
+ public:
+  explicit Servable(processor_servable* servable) : servable_(servable, &processor_control_release) {}
+  processor_servable* get() const { return servable_.get(); }
+
+  std::pair<int, py::bytes> Process(const py::buffer& request) const {
+    py::buffer_info info;
+    auto [data, size] = View(request, &info);
+    void* output = nullptr;
+    int output_size = 0;
+    int code;
+    {
+      py::gil_scoped_release release;
+      code = processor_control_servable_process(servable_.get(), data, size, &output, &output_size);
+    }
+    return {code, TakeBuffer(output, output_size)};
+  }
+
+ private:
+  std::unique_ptr<processor_servable, decltype(&processor_control_release)> servable_;
+};
+
+std::shared_ptr<Servable> LoadServable(const std::map<std::string, std::string>& options) {
+  std::vector<const char*> keys, values;
+  for (const auto& [key, value] : options) {
+    keys.push_back(key.c_str());
+    values.push_back(value.c_str());
+  }
+  char* error = nullptr;
+  processor_servable* servable;
+  {
+    py::gil_scoped_release release;  // loading takes seconds; the control plane's threads keep running
+    servable = processor_control_load(keys.data(), values.data(), static_cast<int>(keys.size()), &error);
+  }
+  if (!servable) {
+    std::string message = error ? error : "unknown load failure";
+    free_buffer(error);
+    throw LoadFailure(message);
+  }
+  return std::make_shared<Servable>(servable);
+}
+
+class Model {
+ public:
+  Model() : handle_(processor_control_new_model()) {}
+  ~Model() { processor_control_delete_model(handle_); }
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  uintptr_t address() const { return reinterpret_cast<uintptr_t>(handle_); }
+
+  void Install(const Servable& servable, const py::bytes& model_info) {
+    std::string info = model_info;
+    processor_control_install(handle_, servable.get(), info.data(), static_cast<int>(info.size()));
+  }
+
+  void SetModelInfo(const py::bytes& model_info) {
+    std::string info = model_info;
+    processor_control_set_model_info(handle_, info.data(), static_cast<int>(info.size()));
+  }
+
+  void Unload() { processor_control_unload(handle_); }
+
+  std::pair<int, py::bytes> Process(const py::buffer& request) const {
+    py::buffer_info info;
+    auto [data, size] = View(request, &info);
+    void* output = nullptr;
+    int output_size = 0;
+    int code;
+    {
+      py::gil_scoped_release release;
+      code = process(handle_, data, size, &output, &output_size);
+    }
+    return {code, TakeBuffer(output, output_size)};
+  }
+
+  std::pair<int, py::bytes> ModelInfo() const {
+    void* output = nullptr;
+    int output_size = 0;
+    const int code = get_serving_model_info(handle_, &output, &output_size);
+    return {code, TakeBuffer(output, output_size)};
+  }
+
+ private:
+  void* handle_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "Processor's data plane (libserving_processor.so), as the control plane sees it.";
+  py::register_exception<LoadFailure>(m, "LoadError", PyExc_RuntimeError);
+
+  py::class_<Servable, std::shared_ptr<Servable>>(m, "Servable", "One loaded model version.")
+      .def("process", &Servable::Process, py::arg("request"),
+           "Serves a serialized PredictRequest on this version alone; returns (code, bytes).");
+
+  m.def("load_servable", &LoadServable, py::arg("options"),
+        "Loads a version from string options (see abi/control_api.h); raises LoadError.");
+
+  py::class_<Model>(m, "Model", "The model handle the C ABI serves from.")
+      .def(py::init<>())
+      .def_property_readonly("address", &Model::address, "The handle as the C ABI's void*.")
+      .def("install", &Model::Install, py::arg("servable"), py::arg("model_info"))
+      .def("set_model_info", &Model::SetModelInfo, py::arg("model_info"))
+      .def("unload", &Model::Unload)
+      .def("process", &Model::Process, py::arg("request"))
+      .def("model_info", &Model::ModelInfo);
+}

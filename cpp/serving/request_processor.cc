@@ -1,0 +1,164 @@
+#include "serving/request_processor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "codec/predict_codec.h"
+
+namespace processor {
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+std::string Names(const std::vector<BoundTensor>& tensors) {
+  std::string names;
+  for (const BoundTensor& t : tensors) names += (names.empty() ? "'" : ", '") + t.spec.alias + "'";
+  return names;
+}
+
+// The signature's shape is a contract: rank and every known dimension must match.
+Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
+  if (spec.unknown_rank) return Status::Ok();
+  bool matches = array.dims.size() == spec.dims.size();
+  for (size_t i = 0; matches && i < spec.dims.size(); ++i) {
+    matches = spec.dims[i] < 0 || spec.dims[i] == array.dims[i];
+  }
+  if (matches) return Status::Ok();
+  return Status::InvalidArgument("shape " + ShapeString(array.dims) + " does not match the signature's shape " +
+                                 ShapeString(spec.dims));
+}
+
+Status BindInputs(const Servable& servable, const RequestView& request, std::vector<TF_Output>* ports,
+                  std::vector<TensorPtr>* tensors) {
+  const auto& specs = servable.inputs();
+  std::vector<std::string_view> given_as(specs.size());
+  ports->resize(specs.size());
+  tensors->resize(specs.size());
+  for (const auto& [name, array] : request.inputs) {
+    const int index = servable.FindInput(name);
+    if (index < 0) {
+      return Status::InvalidArgument("unknown input '" + std::string(name) + "'; the signature's inputs are " +
+                                     Names(specs));
+    }
+    const TensorSpec& spec = specs[index].spec;
+    const std::string context = "input '" + spec.alias + "'";
+    if (!given_as[index].empty()) {
+      return Status::InvalidArgument(context + " is given twice (as '" + std::string(given_as[index]) + "' and '" +
+                                     std::string(name) + "')");
+    }
+    given_as[index] = name;
+    if (array.dtype != spec.dtype) {
+      return Status::InvalidArgument(context + ": dtype " + DataTypeName(array.dtype) +
+                                     " does not match the signature's " + DataTypeName(spec.dtype));
+    }
+    PROCESSOR_RETURN_IF_ERROR(CheckShape(array, spec).WithContext(context));
+    PROCESSOR_RETURN_IF_ERROR(MakeTensor(array, &(*tensors)[index]).WithContext(context));
+    (*ports)[index] = specs[index].port;
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (given_as[i].empty()) return Status::InvalidArgument("missing input '" + specs[i].spec.alias + "'");
+  }
+  return Status::Ok();
+}
+
+Status BindOutputs(const Servable& servable, const RequestView& request, std::vector<TF_Output>* ports,
+                   std::vector<std::string_view>* names) {
+  const auto& specs = servable.outputs();
+  if (request.output_filter.empty()) {
+    for (const BoundTensor& output : specs) {
+      ports->push_back(output.port);
+      names->push_back(output.spec.alias);
+    }
+    return Status::Ok();
+  }
+  std::vector<bool> chosen(specs.size(), false);
+  for (std::string_view name : request.output_filter) {
+    const int index = servable.FindOutput(name);
+    if (index < 0) {
+      return Status::InvalidArgument("unknown output '" + std::string(name) + "' in output_filter; the signature's outputs are " +
+                                     Names(specs));
+    }
+    if (chosen[index]) continue;  // named twice: answer once
+    chosen[index] = true;
+    ports->push_back(specs[index].port);
+    names->push_back(name);  // answer under the name the caller used
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void CopyToMallocBuffer(const std::string& text, void** output, int* output_size) {
+  void* buffer = std::malloc(text.size() + 1);
+  if (!buffer) {
+    *output = nullptr;
+    *output_size = 0;
+    return;
+  }
+  std::memcpy(buffer, text.c_str(), text.size() + 1);  // NUL-terminated for C hosts that print it
+  *output = buffer;
+  *output_size = static_cast<int>(text.size());
+}
+
+Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size) {
+  if (!servable) return Status::Unavailable("no model version is ready to serve");
+  if (size == 0) {
+    CopyToMallocBuffer(servable->signature_json(), output, output_size);
+    return Status::Ok();
+  }
+  RequestView view;
+  PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &view));
+  if (!view.signature_name.empty() && view.signature_name != servable->signature_name()) {
+    return Status::InvalidArgument("signature_name '" + std::string(view.signature_name) +
+                                   "' is not served; this model serves '" + servable->signature_name() + "'");
+  }
+  std::vector<TF_Output> input_ports;
+  std::vector<TensorPtr> input_tensors;
+  PROCESSOR_RETURN_IF_ERROR(BindInputs(*servable, view, &input_ports, &input_tensors));
+  std::vector<TF_Output> output_ports;
+  std::vector<std::string_view> output_names;
+  PROCESSOR_RETURN_IF_ERROR(BindOutputs(*servable, view, &output_ports, &output_names));
+
+  std::vector<TF_Tensor*> input_values;
+  input_values.reserve(input_tensors.size());
+  for (const TensorPtr& t : input_tensors) input_values.push_back(t.get());
+  std::vector<TensorPtr> results;
+  PROCESSOR_RETURN_IF_ERROR(servable->Run(input_ports, input_values, output_ports, &results));
+
+  std::vector<std::pair<std::string_view, TF_Tensor*>> named;
+  named.reserve(results.size());
+  for (size_t i = 0; i < results.size(); ++i) named.emplace_back(output_names[i], results[i].get());
+  return EncodePredictResponse(named, output, output_size);
+}
+
+int ReplyWithStatus(const Status& status, void** output, int* output_size) {
+  CopyToMallocBuffer(status.message(), output, output_size);
+  return status.http_code();
+}
+
+int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size) {
+  if (!output || !output_size) return static_cast<int>(StatusCode::kInternal);  // nowhere to say why
+  *output = nullptr;
+  *output_size = 0;
+  try {
+    if (size < 0) return ReplyWithStatus(Status::InvalidArgument("input_size is negative"), output, output_size);
+    Status status = ProcessRequest(servable, request, static_cast<size_t>(size), output, output_size);
+    return status.ok() ? status.http_code() : ReplyWithStatus(status, output, output_size);
+  } catch (const std::bad_alloc&) {
+    return ReplyWithStatus(Status::Internal("out of memory"), output, output_size);
+  } catch (const std::exception& e) {
+    return ReplyWithStatus(Status::Internal(std::string("unexpected exception: ") + e.what()), output, output_size);
+  } catch (...) {
+    return ReplyWithStatus(Status::Internal("unexpected exception"), output, output_size);
+  }
+}
+
+}  // namespace processor

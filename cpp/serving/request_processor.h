@@ -1,0 +1,26 @@
+// The request path: decode, check against the signature, run, encode.
+#pragma once
+
+#include <cstddef>
+
+#include "common/status.h"
+#include "model/servable.h"
+
+namespace processor {
+
+// Serves one serialized PredictRequest on `servable` (null: no model is ready). On success *output holds
+// a serialized PredictResponse from malloc(). An empty request (size 0) is answered with the signature
+// as JSON. Errors come back as a Status; the caller turns them into the ABI's message buffers.
+Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size);
+
+// ProcessRequest() under the C ABI's contract: returns the code, puts the message of a failure into
+// *output, and never throws.
+int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size);
+
+// Writes `status`'s message into *output (from malloc) and returns its code.
+int ReplyWithStatus(const Status& status, void** output, int* output_size);
+
+// Copies `text` into a buffer from malloc().
+void CopyToMallocBuffer(const std::string& text, void** output, int* output_size);
+
+}  // namespace processor

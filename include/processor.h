@@ -1,0 +1,67 @@
+/* Processor: an embeddable serving library for TensorFlow recommendation models.
+ *
+ * The C ABI of DeepRec's processor. Requests and responses are serialized protocol buffers of
+ * protos/predict.proto (PredictRequest, PredictResponse, ServingModelInfo).
+ *
+ * Threads: every function may be called from any thread; process() and get_serving_model_info() may
+ * run on many threads at once, also while the model updates itself. finalize() must not race with
+ * other calls on the same handle (like free()).
+ *
+ * Memory: every buffer the library returns through an `output_data` pointer comes from malloc(); the
+ * caller owns it and releases it with free() or free_buffer().
+ */
+#ifndef PROCESSOR_H_
+#define PROCESSOR_H_
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define PROCESSOR_EXPORT __attribute__((visibility("default")))
+#else
+#define PROCESSOR_EXPORT
+#endif
+
+/* Return codes of process() and get_serving_model_info(), HTTP-like. */
+enum {
+  PROCESSOR_OK = 200,
+  PROCESSOR_BAD_REQUEST = 400,   /* the request is wrong; the message says what */
+  PROCESSOR_INTERNAL_ERROR = 500,
+  PROCESSOR_UNAVAILABLE = 503    /* no model version is ready */
+};
+
+/* Loads a model and returns its opaque handle.
+ * model_entry: reserved for DeepRec compatibility; may be "" (not NULL).
+ * model_config: the JSON configuration (see README); borrowed for the call.
+ * state: set to 0 on success, -1 on failure.
+ * Returns NULL on failure; the reason is logged to stderr. The caller owns the handle and releases it
+ * with finalize(). In a process without Python, the first call starts an embedded interpreter that
+ * runs the control plane (config, discovery, updates); requests never take its lock. */
+PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_config, int* state);
+
+/* Serves one serialized PredictRequest (input_data, input_size bytes, borrowed).
+ * On PROCESSOR_OK, *output_data is a serialized PredictResponse of *output_size bytes; on any other
+ * code it is a UTF-8 message naming what is wrong (NUL-terminated, *output_size excludes the NUL).
+ * input_size == 0 answers PROCESSOR_OK with a JSON description of the signature.
+ * The caller owns *output_data. */
+PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_size, void** output_data,
+                             int* output_size);
+
+/* Writes a serialized ServingModelInfo describing the version being served into *output_data
+ * (owned by the caller). Returns PROCESSOR_OK, or an error code with a message as for process(). */
+PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size);
+
+/* Releases a buffer returned by this library; same as free(). NULL is ignored. */
+PROCESSOR_EXPORT void free_buffer(void* buffer);
+
+/* Stops the model's background work and releases the handle from initialize(). Requests already
+ * running finish first on the version they started on. The handle is invalid afterwards; NULL is
+ * ignored. */
+PROCESSOR_EXPORT void finalize(void* model_buf);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* PROCESSOR_H_ */

@@ -1,0 +1,65 @@
+"""Processor: an embeddable serving library for TensorFlow recommendation models.
+
+    import processor
+    with processor.Processor({"savedmodel_dir": ..., "checkpoint_dir": ...}) as p:
+        code, response = p.process(request_bytes)
+        outputs = p.predict({"user_id": np.array([1, 2])})
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+from .config import ProcessorConfig, parse_config
+from .errors import ConfigError, ModelLoadError, ProcessorError, RequestError
+from .processor import ModelInfo, Processor
+
+__all__ = ["Processor", "ProcessorConfig", "ModelInfo", "parse_config", "ProcessorError", "ConfigError",
+           "ModelLoadError", "RequestError", "library_path", "include_dir", "initialize", "process",
+           "get_serving_model_info", "finalize"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def library_path() -> str:
+    """Absolute path of libserving_processor.so, for hosts that dlopen() it."""
+    return os.path.join(_PACKAGE_DIR, "libserving_processor.so")
+
+
+def include_dir() -> str:
+    """Directory holding processor.h, for hosts that build against the installed package."""
+    return os.path.join(_PACKAGE_DIR, "include")
+
+
+# ---- the C ABI, mirrored for hosts written in Python
+
+
+def initialize(model_entry: str, model_config: str) -> Tuple[Optional[Processor], int]:
+    """Returns (model, 0), or (None, -1) with the reason logged, like the C ABI."""
+    import logging
+    try:
+        return Processor(model_config, model_entry=model_entry), 0
+    except ProcessorError as e:
+        logging.getLogger(__name__).error("initialize failed: %s", e)
+        return None, -1
+
+
+def process(model: Optional[Processor], input_data: bytes) -> Tuple[int, bytes]:
+    if model is None:
+        return 503, b"model_buf is NULL: initialize() failed or was not called"
+    return model.process(input_data)
+
+
+def get_serving_model_info(model: Optional[Processor]) -> Tuple[int, bytes]:
+    if model is None:
+        return 503, b"model_buf is NULL: initialize() failed or was not called"
+    try:
+        info = model._live_model().model_info()
+    except RequestError as e:
+        return e.code, e.message.encode()
+    return info
+
+
+def finalize(model: Optional[Processor]) -> None:
+    if model is not None:
+        model.close()

@@ -1,0 +1,115 @@
+"""Finds the checkpoint versions under `checkpoint_dir`.
+
+Rules (what DeepRec and tf.train.Saver write):
+- `checkpoint_dir` holds a TF checkpoint directly (a `checkpoint` state file, `model.ckpt-N.index`,
+  `model.ckpt-N.data-XXXXX-of-YYYYY`), or holds run directories each laid out like that, or both.
+- A version is a checkpoint prefix named by a state file (`model_checkpoint_path` or
+  `all_model_checkpoint_paths`). Files that no state file names (stray .index files, temp files) are
+  never versions.
+- A version is complete when its .index file is a readable non-empty file and every data shard
+  0..YYYYY-1 is a readable file.
+- The newest version is the complete one with the highest global step (the number after the last '-');
+  across run directories the step decides, so a new run that has trained further wins.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .model_store import LocalModelStore, ModelStore
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "checkpoint"
+_STATE_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"\s*$')
+_SHARD = re.compile(r"\.data-(\d+)-of-(\d+)$")
+_STEP = re.compile(r"-(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointVersion:
+    prefix: str           # what the saver restores from, e.g. /ckpt/run1/model.ckpt-2000
+    step: int             # global step from the prefix; -1 when the prefix carries none
+    complete: bool
+    reason: str = ""      # why it is not complete
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def read_state_file(store: ModelStore, directory: str) -> List[str]:
+    """Checkpoint prefixes a `checkpoint` state file names, as paths (relative ones resolved)."""
+    path = store.join(directory, STATE_FILE)
+    if not store.is_readable_file(path):
+        return []
+    try:
+        text = store.read_text(path)
+    except (OSError, UnicodeDecodeError) as e:
+        logger.warning("cannot read checkpoint state file %s: %s", path, e)
+        return []
+    prefixes = []
+    for line in text.splitlines():
+        match = _STATE_LINE.match(line)
+        if match:
+            name = _unescape(match.group(2))
+            prefix = name if os.path.isabs(name) else store.join(directory, name)
+            if prefix not in prefixes:
+                prefixes.append(prefix)
+    return prefixes
+
+
+def check_version(store: ModelStore, prefix: str) -> CheckpointVersion:
+    step_match = _STEP.search(os.path.basename(prefix))
+    step = int(step_match.group(1)) if step_match else -1
+
+    def incomplete(reason: str) -> CheckpointVersion:
+        return CheckpointVersion(prefix, step, False, reason)
+
+    index = prefix + ".index"
+    if not store.is_readable_file(index):
+        return incomplete(f"{index} is missing or unreadable")
+    if store.size(index) == 0:
+        return incomplete(f"{index} is empty")
+    directory, base = os.path.split(prefix)
+    shards = {}
+    for name in store.list_dir(directory):
+        if name.startswith(base + ".data-"):
+            match = _SHARD.search(name)
+            if match and name == f"{base}.data-{match.group(1)}-of-{match.group(2)}":
+                shards[int(match.group(1))] = int(match.group(2))
+    if not shards:
+        return incomplete(f"no data shards {base}.data-*-of-*")
+    totals = set(shards.values())
+    if len(totals) != 1:
+        return incomplete(f"data shards disagree on the shard count: {sorted(totals)}")
+    total = totals.pop()
+    for i in range(total):
+        shard = store.join(directory, f"{base}.data-{i:05d}-of-{total:05d}")
+        if i not in shards or not store.is_readable_file(shard):
+            return incomplete(f"data shard {os.path.basename(shard)} is missing or unreadable")
+    return CheckpointVersion(prefix, step, True)
+
+
+def list_versions(store: ModelStore, checkpoint_dir: str) -> List[CheckpointVersion]:
+    """Every version the state files name, complete or not, oldest step first."""
+    directories = [checkpoint_dir] + [
+        store.join(checkpoint_dir, name) for name in store.list_dir(checkpoint_dir)
+        if store.is_dir(store.join(checkpoint_dir, name))]
+    versions = [check_version(store, prefix) for d in directories for prefix in read_state_file(store, d)]
+    return sorted(versions, key=lambda v: (v.step, v.prefix))
+
+
+def newest_version(checkpoint_dir: str, store: Optional[ModelStore] = None) -> Optional[CheckpointVersion]:
+    """The complete version with the highest step, or None. Incomplete ones are logged and skipped."""
+    store = store or LocalModelStore()
+    newest = None
+    for version in list_versions(store, checkpoint_dir):
+        if not version.complete:
+            logger.info("skipping incomplete checkpoint %s: %s", version.prefix, version.reason)
+        elif newest is None or version.step >= newest.step:
+            newest = version
+    return newest

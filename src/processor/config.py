@@ -1,0 +1,228 @@
+"""The processor's JSON configuration, parsed into a typed, validated object.
+
+Every field of DeepRec's processor configuration is accepted. Wrong types, unknown enum values and
+missing required fields raise ConfigError naming the field; unknown keys are logged and ignored, so a
+config written for DeepRec keeps working.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping, Optional, Union
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SELECT_SESSION_POLICIES = ("MOD", "RR")
+FEATURE_STORE_TYPES = ("local", "redis")
+MODEL_STORE_TYPES = ("local", "oss", "hdfs")
+SERIALIZE_PROTOCOLS = ("protobuf",)
+EV_STORAGE_TYPES = ("DRAM", "PMEM_MEMKIND", "PMEM_LIBPMEM", "SSDHASH", "DRAM_PMEM", "DRAM_SSDHASH",
+                    "HBM", "HBM_DRAM", "HBM_DRAM_SSDHASH", "DRAM_LEVELDB", "LEVELDB")
+SECRET_FIELDS = ("redis_password", "oss_access_key", "oss_access_id")
+
+
+def _secret_field(default: str = "") -> Any:
+    # repr=False: configs end up in logs and tracebacks; secrets must not.
+    return field(default=default, repr=False)
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Validated configuration. Field docs give the default and what uses the value."""
+
+    savedmodel_dir: str                      # required: the SavedModel giving graph and signature
+    checkpoint_dir: str = ""                 # newest complete checkpoint here is restored; "" = SavedModel's variables
+    signature_name: str = "serving_default"
+    model_store_type: str = "local"          # "local"; "oss" / "hdfs" are parsed, served by a later release
+    session_num: int = 1                     # sessions in the session group
+    select_session_policy: str = "MOD"       # "MOD" (thread id modulo) or "RR" (round robin)
+    use_per_session_threads: bool = False    # each session gets its own thread pools
+    enable_inline_execute: bool = False      # run ops in the calling thread (TF inter_op = -1)
+    inter_op_parallelism_threads: int = 0    # 0: TensorFlow picks
+    intra_op_parallelism_threads: int = 0    # 0: TensorFlow picks
+    model_update_inter_threads: int = 0      # thread pools for restores during updates; 0: TF picks
+    model_update_intra_threads: int = 0
+    omp_num_threads: Optional[int] = None    # OMP_NUM_THREADS for TF's MKL kernels; None: unset
+    kmp_blocktime: Optional[int] = None      # KMP_BLOCKTIME in ms; None: unset
+    init_timeout_minutes: float = 0          # 0: no limit on the first load
+    warmup_file_name: str = ""               # serialized PredictRequest(s) run before a version serves
+    feature_store_type: str = "local"        # "local"; "redis" is parsed, served by a later release
+    redis_url: str = ""
+    redis_password: str = _secret_field()
+    read_thread_num: int = 4
+    update_thread_num: int = 1
+    serialize_protocol: str = "protobuf"
+    oss_endpoint: str = ""
+    oss_access_id: str = _secret_field()
+    oss_access_key: str = _secret_field()
+    timeline_start_step: int = 0
+    timeline_interval_step: int = 0
+    timeline_trace_count: int = 0
+    timeline_path: str = ""
+    ev_storage_type: str = "DRAM"
+    ev_storage_path: str = ""
+    ev_storage_size: List[int] = field(default_factory=list)
+    unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
+
+    def redacted(self) -> dict:
+        """The config as a dict with secrets masked: safe to log or report."""
+        values = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            if values.get(name):
+                values[name] = "***"
+        return values
+
+
+# ---- validation helpers: each names the field and says what was expected and what came
+
+
+def _describe(value: Any) -> str:
+    kind = "boolean" if isinstance(value, bool) else "null" if value is None else type(value).__name__
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool)) or value is None else kind
+    return f"{kind} {text}" if kind not in ("null",) and text != kind else kind
+
+
+def _string(name: str, value: Any, choices: Optional[tuple] = None) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a string, got {_describe(value)}")
+    if choices is not None and value not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def _integer(name: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"must be an integer, got {_describe(value)}")
+    if value < minimum:
+        raise ConfigError(name, f"must be >= {minimum}, got {value}")
+    if value > 2**31 - 1:
+        raise ConfigError(name, f"must be < 2^31, got {value}")
+    return value
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(name, f"must be a number, got {_describe(value)}")
+    if value < 0 or value != value:
+        raise ConfigError(name, f"must be >= 0, got {value}")
+    return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"must be true or false, got {_describe(value)}")
+    return value
+
+
+def _sizes(name: str, value: Any) -> List[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [_integer(name, value)]
+    if not isinstance(value, list):
+        raise ConfigError(name, f"must be an integer or a list of integers, got {_describe(value)}")
+    return [_integer(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+_FIELD_PARSERS = {
+    "savedmodel_dir": _string,
+    "checkpoint_dir": _string,
+    "signature_name": _string,
+    "model_store_type": lambda n, v: _string(n, v, MODEL_STORE_TYPES),
+    "session_num": lambda n, v: _integer(n, v, minimum=1),
+    "select_session_policy": lambda n, v: _string(n, v, SELECT_SESSION_POLICIES),
+    "use_per_session_threads": _boolean,
+    "enable_inline_execute": _boolean,
+    "inter_op_parallelism_threads": _integer,
+    "intra_op_parallelism_threads": _integer,
+    "model_update_inter_threads": _integer,
+    "model_update_intra_threads": _integer,
+    "omp_num_threads": lambda n, v: None if v is None else _integer(n, v, minimum=1),
+    "kmp_blocktime": lambda n, v: None if v is None else _integer(n, v),
+    "init_timeout_minutes": _number,
+    "warmup_file_name": _string,
+    "feature_store_type": lambda n, v: _string(n, v, FEATURE_STORE_TYPES),
+    "redis_url": _string,
+    "redis_password": _string,
+    "read_thread_num": lambda n, v: _integer(n, v, minimum=1),
+    "update_thread_num": lambda n, v: _integer(n, v, minimum=1),
+    "serialize_protocol": lambda n, v: _string(n, v, SERIALIZE_PROTOCOLS),
+    "oss_endpoint": _string,
+    "oss_access_id": _string,
+    "oss_access_key": _string,
+    "timeline_start_step": _integer,
+    "timeline_interval_step": _integer,
+    "timeline_trace_count": _integer,
+    "timeline_path": _string,
+    "ev_storage_type": lambda n, v: _string(n, v, EV_STORAGE_TYPES),
+    "ev_storage_path": _string,
+    "ev_storage_size": _sizes,
+}
+
+
+def _check_consistency(config: ProcessorConfig) -> None:
+    if not config.savedmodel_dir.strip():
+        raise ConfigError("savedmodel_dir", "must not be empty")
+    if not config.signature_name:
+        raise ConfigError("signature_name", "must not be empty")
+    if config.feature_store_type == "redis" and not config.redis_url:
+        raise ConfigError("redis_url", "is required when feature_store_type is 'redis'")
+    if config.timeline_trace_count > 0 and not config.timeline_path:
+        raise ConfigError("timeline_path", "is required when timeline_trace_count > 0")
+    if config.enable_inline_execute and config.inter_op_parallelism_threads > 0:
+        raise ConfigError("enable_inline_execute",
+                          "runs ops in the caller's thread, which contradicts inter_op_parallelism_threads > 0")
+    if config.model_store_type == "oss":
+        for name in ("oss_endpoint", "oss_access_id", "oss_access_key"):
+            if not getattr(config, name):
+                raise ConfigError(name, "is required when model_store_type is 'oss'")
+
+
+def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> ProcessorConfig:
+    """Parses a config from a dict, a JSON document, or the path of a JSON file."""
+    document = _load_document(source)
+    if not isinstance(document, Mapping):
+        raise ConfigError("", f"the config must be a JSON object, got {type(document).__name__}")
+    if "savedmodel_dir" not in document:
+        raise ConfigError("savedmodel_dir", "is required")
+    values = {}
+    unknown = []
+    for key, value in document.items():
+        parser = _FIELD_PARSERS.get(key)
+        if parser is None:
+            unknown.append(key)
+            continue
+        values[key] = parser(key, value)
+    if unknown:
+        logger.warning("ignoring unknown config keys: %s", ", ".join(sorted(unknown)))
+    config = ProcessorConfig(**values, unknown_keys=sorted(unknown))
+    _check_consistency(config)
+    return config
+
+
+def _load_document(source: Any) -> Any:
+    if isinstance(source, Mapping):
+        return source
+    if isinstance(source, bytes):
+        try:
+            source = source.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError("", f"the config is not UTF-8: {e}") from None
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise ConfigError("", f"the config must be a dict, a JSON string or a file path, got {type(source).__name__}")
+    text = source
+    if not source.lstrip().startswith("{"):
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError("", f"the config is neither a JSON object nor a readable file: {e.strerror}: {source!r}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError("", f"the config is not valid JSON: {e}") from None
