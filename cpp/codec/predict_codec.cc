@@ -305,8 +305,10 @@ Status ParsePredictRequest(const void* data, size_t size, RequestView* request) 
     } else if (field == 3 && wire_type == wire::kLengthDelimited) {
       request->output_filter.push_back(r.LengthDelimited());
     } else if (field <= 3) {
-      return Status::InvalidArgument("PredictRequest field " + std::to_string(field) + " has wire type " +
-                                     std::to_string(wire_type));
+      static const char* const kRequestFields[] = {"", "signature_name", "inputs", "output_filter"};
+      return Status::InvalidArgument("the request is not a valid PredictRequest: field " + std::to_string(field) +
+                                     " (" + kRequestFields[field] + ") has wire type " + std::to_string(wire_type) +
+                                     " instead of 2");
     } else {
       r.Skip(wire_type);
     }

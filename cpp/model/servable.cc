@@ -60,6 +60,8 @@ void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors
 
 }  // namespace
 
+std::atomic<int64_t> Servable::live_count_{0};
+
 Status Servable::Load(const LoadOptions& options, std::shared_ptr<const Servable>* servable) {
   std::shared_ptr<Servable> s(new Servable());
   SessionOptionsPtr session_options;
@@ -94,6 +96,7 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<const Servable
 }
 
 Servable::~Servable() {
+  live_count_.fetch_sub(1, std::memory_order_relaxed);
   if (session_) {
     TfStatus status;
     TF_CloseSession(session_, status.get());

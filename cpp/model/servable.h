@@ -5,6 +5,7 @@
 
 #include <tensorflow/c/c_api.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -37,6 +38,9 @@ class Servable {
 
   ~Servable();
   Servable(const Servable&) = delete;
+
+  // Servables alive in the process: what tests and leak checks watch return to its baseline.
+  static int64_t LiveCount() { return live_count_.load(std::memory_order_relaxed); }
   Servable& operator=(const Servable&) = delete;
 
   const std::string& signature_name() const { return signature_name_; }
@@ -54,7 +58,7 @@ class Servable {
              const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const;
 
  private:
-  Servable() = default;
+  Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
   static int Find(const std::vector<BoundTensor>& tensors, std::string_view name);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   Status Restore(const SaverSpec& saver, const std::string& prefix);
@@ -66,6 +70,8 @@ class Servable {
   std::vector<BoundTensor> inputs_;
   std::vector<BoundTensor> outputs_;
   std::string signature_json_;
+
+  static std::atomic<int64_t> live_count_;
 };
 
 }  // namespace processor

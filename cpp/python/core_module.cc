@@ -136,6 +136,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");
 
+  m.def("live_servables", &processor_control_live_servables,
+        "Loaded versions alive in the process (held by models, requests or the control plane).");
+
   py::class_<Model>(m, "Model", "The model handle the C ABI serves from.")
       .def(py::init<>())
       .def_property_readonly("address", &Model::address, "The handle as the C ABI's void*.")

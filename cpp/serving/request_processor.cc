@@ -59,6 +59,8 @@ Status BindInputs(const Servable& servable, const RequestView& request, std::vec
       return Status::InvalidArgument(context + ": dtype " + DataTypeName(array.dtype) +
                                      " does not match the signature's " + DataTypeName(spec.dtype));
     }
+    int64_t elements = 0;  // a malformed shape is the more basic error: report it first
+    PROCESSOR_RETURN_IF_ERROR(ShapeElementCount(array, &elements).WithContext(context));
     PROCESSOR_RETURN_IF_ERROR(CheckShape(array, spec).WithContext(context));
     PROCESSOR_RETURN_IF_ERROR(MakeTensor(array, &(*tensors)[index]).WithContext(context));
     (*ports)[index] = specs[index].port;

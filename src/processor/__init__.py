@@ -53,11 +53,7 @@ def process(model: Optional[Processor], input_data: bytes) -> Tuple[int, bytes]:
 def get_serving_model_info(model: Optional[Processor]) -> Tuple[int, bytes]:
     if model is None:
         return 503, b"model_buf is NULL: initialize() failed or was not called"
-    try:
-        info = model._live_model().model_info()
-    except RequestError as e:
-        return e.code, e.message.encode()
-    return info
+    return model.serving_model_info()
 
 
 def finalize(model: Optional[Processor]) -> None:

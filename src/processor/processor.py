@@ -59,6 +59,7 @@ class Processor:
         self._updates_applied = 0
         self._updates_failed = 0
         self._signature: Optional[dict] = None
+        self._serving: Optional[LoadedVersion] = None
         checkpoint = None
         if self.config.checkpoint_dir:
             checkpoint = newest_version(self.config.checkpoint_dir)
@@ -112,13 +113,42 @@ class Processor:
         response = predict_pb2.PredictResponse.FromString(body)
         return {name: tensors.from_array_proto(array) for name, array in response.outputs.items()}
 
+    def serving_model_info(self) -> Tuple[int, bytes]:
+        """The C ABI's get_serving_model_info(): (code, serialized ServingModelInfo or message)."""
+        model = self._model
+        if model is None:
+            return 503, b"the processor is closed"
+        return model.model_info()
+
     def model_info(self) -> ModelInfo:
-        code, body = self._live_model().model_info()
+        code, body = self.serving_model_info()
         if code != OK:
             raise RequestError(code, body.decode("utf-8", "replace"))
         return ModelInfo.from_bytes(body)
 
     # ---- lifecycle
+
+    def update(self) -> bool:
+        """Serves the newest complete checkpoint if it is newer than the one serving: loads it beside the
+        serving version, then swaps atomically (requests in flight finish on the old version). Returns
+        True when it swapped. A version that fails to load raises ModelLoadError and the current
+        version keeps serving."""
+        if not self.config.checkpoint_dir:
+            return False
+        with self._lock:
+            self._live_model()
+            checkpoint = newest_version(self.config.checkpoint_dir)
+            if checkpoint is None or checkpoint.step <= self._serving.step:
+                return False
+            try:
+                loaded = load_version(self.config, checkpoint)
+            except ModelLoadError:
+                self._updates_failed += 1
+                self._refresh_model_info()
+                raise
+            self._updates_applied += 1
+            self._install(loaded)
+            return True
 
     def close(self) -> None:
         """Stops serving (process() answers 503 from now on) and releases the model once no request
@@ -141,12 +171,19 @@ class Processor:
             raise RequestError(503, "the processor is closed")
         return model
 
-    def _install(self, loaded: LoadedVersion) -> None:
-        info = predict_pb2.ServingModelInfo(
+    def _model_info_bytes(self) -> bytes:
+        loaded = self._serving
+        return predict_pb2.ServingModelInfo(
             model_path=loaded.model_path, savedmodel_dir=self.config.savedmodel_dir,
             signature_name=self.config.signature_name, version_step=loaded.step,
             load_time_unix_ms=loaded.load_time_unix_ms, load_duration_ms=loaded.load_duration_ms,
-            updates_applied=self._updates_applied, updates_failed=self._updates_failed)
-        self._live_model().install(loaded.servable, info.SerializeToString())
+            updates_applied=self._updates_applied, updates_failed=self._updates_failed).SerializeToString()
+
+    def _install(self, loaded: LoadedVersion) -> None:
+        self._serving = loaded
+        self._live_model().install(loaded.servable, self._model_info_bytes())
         self._signature = None
         logger.info("serving %s (step %d)", loaded.model_path, loaded.step)
+
+    def _refresh_model_info(self) -> None:
+        self._live_model().set_model_info(self._model_info_bytes())

@@ -1,0 +1,76 @@
+"""Shared fixtures: real TensorFlow models built by the tests, and TensorFlow's own answers for them."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import recommendation_model  # noqa: E402
+from model_builders import build_echo_model  # noqa: E402
+
+
+class BuiltModel:
+    def __init__(self, root: Path, dirs, trainer):
+        self.root = root
+        self.savedmodel_dir = dirs.savedmodel_dir
+        self.checkpoint_dir = dirs.checkpoint_dir
+        self.trainer = trainer  # the training session, to write more versions
+
+    def config(self, **overrides) -> dict:
+        return {"savedmodel_dir": self.savedmodel_dir, "checkpoint_dir": self.checkpoint_dir, **overrides}
+
+    def prefixes(self):
+        steps = sorted(int(p.split("-")[-1].split(".")[0]) for p in os.listdir(self.checkpoint_dir)
+                       if p.endswith(".index"))
+        return [os.path.join(self.checkpoint_dir, f"model.ckpt-{s}") for s in steps]
+
+    def copy(self, destination: Path) -> "BuiltModel":
+        """A private copy to add or break versions in."""
+        shutil.copytree(self.savedmodel_dir, destination / "saved_model")
+        shutil.copytree(self.checkpoint_dir, destination / "checkpoints")
+        # state files hold absolute paths: rewrite them for the copy
+        state = destination / "checkpoints" / "checkpoint"
+        state.write_text(state.read_text().replace(self.checkpoint_dir, str(destination / "checkpoints")))
+        dirs = recommendation_model.ModelDirs(str(destination / "saved_model"), str(destination / "checkpoints"))
+        return BuiltModel(destination, dirs, self.trainer)
+
+
+@pytest.fixture(scope="session")
+def rec_model(tmp_path_factory) -> BuiltModel:
+    root = tmp_path_factory.mktemp("rec_model")
+    dirs, trainer = recommendation_model.build(str(root), steps_per_version=10, versions=2)
+    return BuiltModel(root, dirs, trainer)
+
+
+class Reference:
+    """TensorFlow's Python answers for a checkpoint (its own graph and session, restored per prefix)."""
+
+    def __init__(self):
+        self.model = recommendation_model.RecommendationModel()
+
+    def predict(self, prefix: str, inputs: dict, outputs=("prob", "logits", "item_vector")) -> dict:
+        self.model.restore(prefix)
+        return self.model.predict(inputs, list(outputs))
+
+
+@pytest.fixture(scope="session")
+def reference() -> Reference:
+    return Reference()
+
+
+@pytest.fixture(scope="session")
+def echo_model(tmp_path_factory) -> str:
+    return build_echo_model(str(tmp_path_factory.mktemp("echo") / "saved_model"))
+
+
+@pytest.fixture
+def batch():
+    return recommendation_model.random_batch(6, np.random.default_rng(42))

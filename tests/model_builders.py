@@ -1,0 +1,37 @@
+"""Small special-purpose models for the tests."""
+from __future__ import annotations
+
+import numpy as np
+
+# alias -> (tf dtype name, numpy dtype, sample values)
+ECHO_DTYPES = {
+    "float": ("float32", np.float32, [1.5, -2.25, 3.0e38, 0.0]),
+    "double": ("float64", np.float64, [1e-300, -2.5, 3.25, 1e300]),
+    "int32": ("int32", np.int32, [-2**31, 2**31 - 1, 0, -1]),
+    "uint8": ("uint8", np.uint8, [0, 255, 7, 128]),
+    "int16": ("int16", np.int16, [-32768, 32767, -1, 0]),
+    "int8": ("int8", np.int8, [-128, 127, -1, 5]),
+    "int64": ("int64", np.int64, [-2**63, 2**63 - 1, -1, 1234567890123]),
+    "bool": ("bool", np.bool_, [True, False, True, True]),
+    "string": ("string", object, [b"", b"hello", "\u00e9t\u00e9".encode(), bytes(range(256))]),
+}
+
+
+def build_echo_model(path: str) -> str:
+    """A SavedModel whose signature returns each input unchanged: one input per protocol dtype, any shape."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    tf1.disable_eager_execution()
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs, outputs = {}, {}
+        for alias, (tf_dtype, _, _) in ECHO_DTYPES.items():
+            placeholder = tf1.placeholder(getattr(tf, tf_dtype), shape=None, name=f"in_{alias}")
+            inputs[alias] = placeholder
+            outputs[alias] = tf.identity(placeholder, name=f"out_{alias}")
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs=inputs, outputs=outputs)
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    return path

@@ -1,0 +1,134 @@
+"""Serving a real model: outputs equal TensorFlow's own for the same checkpoint."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import processor
+from processor import predict_pb2, tensors
+
+TOLERANCE = 1e-5
+
+
+def assert_matches(outputs: dict, expected: dict):
+    assert sorted(outputs) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(outputs[name], value, rtol=TOLERANCE, atol=TOLERANCE, err_msg=name)
+
+
+def test_serves_the_newest_checkpoint_like_tensorflow(rec_model, reference, batch):
+    newest = rec_model.prefixes()[-1]
+    with processor.Processor(rec_model.config()) as p:
+        assert_matches(p.predict(batch), reference.predict(newest, batch))
+        assert p.model_info().model_path == newest
+
+
+def test_model_info_reports_the_served_version(rec_model):
+    newest = rec_model.prefixes()[-1]
+    with processor.Processor(rec_model.config()) as p:
+        info = p.model_info()
+        code, raw = p.serving_model_info()
+    assert code == 200
+    assert predict_pb2.ServingModelInfo.FromString(raw).model_path == newest
+    assert info.model_path == newest
+    assert info.version_step == int(newest.rsplit("-", 1)[1])
+    assert info.savedmodel_dir == rec_model.savedmodel_dir
+    assert info.signature_name == "serving_default"
+    assert info.load_time_unix_ms > 0 and info.load_duration_ms >= 0
+    assert (info.updates_applied, info.updates_failed) == (0, 0)
+
+
+def test_without_checkpoint_dir_the_savedmodels_own_variables_serve(rec_model, reference, batch):
+    variables = rec_model.savedmodel_dir + "/variables/variables"
+    with processor.Processor({"savedmodel_dir": rec_model.savedmodel_dir}) as p:
+        assert_matches(p.predict(batch), reference.predict(variables, batch))
+        info = p.model_info()
+    assert info.model_path == rec_model.savedmodel_dir
+    assert info.version_step == -1
+
+
+def test_process_bytes_matches_predict(rec_model, batch):
+    with processor.Processor(rec_model.config()) as p:
+        request = predict_pb2.PredictRequest()
+        for name, value in batch.items():
+            tensors.to_array_proto(np.asarray(value), request.inputs[name])
+        code, body = p.process(request.SerializeToString())
+        assert code == 200
+        response = predict_pb2.PredictResponse.FromString(body)
+        expected = p.predict(batch)
+    assert sorted(response.outputs) == ["item_vector", "logits", "prob"]
+    for name, value in expected.items():
+        np.testing.assert_array_equal(tensors.from_array_proto(response.outputs[name]), value)
+
+
+def test_output_filter_by_alias_and_tensor_name(rec_model, reference, batch):
+    newest = rec_model.prefixes()[-1]
+    with processor.Processor(rec_model.config()) as p:
+        outputs = p.predict(batch, output_filter=["prob", "logits:0"])
+    assert sorted(outputs) == ["logits:0", "prob"]
+    expected = reference.predict(newest, batch, ["prob", "logits"])
+    np.testing.assert_allclose(outputs["prob"], expected["prob"], rtol=TOLERANCE, atol=TOLERANCE)
+    np.testing.assert_allclose(outputs["logits:0"], expected["logits"], rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_inputs_may_be_keyed_by_tensor_name(rec_model, batch):
+    with processor.Processor(rec_model.config()) as p:
+        by_alias = p.predict(batch)
+        by_name = p.predict({f"{name}:0": value for name, value in batch.items()})
+    for name in by_alias:
+        np.testing.assert_array_equal(by_alias[name], by_name[name])
+
+
+def test_empty_request_describes_the_signature(rec_model):
+    with processor.Processor(rec_model.config()) as p:
+        code, body = p.process(b"")
+    assert code == 200
+    signature = json.loads(body)
+    assert signature["signature_name"] == "serving_default"
+    inputs = {i["alias"]: i for i in signature["inputs"]}
+    assert inputs["user_id"] == {"alias": "user_id", "name": "user_id:0", "dtype": "DT_INT64", "shape": [-1]}
+    assert inputs["dense"]["shape"] == [-1, 4] and inputs["dense"]["dtype"] == "DT_FLOAT"
+    assert inputs["category"]["dtype"] == "DT_STRING"
+    assert [o["alias"] for o in signature["outputs"]] == ["item_vector", "logits", "prob"]
+
+
+def test_explicit_served_signature_name_is_accepted(rec_model, batch):
+    with processor.Processor(rec_model.config()) as p:
+        np.testing.assert_array_equal(p.predict(batch, signature_name="serving_default")["prob"],
+                                      p.predict(batch)["prob"])
+
+
+def test_thread_settings_are_applied_and_serve_the_same_values(rec_model, batch):
+    with processor.Processor(rec_model.config()) as default:
+        expected = default.predict(batch)
+    for settings in ({"intra_op_parallelism_threads": 1, "inter_op_parallelism_threads": 1},
+                     {"enable_inline_execute": True}, {"use_per_session_threads": True}):
+        with processor.Processor(rec_model.config(**settings)) as p:
+            assert_matches(p.predict(batch), expected)
+
+
+def test_update_swaps_to_a_newer_checkpoint(rec_model, reference, batch, tmp_path):
+    model = rec_model.copy(tmp_path)
+    with processor.Processor(model.config()) as p:
+        first = model.prefixes()[-1]
+        assert p.update() is False  # nothing newer
+        model.trainer.train(5, seed=3)
+        newer = model.trainer.save_checkpoint(model.checkpoint_dir)
+        assert p.update() is True
+        assert_matches(p.predict(batch), reference.predict(newer, batch))
+        info = p.model_info()
+        assert info.model_path == newer and info.updates_applied == 1
+        assert not np.allclose(reference.predict(first, batch)["prob"], p.predict(batch)["prob"])
+
+
+def test_closed_processor_answers_503(rec_model, batch):
+    p = processor.Processor(rec_model.config())
+    p.close()
+    code, body = p.process(b"")
+    assert code == 503 and b"closed" in body
+    with pytest.raises(processor.RequestError) as error:
+        p.predict(batch)
+    assert error.value.code == 503
+    p.close()  # idempotent
