@@ -216,7 +216,7 @@ def _load_document(source: Any) -> Any:
     if not isinstance(source, str):
         raise ConfigError("", f"the config must be a dict, a JSON string or a file path, got {type(source).__name__}")
     text = source
-    if not source.lstrip().startswith("{"):
+    if not source.lstrip().startswith(("{", "[")):  # JSON text; anything else names a file
         try:
             with open(source, encoding="utf-8") as f:
                 text = f.read()

@@ -1,0 +1,114 @@
+"""The C ABI, called the way a host calls it (ctypes, in a process that already runs Python)."""
+from __future__ import annotations
+
+import gc
+import subprocess
+
+import numpy as np
+import pytest
+
+import processor
+from processor import _c_host, _core, predict_pb2, tensors
+from abi import CAbi
+
+
+@pytest.fixture(scope="module")
+def abi():
+    return CAbi()
+
+
+def request_bytes(batch) -> bytes:
+    request = predict_pb2.PredictRequest()
+    for name, value in batch.items():
+        tensors.to_array_proto(np.asarray(value), request.inputs[name])
+    return request.SerializeToString()
+
+
+def test_initialize_process_info_finalize(abi, rec_model, reference, batch):
+    handle, state = abi.initialize(rec_model.config())
+    assert handle and state == 0
+    try:
+        code, body = abi.process(handle, request_bytes(batch))
+        assert code == 200
+        response = predict_pb2.PredictResponse.FromString(body)
+        expected = reference.predict(rec_model.prefixes()[-1], batch)
+        for name, value in expected.items():
+            np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), value, atol=1e-5)
+        code, info = abi.model_info(handle)
+        assert code == 200
+        assert predict_pb2.ServingModelInfo.FromString(info).model_path == rec_model.prefixes()[-1]
+        code, body = abi.process(handle, b"\x0a")
+        assert code == 400 and b"not a valid PredictRequest" in body
+    finally:
+        abi.finalize(handle)
+
+
+def test_finalize_while_idle_releases_the_model(abi, rec_model):
+    gc.collect()
+    baseline = _core.live_servables()
+    handle, state = abi.initialize(rec_model.config())
+    assert state == 0
+    assert _core.live_servables() == baseline + 1
+    assert handle in _c_host._live
+    abi.finalize(handle)
+    gc.collect()
+    assert handle not in _c_host._live
+    assert _core.live_servables() == baseline
+
+
+@pytest.mark.parametrize("config,fragment", [
+    (b"{not json", b"not valid JSON"),
+    (b'{"checkpoint_dir": "/x"}', b"config field 'savedmodel_dir': is required"),
+    (b'{"savedmodel_dir": "/x", "session_num": "two"}', b"config field 'session_num'"),
+    (b'{"savedmodel_dir": "/no/such/model"}', b"cannot load SavedModel '/no/such/model'"),
+    (None, b"model_config is NULL"),
+])
+def test_failed_initialize_returns_null_and_state_minus_one(abi, config, fragment, capfd):
+    handle, state = abi.initialize(config)
+    assert handle is None and state == -1
+    assert fragment in capfd.readouterr().err.encode()
+
+
+def test_null_handle_and_bad_sizes(abi, rec_model):
+    code, body = abi.process(None, b"")
+    assert code == 503 and b"model_buf is NULL" in body
+    code, body = abi.model_info(None)
+    assert code == 503
+    abi.finalize(None)  # ignored
+    handle, _ = abi.initialize(rec_model.config())
+    try:
+        import ctypes
+        out, size = ctypes.c_void_p(), ctypes.c_int()
+        code = abi.lib.process(handle, b"", -5, ctypes.byref(out), ctypes.byref(size))
+        assert code == 400 and ctypes.string_at(out.value, size.value) == b"input_size is negative"
+        abi.lib.free_buffer(out)
+    finally:
+        abi.finalize(handle)
+
+
+def test_python_mirror_of_the_abi(rec_model, batch):
+    model, state = processor.initialize("", rec_model.config())
+    assert state == 0
+    code, body = processor.process(model, request_bytes(batch))
+    assert code == 200 and predict_pb2.PredictResponse.FromString(body).outputs["prob"].array_shape.dim == [6]
+    code, info = processor.get_serving_model_info(model)
+    assert code == 200 and predict_pb2.ServingModelInfo.FromString(info).version_step > 0
+    processor.finalize(model)
+    assert processor.process(model, b"")[0] == 503
+    assert processor.initialize("", '{"savedmodel_dir": 1}') == (None, -1)
+    assert processor.process(None, b"")[0] == 503
+
+
+def test_library_exports_only_c_symbols():
+    out = subprocess.run(["nm", "-D", "--defined-only", processor.library_path()], check=True,
+                         capture_output=True, text=True).stdout
+    names = sorted(line.split()[-1] for line in out.splitlines() if line.strip())
+    public = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize"}
+    assert public <= set(names)
+    assert all(n in public or n.startswith("processor_control_") for n in names), names
+
+
+def test_include_dir_and_library_path_point_at_installed_files():
+    import os
+    assert os.path.isfile(os.path.join(processor.include_dir(), "processor.h"))
+    assert os.path.isabs(processor.library_path()) and os.path.isfile(processor.library_path())

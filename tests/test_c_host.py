@@ -1,0 +1,73 @@
+"""A plain C host, with an empty environment, serving a real model through dlopen()."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import processor
+from processor import predict_pb2, tensors
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def c_host(tmp_path_factory) -> str:
+    """Built here against the installed header, as a user's host would be."""
+    binary = tmp_path_factory.mktemp("c_host") / "c_host"
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-std=c11", f"-I{processor.include_dir()}", "-o", str(binary),
+                    str(ROOT / "examples" / "c_host" / "c_host.c"), "-ldl"], check=True)
+    return str(binary)
+
+
+def run_host(c_host, config_path, *args):
+    return subprocess.run(["env", "-i", c_host, processor.library_path(), str(config_path), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_c_host_serves_like_tensorflow_with_an_empty_environment(c_host, rec_model, reference, tmp_path):
+    rng = np.random.default_rng(5)
+    import recommendation_model
+    batches = [recommendation_model.random_batch(n, rng) for n in (1, 7)]
+    request_files = []
+    for i, batch in enumerate(batches):
+        request = predict_pb2.PredictRequest()
+        for name, value in batch.items():
+            tensors.to_array_proto(np.asarray(value), request.inputs[name])
+        path = tmp_path / f"request{i}.bin"
+        path.write_bytes(request.SerializeToString())
+        request_files.append(path)
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\xff\xfe\xfd")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(rec_model.config()))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    result = run_host(c_host, config, "--out", out_dir, *request_files, garbage)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "initialize -> state 0" in result.stdout
+    assert "signature -> 200: {\"signature_name\":\"serving_default\"" in result.stdout
+    assert f"{garbage} -> 400" in result.stdout and "not a valid PredictRequest" in result.stdout
+    assert "finalize -> done" in result.stdout
+    newest = rec_model.prefixes()[-1]
+    for i, batch in enumerate(batches):
+        response = predict_pb2.PredictResponse.FromString((out_dir / f"{i}.bin").read_bytes())
+        expected = reference.predict(newest, batch)
+        for name, value in expected.items():
+            np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), value, atol=1e-5)
+    info = predict_pb2.ServingModelInfo.FromString((out_dir / "model_info.bin").read_bytes())
+    assert info.model_path == newest
+
+
+def test_c_host_bad_config_gets_state_minus_one_and_a_reason(c_host, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"savedmodel_dir": "/models/x", "select_session_policy": "FASTEST"}))
+    result = run_host(c_host, config)
+    assert result.returncode == 1
+    assert "initialize -> state -1" in result.stdout
+    assert "config field 'select_session_policy': must be one of 'MOD', 'RR'" in result.stderr

@@ -1,0 +1,127 @@
+"""The JSON config: defaults, every wrong value named by its field, unknown keys warned about."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+
+import processor
+from processor.config import ProcessorConfig, parse_config
+
+BASE = {"savedmodel_dir": "/models/sm"}
+
+
+def test_defaults_are_documented_values():
+    config = parse_config(BASE)
+    assert config == ProcessorConfig(savedmodel_dir="/models/sm")
+    assert (config.session_num, config.select_session_policy, config.signature_name) == (1, "MOD", "serving_default")
+    assert (config.feature_store_type, config.model_store_type, config.serialize_protocol) == ("local", "local", "protobuf")
+    assert (config.read_thread_num, config.update_thread_num) == (4, 1)
+    assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (0, 0)
+    assert config.checkpoint_dir == "" and config.unknown_keys == []
+
+
+def test_every_deeprec_field_is_parsed():
+    full = {
+        "savedmodel_dir": "/m/sm", "checkpoint_dir": "/m/ckpt", "session_num": 2, "select_session_policy": "RR",
+        "use_per_session_threads": True, "enable_inline_execute": False, "omp_num_threads": 4,
+        "kmp_blocktime": 0, "feature_store_type": "redis", "redis_url": "127.0.0.1:6379",
+        "redis_password": "pw", "read_thread_num": 2, "update_thread_num": 3, "serialize_protocol": "protobuf",
+        "inter_op_parallelism_threads": 2, "intra_op_parallelism_threads": 3, "model_update_inter_threads": 1,
+        "model_update_intra_threads": 1, "init_timeout_minutes": 1.5, "signature_name": "sig",
+        "warmup_file_name": "/m/warmup.bin", "model_store_type": "oss", "oss_endpoint": "oss.example",
+        "oss_access_id": "id", "oss_access_key": "key", "timeline_start_step": 10,
+        "timeline_interval_step": 5, "timeline_trace_count": 2, "timeline_path": "/tmp/tl",
+        "ev_storage_type": "DRAM_SSDHASH", "ev_storage_path": "/ssd", "ev_storage_size": [1024, 2048],
+    }
+    config = parse_config(full)
+    for name, value in full.items():
+        assert getattr(config, name) == value, name
+    assert set(full) == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
+
+
+def test_json_string_file_path_and_bytes(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**BASE, "session_num": 3}))
+    for source in (json.dumps({**BASE, "session_num": 3}), str(path), path, json.dumps({**BASE, "session_num": 3}).encode()):
+        assert parse_config(source).session_num == 3
+
+
+BAD_CONFIGS = [
+    ({}, "savedmodel_dir", "is required"),
+    ({"savedmodel_dir": 5}, "savedmodel_dir", "must be a string, got int 5"),
+    ({"savedmodel_dir": "  "}, "savedmodel_dir", "must not be empty"),
+    ({**BASE, "session_num": "2"}, "session_num", 'must be an integer, got str "2"'),
+    ({**BASE, "session_num": 0}, "session_num", "must be >= 1, got 0"),
+    ({**BASE, "session_num": True}, "session_num", "must be an integer, got boolean true"),
+    ({**BASE, "session_num": 1.5}, "session_num", "must be an integer"),
+    ({**BASE, "select_session_policy": "RANDOM"}, "select_session_policy", "must be one of 'MOD', 'RR'"),
+    ({**BASE, "use_per_session_threads": 1}, "use_per_session_threads", "must be true or false"),
+    ({**BASE, "enable_inline_execute": "yes"}, "enable_inline_execute", "must be true or false"),
+    ({**BASE, "intra_op_parallelism_threads": -1}, "intra_op_parallelism_threads", "must be >= 0"),
+    ({**BASE, "inter_op_parallelism_threads": 2**40}, "inter_op_parallelism_threads", "must be < 2^31"),
+    ({**BASE, "feature_store_type": "memcache"}, "feature_store_type", "must be one of 'local', 'redis'"),
+    ({**BASE, "feature_store_type": "redis"}, "redis_url", "is required when feature_store_type is 'redis'"),
+    ({**BASE, "model_store_type": "s3"}, "model_store_type", "must be one of 'local', 'oss', 'hdfs'"),
+    ({**BASE, "model_store_type": "oss"}, "oss_endpoint", "is required when model_store_type is 'oss'"),
+    ({**BASE, "serialize_protocol": "json"}, "serialize_protocol", "must be one of 'protobuf'"),
+    ({**BASE, "checkpoint_dir": None}, "checkpoint_dir", "must be a string, got null"),
+    ({**BASE, "signature_name": ""}, "signature_name", "must not be empty"),
+    ({**BASE, "init_timeout_minutes": -1}, "init_timeout_minutes", "must be >= 0"),
+    ({**BASE, "init_timeout_minutes": "10"}, "init_timeout_minutes", "must be a number"),
+    ({**BASE, "read_thread_num": 0}, "read_thread_num", "must be >= 1"),
+    ({**BASE, "omp_num_threads": 0}, "omp_num_threads", "must be >= 1"),
+    ({**BASE, "timeline_trace_count": 3}, "timeline_path", "is required when timeline_trace_count > 0"),
+    ({**BASE, "ev_storage_type": "TAPE"}, "ev_storage_type", "must be one of"),
+    ({**BASE, "ev_storage_size": [1, "x"]}, "ev_storage_size[1]", "must be an integer"),
+    ({**BASE, "ev_storage_size": "big"}, "ev_storage_size", "must be an integer or a list of integers"),
+    ({**BASE, "enable_inline_execute": True, "inter_op_parallelism_threads": 4}, "enable_inline_execute",
+     "contradicts inter_op_parallelism_threads"),
+    ({**BASE, "warmup_file_name": ["a"]}, "warmup_file_name", "must be a string, got list"),
+    ({**BASE, "redis_password": 123}, "redis_password", "must be a string"),
+]
+
+
+@pytest.mark.parametrize("document,field,message", BAD_CONFIGS, ids=[f"{c[1]}-{i}" for i, c in enumerate(BAD_CONFIGS)])
+def test_bad_config_names_the_field(document, field, message):
+    with pytest.raises(processor.ConfigError) as error:
+        parse_config(document)
+    assert error.value.field == field
+    assert str(error.value).startswith(f"config field '{field}': ")
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("source,message", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ("/no/such/config.json", "neither a JSON object nor a readable file"),
+    (b"\xff{", "not UTF-8"),
+    (42, "must be a dict, a JSON string or a file path"),
+])
+def test_unparseable_documents(source, message):
+    with pytest.raises(processor.ConfigError) as error:
+        parse_config(source)
+    assert message in str(error.value)
+
+
+def test_unknown_keys_are_warned_about_not_fatal(caplog):
+    with caplog.at_level(logging.WARNING, logger="processor.config"):
+        config = parse_config({**BASE, "model_tag": "x", "zzz": 1})
+    assert config.unknown_keys == ["model_tag", "zzz"]
+    assert "ignoring unknown config keys: model_tag, zzz" in caplog.text
+
+
+def test_secrets_never_appear_in_repr_or_redacted_form():
+    config = parse_config({**BASE, "feature_store_type": "redis", "redis_url": "r:1", "redis_password": "SENTINEL-PW",
+                           "model_store_type": "oss", "oss_endpoint": "e", "oss_access_id": "SENTINEL-ID",
+                           "oss_access_key": "SENTINEL-KEY"})
+    for text in (repr(config), str(config), json.dumps(config.redacted())):
+        assert "SENTINEL" not in text
+
+
+def test_unsupported_stores_are_refused_at_initialize(rec_model):
+    with pytest.raises(processor.ConfigError) as error:
+        processor.Processor(rec_model.config(feature_store_type="redis", redis_url="127.0.0.1:1"))
+    assert error.value.field == "feature_store_type" and "not supported yet" in str(error.value)
