@@ -1,4 +1,4 @@
-# make demo | make test | make build | make clean    (everything runs inside .venv)
+# make demo | make test | make bench | make build | make clean    (everything runs inside .venv)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,13 +8,16 @@ BUILD_STAMP := $(VENV)/.processor-installed
 SOURCES := $(shell find cpp include protos src -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py CMakeLists.txt pyproject.toml
 C_HOST := examples/c_host/c_host
 
-.PHONY: demo test build clean c_host
+.PHONY: demo test bench build clean c_host
 
 demo: build $(C_HOST)
 	$(PY) examples/demo.py
 
 test: build $(C_HOST)
 	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) benchmarks/latency.py
 
 build: $(BUILD_STAMP)
 

@@ -10,25 +10,17 @@
 
 namespace processor {
 
-struct TensorDeleter {
-  void operator()(TF_Tensor* t) const { TF_DeleteTensor(t); }
+// Deletes through a TF C API function, for std::unique_ptr.
+template <auto DeleteFunction>
+struct CallDeleter {
+  template <typename T>
+  void operator()(T* object) const { DeleteFunction(object); }
 };
-using TensorPtr = std::unique_ptr<TF_Tensor, TensorDeleter>;
 
-struct BufferDeleter {
-  void operator()(TF_Buffer* b) const { TF_DeleteBuffer(b); }
-};
-using BufferPtr = std::unique_ptr<TF_Buffer, BufferDeleter>;
-
-struct GraphDeleter {
-  void operator()(TF_Graph* g) const { TF_DeleteGraph(g); }
-};
-using GraphPtr = std::unique_ptr<TF_Graph, GraphDeleter>;
-
-struct SessionOptionsDeleter {
-  void operator()(TF_SessionOptions* o) const { TF_DeleteSessionOptions(o); }
-};
-using SessionOptionsPtr = std::unique_ptr<TF_SessionOptions, SessionOptionsDeleter>;
+using TensorPtr = std::unique_ptr<TF_Tensor, CallDeleter<TF_DeleteTensor>>;
+using BufferPtr = std::unique_ptr<TF_Buffer, CallDeleter<TF_DeleteBuffer>>;
+using GraphPtr = std::unique_ptr<TF_Graph, CallDeleter<TF_DeleteGraph>>;
+using SessionOptionsPtr = std::unique_ptr<TF_SessionOptions, CallDeleter<TF_DeleteSessionOptions>>;
 
 // A TF_Status owned for one call.
 class TfStatus {

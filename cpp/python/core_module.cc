@@ -27,13 +27,22 @@ py::bytes TakeBuffer(void* data, int size) {
   return py::bytes(static_cast<const char*>(data), data ? size : 0);
 }
 
-// A request from any bytes-like object, viewed without copying.
-std::pair<const void*, int> View(const py::buffer& request, py::buffer_info* info) {
-  *info = request.request();
-  if (info->ndim > 1 && info->strides.back() != info->itemsize) throw py::value_error("request buffer is not contiguous");
-  const py::ssize_t size = info->size * info->itemsize;
+// Runs `serve` (a process()-shaped call) on a bytes-like request, viewed without copying, with the GIL
+// released; returns (code, response bytes).
+template <typename Serve>
+std::pair<int, py::bytes> ServeWithoutGil(const py::buffer& request, Serve&& serve) {
+  py::buffer_info info = request.request();
+  if (info.ndim > 1 && info.strides.back() != info.itemsize) throw py::value_error("request buffer is not contiguous");
+  const py::ssize_t size = info.size * info.itemsize;
   if (size > INT32_MAX) throw py::value_error("request is larger than 2 GiB, the ABI's limit");
-  return {info->ptr, static_cast<int>(size)};
+  void* output = nullptr;
+  int output_size = 0;
+  int code;
+  {
+    py::gil_scoped_release release;  // the buffer stays alive: `info` holds it
+    code = serve(info.ptr, static_cast<int>(size), &output, &output_size);
+  }
+  return {code, TakeBuffer(output, output_size)};
 }
 
 class Servable {
@@ -42,16 +51,9 @@ class Servable {
   processor_servable* get() const { return servable_.get(); }
 
   std::pair<int, py::bytes> Process(const py::buffer& request) const {
-    py::buffer_info info;
-    auto [data, size] = View(request, &info);
-    void* output = nullptr;
-    int output_size = 0;
-    int code;
-    {
-      py::gil_scoped_release release;
-      code = processor_control_servable_process(servable_.get(), data, size, &output, &output_size);
-    }
-    return {code, TakeBuffer(output, output_size)};
+    return ServeWithoutGil(request, [this](const void* data, int size, void** output, int* output_size) {
+      return processor_control_servable_process(servable_.get(), data, size, output, output_size);
+    });
   }
 
  private:
@@ -100,16 +102,9 @@ class Model {
   void Unload() { processor_control_unload(handle_); }
 
   std::pair<int, py::bytes> Process(const py::buffer& request) const {
-    py::buffer_info info;
-    auto [data, size] = View(request, &info);
-    void* output = nullptr;
-    int output_size = 0;
-    int code;
-    {
-      py::gil_scoped_release release;
-      code = process(handle_, data, size, &output, &output_size);
-    }
-    return {code, TakeBuffer(output, output_size)};
+    return ServeWithoutGil(request, [this](const void* data, int size, void** output, int* output_size) {
+      return process(handle_, data, size, output, output_size);
+    });
   }
 
   std::pair<int, py::bytes> ModelInfo() const {

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, Union
+from typing import Any, Callable, List, Mapping, Optional, Union
 
 from .errors import ConfigError
 
@@ -23,68 +23,17 @@ MODEL_STORE_TYPES = ("local", "oss", "hdfs")
 SERIALIZE_PROTOCOLS = ("protobuf",)
 EV_STORAGE_TYPES = ("DRAM", "PMEM_MEMKIND", "PMEM_LIBPMEM", "SSDHASH", "DRAM_PMEM", "DRAM_SSDHASH",
                     "HBM", "HBM_DRAM", "HBM_DRAM_SSDHASH", "DRAM_LEVELDB", "LEVELDB")
-SECRET_FIELDS = ("redis_password", "oss_access_key", "oss_access_id")
-
-
-def _secret_field(default: str = "") -> Any:
-    # repr=False: configs end up in logs and tracebacks; secrets must not.
-    return field(default=default, repr=False)
-
-
-@dataclass(frozen=True)
-class ProcessorConfig:
-    """Validated configuration. Field docs give the default and what uses the value."""
-
-    savedmodel_dir: str                      # required: the SavedModel giving graph and signature
-    checkpoint_dir: str = ""                 # newest complete checkpoint here is restored; "" = SavedModel's variables
-    signature_name: str = "serving_default"
-    model_store_type: str = "local"          # "local"; "oss" / "hdfs" are parsed, served by a later release
-    session_num: int = 1                     # sessions in the session group
-    select_session_policy: str = "MOD"       # "MOD" (thread id modulo) or "RR" (round robin)
-    use_per_session_threads: bool = False    # each session gets its own thread pools
-    enable_inline_execute: bool = False      # run ops in the calling thread (TF inter_op = -1)
-    inter_op_parallelism_threads: int = 0    # 0: TensorFlow picks
-    intra_op_parallelism_threads: int = 0    # 0: TensorFlow picks
-    model_update_inter_threads: int = 0      # thread pools for restores during updates; 0: TF picks
-    model_update_intra_threads: int = 0
-    omp_num_threads: Optional[int] = None    # OMP_NUM_THREADS for TF's MKL kernels; None: unset
-    kmp_blocktime: Optional[int] = None      # KMP_BLOCKTIME in ms; None: unset
-    init_timeout_minutes: float = 0          # 0: no limit on the first load
-    warmup_file_name: str = ""               # serialized PredictRequest(s) run before a version serves
-    feature_store_type: str = "local"        # "local"; "redis" is parsed, served by a later release
-    redis_url: str = ""
-    redis_password: str = _secret_field()
-    read_thread_num: int = 4
-    update_thread_num: int = 1
-    serialize_protocol: str = "protobuf"
-    oss_endpoint: str = ""
-    oss_access_id: str = _secret_field()
-    oss_access_key: str = _secret_field()
-    timeline_start_step: int = 0
-    timeline_interval_step: int = 0
-    timeline_trace_count: int = 0
-    timeline_path: str = ""
-    ev_storage_type: str = "DRAM"
-    ev_storage_path: str = ""
-    ev_storage_size: List[int] = field(default_factory=list)
-    unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
-
-    def redacted(self) -> dict:
-        """The config as a dict with secrets masked: safe to log or report."""
-        values = dataclasses.asdict(self)
-        for name in SECRET_FIELDS:
-            if values.get(name):
-                values[name] = "***"
-        return values
 
 
 # ---- validation helpers: each names the field and says what was expected and what came
 
 
 def _describe(value: Any) -> str:
-    kind = "boolean" if isinstance(value, bool) else "null" if value is None else type(value).__name__
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool)) or value is None else kind
-    return f"{kind} {text}" if kind not in ("null",) and text != kind else kind
+    """'int 5', 'str "5"', 'boolean true', 'null', 'list': what a wrong value was, for error messages."""
+    if value is None:
+        return "null"
+    kind = "boolean" if isinstance(value, bool) else type(value).__name__
+    return f"{kind} {json.dumps(value)}" if isinstance(value, (str, int, float)) else kind
 
 
 def _string(name: str, value: Any, choices: Optional[tuple] = None) -> str:
@@ -127,40 +76,74 @@ def _sizes(name: str, value: Any) -> List[int]:
     return [_integer(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
-_FIELD_PARSERS = {
-    "savedmodel_dir": _string,
-    "checkpoint_dir": _string,
-    "signature_name": _string,
-    "model_store_type": lambda n, v: _string(n, v, MODEL_STORE_TYPES),
-    "session_num": lambda n, v: _integer(n, v, minimum=1),
-    "select_session_policy": lambda n, v: _string(n, v, SELECT_SESSION_POLICIES),
-    "use_per_session_threads": _boolean,
-    "enable_inline_execute": _boolean,
-    "inter_op_parallelism_threads": _integer,
-    "intra_op_parallelism_threads": _integer,
-    "model_update_inter_threads": _integer,
-    "model_update_intra_threads": _integer,
-    "omp_num_threads": lambda n, v: None if v is None else _integer(n, v, minimum=1),
-    "kmp_blocktime": lambda n, v: None if v is None else _integer(n, v),
-    "init_timeout_minutes": _number,
-    "warmup_file_name": _string,
-    "feature_store_type": lambda n, v: _string(n, v, FEATURE_STORE_TYPES),
-    "redis_url": _string,
-    "redis_password": _string,
-    "read_thread_num": lambda n, v: _integer(n, v, minimum=1),
-    "update_thread_num": lambda n, v: _integer(n, v, minimum=1),
-    "serialize_protocol": lambda n, v: _string(n, v, SERIALIZE_PROTOCOLS),
-    "oss_endpoint": _string,
-    "oss_access_id": _string,
-    "oss_access_key": _string,
-    "timeline_start_step": _integer,
-    "timeline_interval_step": _integer,
-    "timeline_trace_count": _integer,
-    "timeline_path": _string,
-    "ev_storage_type": lambda n, v: _string(n, v, EV_STORAGE_TYPES),
-    "ev_storage_path": _string,
-    "ev_storage_size": _sizes,
-}
+def _option(default: Any, parse: Callable[[str, Any], Any], secret: bool = False) -> Any:
+    """A config field with its validator. Secrets get repr=False: configs end up in logs and tracebacks."""
+    if isinstance(default, list):
+        return field(default_factory=list, metadata={"parse": parse}, repr=not secret)
+    return field(default=default, metadata={"parse": parse}, repr=not secret)
+
+
+def _optional(parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda name, value: None if value is None else parse(name, value)
+
+
+def _choice(choices: tuple) -> Callable[[str, Any], str]:
+    return lambda name, value: _string(name, value, choices)
+
+
+def _at_least(minimum: int) -> Callable[[str, Any], int]:
+    return lambda name, value: _integer(name, value, minimum)
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Validated configuration. Comments give what uses each value; defaults are DeepRec's."""
+
+    savedmodel_dir: str = _option("", _string)            # required: the SavedModel giving graph and signature
+    checkpoint_dir: str = _option("", _string)            # newest complete checkpoint is restored; "": SavedModel's variables
+    signature_name: str = _option("serving_default", _string)
+    model_store_type: str = _option("local", _choice(MODEL_STORE_TYPES))  # "oss"/"hdfs": parsed, not served yet
+    session_num: int = _option(1, _at_least(1))           # sessions in the session group
+    select_session_policy: str = _option("MOD", _choice(SELECT_SESSION_POLICIES))  # thread id modulo, or round robin
+    use_per_session_threads: bool = _option(False, _boolean)  # each session gets its own thread pools
+    enable_inline_execute: bool = _option(False, _boolean)    # run ops in the calling thread (TF inter_op = -1)
+    inter_op_parallelism_threads: int = _option(0, _integer)  # 0: TensorFlow picks
+    intra_op_parallelism_threads: int = _option(0, _integer)  # 0: TensorFlow picks
+    model_update_inter_threads: int = _option(0, _integer)    # thread pools for restores during updates
+    model_update_intra_threads: int = _option(0, _integer)
+    omp_num_threads: Optional[int] = _option(None, _optional(_at_least(1)))  # OMP_NUM_THREADS; None: unset
+    kmp_blocktime: Optional[int] = _option(None, _optional(_integer))        # KMP_BLOCKTIME in ms; None: unset
+    init_timeout_minutes: float = _option(0, _number)     # 0: no limit on the first load
+    warmup_file_name: str = _option("", _string)          # serialized PredictRequest(s) run before a version serves
+    feature_store_type: str = _option("local", _choice(FEATURE_STORE_TYPES))  # "redis": parsed, not served yet
+    redis_url: str = _option("", _string)
+    redis_password: str = _option("", _string, secret=True)
+    read_thread_num: int = _option(4, _at_least(1))
+    update_thread_num: int = _option(1, _at_least(1))
+    serialize_protocol: str = _option("protobuf", _choice(SERIALIZE_PROTOCOLS))
+    oss_endpoint: str = _option("", _string)
+    oss_access_id: str = _option("", _string, secret=True)
+    oss_access_key: str = _option("", _string, secret=True)
+    timeline_start_step: int = _option(0, _integer)
+    timeline_interval_step: int = _option(0, _integer)
+    timeline_trace_count: int = _option(0, _integer)
+    timeline_path: str = _option("", _string)
+    ev_storage_type: str = _option("DRAM", _choice(EV_STORAGE_TYPES))
+    ev_storage_path: str = _option("", _string)
+    ev_storage_size: List[int] = _option([], _sizes)
+    unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
+
+    def redacted(self) -> dict:
+        """The config as a dict with secrets masked: safe to log or report."""
+        values = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            if values.get(name):
+                values[name] = "***"
+        return values
+
+
+_FIELDS = {f.name: f.metadata["parse"] for f in dataclasses.fields(ProcessorConfig) if "parse" in f.metadata}
+SECRET_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessorConfig) if not f.repr)
 
 
 def _check_consistency(config: ProcessorConfig) -> None:
@@ -191,7 +174,7 @@ def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> P
     values = {}
     unknown = []
     for key, value in document.items():
-        parser = _FIELD_PARSERS.get(key)
+        parser = _FIELDS.get(key)
         if parser is None:
             unknown.append(key)
             continue
