@@ -92,7 +92,8 @@ class RecommendationModel:
         return {self.user_id: inputs["user_id"], self.item_id: inputs["item_id"],
                 self.category: inputs["category"], self.dense: inputs["dense"]}
 
-    def export_savedmodel(self, path: str) -> str:
+    def export_savedmodel(self, path: str, with_main_op: bool = True) -> str:
+        """Without a main op, table initializers are reachable only through the graph's collection."""
         tf1 = self.tf.compat.v1
         with self.graph.as_default():
             builder = tf1.saved_model.Builder(path)
@@ -102,7 +103,8 @@ class RecommendationModel:
                 outputs={"prob": self.prob, "logits": self.logits, "item_vector": self.item_embedding})
             builder.add_meta_graph_and_variables(
                 self.session, [tf1.saved_model.tag_constants.SERVING], signature_def_map={"serving_default": signature},
-                main_op=tf1.tables_initializer(), saver=self.saver, strip_default_attrs=True)
+                main_op=tf1.tables_initializer() if with_main_op else None, saver=self.saver,
+                strip_default_attrs=True)
             builder.save()
         return path
 

@@ -76,6 +76,10 @@ BAD_REQUESTS = {
                         "not a valid PredictRequest: field 2 (inputs) has wire type 3 instead of 2"),
     "wrong wire type for inputs": (lambda b: key(2, 0) + varint(5), 400, "field 2 (inputs) has wire type 0"),
     "group in an unknown field": (lambda b: key(9, 3) + b"\x00", 400, "not a valid PredictRequest"),
+    "input name that is not UTF-8": (lambda b: mutate(b, lambda r: r.inputs.pop("dense")) + request_from_arrays(
+        [(b"de\xffnse\n", b"")]), 400, "unknown input 'de\\xffnse\\x0a'"),
+    "output name in another script": (lambda b: mutate(b, lambda r: r.output_filter.append("概率")), 400,
+                                      "unknown output '概率' in output_filter"),
     "dtype the protocol cannot carry": (lambda b: mutate(b, lambda r: r.inputs["user_id"].CopyFrom(
         predict_pb2.ArrayProto(dtype=predict_pb2.DT_HALF))), 400, "DT_HALF"),
 }

@@ -41,8 +41,9 @@ def unpacked_array(array: predict_pb2.ArrayProto) -> bytes:
 
 
 def request_from_arrays(arrays: Iterable, signature_name: str = "") -> bytes:
-    """A PredictRequest from (name, encoded ArrayProto bytes) pairs."""
+    """A PredictRequest from (name, encoded ArrayProto bytes) pairs; a bytes name goes on the wire as is."""
     out = length_delimited(1, signature_name.encode()) if signature_name else b""
     for name, array_bytes in arrays:
-        out += length_delimited(2, length_delimited(1, name.encode()) + length_delimited(2, array_bytes))
+        raw_name = name if isinstance(name, bytes) else name.encode()
+        out += length_delimited(2, length_delimited(1, raw_name) + length_delimited(2, array_bytes))
     return out

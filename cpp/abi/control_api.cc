@@ -95,6 +95,19 @@ PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* k
   return nullptr;
 }
 
+PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,
+                                                      void** output, int* output_size, char** error) {
+  if (error) *error = nullptr;
+  processor::LoadOptions options;
+  Status status = ParseLoadOptions(keys, values, count, &options);
+  if (!status.ok()) {
+    SetError(status, error);
+    return -1;
+  }
+  processor::CopyToMallocBuffer(processor::EncodeConfigProto(options.session), output, output_size);
+  return 0;
+}
+
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable) { delete servable; }
 
 PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,

@@ -21,6 +21,10 @@ typedef struct processor_servable processor_servable; /* one loaded model versio
  * inline_execute. Returns NULL and sets *error on failure; the caller owns the result. */
 PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
                                                             int count, char** error);
+/* The serialized tensorflow.ConfigProto a load with these options gives its session (same options as
+ * processor_control_load). Returns 0 and a buffer from malloc() in *output, or -1 and *error. */
+PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,
+                                                      void** output, int* output_size, char** error);
 /* Releases the caller's reference; requests and models still holding the version keep it alive. */
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
 /* Serves a request on this version alone (for warmup), with process()'s contract. */

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/quote.h"
 #include "common/wire_format.h"
 #include "model/meta_graph.h"
 
@@ -137,22 +138,18 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
   return Status::Ok();
 }
 
-// A map<string, ArrayProto> entry.
+// A map<string, ArrayProto> entry. The key may follow the value on the wire, so the value is parsed last.
 Status ParseInputEntry(std::string_view bytes, std::string_view* key, ArrayView* array) {
   Reader r(bytes);
   uint32_t field, wire_type;
+  std::string_view value;  // a repeated value field is merged by protobuf; last wins is what users mean
   while (r.NextField(&field, &wire_type)) {
-    if (field == 1 && wire_type == wire::kLengthDelimited) {
-      *key = r.LengthDelimited();
-    } else if (field == 2 && wire_type == wire::kLengthDelimited) {
-      *array = ArrayView();  // a repeated value field is merged by protobuf; last wins is what users mean
-      PROCESSOR_RETURN_IF_ERROR(ParseArray(r.LengthDelimited(), array).WithContext("input '" + std::string(*key) + "'"));
-    } else {
-      r.Skip(wire_type);
-    }
+    if (field == 1 && wire_type == wire::kLengthDelimited) *key = r.LengthDelimited();
+    else if (field == 2 && wire_type == wire::kLengthDelimited) value = r.LengthDelimited();
+    else r.Skip(wire_type);
   }
   if (!r.ok()) return Status::InvalidArgument("malformed inputs map entry");
-  return Status::Ok();
+  return ParseArray(value, array).WithContext("input " + Quote(*key));
 }
 
 template <typename T>
@@ -397,7 +394,7 @@ Status EncodePredictResponse(const std::vector<std::pair<std::string_view, TF_Te
   for (const auto& [name, tensor] : outputs) {
     EncodedArray a{name, tensor, ElementCount(tensor), 0, 0, 0, 0};
     size_t values_size = 0;
-    PROCESSOR_RETURN_IF_ERROR(ValuesSize(tensor, a.elements, &values_size).WithContext("output '" + std::string(name) + "'"));
+    PROCESSOR_RETURN_IF_ERROR(ValuesSize(tensor, a.elements, &values_size).WithContext("output " + Quote(name)));
     for (int i = 0; i < TF_NumDims(tensor); ++i) a.shape_payload += wire::VarintSize(static_cast<uint64_t>(TF_Dim(tensor, i)));
     a.shape_message = a.shape_payload ? wire::LengthDelimitedSize(a.shape_payload) : 0;
     const int dtype = TF_TensorType(tensor);

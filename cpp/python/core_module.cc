@@ -60,24 +60,46 @@ class Servable {
   std::unique_ptr<processor_servable, decltype(&processor_control_release)> servable_;
 };
 
-std::shared_ptr<Servable> LoadServable(const std::map<std::string, std::string>& options) {
-  std::vector<const char*> keys, values;
-  for (const auto& [key, value] : options) {
-    keys.push_back(key.c_str());
-    values.push_back(value.c_str());
+// Load options as the C API takes them: parallel arrays viewing the map's strings.
+struct OptionArrays {
+  explicit OptionArrays(const std::map<std::string, std::string>& options) {
+    for (const auto& [key, value] : options) {
+      keys.push_back(key.c_str());
+      values.push_back(value.c_str());
+    }
   }
+  int count() const { return static_cast<int>(keys.size()); }
+  std::vector<const char*> keys, values;
+};
+
+[[noreturn]] void ThrowLoadFailure(char* error) {
+  std::string message = error ? error : "unknown load failure";
+  free_buffer(error);
+  throw LoadFailure(message);
+}
+
+std::shared_ptr<Servable> LoadServable(const std::map<std::string, std::string>& options) {
+  OptionArrays arrays(options);
   char* error = nullptr;
   processor_servable* servable;
   {
     py::gil_scoped_release release;  // loading takes seconds; the control plane's threads keep running
-    servable = processor_control_load(keys.data(), values.data(), static_cast<int>(keys.size()), &error);
+    servable = processor_control_load(arrays.keys.data(), arrays.values.data(), arrays.count(), &error);
   }
-  if (!servable) {
-    std::string message = error ? error : "unknown load failure";
-    free_buffer(error);
-    throw LoadFailure(message);
-  }
+  if (!servable) ThrowLoadFailure(error);
   return std::make_shared<Servable>(servable);
+}
+
+py::bytes SessionConfig(const std::map<std::string, std::string>& options) {
+  OptionArrays arrays(options);
+  void* output = nullptr;
+  int output_size = 0;
+  char* error = nullptr;
+  if (processor_control_session_config(arrays.keys.data(), arrays.values.data(), arrays.count(), &output,
+                                       &output_size, &error) != 0) {
+    ThrowLoadFailure(error);
+  }
+  return TakeBuffer(output, output_size);
 }
 
 class Model {
@@ -131,6 +153,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");
 
+  m.def("session_config", &SessionConfig, py::arg("options"),
+        "The serialized tensorflow.ConfigProto a load with these options gives its session.");
   m.def("live_servables", &processor_control_live_servables,
         "Loaded versions alive in the process (held by models, requests or the control plane).");
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "codec/predict_codec.h"
+#include "common/quote.h"
 
 namespace processor {
 namespace {
@@ -20,7 +21,7 @@ std::string ShapeString(const std::vector<int64_t>& dims) {
 
 std::string Names(const std::vector<BoundTensor>& tensors) {
   std::string names;
-  for (const BoundTensor& t : tensors) names += (names.empty() ? "'" : ", '") + t.spec.alias + "'";
+  for (const BoundTensor& t : tensors) names += (names.empty() ? "" : ", ") + Quote(t.spec.alias);
   return names;
 }
 
@@ -45,14 +46,14 @@ Status BindInputs(const Servable& servable, const RequestView& request, std::vec
   for (const auto& [name, array] : request.inputs) {
     const int index = servable.FindInput(name);
     if (index < 0) {
-      return Status::InvalidArgument("unknown input '" + std::string(name) + "'; the signature's inputs are " +
+      return Status::InvalidArgument("unknown input " + Quote(name) + "; the signature's inputs are " +
                                      Names(specs));
     }
     const TensorSpec& spec = specs[index].spec;
-    const std::string context = "input '" + spec.alias + "'";
+    const std::string context = "input " + Quote(spec.alias);
     if (!given_as[index].empty()) {
-      return Status::InvalidArgument(context + " is given twice (as '" + std::string(given_as[index]) + "' and '" +
-                                     std::string(name) + "')");
+      return Status::InvalidArgument(context + " is given twice (as " + Quote(given_as[index]) + " and " +
+                                     Quote(name) + ")");
     }
     given_as[index] = name;
     if (array.dtype != spec.dtype) {
@@ -66,7 +67,7 @@ Status BindInputs(const Servable& servable, const RequestView& request, std::vec
     (*ports)[index] = specs[index].port;
   }
   for (size_t i = 0; i < specs.size(); ++i) {
-    if (given_as[i].empty()) return Status::InvalidArgument("missing input '" + specs[i].spec.alias + "'");
+    if (given_as[i].empty()) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
   }
   return Status::Ok();
 }
@@ -85,7 +86,7 @@ Status BindOutputs(const Servable& servable, const RequestView& request, std::ve
   for (std::string_view name : request.output_filter) {
     const int index = servable.FindOutput(name);
     if (index < 0) {
-      return Status::InvalidArgument("unknown output '" + std::string(name) + "' in output_filter; the signature's outputs are " +
+      return Status::InvalidArgument("unknown output " + Quote(name) + " in output_filter; the signature's outputs are " +
                                      Names(specs));
     }
     if (chosen[index]) continue;  // named twice: answer once
@@ -119,8 +120,8 @@ Status ProcessRequest(const Servable* servable, const void* request, size_t size
   RequestView view;
   PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &view));
   if (!view.signature_name.empty() && view.signature_name != servable->signature_name()) {
-    return Status::InvalidArgument("signature_name '" + std::string(view.signature_name) +
-                                   "' is not served; this model serves '" + servable->signature_name() + "'");
+    return Status::InvalidArgument("signature_name " + Quote(view.signature_name) + " is not served; this model serves " +
+                                   Quote(servable->signature_name()));
   }
   std::vector<TF_Output> input_ports;
   std::vector<TensorPtr> input_tensors;
