@@ -143,9 +143,8 @@ class EmbeddedPython {
       }
     }
     PROCESSOR_RETURN_IF_ERROR(ResolveApi(library, &api_));
-    const std::string site_packages = SitePackagesOfThisLibrary();
     if (!api_.IsInitialized()) {
-      const std::string program = ProgramName(site_packages);
+      const std::string program = ProgramName(SitePackagesOfThisLibrary());
       PyConfig config;
       api_.ConfigInitPythonConfig(&config);
       config.install_signal_handlers = 0;  // the host owns its signals
@@ -160,14 +159,12 @@ class EmbeddedPython {
       api_.EvalSaveThread();  // release the GIL: from here on every call takes it with PyGILState_Ensure
       Log(LogLevel::kInfo, "started the embedded Python control plane (" + program + ")");
     }
-    site_packages_ = site_packages;
     return Status::Ok();
   }
 
   std::once_flag once_;
   Status status_;
   PythonApi api_{};
-  std::string site_packages_;
 };
 
 // Holds the GIL for a scope.

@@ -40,7 +40,7 @@ Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
 Status BindInputs(const Servable& servable, const RequestView& request, std::vector<TF_Output>* ports,
                   std::vector<TensorPtr>* tensors) {
   const auto& specs = servable.inputs();
-  std::vector<std::string_view> given_as(specs.size());
+  std::vector<const std::string_view*> given_as(specs.size(), nullptr);  // the request's name for each input
   ports->resize(specs.size());
   tensors->resize(specs.size());
   for (const auto& [name, array] : request.inputs) {
@@ -50,24 +50,25 @@ Status BindInputs(const Servable& servable, const RequestView& request, std::vec
                                      Names(specs));
     }
     const TensorSpec& spec = specs[index].spec;
-    const std::string context = "input " + Quote(spec.alias);
-    if (!given_as[index].empty()) {
-      return Status::InvalidArgument(context + " is given twice (as " + Quote(given_as[index]) + " and " +
-                                     Quote(name) + ")");
+    if (given_as[index]) {
+      return Status::InvalidArgument("input " + Quote(spec.alias) + " is given twice (as " +
+                                     Quote(*given_as[index]) + " and " + Quote(name) + ")");
     }
-    given_as[index] = name;
+    given_as[index] = &name;
+    Status status;
+    int64_t elements = 0;
     if (array.dtype != spec.dtype) {
-      return Status::InvalidArgument(context + ": dtype " + DataTypeName(array.dtype) +
-                                     " does not match the signature's " + DataTypeName(spec.dtype));
+      status = Status::InvalidArgument(std::string("dtype ") + DataTypeName(array.dtype) +
+                                       " does not match the signature's " + DataTypeName(spec.dtype));
     }
-    int64_t elements = 0;  // a malformed shape is the more basic error: report it first
-    PROCESSOR_RETURN_IF_ERROR(ShapeElementCount(array, &elements).WithContext(context));
-    PROCESSOR_RETURN_IF_ERROR(CheckShape(array, spec).WithContext(context));
-    PROCESSOR_RETURN_IF_ERROR(MakeTensor(array, &(*tensors)[index]).WithContext(context));
+    if (status.ok()) status = ShapeElementCount(array, &elements);  // a malformed shape is the more basic error
+    if (status.ok()) status = CheckShape(array, spec);
+    if (status.ok()) status = MakeTensor(array, &(*tensors)[index]);
+    if (!status.ok()) return status.WithContext("input " + Quote(spec.alias));
     (*ports)[index] = specs[index].port;
   }
   for (size_t i = 0; i < specs.size(); ++i) {
-    if (given_as[i].empty()) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
+    if (!given_as[i]) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
   }
   return Status::Ok();
 }

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional, Tuple
 
@@ -36,7 +37,6 @@ def include_dir() -> str:
 
 def initialize(model_entry: str, model_config: str) -> Tuple[Optional[Processor], int]:
     """Returns (model, 0), or (None, -1) with the reason logged, like the C ABI."""
-    import logging
     try:
         return Processor(model_config, model_entry=model_entry), 0
     except ProcessorError as e:

@@ -58,7 +58,7 @@ class Processor:
         self._lock = threading.Lock()
         self._updates_applied = 0
         self._updates_failed = 0
-        self._signature: Optional[dict] = None
+        self._signature: Optional[Tuple[dict, Dict[str, int]]] = None
         self._serving: Optional[LoadedVersion] = None
         checkpoint = None
         if self.config.checkpoint_dir:
@@ -85,21 +85,28 @@ class Processor:
 
     def signature(self) -> dict:
         """The served signature: {"signature_name", "method_name", "inputs": [...], "outputs": [...]}."""
-        if self._signature is None:
+        return self._signature_and_dtypes()[0]
+
+    def _signature_and_dtypes(self) -> Tuple[dict, Dict[str, int]]:
+        """The signature, and the ArrayDataType of each input by alias and tensor name. Cached as one
+        tuple so that a concurrent version swap never pairs one version's signature with another's."""
+        cached = self._signature
+        if cached is None:
             code, body = self.process(b"")
             if code != OK:
                 raise RequestError(code, body.decode("utf-8", "replace"))
-            self._signature = json.loads(body)
-        return self._signature
+            signature = json.loads(body)
+            dtypes = {}
+            for spec in signature["inputs"]:
+                dtypes[spec["alias"]] = dtypes[spec["name"]] = predict_pb2.ArrayDataType.Value(spec["dtype"])
+            cached = self._signature = (signature, dtypes)
+        return cached
 
     def predict(self, inputs: Mapping[str, Any], output_filter: Optional[Iterable[str]] = None,
                 signature_name: str = "") -> Dict[str, np.ndarray]:
         """numpy in, numpy out. Values are converted to the signature's dtypes where that loses nothing.
         Raises RequestError with the ABI's code and message."""
-        dtypes = {}
-        for spec in self.signature()["inputs"]:
-            dtype = predict_pb2.ArrayDataType.Value(spec["dtype"]) if spec["dtype"] in predict_pb2.ArrayDataType.keys() else None
-            dtypes[spec["alias"]] = dtypes[spec["name"]] = dtype
+        dtypes = self._signature_and_dtypes()[1]
         request = predict_pb2.PredictRequest(signature_name=signature_name, output_filter=list(output_filter or []))
         for name, value in inputs.items():
             try:
