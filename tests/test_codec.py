@@ -2,6 +2,8 @@
 encoding the protobuf runtime can produce or accept."""
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -128,4 +130,28 @@ def test_large_tensor_round_trips(echo):
     arrays["int64"] = np.arange(-500_000, 500_000, dtype=np.int64)
     code, body = echo.process(build_request(arrays).SerializeToString())
     assert code == 200
+    assert_echoed(arrays, body)
+
+
+def float_array_fragment(dims=(), values=()) -> bytes:
+    """Part of an ArrayProto: dtype DT_FLOAT, an array_shape holding `dims`, packed `values`."""
+    shape = length_delimited(2, b"".join(key(1, 0) + varint(d) for d in dims))
+    return key(1, 0) + varint(predict_pb2.DT_FLOAT) + shape + length_delimited(3, struct.pack(f"<{len(values)}f", *values))
+
+
+def test_repeated_message_fields_merge_like_protobuf(echo):
+    """Two values in one map entry merge into one ArrayProto, and two array_shapes merge their dims, as
+    the reference runtime reads them."""
+    arrays = arrays_of_shape((2,))
+    request = build_request(arrays)
+    others = request_from_arrays((a, request.inputs[a].SerializeToString()) for a in arrays if a != "float")
+    entry = (length_delimited(1, b"float") + length_delimited(2, float_array_fragment([1], [1.5]))
+             + length_delimited(2, float_array_fragment([3], [2.5, 3.5])))
+    data = others + length_delimited(2, entry)
+
+    merged = predict_pb2.PredictRequest.FromString(data).inputs["float"]
+    assert list(merged.array_shape.dim) == [1, 3] and list(merged.float_val) == [1.5, 2.5, 3.5]
+    code, body = echo.process(data)
+    assert code == 200, body
+    arrays["float"] = np.array([[1.5, 2.5, 3.5]], dtype=np.float32)
     assert_echoed(arrays, body)

@@ -93,8 +93,7 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
     else r.Skip(wire_type);
   }
   if (!r.ok()) return Status::InvalidArgument("malformed array_shape");
-  array->dims.clear();
-  array->dims.reserve(dims.count);
+  array->dims.reserve(array->dims.size() + dims.count);  // a repeated array_shape merges, as in protobuf
   ForEachVarint(dims, [&](uint64_t dim) { array->dims.push_back(static_cast<int64_t>(dim)); });
   return Status::Ok();
 }
@@ -138,18 +137,22 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
   return Status::Ok();
 }
 
-// A map<string, ArrayProto> entry. The key may follow the value on the wire, so the value is parsed last.
+// A map<string, ArrayProto> entry. The key may follow the value on the wire, so values are parsed last;
+// several value occurrences merge into one ArrayProto, as protobuf does.
 Status ParseInputEntry(std::string_view bytes, std::string_view* key, ArrayView* array) {
   Reader r(bytes);
   uint32_t field, wire_type;
-  std::string_view value;  // a repeated value field is merged by protobuf; last wins is what users mean
+  std::vector<std::string_view> values;
   while (r.NextField(&field, &wire_type)) {
     if (field == 1 && wire_type == wire::kLengthDelimited) *key = r.LengthDelimited();
-    else if (field == 2 && wire_type == wire::kLengthDelimited) value = r.LengthDelimited();
+    else if (field == 2 && wire_type == wire::kLengthDelimited) values.push_back(r.LengthDelimited());
     else r.Skip(wire_type);
   }
   if (!r.ok()) return Status::InvalidArgument("malformed inputs map entry");
-  return ParseArray(value, array).WithContext("input " + Quote(*key));
+  for (std::string_view value : values) {
+    PROCESSOR_RETURN_IF_ERROR(ParseArray(value, array).WithContext("input " + Quote(*key)));
+  }
+  return Status::Ok();
 }
 
 template <typename T>
