@@ -53,7 +53,7 @@ class BuildPyWithProto(build_py):
         super().run()
         package_dir = Path(self.build_lib) / "processor"
         subprocess.run([protoc_matching_runtime(), f"-I{ROOT / 'protos'}", f"--python_out={package_dir}",
-                        str(ROOT / "protos" / "predict.proto")], check=True)
+                        *(str(p) for p in sorted((ROOT / "protos").glob("*.proto")))], check=True)
         (package_dir / "include").mkdir(exist_ok=True)
         shutil.copy2(ROOT / "include" / "processor.h", package_dir / "include" / "processor.h")
         shutil.copy2(ROOT / "protos" / "predict.proto", package_dir / "predict.proto")

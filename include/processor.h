@@ -52,6 +52,14 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
  * (owned by the caller). Returns PROCESSOR_OK, or an error code with a message as for process(). */
 PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size);
 
+/* Serves an earlier model version again, and pins serving to it until a version newer than any seen so
+ * far appears (or the Python API's unpin()). version: a checkpoint step among the versions the model
+ * kept (config rollback_keep), or -1 for the version before the serving one. Blocks while the version
+ * loads; requests keep being served meanwhile. Returns PROCESSOR_OK; PROCESSOR_BAD_REQUEST when the
+ * version is not kept; PROCESSOR_INTERNAL_ERROR when it no longer loads (the serving version stays);
+ * PROCESSOR_UNAVAILABLE for a NULL or finalized handle. The reason of a failure is logged. */
+PROCESSOR_EXPORT int rollback(void* model_buf, long long version);
+
 /* Releases a buffer returned by this library; same as free(). NULL is ignored. */
 PROCESSOR_EXPORT void free_buffer(void* buffer);
 

@@ -60,7 +60,7 @@ def test_finalize_while_idle_releases_the_model(abi, rec_model):
     (b"{not json", b"not valid JSON"),
     (b'{"checkpoint_dir": "/x"}', b"config field 'savedmodel_dir': is required"),
     (b'{"savedmodel_dir": "/x", "session_num": "two"}', b"config field 'session_num'"),
-    (b'{"savedmodel_dir": "/no/such/model"}', b"cannot load SavedModel '/no/such/model'"),
+    (b'{"savedmodel_dir": "/no/such/model"}', b"no SavedModel in savedmodel_dir '/no/such/model'"),
     (None, b"model_config is NULL"),
 ])
 def test_failed_initialize_returns_null_and_state_minus_one(abi, config, fragment, capfd):
@@ -103,7 +103,7 @@ def test_library_exports_only_c_symbols():
     out = subprocess.run(["nm", "-D", "--defined-only", processor.library_path()], check=True,
                          capture_output=True, text=True).stdout
     names = sorted(line.split()[-1] for line in out.splitlines() if line.strip())
-    public = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize"}
+    public = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize", "rollback"}
     assert public <= set(names)
     assert all(n in public or n.startswith("processor_control_") for n in names), names
 

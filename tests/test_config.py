@@ -39,7 +39,16 @@ def test_every_deeprec_field_is_parsed():
     config = parse_config(full)
     for name, value in full.items():
         assert getattr(config, name) == value, name
-    assert set(full) == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
+    processor_additions = {"warmup_iterations", "poll_interval_seconds", "version_policy", "rollback_keep"}
+    assert set(full) | processor_additions == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
+
+
+def test_poll_interval_defaults_by_store():
+    assert parse_config(BASE).effective_poll_interval == 5.0
+    assert parse_config({**BASE, "poll_interval_seconds": 0}).effective_poll_interval == 0.0
+    remote = parse_config({**BASE, "model_store_type": "oss", "oss_endpoint": "e", "oss_access_id": "i",
+                           "oss_access_key": "k"})
+    assert remote.effective_poll_interval == 60.0
 
 
 def test_json_string_file_path_and_bytes(tmp_path):
@@ -81,6 +90,10 @@ BAD_CONFIGS = [
      "contradicts inter_op_parallelism_threads"),
     ({**BASE, "warmup_file_name": ["a"]}, "warmup_file_name", "must be a string, got list"),
     ({**BASE, "redis_password": 123}, "redis_password", "must be a string"),
+    ({**BASE, "poll_interval_seconds": -5}, "poll_interval_seconds", "must be >= 0"),
+    ({**BASE, "version_policy": "fast"}, "version_policy", "must be one of 'availability_preserving', 'resource_preserving'"),
+    ({**BASE, "rollback_keep": 0}, "rollback_keep", "must be >= 1"),
+    ({**BASE, "warmup_iterations": 0}, "warmup_iterations", "must be >= 1"),
 ]
 
 

@@ -38,6 +38,7 @@ def test_model_info_reports_the_served_version(rec_model):
     assert info.signature_name == "serving_default"
     assert info.load_time_unix_ms > 0 and info.load_duration_ms >= 0
     assert (info.updates_applied, info.updates_failed) == (0, 0)
+    assert (info.delta_step, info.savedmodel_version, info.pinned) == (-1, -1, False)
 
 
 def test_without_checkpoint_dir_the_savedmodels_own_variables_serve(rec_model, reference, batch):

@@ -210,6 +210,21 @@ Status StartControlPlane(const std::string& model_entry, const std::string& mode
   return *handle ? Status::Ok() : Status::Internal("the control plane returned no model");
 }
 
+int RollbackControlPlane(void* handle, long long version) {
+  EmbeddedPython& python = EmbeddedPython::Get();
+  Status status = python.Ready();
+  unsigned long long code = 0;
+  if (status.ok()) {
+    status = CallHostModule(python, "rollback", &code, "KL",
+                            static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(handle)), version);
+  }
+  if (!status.ok()) {
+    Log(LogLevel::kError, "rollback failed: " + status.message());
+    return status.http_code();
+  }
+  return static_cast<int>(code);
+}
+
 void StopControlPlane(void* handle) {
   EmbeddedPython& python = EmbeddedPython::Get();
   if (!python.Ready().ok()) return;  // no control plane ever started, so no handle can be ours

@@ -71,6 +71,16 @@ PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data,
   }
 }
 
+PROCESSOR_EXPORT int rollback(void* model_buf, long long version) {
+  if (!model_buf) return PROCESSOR_UNAVAILABLE;
+  try {
+    return processor::RollbackControlPlane(model_buf, version);
+  } catch (...) {
+    Log(LogLevel::kError, "rollback: unexpected exception");
+    return PROCESSOR_INTERNAL_ERROR;
+  }
+}
+
 PROCESSOR_EXPORT void free_buffer(void* buffer) { std::free(buffer); }
 
 PROCESSOR_EXPORT void finalize(void* model_buf) {

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Dict
 
-from .errors import ProcessorError
+from .errors import ModelLoadError, ProcessorError, RequestError
 from .processor import Processor
 
 logger = logging.getLogger("processor")
@@ -47,3 +47,21 @@ def finalize(handle: int) -> int:
         return 0
     processor.close()
     return 0
+
+
+def rollback(handle: int, version: int) -> int:
+    """The C ABI's rollback(): 200, or 400 (not a kept version), 500 (it no longer loads), 503 (closed)."""
+    with _live_lock:
+        processor = _live.get(handle)
+    if processor is None:
+        logger.error("rollback: %#x is not a live model handle", handle)
+        return 503
+    try:
+        processor.rollback(None if version == -1 else version)
+    except RequestError as e:
+        logger.error("rollback to %d refused: %s", version, e.message)
+        return e.code
+    except ModelLoadError as e:
+        logger.error("rollback to %d failed: %s", version, e)
+        return 500
+    return 200

@@ -21,6 +21,9 @@ SELECT_SESSION_POLICIES = ("MOD", "RR")
 FEATURE_STORE_TYPES = ("local", "redis")
 MODEL_STORE_TYPES = ("local", "oss", "hdfs")
 SERIALIZE_PROTOCOLS = ("protobuf",)
+VERSION_POLICIES = ("availability_preserving", "resource_preserving")
+REMOTE_POLL_INTERVAL_SECONDS = 60.0
+LOCAL_POLL_INTERVAL_SECONDS = 5.0
 EV_STORAGE_TYPES = ("DRAM", "PMEM_MEMKIND", "PMEM_LIBPMEM", "SSDHASH", "DRAM_PMEM", "DRAM_SSDHASH",
                     "HBM", "HBM_DRAM", "HBM_DRAM_SSDHASH", "DRAM_LEVELDB", "LEVELDB")
 
@@ -115,6 +118,10 @@ class ProcessorConfig:
     kmp_blocktime: Optional[int] = _option(None, _optional(_integer))        # KMP_BLOCKTIME in ms; None: unset
     init_timeout_minutes: float = _option(0, _number)     # 0: no limit on the first load
     warmup_file_name: str = _option("", _string)          # serialized PredictRequest(s) run before a version serves
+    warmup_iterations: int = _option(1, _at_least(1))     # times each warmup request runs per new version
+    poll_interval_seconds: Optional[float] = _option(None, _optional(_number))  # None: 5 local, 60 remote; 0: no polling
+    version_policy: str = _option("availability_preserving", _choice(VERSION_POLICIES))
+    rollback_keep: int = _option(2, _at_least(1))         # earlier versions rollback() can return to
     feature_store_type: str = _option("local", _choice(FEATURE_STORE_TYPES))  # "redis": parsed, not served yet
     redis_url: str = _option("", _string)
     redis_password: str = _option("", _string, secret=True)
@@ -132,6 +139,12 @@ class ProcessorConfig:
     ev_storage_path: str = _option("", _string)
     ev_storage_size: List[int] = _option([], _sizes)
     unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
+
+    @property
+    def effective_poll_interval(self) -> float:
+        if self.poll_interval_seconds is not None:
+            return float(self.poll_interval_seconds)
+        return LOCAL_POLL_INTERVAL_SECONDS if self.model_store_type == "local" else REMOTE_POLL_INTERVAL_SECONDS
 
     def redacted(self) -> dict:
         """The config as a dict with secrets masked: safe to log or report."""

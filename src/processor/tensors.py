@@ -22,6 +22,14 @@ _DTYPES = {
 _FROM_NUMPY = {np.dtype(np_type): dtype for dtype, (np_type, _) in _DTYPES.items() if np_type is not object}
 
 
+def numpy_dtype(dtype: int):
+    """The numpy dtype of an ArrayDataType (object for strings); TypeError if the protocol lacks it."""
+    try:
+        return _DTYPES[dtype][0]
+    except KeyError:
+        raise TypeError(f"dtype {dtype} cannot travel in an ArrayProto") from None
+
+
 def dtype_of(array: np.ndarray) -> int:
     if array.dtype.kind in "OSU":
         return predict_pb2.DT_STRING

@@ -1,26 +1,52 @@
-"""Turns a config and a discovered checkpoint into a loaded servable (the data plane does the work)."""
+"""Finds the version to serve and loads it: discovery, the data plane's load, warmup."""
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from . import _core
-from .checkpoint_discovery import CheckpointVersion
+from .checkpoint_discovery import CheckpointVersion, newest_version
 from .config import ProcessorConfig
 from .errors import ModelLoadError
+from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
+from .warmup import WarmupRequests, run_warmup, warmup_file
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """Where a version lives: a SavedModel and (optionally) a checkpoint to restore into it."""
+    savedmodel: SavedModelVersion
+    checkpoint: Optional[CheckpointVersion]
+
+    @property
+    def key(self) -> Tuple[int, int]:
+        """Versions are ordered by SavedModel version, then checkpoint step."""
+        return (self.savedmodel.version, self.checkpoint.step if self.checkpoint else -1)
+
+    @property
+    def model_path(self) -> str:
+        return self.checkpoint.prefix if self.checkpoint else self.savedmodel.path
+
+    def describe(self) -> str:
+        return self.model_path if self.savedmodel.version < 0 else f"{self.savedmodel.path} + {self.model_path}"
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What the control plane keeps of a version once the data plane holds it."""
+    candidate: Candidate
+    load_time_unix_ms: int   # when loading finished
+    load_duration_ms: int    # load, restore and warmup
+
+
+@dataclass(frozen=True)
 class LoadedVersion:
     servable: _core.Servable
-    model_path: str          # checkpoint prefix, or the SavedModel dir when no checkpoint is restored
-    step: int                # -1 without a checkpoint
-    load_time_unix_ms: int   # when loading finished
-    load_duration_ms: int
+    record: VersionRecord
 
 
 def session_options(config: ProcessorConfig) -> Dict[str, str]:
@@ -33,18 +59,44 @@ def session_options(config: ProcessorConfig) -> Dict[str, str]:
     }
 
 
-def load_version(config: ProcessorConfig, checkpoint: Optional[CheckpointVersion]) -> LoadedVersion:
-    options = {"savedmodel_dir": config.savedmodel_dir, "signature_name": config.signature_name,
-               **session_options(config)}
-    if checkpoint is not None:
-        options["checkpoint_prefix"] = checkpoint.prefix
-    what = checkpoint.prefix if checkpoint else config.savedmodel_dir
-    started = time.monotonic()
-    try:
-        servable = _core.load_servable(options)
-    except _core.LoadError as e:
-        raise ModelLoadError(f"cannot load model version {what}: {e}") from None
-    duration_ms = int((time.monotonic() - started) * 1000)
-    logger.info("loaded model version %s in %d ms", what, duration_ms)
-    return LoadedVersion(servable=servable, model_path=what, step=checkpoint.step if checkpoint else -1,
-                         load_time_unix_ms=int(time.time() * 1000), load_duration_ms=duration_ms)
+class VersionLoader:
+    def __init__(self, config: ProcessorConfig):
+        self.config = config
+        self._warmup = WarmupRequests()
+
+    def discover(self) -> Optional[Candidate]:
+        """The newest complete version on disk, or None."""
+        savedmodel = newest_savedmodel(self.config.savedmodel_dir)
+        if savedmodel is None:
+            return None
+        checkpoint = None
+        if self.config.checkpoint_dir:
+            checkpoint = newest_version(self.config.checkpoint_dir)
+            if checkpoint is None:
+                return None
+        return Candidate(savedmodel, checkpoint)
+
+    def explain_missing(self) -> str:
+        if newest_savedmodel(self.config.savedmodel_dir) is None:
+            return (f"no SavedModel in savedmodel_dir '{self.config.savedmodel_dir}' (neither a saved_model.pb "
+                    f"nor a complete integer version directory)")
+        return f"no complete checkpoint under checkpoint_dir '{self.config.checkpoint_dir}'"
+
+    def load(self, candidate: Candidate) -> LoadedVersion:
+        """Loads, restores and warms up a version; ModelLoadError says which version and why."""
+        options = {"savedmodel_dir": candidate.savedmodel.path, "signature_name": self.config.signature_name,
+                   **session_options(self.config)}
+        if candidate.checkpoint is not None:
+            options["checkpoint_prefix"] = candidate.checkpoint.prefix
+        what = candidate.describe()
+        started = time.monotonic()
+        try:
+            servable = _core.load_servable(options)
+        except _core.LoadError as e:
+            raise ModelLoadError(f"cannot load model version {what}: {e}") from None
+        warmup_path = warmup_file(self.config.warmup_file_name, candidate.savedmodel.path)
+        if warmup_path:
+            run_warmup(servable, self._warmup.get(warmup_path), self.config.warmup_iterations, what)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        logger.info("loaded model version %s in %d ms", what, duration_ms)
+        return LoadedVersion(servable, VersionRecord(candidate, int(time.time() * 1000), duration_ms))

@@ -1,0 +1,66 @@
+"""Which SavedModel serves: `savedmodel_dir` itself, or the newest version under a versioned base.
+
+A versioned base (the TF Serving layout) holds `<integer version>/saved_model.pb`. A version is complete
+when its saved_model.pb is a readable non-empty file and, if it has a `variables/` directory, its
+variables index and every data shard are readable. Directories that are not integers (temp dirs of an
+export in progress) are ignored.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .checkpoint_discovery import check_version
+from .model_store import LocalModelStore, ModelStore
+
+logger = logging.getLogger(__name__)
+
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+@dataclass(frozen=True)
+class SavedModelVersion:
+    path: str
+    version: int      # -1 for an unversioned savedmodel_dir
+    complete: bool
+    reason: str = ""
+
+
+def has_saved_model(store: ModelStore, path: str) -> bool:
+    return any(store.is_readable_file(store.join(path, name)) for name in SAVED_MODEL_FILES)
+
+
+def check_savedmodel(store: ModelStore, path: str, version: int) -> SavedModelVersion:
+    graph = next((store.join(path, n) for n in SAVED_MODEL_FILES if store.is_readable_file(store.join(path, n))), None)
+    if graph is None:
+        return SavedModelVersion(path, version, False, "no readable saved_model.pb")
+    if store.size(graph) == 0:
+        return SavedModelVersion(path, version, False, f"{graph} is empty")
+    variables = store.join(path, "variables")
+    if store.is_dir(variables) and store.list_dir(variables):
+        checked = check_version(store, store.join(variables, "variables"))
+        if not checked.complete:
+            return SavedModelVersion(path, version, False, f"variables: {checked.reason}")
+    return SavedModelVersion(path, version, True)
+
+
+def list_savedmodel_versions(store: ModelStore, base: str) -> List[SavedModelVersion]:
+    versions = [check_savedmodel(store, store.join(base, name), int(name))
+                for name in store.list_dir(base) if name.isdigit() and store.is_dir(store.join(base, name))]
+    return sorted(versions, key=lambda v: v.version)
+
+
+def newest_savedmodel(savedmodel_dir: str, store: Optional[ModelStore] = None) -> Optional[SavedModelVersion]:
+    """savedmodel_dir itself when it holds a SavedModel; else its newest complete integer version."""
+    store = store or LocalModelStore()
+    if has_saved_model(store, savedmodel_dir):
+        return SavedModelVersion(savedmodel_dir, -1, True)
+    newest = None
+    for candidate in list_savedmodel_versions(store, savedmodel_dir):
+        if candidate.complete:
+            newest = candidate
+        else:
+            logger.info("skipping incomplete SavedModel version %s: %s", candidate.path, candidate.reason)
+    return newest

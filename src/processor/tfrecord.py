@@ -1,0 +1,71 @@
+"""TFRecord files (TensorFlow's record format), read and written without TensorFlow.
+
+A record is: uint64 length, uint32 masked CRC-32C of the length, the data, uint32 masked CRC-32C of the
+data (all little-endian).
+"""
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO, Iterator, List
+
+_TABLE = []
+for _n in range(256):
+    _c = _n
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    _TABLE.append(_c)
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class TFRecordError(ValueError):
+    pass
+
+
+def looks_like_tfrecord(head: bytes) -> bool:
+    """Whether a file starting with `head` (at least 12 bytes) is a TFRecord file."""
+    return len(head) >= 12 and struct.unpack("<I", head[8:12])[0] == masked_crc32c(head[:8])
+
+
+def read_records(data: bytes) -> List[bytes]:
+    """Every record of a TFRecord file's bytes; TFRecordError names the first bad record."""
+    records, offset = [], 0
+    while offset < len(data):
+        index = len(records)
+        if len(data) - offset < 12:
+            raise TFRecordError(f"record {index}: truncated header at byte {offset}")
+        header = data[offset:offset + 8]
+        (length,) = struct.unpack("<Q", header)
+        if struct.unpack("<I", data[offset + 8:offset + 12])[0] != masked_crc32c(header):
+            raise TFRecordError(f"record {index}: length checksum mismatch at byte {offset}")
+        start, end = offset + 12, offset + 12 + length
+        if end + 4 > len(data):
+            raise TFRecordError(f"record {index}: truncated ({length} bytes announced at byte {offset})")
+        payload = data[start:end]
+        if struct.unpack("<I", data[end:end + 4])[0] != masked_crc32c(payload):
+            raise TFRecordError(f"record {index}: data checksum mismatch at byte {offset}")
+        records.append(payload)
+        offset = end + 4
+    return records
+
+
+def write_record(stream: BinaryIO, payload: bytes) -> None:
+    header = struct.pack("<Q", len(payload))
+    stream.write(header + struct.pack("<I", masked_crc32c(header)) + payload +
+                 struct.pack("<I", masked_crc32c(payload)))
+
+
+def iter_records(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from read_records(f.read())

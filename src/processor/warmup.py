@@ -1,0 +1,134 @@
+"""Warmup requests: served by every new version before it takes traffic, so that its first real
+requests do not pay for TensorFlow's lazy initialization.
+
+Formats of `warmup_file_name` (absolute, or relative to the SavedModel directory):
+  (a) one serialized PredictRequest (DeepRec's format);
+  (b) a TFRecord file whose records are serialized PredictRequests, or TF Serving PredictionLogs with a
+      predict_log (TensorProto inputs are converted).
+Without `warmup_file_name`, `<SavedModel>/assets.extra/tf_serving_warmup_requests` is used when present.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from . import predict_pb2, tensors, tf_serving_warmup_pb2
+from .errors import ModelLoadError
+from .tfrecord import TFRecordError, looks_like_tfrecord, read_records
+
+logger = logging.getLogger(__name__)
+
+TF_SERVING_WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def warmup_file(warmup_file_name: str, savedmodel_dir: str) -> Optional[str]:
+    if warmup_file_name:
+        return warmup_file_name if os.path.isabs(warmup_file_name) else os.path.join(savedmodel_dir, warmup_file_name)
+    default = os.path.join(savedmodel_dir, TF_SERVING_WARMUP_FILE)
+    return default if os.path.isfile(default) else None
+
+
+def _tensor_proto_to_array(name: str, tensor: tf_serving_warmup_pb2.TensorProto) -> predict_pb2.ArrayProto:
+    np_type = tensors.numpy_dtype(tensor.dtype)
+    shape = tuple(d.size for d in tensor.tensor_shape.dim)
+    count = int(np.prod(shape)) if shape else 1
+    if np_type is object:
+        values = np.empty(len(tensor.string_val), dtype=object)
+        values[:] = list(tensor.string_val)
+    elif tensor.tensor_content:
+        values = np.frombuffer(tensor.tensor_content, dtype=np.dtype(np_type).newbyteorder("<"))
+    else:
+        field = {np.float32: "float_val", np.float64: "double_val", np.int64: "int64_val", np.bool_: "bool_val"}
+        values = np.array(list(getattr(tensor, field.get(np_type, "int_val"))), dtype=np_type)
+    if len(values) == 1 and count != 1:
+        values = np.repeat(values, count)  # TensorProto: a single value fills the whole tensor
+    if len(values) != count:
+        raise ValueError(f"input '{name}': shape {list(shape)} needs {count} values, the TensorProto has {len(values)}")
+    array = predict_pb2.ArrayProto()
+    tensors.to_array_proto(values.reshape(shape), array)
+    return array
+
+
+def _from_tf_serving(request: tf_serving_warmup_pb2.PredictRequest) -> bytes:
+    converted = predict_pb2.PredictRequest(signature_name=request.model_spec.signature_name,
+                                           output_filter=list(request.output_filter))
+    for name, tensor in request.inputs.items():
+        converted.inputs[name].CopyFrom(_tensor_proto_to_array(name, tensor))
+    return converted.SerializeToString()
+
+
+def _record_to_request(record: bytes) -> bytes:
+    # A TF Serving record has field 6 (predict_log), which our PredictRequest lacks; check it first.
+    try:
+        log = tf_serving_warmup_pb2.PredictionLog.FromString(record)
+    except DecodeError:
+        log = None
+    if log is not None and log.HasField("predict_log"):
+        return _from_tf_serving(log.predict_log.request)
+    predict_pb2.PredictRequest.FromString(record)  # validates
+    return record
+
+
+def read_warmup_requests(path: str) -> List[bytes]:
+    """Serialized PredictRequests from a warmup file; ModelLoadError names the file and what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ModelLoadError(f"cannot read warmup file {path}: {e.strerror}") from None
+    try:
+        if looks_like_tfrecord(data[:12]):
+            requests = []
+            for index, record in enumerate(read_records(data)):
+                try:
+                    requests.append(_record_to_request(record))
+                except (DecodeError, ValueError, TypeError) as e:
+                    raise ModelLoadError(f"warmup file {path}: record {index} is not a PredictRequest or "
+                                         f"PredictionLog: {e}") from None
+            return requests
+        predict_pb2.PredictRequest.FromString(data)
+        return [data]
+    except TFRecordError as e:
+        raise ModelLoadError(f"warmup file {path}: {e}") from None
+    except DecodeError as e:
+        raise ModelLoadError(f"warmup file {path} is neither a PredictRequest nor a TFRecord file: {e}") from None
+
+
+class WarmupRequests:
+    """Warmup requests by file, read again only when the file changes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cache: Dict[str, Tuple[Tuple[int, int], List[bytes]]] = {}
+
+    def get(self, path: str) -> List[bytes]:
+        try:
+            stat = os.stat(path)
+            key = (stat.st_mtime_ns, stat.st_size)
+        except OSError as e:
+            raise ModelLoadError(f"cannot read warmup file {path}: {e.strerror}") from None
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached and cached[0] == key:
+                return cached[1]
+        requests = read_warmup_requests(path)
+        with self._lock:
+            self._cache[path] = (key, requests)
+        return requests
+
+
+def run_warmup(servable, requests: List[bytes], iterations: int, what: str) -> None:
+    """Serves every request `iterations` times on `servable`; any non-200 fails the version's load."""
+    for _ in range(iterations):
+        for index, request in enumerate(requests):
+            code, body = servable.process(request)
+            if code != 200:
+                raise ModelLoadError(f"warmup of {what} failed: request {index} answered {code}: "
+                                     f"{body.decode('utf-8', 'replace')}")
+    if requests:
+        logger.info("warmed up %s with %d request(s) x %d", what, len(requests), iterations)
