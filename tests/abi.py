@@ -19,6 +19,8 @@ class CAbi:
         lib.get_serving_model_info.restype = ctypes.c_int
         lib.get_serving_model_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
                                                ctypes.POINTER(ctypes.c_int)]
+        lib.rollback.restype = ctypes.c_int
+        lib.rollback.argtypes = [ctypes.c_void_p, ctypes.c_longlong]
         lib.free_buffer.argtypes = [ctypes.c_void_p]
         lib.finalize.argtypes = [ctypes.c_void_p]
         self.lib = lib
