@@ -42,7 +42,7 @@ def _dense_layer(x, units: int, name: str, activation=None):
 class RecommendationModel:
     """The graph, a session and a saver: train steps, save versions, and compute reference outputs."""
 
-    def __init__(self, seed: int = 7):
+    def __init__(self, seed: int = 7, hidden_units=(32, 16)):
         import tensorflow as tf
         self.tf = tf
         tf1 = tf.compat.v1
@@ -69,8 +69,9 @@ class RecommendationModel:
                 tf.nn.embedding_lookup(item_table, tf.math.floormod(self.item_id, NUM_ITEMS)),
                 tf.nn.embedding_lookup(category_table, vocabulary.lookup(self.category)),
                 self.dense], axis=1)
-            hidden = _dense_layer(features, 32, "fc1", tf.nn.relu)
-            hidden = _dense_layer(hidden, 16, "fc2", tf.nn.relu)
+            hidden = features
+            for index, units in enumerate(hidden_units):
+                hidden = _dense_layer(hidden, units, f"fc{index + 1}", tf.nn.relu)
             self.logits = tf.squeeze(_dense_layer(hidden, 1, "out"), axis=1, name="logits")
             self.prob = tf.sigmoid(self.logits, name="prob")
             self.item_embedding = tf.identity(tf.nn.embedding_lookup(item_table, tf.math.floormod(self.item_id, NUM_ITEMS)),

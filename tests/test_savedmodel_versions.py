@@ -1,0 +1,65 @@
+"""A versioned savedmodel_dir (<base>/<integer>/saved_model.pb): the newest complete version serves, and
+a new one — even with another graph — is loaded and swapped in while serving."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import numpy as np
+
+import processor
+from processor.savedmodel_discovery import newest_savedmodel
+import recommendation_model
+from lifecycle_helpers import wait_for
+
+
+def export(tmp_path, name, hidden_units, steps):
+    model = recommendation_model.RecommendationModel(hidden_units=hidden_units)
+    model.train(steps)
+    path = model.export_savedmodel(str(tmp_path / "exports" / name))
+    return model, path
+
+
+def copy_partially(source, destination):
+    """The graph and the variables index, but not the variables data: an export in progress."""
+    os.makedirs(os.path.join(destination, "variables"))
+    shutil.copy(os.path.join(source, "saved_model.pb"), destination)
+    shutil.copy(os.path.join(source, "variables", "variables.index"), os.path.join(destination, "variables"))
+
+
+def test_new_savedmodel_version_with_another_graph_is_swapped_in(tmp_path, batch):
+    base = tmp_path / "models"
+    first_model, first = export(tmp_path, "a", (32, 16), steps=2)
+    second_model, second = export(tmp_path, "b", (8,), steps=4)
+    shutil.copytree(first, base / "1")
+    os.makedirs(base / "tmp-export-3")  # not an integer: ignored
+    with processor.Processor({"savedmodel_dir": str(base), "poll_interval_seconds": 0.05}) as p:
+        info = p.model_info()
+        assert (info.savedmodel_version, info.savedmodel_dir, info.version_step) == (1, str(base / "1"), -1)
+        np.testing.assert_allclose(p.predict(batch)["prob"], first_model.predict(batch)["prob"], atol=1e-6)
+
+        copy_partially(second, base / "2")
+        for _ in range(10):  # polls happen meanwhile; the incomplete version never serves
+            assert p.model_info().savedmodel_version == 1
+            np.testing.assert_allclose(p.predict(batch)["prob"], first_model.predict(batch)["prob"], atol=1e-6)
+            time.sleep(0.02)
+        shutil.copy(os.path.join(second, "variables", "variables.data-00000-of-00001"), base / "2" / "variables")
+        wait_for(lambda: p.model_info().savedmodel_version == 2, what="SavedModel version 2")
+        np.testing.assert_allclose(p.predict(batch)["prob"], second_model.predict(batch)["prob"], atol=1e-6)
+        assert p.model_info().updates_applied == 1
+    first_model.close()
+    second_model.close()
+
+
+def test_discovery_rules(tmp_path):
+    assert newest_savedmodel(str(tmp_path)) is None
+    os.makedirs(tmp_path / "7")
+    (tmp_path / "7" / "saved_model.pb").write_bytes(b"")
+    assert newest_savedmodel(str(tmp_path)) is None  # empty graph file: incomplete
+    os.makedirs(tmp_path / "3")
+    (tmp_path / "3" / "saved_model.pb").write_bytes(b"graph")
+    assert newest_savedmodel(str(tmp_path)).version == 3
+    (tmp_path / "saved_model.pb").write_bytes(b"graph")
+    plain = newest_savedmodel(str(tmp_path))
+    assert (plain.path, plain.version) == (str(tmp_path), -1)  # a SavedModel itself is not a base

@@ -1,0 +1,122 @@
+"""Warmup: every new version serves the warmup requests before it takes traffic; a failing warmup
+fails that version's load, not the process."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import processor
+from processor import predict_pb2, tfrecord
+from lifecycle_helpers import serialize
+
+
+def write_tfrecord(path, records):
+    with open(path, "wb") as f:
+        for record in records:
+            tfrecord.write_record(f, record)
+
+
+def tf_serving_prediction_log(batch) -> bytes:
+    """A TF Serving PredictionLog built from TensorFlow's own TensorProtos."""
+    import tensorflow as tf
+    from processor import tf_serving_warmup_pb2
+    log = tf_serving_warmup_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.name = "model"
+    request.model_spec.signature_name = "serving_default"
+    for name, value in batch.items():
+        proto = tf.make_tensor_proto(np.asarray(value) if name != "category" else [bytes(v) for v in value])
+        request.inputs[name].ParseFromString(proto.SerializeToString())
+    return log.SerializeToString()
+
+
+def test_tfrecord_reader_matches_tensorflows_writer(tmp_path):
+    import tensorflow as tf
+    path = str(tmp_path / "records")
+    payloads = [b"", b"a", bytes(range(256)) * 40]
+    with tf.io.TFRecordWriter(path) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    assert list(tfrecord.iter_records(path)) == payloads
+    ours = tmp_path / "ours"
+    write_tfrecord(ours, payloads)
+    assert [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(ours))] == payloads
+
+
+def test_single_request_file_deeprec_format(rec_model, batch, tmp_path, caplog):
+    (tmp_path / "warmup.bin").write_bytes(serialize(batch))
+    with caplog.at_level(logging.INFO, logger="processor"):
+        with processor.Processor(rec_model.config(warmup_file_name=str(tmp_path / "warmup.bin"),
+                                                  warmup_iterations=3)) as p:
+            assert p.predict(batch)["prob"].shape == (6,)
+    assert "with 1 request(s) x 3" in caplog.text
+
+
+def test_tfrecord_of_predict_requests_and_of_tf_serving_logs(rec_model, batch, tmp_path, caplog):
+    write_tfrecord(tmp_path / "ours.tfrecord", [serialize(batch), serialize({k: v[:2] for k, v in batch.items()})])
+    write_tfrecord(tmp_path / "tf_serving.tfrecord", [tf_serving_prediction_log(batch)] * 2)
+    with caplog.at_level(logging.INFO, logger="processor"):
+        for name in ("ours.tfrecord", "tf_serving.tfrecord"):
+            with processor.Processor(rec_model.config(warmup_file_name=str(tmp_path / name))):
+                pass
+    assert caplog.text.count("with 2 request(s) x 1") == 2
+
+
+def test_tf_serving_records_convert_to_the_same_request(batch):
+    from processor.warmup import _record_to_request
+    converted = predict_pb2.PredictRequest.FromString(_record_to_request(tf_serving_prediction_log(batch)))
+    expected = predict_pb2.PredictRequest.FromString(serialize(batch))
+    expected.signature_name = "serving_default"
+    assert converted == expected
+
+
+def test_savedmodel_assets_extra_file_is_picked_up(rec_model, batch, tmp_path, caplog):
+    savedmodel = tmp_path / "saved_model"
+    shutil.copytree(rec_model.savedmodel_dir, savedmodel)
+    os.makedirs(savedmodel / "assets.extra")
+    write_tfrecord(savedmodel / "assets.extra" / "tf_serving_warmup_requests", [tf_serving_prediction_log(batch)])
+    with caplog.at_level(logging.INFO, logger="processor"):
+        with processor.Processor(rec_model.config(savedmodel_dir=str(savedmodel))):
+            pass
+    assert "with 1 request(s) x 1" in caplog.text
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "cannot read warmup file"),
+    (b"\x0a\xff\xff", "neither a PredictRequest nor a TFRecord file"),
+    ("bad_input", "warmup of"),
+    ("bad_crc", "data checksum mismatch"),
+])
+def test_bad_warmup_fails_the_load_with_a_reason(rec_model, batch, tmp_path, content, message):
+    path = tmp_path / "warmup"
+    if content == "bad_input":
+        path.write_bytes(serialize({**batch, "nope": batch["user_id"]}))
+    elif content == "bad_crc":
+        write_tfrecord(path, [serialize(batch)])
+        data = bytearray(path.read_bytes())
+        data[20] ^= 1
+        path.write_bytes(bytes(data))
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor(rec_model.config(warmup_file_name=str(path)))
+    assert message in str(error.value)
+
+
+def test_warmup_failure_on_update_keeps_the_serving_version(rec_model, batch, tmp_path):
+    model = rec_model.copy(tmp_path)
+    warmup = tmp_path / "warmup.bin"
+    warmup.write_bytes(serialize(batch))
+    with processor.Processor(model.config(warmup_file_name=str(warmup), poll_interval_seconds=0)) as p:
+        serving = p.model_info().model_path
+        warmup.write_bytes(serialize({**batch, "nope": batch["user_id"]}))  # the next version's warmup fails
+        model.trainer.train(2)
+        model.trainer.save_checkpoint(model.checkpoint_dir)
+        with pytest.raises(processor.ModelLoadError, match="warmup of .* failed: request 0 answered 400"):
+            p.update()
+        info = p.model_info()
+        assert info.model_path == serving and info.updates_failed == 1
