@@ -15,7 +15,7 @@ using processor::Servable;
 using processor::Status;
 
 struct processor_servable {
-  std::shared_ptr<const Servable> servable;
+  std::shared_ptr<Servable> servable;
 };
 
 namespace {
@@ -80,7 +80,7 @@ PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* k
   try {
     processor::LoadOptions options;
     Status status = ParseLoadOptions(keys, values, count, &options);
-    std::shared_ptr<const Servable> servable;
+    std::shared_ptr<Servable> servable;
     if (status.ok()) status = Servable::Load(options, &servable);
     if (!status.ok()) {
       SetError(status, error);
@@ -105,6 +105,34 @@ PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, c
     return -1;
   }
   processor::CopyToMallocBuffer(processor::EncodeConfigProto(options.session), output, output_size);
+  return 0;
+}
+
+PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* servable, const char* prefix,
+                                                           const char* const* variables, const int* sparse,
+                                                           const int* key_dtypes, int count, char** error) {
+  if (error) *error = nullptr;
+  try {
+    std::vector<processor::DeltaVariable> deltas(count > 0 ? count : 0);
+    for (int i = 0; i < count; ++i) {
+      deltas[i].name = variables[i];
+      deltas[i].sparse = sparse[i] != 0;
+      deltas[i].key_dtype = static_cast<TF_DataType>(key_dtypes[i]);
+    }
+    Status status = servable->servable->ApplyDelta(prefix ? prefix : "", deltas);
+    if (status.ok()) return 0;
+    SetError(status, error);
+  } catch (const std::exception& e) {
+    SetError(Status::Internal(std::string("unexpected exception while applying a delta: ") + e.what()), error);
+  }
+  return -1;
+}
+
+PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
+                                                          int* output_size) {
+  std::string names;
+  for (const std::string& name : servable->servable->VariableNames()) names += name + '\n';
+  processor::CopyToMallocBuffer(names, output, output_size);
   return 0;
 }
 

@@ -25,6 +25,16 @@ PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* k
  * processor_control_load). Returns 0 and a buffer from malloc() in *output, or -1 and *error. */
 PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,
                                                       void** output, int* output_size, char** error);
+/* Applies the incremental checkpoint at `prefix` to this version, atomically for requests. For each of
+ * `count` variables: its graph name, whether it changed by rows (sparse != 0: tensors
+ * <name>-sparse_incr_keys / -sparse_incr_values, keys of key_dtypes[i]) or whole (tensor <name>).
+ * Returns 0, or -1 and *error; on error no variable was written. */
+PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* servable, const char* prefix,
+                                                           const char* const* variables, const int* sparse,
+                                                           const int* key_dtypes, int count, char** error);
+/* The graph's variable names, one per line, in a buffer from malloc(). Returns 0. */
+PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
+                                                          int* output_size);
 /* Releases the caller's reference; requests and models still holding the version keep it alive. */
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
 /* Serves a request on this version alone (for warmup), with process()'s contract. */

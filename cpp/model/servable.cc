@@ -3,6 +3,7 @@
 #include <tensorflow/c/tf_tstring.h>
 
 #include <cstdlib>
+#include <shared_mutex>
 
 #include "common/json_writer.h"
 
@@ -62,7 +63,7 @@ void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors
 
 std::atomic<int64_t> Servable::live_count_{0};
 
-Status Servable::Load(const LoadOptions& options, std::shared_ptr<const Servable>* servable) {
+Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* servable) {
   std::shared_ptr<Servable> s(new Servable());
   SessionOptionsPtr session_options;
   PROCESSOR_RETURN_IF_ERROR(MakeSessionOptions(options.session, &session_options));
@@ -184,11 +185,27 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const std::vector<TF_
                      const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const {
   std::vector<TF_Tensor*> raw(outputs.size(), nullptr);
   TfStatus status;
-  TF_SessionRun(session_, nullptr, inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
-                raw.data(), static_cast<int>(outputs.size()), nullptr, 0, nullptr, status.get());
+  {
+    std::shared_lock<WriterPreferringLock> shared(serving_lock_);
+    TF_SessionRun(session_, nullptr, inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
+                  raw.data(), static_cast<int>(outputs.size()), nullptr, 0, nullptr, status.get());
+  }
   results->clear();
   for (TF_Tensor* t : raw) results->emplace_back(t);  // owned even on failure (TF may fill some)
   return status.ToStatus("running the model");
 }
+
+DeltaApplier& Servable::delta_applier() {
+  std::call_once(delta_applier_once_, [this] {
+    delta_applier_ = std::make_unique<DeltaApplier>(graph_.get(), session_, &serving_lock_);
+  });
+  return *delta_applier_;
+}
+
+Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables) {
+  return delta_applier().Apply(prefix, variables);
+}
+
+std::vector<std::string> Servable::VariableNames() { return delta_applier().VariableNames(); }
 
 }  // namespace processor

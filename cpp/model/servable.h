@@ -7,12 +7,15 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/rw_lock.h"
 #include "common/status.h"
 #include "common/tf_handles.h"
+#include "model/delta_applier.h"
 #include "model/meta_graph.h"
 #include "model/session_settings.h"
 
@@ -34,7 +37,7 @@ struct BoundTensor {
 class Servable {
  public:
   // Loads the SavedModel, restores the checkpoint (if any) and runs the table initializers.
-  static Status Load(const LoadOptions& options, std::shared_ptr<const Servable>* servable);
+  static Status Load(const LoadOptions& options, std::shared_ptr<Servable>* servable);
 
   ~Servable();
   Servable(const Servable&) = delete;
@@ -57,12 +60,17 @@ class Servable {
   Status Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
              const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const;
 
+  // Applies an incremental checkpoint atomically with respect to Run() (see DeltaApplier).
+  Status ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables);
+  std::vector<std::string> VariableNames();
+
  private:
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
   static int Find(const std::vector<BoundTensor>& tensors, std::string_view name);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   Status Restore(const SaverSpec& saver, const std::string& prefix);
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
+  DeltaApplier& delta_applier();
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
@@ -70,6 +78,10 @@ class Servable {
   std::vector<BoundTensor> inputs_;
   std::vector<BoundTensor> outputs_;
   std::string signature_json_;
+  // Requests hold it shared; a delta's write holds it exclusively.
+  mutable WriterPreferringLock serving_lock_;
+  std::once_flag delta_applier_once_;
+  std::unique_ptr<DeltaApplier> delta_applier_;
 
   static std::atomic<int64_t> live_count_;
 };

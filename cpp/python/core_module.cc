@@ -8,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -45,6 +46,12 @@ std::pair<int, py::bytes> ServeWithoutGil(const py::buffer& request, Serve&& ser
   return {code, TakeBuffer(output, output_size)};
 }
 
+[[noreturn]] void ThrowLoadFailure(char* error) {
+  std::string message = error ? error : "unknown load failure";
+  free_buffer(error);
+  throw LoadFailure(message);
+}
+
 class Servable {
  public:
   explicit Servable(processor_servable* servable) : servable_(servable, &processor_control_release) {}
@@ -54,6 +61,37 @@ class Servable {
     return ServeWithoutGil(request, [this](const void* data, int size, void** output, int* output_size) {
       return processor_control_servable_process(servable_.get(), data, size, output, output_size);
     });
+  }
+
+  // variables: (name, sparse, key dtype) triples.
+  void ApplyDelta(const std::string& prefix, const std::vector<std::tuple<std::string, bool, int>>& variables) {
+    std::vector<const char*> names;
+    std::vector<int> sparse, key_dtypes;
+    for (const auto& [name, is_sparse, key_dtype] : variables) {
+      names.push_back(name.c_str());
+      sparse.push_back(is_sparse);
+      key_dtypes.push_back(key_dtype);
+    }
+    char* error = nullptr;
+    int code;
+    {
+      py::gil_scoped_release release;
+      code = processor_control_servable_apply_delta(servable_.get(), prefix.c_str(), names.data(), sparse.data(),
+                                                    key_dtypes.data(), static_cast<int>(names.size()), &error);
+    }
+    if (code != 0) ThrowLoadFailure(error);
+  }
+
+  std::vector<std::string> Variables() const {
+    void* output = nullptr;
+    int size = 0;
+    processor_control_servable_variables(servable_.get(), &output, &size);
+    std::string text = TakeBuffer(output, size);
+    std::vector<std::string> names;
+    for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+      names.push_back(text.substr(start, end - start));
+    }
+    return names;
   }
 
  private:
@@ -71,12 +109,6 @@ struct OptionArrays {
   int count() const { return static_cast<int>(keys.size()); }
   std::vector<const char*> keys, values;
 };
-
-[[noreturn]] void ThrowLoadFailure(char* error) {
-  std::string message = error ? error : "unknown load failure";
-  free_buffer(error);
-  throw LoadFailure(message);
-}
 
 std::shared_ptr<Servable> LoadServable(const std::map<std::string, std::string>& options) {
   OptionArrays arrays(options);
@@ -148,7 +180,10 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Servable, std::shared_ptr<Servable>>(m, "Servable", "One loaded model version.")
       .def("process", &Servable::Process, py::arg("request"),
-           "Serves a serialized PredictRequest on this version alone; returns (code, bytes).");
+           "Serves a serialized PredictRequest on this version alone; returns (code, bytes).")
+      .def("apply_delta", &Servable::ApplyDelta, py::arg("prefix"), py::arg("variables"),
+           "Applies an incremental checkpoint atomically; variables are (name, sparse, key dtype). Raises LoadError.")
+      .def("variables", &Servable::Variables, "The graph's variable names.");
 
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");

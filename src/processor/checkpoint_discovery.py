@@ -3,6 +3,7 @@
 Rules (what DeepRec and tf.train.Saver write):
 - `checkpoint_dir` holds a TF checkpoint directly (a `checkpoint` state file, `model.ckpt-N.index`,
   `model.ckpt-N.data-XXXXX-of-YYYYY`), or holds run directories each laid out like that, or both.
+  Hidden directories (such as `.incremental_checkpoint`, which holds deltas) are not run directories.
 - A version is a checkpoint prefix named by a state file (`model_checkpoint_path` or
   `all_model_checkpoint_paths`). Files that no state file names (stray .index files, temp files) are
   never versions.
@@ -96,9 +97,10 @@ def check_version(store: ModelStore, prefix: str) -> CheckpointVersion:
 
 def list_versions(store: ModelStore, checkpoint_dir: str) -> List[CheckpointVersion]:
     """Every version the state files name, complete or not, oldest step first."""
+    # Hidden directories are not runs: `.incremental_checkpoint` holds deltas, not full versions.
     directories = [checkpoint_dir] + [
         store.join(checkpoint_dir, name) for name in store.list_dir(checkpoint_dir)
-        if store.is_dir(store.join(checkpoint_dir, name))]
+        if not name.startswith(".") and store.is_dir(store.join(checkpoint_dir, name))]
     versions = [check_version(store, prefix) for d in directories for prefix in read_state_file(store, d)]
     return sorted(versions, key=lambda v: (v.step, v.prefix))
 

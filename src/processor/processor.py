@@ -13,6 +13,7 @@ import numpy as np
 from . import _core, predict_pb2, tensors
 from .config import ProcessorConfig, parse_config
 from .errors import ConfigError, ModelLoadError, RequestError
+from .incremental import pending_deltas, plan_delta
 from .updater import PollingThread
 from .version_loader import Candidate, LoadedVersion, VersionLoader, VersionRecord
 
@@ -77,13 +78,16 @@ class Processor:
         self._pin: Optional[Tuple[int, int]] = None  # serve nothing newer than this until a newer one appears
         self._signature: Optional[Tuple[dict, Dict[str, int]]] = None
         self._serving: Optional[VersionRecord] = None
+        self._serving_servable: Optional[_core.Servable] = None  # to apply deltas to
+        self._delta_step = -1  # newest delta applied to the serving version
 
         candidate = self._loader.discover()
         if candidate is None:
             raise ModelLoadError(self._loader.explain_missing())
         loaded = self._loader.load(candidate)
         self._model: Optional[_core.Model] = _core.Model()
-        self._install(loaded)
+        delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
+        self._install(loaded, delta_step)
         self._poller: Optional[PollingThread] = None
         if self.config.effective_poll_interval > 0:
             self._poller = PollingThread(self.config.effective_poll_interval, self._poll)
@@ -209,6 +213,7 @@ class Processor:
             self._poller.stop()
         with self._state_lock:
             model, self._model = self._model, None
+            self._serving_servable = None
         if model is not None:
             model.unload()
             logger.info("processor closed")
@@ -241,26 +246,78 @@ class Processor:
         with self._update_lock:
             self._live_model()
             candidate = self._loader.discover()
-            if candidate is None or candidate.key <= self._serving.candidate.key:
-                return False
-            if self._pin is not None:
-                if candidate.key <= self._pin:
+            if candidate is not None and candidate.key > self._serving_key():
+                if self._pin is not None and candidate.key <= self._pin:
                     return False
-                logger.info("version %s is newer than the rollback pin: unpinning", candidate.describe())
-                self._pin = None
-            failure = self._failures.get(self._identity(candidate))
-            if failure and not raise_errors and time.monotonic() < failure.retry_at:
-                return False
-            try:
-                loaded = self._load_counting_failures(candidate)
-            except ModelLoadError:
-                if raise_errors:
-                    raise
-                return False
+                if self._pin is not None:
+                    logger.info("version %s is newer than the rollback pin: unpinning", candidate.describe())
+                    self._pin = None
+                return self._load_and_install(candidate, raise_errors)
+            if self._pin is None:
+                return self._apply_pending_deltas(raise_errors)
+            return False
+
+    def _serving_key(self) -> Tuple[int, int]:
+        """The serving version's place in the order of versions: deltas move it forward too."""
+        savedmodel_version, step = self._serving.candidate.key
+        return (savedmodel_version, max(step, self._delta_step))
+
+    def _backed_off(self, identity: Tuple[str, str], raise_errors: bool) -> bool:
+        failure = self._failures.get(identity)
+        return bool(failure and not raise_errors and time.monotonic() < failure.retry_at)
+
+    def _load_and_install(self, candidate: Candidate, raise_errors: bool) -> bool:
+        if self._backed_off(self._identity(candidate), raise_errors):
+            return False
+        try:
+            loaded = self._load_counting_failures(candidate)
+        except ModelLoadError:
+            if raise_errors:
+                raise
+            return False
+        # Its deltas go on before it serves; one that fails is retried later on the serving version.
+        delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
+        self._updates_applied += 1
+        self._install(loaded, delta_step)
+        self._failures.clear()  # older failed versions are moot now
+        return True
+
+    def _apply_pending_deltas(self, raise_errors: bool) -> bool:
+        candidate = self._serving.candidate
+        if candidate.checkpoint is None or self._serving_servable is None:
+            return False
+        step, error = self._apply_deltas(self._serving_servable, candidate, self._delta_step,
+                                         respect_backoff=not raise_errors)
+        applied = step != self._delta_step
+        if applied:
+            self._delta_step = step
             self._updates_applied += 1
-            self._install(loaded)
-            self._failures.clear()  # older failed versions are moot now
-            return True
+            self._publish_model_info()
+        if error is not None and raise_errors:
+            raise error
+        return applied
+
+    def _apply_deltas(self, servable: _core.Servable, candidate: Candidate, delta_step: int,
+                      respect_backoff: bool) -> Tuple[int, Optional[ModelLoadError]]:
+        """Applies the deltas of `candidate`'s run newer than max(its step, delta_step) to `servable`, in
+        order. Returns the newest step applied (or delta_step) and the error that stopped it, if any: a
+        failing delta is counted and backed off, and the ones after it wait for it."""
+        if candidate.checkpoint is None:
+            return delta_step, None
+        for delta in pending_deltas(candidate.checkpoint.prefix, max(candidate.checkpoint.step, delta_step)):
+            identity = (candidate.savedmodel.path, delta.prefix)
+            if respect_backoff and self._backed_off(identity, raise_errors=False):
+                break
+            try:
+                servable.apply_delta(delta.prefix, plan_delta(delta.prefix, servable.variables()))
+            except (ModelLoadError, _core.LoadError) as e:
+                error = ModelLoadError(f"cannot apply delta {delta.prefix}: {e}")
+                self._count_failure(identity, str(error))
+                return delta_step, error
+            self._failures.pop(identity, None)
+            delta_step = delta.step
+            logger.info("applied delta %s", delta.prefix)
+        return delta_step, None
 
     @staticmethod
     def _identity(candidate: Candidate) -> Tuple[str, str]:
@@ -272,18 +329,25 @@ class Processor:
         try:
             loaded = self._loader.load(candidate)
         except ModelLoadError as error:
-            previous = self._failures.get(identity)
-            count = previous.count + 1 if previous else 1
-            delay = min(max(self.config.effective_poll_interval, 1.0) * 2 ** (count - 1), MAX_RETRY_BACKOFF_SECONDS)
-            self._failures[identity] = _Failure(count, time.monotonic() + delay)
-            self._updates_failed += 1
-            logger.warning("%s; still serving %s; retrying in %.0f s", error, self._serving.candidate.describe(), delay)
-            model = self._model
-            if model is not None:
-                model.set_model_info(self._model_info_bytes())
+            self._count_failure(identity, str(error))
             raise
         self._failures.pop(identity, None)
         return loaded
+
+    def _count_failure(self, identity: Tuple[str, str], message: str) -> None:
+        previous = self._failures.get(identity)
+        count = previous.count + 1 if previous else 1
+        delay = min(max(self.config.effective_poll_interval, 1.0) * 2 ** (count - 1), MAX_RETRY_BACKOFF_SECONDS)
+        self._failures[identity] = _Failure(count, time.monotonic() + delay)
+        self._updates_failed += 1
+        serving = self._serving.candidate.describe() if self._serving else "the version being loaded without it"
+        logger.warning("%s; still serving %s; retrying in %.0f s", message, serving, delay)
+        self._publish_model_info()
+
+    def _publish_model_info(self) -> None:
+        model = self._model
+        if model is not None:
+            model.set_model_info(self._model_info_bytes())
 
     def _model_info_bytes(self) -> bytes:
         record = self._serving
@@ -294,15 +358,16 @@ class Processor:
             version_step=candidate.checkpoint.step if candidate.checkpoint else -1,
             load_time_unix_ms=record.load_time_unix_ms, load_duration_ms=record.load_duration_ms,
             updates_applied=self._updates_applied, updates_failed=self._updates_failed,
-            delta_step=-1, savedmodel_version=candidate.savedmodel.version,
+            delta_step=self._delta_step, savedmodel_version=candidate.savedmodel.version,
             pinned=self._pin is not None).SerializeToString()
 
-    def _install(self, loaded: LoadedVersion) -> None:
-        """Makes `loaded` serve. Only the data plane keeps the servable: once swapped out, it is freed
-        when its last request ends."""
+    def _install(self, loaded: LoadedVersion, delta_step: int = -1) -> None:
+        """Makes `loaded` serve. Once swapped out, its servable is freed when its last request ends."""
         with self._state_lock:
             model = self._live_model()  # closed meanwhile: the load is discarded
             self._serving = loaded.record
+            self._serving_servable = loaded.servable
+            self._delta_step = delta_step
             if loaded.record.candidate not in self._history:
                 self._history.append(loaded.record.candidate)
                 self._history.sort(key=lambda c: c.key)

@@ -1,0 +1,201 @@
+#include "model/delta_applier.h"
+
+#include <tensorflow/c/tf_tstring.h>
+
+#include <mutex>
+
+#include "common/quote.h"
+#include "common/tf_handles.h"
+#include "model/meta_graph.h"
+
+namespace processor {
+namespace {
+
+std::string ShapeString(const TF_Tensor* t) {
+  std::string s = "[";
+  for (int i = 0; i < TF_NumDims(t); ++i) s += (i ? "," : "") + std::to_string(TF_Dim(t, i));
+  return s + "]";
+}
+
+std::string ShapeString(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+template <typename Key>
+Status CheckKeys(const TF_Tensor* keys, int64_t rows) {
+  const Key* data = static_cast<const Key*>(TF_TensorData(keys));
+  for (int64_t i = 0; i < TF_Dim(keys, 0); ++i) {
+    if (data[i] < 0 || data[i] >= rows) {
+      return Status::InvalidArgument("row id " + std::to_string(data[i]) + " is outside [0, " + std::to_string(rows) + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckSparse(const TF_Tensor* keys, const TF_Tensor* values, const std::vector<int64_t>& shape) {
+  if (TF_NumDims(keys) != 1) return Status::InvalidArgument("keys have shape " + ShapeString(keys) + ", not [n]");
+  bool matches = !shape.empty() && TF_NumDims(values) == static_cast<int>(shape.size()) && TF_Dim(values, 0) == TF_Dim(keys, 0);
+  for (size_t d = 1; matches && d < shape.size(); ++d) matches = TF_Dim(values, d) == shape[d];
+  if (!matches) {
+    return Status::InvalidArgument("values have shape " + ShapeString(values) + " for " + std::to_string(TF_Dim(keys, 0)) +
+                                   " keys of a variable of shape " + ShapeString(shape));
+  }
+  return TF_TensorType(keys) == TF_INT32 ? CheckKeys<int32_t>(keys, shape[0]) : CheckKeys<int64_t>(keys, shape[0]);
+}
+
+Status CheckWhole(const TF_Tensor* value, const std::vector<int64_t>& shape) {
+  bool matches = TF_NumDims(value) == static_cast<int>(shape.size());
+  for (size_t d = 0; matches && d < shape.size(); ++d) matches = TF_Dim(value, d) == shape[d];
+  if (matches) return Status::Ok();
+  return Status::InvalidArgument("value has shape " + ShapeString(value) + ", the variable " + ShapeString(shape));
+}
+
+}  // namespace
+
+std::vector<std::string> DeltaApplier::VariableNames() {
+  std::vector<std::string> names;
+  size_t position = 0;
+  while (TF_Operation* op = TF_GraphNextOperation(graph_, &position)) {
+    const std::string type = TF_OperationOpType(op);
+    if (type == "VarHandleOp" || type == "VariableV2" || type == "Variable") names.emplace_back(TF_OperationName(op));
+  }
+  return names;
+}
+
+Status DeltaApplier::Describe(const std::string& name, Variable* variable) {
+  variable->op = TF_GraphOperationByName(graph_, name.c_str());
+  if (!variable->op) return Status::InvalidArgument("the graph has no variable " + Quote(name));
+  const std::string type = TF_OperationOpType(variable->op);
+  variable->resource = type == "VarHandleOp";
+  if (!variable->resource && type != "VariableV2" && type != "Variable") {
+    return Status::InvalidArgument(Quote(name) + " is a " + type + ", not a variable");
+  }
+  TfStatus status;
+  TF_OperationGetAttrType(variable->op, "dtype", &variable->dtype, status.get());
+  TF_AttrMetadata shape_meta = TF_OperationGetAttrMetadata(variable->op, "shape", status.get());
+  if (status.ok() && shape_meta.total_size >= 0) {
+    variable->shape.resize(shape_meta.total_size);
+    TF_OperationGetAttrShape(variable->op, "shape", variable->shape.data(), static_cast<int>(variable->shape.size()),
+                             status.get());
+  }
+  if (!status.ok()) return Status::Internal("cannot read the attributes of variable " + Quote(name) + ": " + status.message());
+  return Status::Ok();
+}
+
+Status DeltaApplier::RestoreOp(const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,
+                               TF_Operation** restore) {
+  std::string key;
+  for (size_t i = 0; i < names.size(); ++i) key += names[i] + '|' + std::to_string(dtypes[i]) + '|';  // '|' is never in op names
+  auto cached = restores_.find(key);
+  if (cached != restores_.end()) {
+    *restore = cached->second;
+    return Status::Ok();
+  }
+  if (!prefix_.oper) PROCESSOR_RETURN_IF_ERROR(builder_.Placeholder(TF_STRING, &prefix_));
+  TF_Output tensor_names, slices;
+  PROCESSOR_RETURN_IF_ERROR(builder_.StringVector(names, &tensor_names));
+  PROCESSOR_RETURN_IF_ERROR(builder_.StringVector(std::vector<std::string>(names.size()), &slices));
+  PROCESSOR_RETURN_IF_ERROR(builder_.RestoreV2(prefix_, tensor_names, slices, dtypes, restore));
+  restores_[key] = *restore;
+  return Status::Ok();
+}
+
+Status DeltaApplier::UpdateOp(const DeltaVariable& delta, const Variable& variable, Update** update) {
+  const std::string key = delta.name + (delta.sparse ? "|sparse|" + std::to_string(delta.key_dtype) : "|whole");
+  auto cached = updates_.find(key);
+  if (cached != updates_.end()) {
+    *update = &cached->second;
+    return Status::Ok();
+  }
+  Update built;
+  const TF_Output target{variable.op, 0};
+  PROCESSOR_RETURN_IF_ERROR(builder_.Placeholder(variable.dtype, &built.values));
+  if (delta.sparse) {
+    PROCESSOR_RETURN_IF_ERROR(builder_.Placeholder(delta.key_dtype, &built.keys));
+    PROCESSOR_RETURN_IF_ERROR(builder_.Op(variable.resource ? "ResourceScatterUpdate" : "ScatterUpdate",
+                                          {target, built.keys, built.values}, &built.op));
+  } else {
+    PROCESSOR_RETURN_IF_ERROR(builder_.Op(variable.resource ? "AssignVariableOp" : "Assign", {target, built.values}, &built.op));
+  }
+  *update = &(updates_[key] = built);
+  return Status::Ok();
+}
+
+Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVariable>& deltas) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Variable> variables(deltas.size());
+  std::vector<std::string> names;
+  std::vector<TF_DataType> dtypes;
+  for (size_t i = 0; i < deltas.size(); ++i) {
+    PROCESSOR_RETURN_IF_ERROR(Describe(deltas[i].name, &variables[i]));
+    if (deltas[i].sparse) {
+      if (deltas[i].key_dtype != TF_INT64 && deltas[i].key_dtype != TF_INT32) {
+        return Status::InvalidArgument(Quote(deltas[i].name) + ": row ids must be int32 or int64");
+      }
+      if (variables[i].shape.empty()) return Status::InvalidArgument(Quote(deltas[i].name) + " is a scalar: it has no rows");
+      names.push_back(deltas[i].name + "-sparse_incr_keys");
+      dtypes.push_back(deltas[i].key_dtype);
+      names.push_back(deltas[i].name + "-sparse_incr_values");
+    } else {
+      names.push_back(deltas[i].name);
+    }
+    dtypes.push_back(variables[i].dtype);
+  }
+  if (names.empty()) return Status::Ok();
+
+  // Read the changed tensors while requests keep running.
+  TF_Operation* restore = nullptr;
+  PROCESSOR_RETURN_IF_ERROR(RestoreOp(names, dtypes, &restore));
+  TensorPtr prefix_tensor(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
+  TF_TString* prefix_value = static_cast<TF_TString*>(TF_TensorData(prefix_tensor.get()));
+  TF_TString_Init(prefix_value);
+  TF_TString_Copy(prefix_value, prefix.data(), prefix.size());
+  std::vector<TF_Output> restored(names.size());
+  for (size_t i = 0; i < names.size(); ++i) restored[i] = TF_Output{restore, static_cast<int>(i)};
+  std::vector<TF_Tensor*> raw(names.size(), nullptr);
+  TF_Tensor* feed = prefix_tensor.get();
+  TfStatus status;
+  TF_SessionRun(session_, nullptr, &prefix_, &feed, 1, restored.data(), raw.data(), static_cast<int>(raw.size()),
+                nullptr, 0, nullptr, status.get());
+  std::vector<TensorPtr> tensors;
+  for (TF_Tensor* t : raw) tensors.emplace_back(t);
+  if (!status.ok()) return Status::InvalidArgument("cannot read incremental checkpoint " + Quote(prefix) + ": " + status.message());
+
+  // Check everything before writing anything.
+  std::vector<TF_Output> feeds;
+  std::vector<TF_Tensor*> values;
+  std::vector<const TF_Operation*> targets;
+  size_t next = 0;
+  for (size_t i = 0; i < deltas.size(); ++i) {
+    Update* update = nullptr;
+    PROCESSOR_RETURN_IF_ERROR(UpdateOp(deltas[i], variables[i], &update));
+    if (deltas[i].sparse) {
+      TF_Tensor* keys = tensors[next++].get();
+      TF_Tensor* rows = tensors[next++].get();
+      PROCESSOR_RETURN_IF_ERROR(CheckSparse(keys, rows, variables[i].shape).WithContext("variable " + Quote(deltas[i].name)));
+      if (TF_Dim(keys, 0) == 0) continue;
+      feeds.push_back(update->keys);
+      values.push_back(keys);
+      feeds.push_back(update->values);
+      values.push_back(rows);
+    } else {
+      TF_Tensor* value = tensors[next++].get();
+      PROCESSOR_RETURN_IF_ERROR(CheckWhole(value, variables[i].shape).WithContext("variable " + Quote(deltas[i].name)));
+      feeds.push_back(update->values);
+      values.push_back(value);
+    }
+    targets.push_back(update->op);
+  }
+  if (targets.empty()) return Status::Ok();
+
+  // Write every variable in one run, with no request in flight.
+  std::unique_lock<WriterPreferringLock> exclusive(*serving_lock_);
+  TF_SessionRun(session_, nullptr, feeds.data(), values.data(), static_cast<int>(feeds.size()), nullptr, nullptr, 0,
+                targets.data(), static_cast<int>(targets.size()), nullptr, status.get());
+  if (!status.ok()) return Status::Internal("applying incremental checkpoint " + Quote(prefix) + " failed: " + status.message());
+  return Status::Ok();
+}
+
+}  // namespace processor

@@ -1,0 +1,67 @@
+// DeltaApplier: applies incremental checkpoints to a live servable.
+//
+// An incremental checkpoint holds, for a variable V updated by rows, `V-sparse_incr_keys` (row ids) and
+// `V-sparse_incr_values` ([n, ...]); for a variable saved whole, `V` itself. Applying one reads only those
+// tensors (outside any lock), checks them against the variables, and then writes every variable in one
+// session run while requests wait on the servable's lock: a request sees the model before the delta or
+// after it, never in between. The ops are added to the graph once per variable and reused.
+#pragma once
+
+#include <tensorflow/c/c_api.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/rw_lock.h"
+#include "common/status.h"
+#include "model/graph_builder.h"
+
+namespace processor {
+
+struct DeltaVariable {
+  std::string name;                  // the variable's op name in the graph
+  bool sparse = true;                // rows (keys + values) or the whole variable
+  TF_DataType key_dtype = TF_INT64;  // of the keys, when sparse
+};
+
+class DeltaApplier {
+ public:
+  DeltaApplier(TF_Graph* graph, TF_Session* session, WriterPreferringLock* serving_lock)
+      : graph_(graph), session_(session), serving_lock_(serving_lock), builder_(graph, "processor_delta") {}
+
+  Status Apply(const std::string& prefix, const std::vector<DeltaVariable>& variables);
+
+  // Names of the graph's variables (VarHandleOp, VariableV2).
+  std::vector<std::string> VariableNames();
+
+ private:
+  struct Variable {
+    TF_Operation* op = nullptr;
+    bool resource = false;
+    TF_DataType dtype = TF_FLOAT;
+    std::vector<int64_t> shape;
+  };
+  struct Update {
+    TF_Output keys{};     // sparse only
+    TF_Output values{};
+    TF_Operation* op = nullptr;
+  };
+
+  Status Describe(const std::string& name, Variable* variable);
+  Status RestoreOp(const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,
+                   TF_Operation** restore);
+  Status UpdateOp(const DeltaVariable& delta, const Variable& variable, Update** update);
+
+  TF_Graph* graph_;
+  TF_Session* session_;
+  WriterPreferringLock* serving_lock_;
+  std::mutex mu_;  // one delta at a time; guards what follows
+  GraphBuilder builder_;
+  TF_Output prefix_{};
+  std::map<std::string, TF_Operation*> restores_;  // by tensor names and dtypes
+  std::map<std::string, Update> updates_;          // by variable, kind and key dtype
+};
+
+}  // namespace processor

@@ -1,0 +1,110 @@
+"""Lists the tensors of a TF checkpoint from its .index file, without TensorFlow.
+
+The index is a LevelDB-format table (uncompressed, as TF writes it) mapping each tensor name to a
+BundleEntryProto (dtype, shape, shard, offset, size); the empty key holds the BundleHeaderProto.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+from google.protobuf.message import DecodeError
+
+from . import tensor_bundle_pb2
+
+_FOOTER_SIZE = 48
+_MAGIC = 0xDB4775248B80FB57
+_BLOCK_TRAILER_SIZE = 5  # compression type byte + crc32c
+
+
+class CheckpointIndexError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: int              # tensorflow DataType (== ArrayDataType numbering)
+    shape: Tuple[int, ...]
+    shard_id: int
+    size: int
+
+
+def _varint(data: bytes, pos: int) -> Tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise CheckpointIndexError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _block(data: bytes, handle: Tuple[int, int]) -> bytes:
+    offset, size = handle
+    if offset + size + _BLOCK_TRAILER_SIZE > len(data):
+        raise CheckpointIndexError(f"block at {offset} (+{size}) runs past the end of the file")
+    if data[offset + size] != 0:
+        raise CheckpointIndexError(f"block at {offset} is compressed (type {data[offset + size]}); TF writes none")
+    return data[offset:offset + size]
+
+
+def _entries(block: bytes):
+    """(key, value) pairs of a table block: prefix-compressed keys, then a restart array."""
+    if len(block) < 4:
+        raise CheckpointIndexError("block too short")
+    (restarts,) = struct.unpack("<I", block[-4:])
+    end = len(block) - 4 - 4 * restarts
+    if end < 0:
+        raise CheckpointIndexError("bad restart count")
+    pos, key = 0, b""
+    while pos < end:
+        shared, pos = _varint(block, pos)
+        unshared, pos = _varint(block, pos)
+        value_size, pos = _varint(block, pos)
+        if shared > len(key) or pos + unshared + value_size > end:
+            raise CheckpointIndexError("corrupt block entry")
+        key = key[:shared] + block[pos:pos + unshared]
+        pos += unshared
+        yield key, block[pos:pos + value_size]
+        pos += value_size
+
+
+def read_index(prefix: str) -> Dict[str, TensorEntry]:
+    """The tensors of the checkpoint at `prefix`, by name. CheckpointIndexError says what is wrong."""
+    try:
+        with open(prefix + ".index", "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointIndexError(f"cannot read {prefix}.index: {e.strerror}") from None
+    if len(data) < _FOOTER_SIZE or struct.unpack("<Q", data[-8:])[0] != _MAGIC:
+        raise CheckpointIndexError(f"{prefix}.index is not a checkpoint index (bad footer)")
+    footer = data[-_FOOTER_SIZE:]
+    _, pos = _varint(footer, 0)          # metaindex handle: offset
+    _, pos = _varint(footer, pos)        #                   size
+    index_offset, pos = _varint(footer, pos)
+    index_size, pos = _varint(footer, pos)
+    tensors: Dict[str, TensorEntry] = {}
+    try:
+        for _, handle in _entries(_block(data, (index_offset, index_size))):
+            offset, p = _varint(handle, 0)
+            size, _ = _varint(handle, p)
+            for key, value in _entries(_block(data, (offset, size))):
+                if not key:
+                    header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
+                    if header.endianness != tensor_bundle_pb2.BundleHeaderProto.LITTLE:
+                        raise CheckpointIndexError(f"{prefix} is a big-endian checkpoint")
+                    continue
+                entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+                name = key.decode("utf-8")
+                tensors[name] = TensorEntry(name, entry.dtype, tuple(d.size for d in entry.shape.dim),
+                                            entry.shard_id, entry.size)
+    except (DecodeError, UnicodeDecodeError) as e:
+        raise CheckpointIndexError(f"{prefix}.index has a corrupt entry: {e}") from None
+    except CheckpointIndexError as e:
+        raise CheckpointIndexError(f"{prefix}.index: {e}") from None
+    return tensors

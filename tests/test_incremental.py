@@ -1,0 +1,169 @@
+"""Incremental checkpoints: written by the training-side writer, applied atomically in step order on top
+of the serving full version; the served values equal TensorFlow's for the trainer's current state."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import processor
+from processor import incremental
+from processor.checkpoint_index import read_index
+from lifecycle_helpers import matching_version, prob_of, serialize, wait_for
+
+FAST_POLL = {"poll_interval_seconds": 0.05}
+EMBEDDINGS = ("user_embedding", "item_embedding", "category_embedding")
+
+
+class DeltaTrainer:
+    """Trains, and writes deltas holding exactly what changed since the previous save."""
+
+    def __init__(self, model):
+        self.model = model
+        self.trainer = model.trainer
+        import tensorflow as tf
+        self.variables = {v.op.name: v for v in self.trainer.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+        self.snapshot = self.values()
+
+    def values(self):
+        return self.trainer.session.run(self.variables)
+
+    def train_and_save_delta(self, steps=3, seed=0) -> str:
+        self.trainer.train(steps, seed=seed)
+        now = self.values()
+        changed_rows, whole = {}, []
+        for name, value in now.items():
+            if np.array_equal(value, self.snapshot[name]):
+                continue
+            if name in EMBEDDINGS:
+                changed_rows[name] = np.nonzero(np.any(value != self.snapshot[name], axis=1))[0]
+            else:
+                whole.append(name)
+        self.snapshot = now
+        step = int(now["global_step"])
+        return incremental.save_incremental_checkpoint(self.trainer.session, self.model.checkpoint_dir, step,
+                                                       changed_rows, whole)
+
+    def save_full(self) -> str:
+        self.snapshot = self.values()
+        return self.trainer.save_checkpoint(self.model.checkpoint_dir)
+
+
+@pytest.fixture
+def delta_model(rec_model, tmp_path):
+    model = rec_model.copy(tmp_path)
+    writer = DeltaTrainer(model)
+    writer.trainer.restore(model.prefixes()[-1])  # the trainer starts from the version being served
+    writer.snapshot = writer.values()
+    return model, writer
+
+
+def test_writer_layout_and_contents(delta_model):
+    model, writer = delta_model
+    prefix = writer.train_and_save_delta(seed=1)
+    directory = os.path.join(model.checkpoint_dir, ".incremental_checkpoint")
+    assert os.path.dirname(prefix) == directory and os.path.isfile(prefix + ".index")
+    assert open(os.path.join(directory, "checkpoint")).read().startswith(f'model_checkpoint_path: "{os.path.basename(prefix)}"')
+    tensors = read_index(prefix)
+    keys = tensors["item_embedding-sparse_incr_keys"]
+    values = tensors["item_embedding-sparse_incr_values"]
+    assert keys.dtype == 9 and values.shape == (keys.shape[0], 8)  # int64 ids, [n, dim] rows
+    assert 0 < keys.shape[0] < 5000, "only the changed rows are written"
+    assert tensors["fc1/kernel"].shape == (28, 32)
+
+
+def test_deltas_apply_in_order_and_match_tensorflow(delta_model, batch):
+    model, writer = delta_model
+    with processor.Processor(model.config(**FAST_POLL)) as p:
+        full_step = p.model_info().version_step
+        first = writer.train_and_save_delta(seed=1)
+        wait_for(lambda: p.model_info().delta_step == int(first.rsplit("-", 1)[1]), what="the first delta")
+        np.testing.assert_allclose(p.predict(batch)["prob"], writer.trainer.predict(batch)["prob"], atol=1e-6)
+        second = writer.train_and_save_delta(seed=2)
+        wait_for(lambda: p.model_info().delta_step == int(second.rsplit("-", 1)[1]), what="the second delta")
+        outputs = p.predict(batch)
+        expected = writer.trainer.predict(batch)
+        for name in expected:
+            np.testing.assert_allclose(outputs[name], expected[name], atol=1e-6, err_msg=name)
+        info = p.model_info()
+        assert info.version_step == full_step and info.updates_applied == 2
+
+
+def test_deltas_under_load_are_atomic(delta_model, batch):
+    """Every response equals the full version's or one delta's TensorFlow answer, in forward order."""
+    model, writer = delta_model
+    request = serialize(batch)
+    references = [writer.trainer.predict(batch)["prob"]]
+    with processor.Processor(model.config(**FAST_POLL)) as p:
+        seen, failures, stop = [], [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                code, body = p.process(request)
+                (seen if code == 200 else failures).append(prob_of(body) if code == 200 else body)
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for seed in range(3):
+                prefix = writer.train_and_save_delta(steps=2, seed=10 + seed)
+                references.append(writer.trainer.predict(batch)["prob"])
+                wait_for(lambda: p.model_info().delta_step == int(prefix.rsplit("-", 1)[1]), what="a delta")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+    assert failures == []
+    order = [matching_version(prob, references) for prob in seen]
+    assert -1 not in order, "a response matched no single version: a delta was seen half-applied"
+    assert order[-1] == len(references) - 1 and len(seen) > 20
+
+
+def test_new_full_version_gets_its_deltas_before_it_serves(delta_model, batch):
+    model, writer = delta_model
+    with processor.Processor(model.config(poll_interval_seconds=0)) as p:
+        writer.trainer.train(3, seed=4)
+        full = writer.save_full()
+        delta = writer.train_and_save_delta(seed=5)
+        assert p.update()
+        info = p.model_info()
+        assert info.model_path == full and info.delta_step == int(delta.rsplit("-", 1)[1])
+        np.testing.assert_allclose(p.predict(batch)["prob"], writer.trainer.predict(batch)["prob"], atol=1e-6)
+    with processor.Processor(model.config(poll_interval_seconds=0)) as fresh:  # a restart applies them too
+        assert fresh.model_info().delta_step == int(delta.rsplit("-", 1)[1])
+        np.testing.assert_allclose(fresh.predict(batch)["prob"], writer.trainer.predict(batch)["prob"], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"item_embedding-sparse_incr_keys": np.array([1, 2], np.int64),
+      "item_embedding-sparse_incr_values": np.zeros((2, 5), np.float32)}, "values have shape [2,5]"),
+    ({"item_embedding-sparse_incr_keys": np.array([1, 99999], np.int64),
+      "item_embedding-sparse_incr_values": np.zeros((2, 8), np.float32)}, "row id 99999 is outside [0, 5000)"),
+    ({"fc1/kernel": np.zeros((3, 3), np.float32)}, "value has shape [3,3], the variable [28,32]"),
+    ({"fc1/kernel": np.zeros((28, 32), np.float64)}, "cannot read incremental checkpoint"),
+    ({"item_embedding-sparse_incr_keys": np.array([1], np.int64)}, "has no item_embedding-sparse_incr_values"),
+])
+def test_a_bad_delta_changes_nothing_and_blocks_later_ones(delta_model, batch, bad, message, caplog):
+    model, writer = delta_model
+    with processor.Processor(model.config(poll_interval_seconds=0)) as p:
+        before = p.predict(batch)
+        good_update = {"fc1/bias": np.full(32, 0.5, np.float32)}  # would change outputs if applied
+        directory = os.path.join(model.checkpoint_dir, ".incremental_checkpoint")
+        os.makedirs(directory)
+        step = p.model_info().version_step
+        prefixes = []
+        for offset, tensors in ((1, {**bad, **good_update}), (2, good_update)):
+            prefixes.append(os.path.join(directory, f"model.ckpt-{step + offset}"))
+            incremental._save_tensors(prefixes[-1], tensors)
+        incremental._write_state(directory, prefixes)
+        with pytest.raises(processor.ModelLoadError) as error:
+            p.update()
+        assert message in str(error.value) and prefixes[0] in str(error.value)
+        after = p.predict(batch)
+        for name in before:
+            np.testing.assert_array_equal(after[name], before[name])  # not even fc1/bias changed
+        info = p.model_info()
+        assert info.delta_step == -1 and info.updates_failed == 1
