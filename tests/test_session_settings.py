@@ -24,29 +24,27 @@ def config_proto(**settings):
     return config_pb2.ConfigProto.FromString(_core.session_config({"savedmodel_dir": "/unused", **options}))
 
 
+def pools(proto):
+    return [(pool.num_threads, pool.global_name) for pool in proto.session_inter_op_thread_pool]
+
+
 def test_config_proto_carries_the_thread_settings():
-    proto = config_proto(intra_op_parallelism_threads=3, inter_op_parallelism_threads=2, use_per_session_threads=True)
-    assert (proto.intra_op_parallelism_threads, proto.inter_op_parallelism_threads) == (3, 2)
-    assert proto.use_per_session_threads is True
+    proto = config_proto(intra_op_parallelism_threads=3, inter_op_parallelism_threads=2, use_per_session_threads=True,
+                         model_update_inter_threads=4)
+    assert proto.intra_op_parallelism_threads == 3 and proto.use_per_session_threads is True
+    # pool 0 serves (unnamed: the session's own), pool 1 loads (shared by every load in the process)
+    assert pools(proto) == [(2, ""), (4, "processor_update_4")]
 
 
-def test_default_settings_leave_tensorflow_to_choose():
-    from tensorflow.core.protobuf import config_pb2
-    assert config_proto() == config_pb2.ConfigProto()
-
-
-def test_inline_execute_means_negative_inter_op_threads():
-    proto = config_proto(enable_inline_execute=True, intra_op_parallelism_threads=1)
-    assert proto.inter_op_parallelism_threads == -1 and proto.intra_op_parallelism_threads == 1
+def test_default_settings_leave_sizes_to_tensorflow_and_separate_loads_from_serving():
+    proto = config_proto()
+    assert proto.intra_op_parallelism_threads == 0 and not proto.use_per_session_threads
+    assert pools(proto) == [(0, "processor_serving_0"), (0, "processor_update_0")]
 
 
 def test_bad_load_option_is_refused():
     with pytest.raises(_core.LoadError, match="load option 'intra_op_threads' is not an integer: 'x'"):
         _core.session_config({"savedmodel_dir": "/unused", "intra_op_threads": "x"})
-
-
-def thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))
 
 
 THREADS_PROBE = """
@@ -75,18 +73,17 @@ def test_process_wide_pools_take_the_first_sessions_sizes(rec_model):
     assert large - small == (4 - 1) + (3 - 1)
 
 
-def test_per_session_threads_give_each_session_its_own_inter_op_pool(rec_model, batch):
-    """On this TF build only the inter-op pool is per session; the intra-op pool stays process-wide."""
-    started = {}
-    for inter in (1, 4):
-        before = thread_count()
-        p = processor.Processor(rec_model.config(use_per_session_threads=True, inter_op_parallelism_threads=inter,
-                                                 intra_op_parallelism_threads=5))
-        p.predict(batch)
-        started[inter] = thread_count() - before
-        p.close()
-        del p
-    assert started[4] - started[1] == 4 - 1, started
+def test_loads_run_on_their_own_pool_of_the_configured_size(rec_model):
+    """The update pool is real: its size adds threads to the process, apart from the serving pool's."""
+    one = threads_started_by_first_session(rec_model.config(model_update_inter_threads=1))
+    four = threads_started_by_first_session(rec_model.config(model_update_inter_threads=4))
+    assert four - one == 4 - 1
+
+
+def test_per_session_threads_give_the_session_an_inter_op_pool_of_the_configured_size(rec_model):
+    one = threads_started_by_first_session(rec_model.config(use_per_session_threads=True, inter_op_parallelism_threads=1))
+    four = threads_started_by_first_session(rec_model.config(use_per_session_threads=True, inter_op_parallelism_threads=4))
+    assert four - one == 4 - 1
 
 
 def test_table_initializers_run_without_a_main_op(tmp_path, batch, reference):

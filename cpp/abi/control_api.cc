@@ -56,6 +56,7 @@ Status ParseLoadOptions(const char* const* keys, const char* const* values, int 
     else if (key == "inter_op_threads") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->session.inter_op_threads));
     else if (key == "use_per_session_threads") options->session.use_per_session_threads = value == "1";
     else if (key == "inline_execute") options->session.inline_execute = value == "1";
+    else if (key == "update_inter_op_threads") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->session.update_inter_op_threads));
     else return Status::InvalidArgument("unknown load option '" + key + "'");
   }
   if (options->savedmodel_dir.empty()) return Status::InvalidArgument("load option 'savedmodel_dir' is required");

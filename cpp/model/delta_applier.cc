@@ -157,7 +157,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
   std::vector<TF_Tensor*> raw(names.size(), nullptr);
   TF_Tensor* feed = prefix_tensor.get();
   TfStatus status;
-  TF_SessionRun(session_, nullptr, &prefix_, &feed, 1, restored.data(), raw.data(), static_cast<int>(raw.size()),
+  TF_SessionRun(session_, run_options_, &prefix_, &feed, 1, restored.data(), raw.data(), static_cast<int>(raw.size()),
                 nullptr, 0, nullptr, status.get());
   std::vector<TensorPtr> tensors;
   for (TF_Tensor* t : raw) tensors.emplace_back(t);
@@ -192,7 +192,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
 
   // Write every variable in one run, with no request in flight.
   std::unique_lock<WriterPreferringLock> exclusive(*serving_lock_);
-  TF_SessionRun(session_, nullptr, feeds.data(), values.data(), static_cast<int>(feeds.size()), nullptr, nullptr, 0,
+  TF_SessionRun(session_, run_options_, feeds.data(), values.data(), static_cast<int>(feeds.size()), nullptr, nullptr, 0,
                 targets.data(), static_cast<int>(targets.size()), nullptr, status.get());
   if (!status.ok()) return Status::Internal("applying incremental checkpoint " + Quote(prefix) + " failed: " + status.message());
   return Status::Ok();

@@ -28,8 +28,10 @@ struct DeltaVariable {
 
 class DeltaApplier {
  public:
-  DeltaApplier(TF_Graph* graph, TF_Session* session, WriterPreferringLock* serving_lock)
-      : graph_(graph), session_(session), serving_lock_(serving_lock), builder_(graph, "processor_delta") {}
+  // `run_options` (borrowed) select the update thread pool for the delta's runs.
+  DeltaApplier(TF_Graph* graph, TF_Session* session, const TF_Buffer* run_options, WriterPreferringLock* serving_lock)
+      : graph_(graph), session_(session), run_options_(run_options), serving_lock_(serving_lock),
+        builder_(graph, "processor_delta") {}
 
   Status Apply(const std::string& prefix, const std::vector<DeltaVariable>& variables);
 
@@ -56,6 +58,7 @@ class DeltaApplier {
 
   TF_Graph* graph_;
   TF_Session* session_;
+  const TF_Buffer* run_options_;
   WriterPreferringLock* serving_lock_;
   std::mutex mu_;  // one delta at a time; guards what follows
   GraphBuilder builder_;

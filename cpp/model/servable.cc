@@ -70,10 +70,16 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
 
   std::vector<const char*> tags;
   for (const std::string& tag : options.tags) tags.push_back(tag.c_str());
+  const std::string update_run_options = EncodeRunOptions(kUpdatePool);
+  s->update_run_options_.reset(TF_NewBufferFromString(update_run_options.data(), update_run_options.size()));
+  if (options.session.inline_execute) {
+    const std::string inline_run_options = EncodeRunOptions(-1);  // -1: the caller's thread
+    s->serving_run_options_.reset(TF_NewBufferFromString(inline_run_options.data(), inline_run_options.size()));
+  }
   s->graph_.reset(TF_NewGraph());
   BufferPtr meta_graph_buffer(TF_NewBuffer());
   TfStatus status;
-  s->session_ = TF_LoadSessionFromSavedModel(session_options.get(), nullptr, options.savedmodel_dir.c_str(),
+  s->session_ = TF_LoadSessionFromSavedModel(session_options.get(), s->update_run_options_.get(), options.savedmodel_dir.c_str(),
                                              tags.data(), static_cast<int>(tags.size()), s->graph_.get(),
                                              meta_graph_buffer.get(), status.get());
   if (!status.ok()) {
@@ -161,7 +167,8 @@ Status Servable::Restore(const SaverSpec& saver, const std::string& prefix) {
   TF_Tensor* feed = prefix_tensor.get();
   const TF_Operation* target = restore;
   TfStatus status;
-  TF_SessionRun(session_, nullptr, &filename, &feed, 1, nullptr, nullptr, 0, &target, 1, nullptr, status.get());
+  TF_SessionRun(session_, update_run_options_.get(), &filename, &feed, 1, nullptr, nullptr, 0, &target, 1, nullptr,
+                status.get());
   if (!status.ok()) return Status::Internal("cannot restore checkpoint '" + prefix + "': " + status.message());
   return Status::Ok();
 }
@@ -175,7 +182,7 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
     targets.push_back(op);
   }
   TfStatus status;
-  TF_SessionRun(session_, nullptr, nullptr, nullptr, 0, nullptr, nullptr, 0, targets.data(),
+  TF_SessionRun(session_, update_run_options_.get(), nullptr, nullptr, 0, nullptr, nullptr, 0, targets.data(),
                 static_cast<int>(targets.size()), nullptr, status.get());
   if (!status.ok()) return Status::Internal("running " + what + " failed: " + status.message());
   return Status::Ok();
@@ -187,7 +194,7 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const std::vector<TF_
   TfStatus status;
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    TF_SessionRun(session_, nullptr, inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
+    TF_SessionRun(session_, serving_run_options_.get(), inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
                   raw.data(), static_cast<int>(outputs.size()), nullptr, 0, nullptr, status.get());
   }
   results->clear();
@@ -197,7 +204,7 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const std::vector<TF_
 
 DeltaApplier& Servable::delta_applier() {
   std::call_once(delta_applier_once_, [this] {
-    delta_applier_ = std::make_unique<DeltaApplier>(graph_.get(), session_, &serving_lock_);
+    delta_applier_ = std::make_unique<DeltaApplier>(graph_.get(), session_, update_run_options_.get(), &serving_lock_);
   });
   return *delta_applier_;
 }

@@ -74,6 +74,8 @@ class Servable {
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
+  BufferPtr serving_run_options_;  // null: TF's defaults (the serving pool)
+  BufferPtr update_run_options_;   // loads, restores, initializers and deltas: the update pool
   std::string signature_name_;
   std::vector<BoundTensor> inputs_;
   std::vector<BoundTensor> outputs_;

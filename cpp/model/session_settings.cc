@@ -4,19 +4,36 @@
 
 namespace processor {
 namespace {
-// Field numbers of tensorflow/core/protobuf/config.proto ConfigProto.
-enum : uint32_t { kIntraOpThreads = 2, kInterOpThreads = 5, kUsePerSessionThreads = 9 };
+// Field numbers of tensorflow/core/protobuf/config.proto.
+enum : uint32_t { kIntraOpThreads = 2, kUsePerSessionThreads = 9, kSessionInterOpThreadPool = 12 };  // ConfigProto
+enum : uint32_t { kPoolNumThreads = 1, kPoolGlobalName = 2 };  // ThreadPoolOptionProto
+enum : uint32_t { kRunInterOpThreadPool = 3 };                 // RunOptions
+
+std::string ThreadPool(int threads, const std::string& global_name) {
+  wire::StringWriter pool;
+  if (threads > 0) pool.Varint(kPoolNumThreads, threads);
+  if (!global_name.empty()) pool.Bytes(kPoolGlobalName, global_name);
+  return pool.str();
+}
 }  // namespace
 
 std::string EncodeConfigProto(const SessionSettings& settings) {
   wire::StringWriter w;
   if (settings.intra_op_threads > 0) w.Varint(kIntraOpThreads, settings.intra_op_threads);
-  if (settings.inline_execute) {
-    w.Varint(kInterOpThreads, static_cast<uint64_t>(int64_t{-1}));  // int32 -1, sign-extended on the wire
-  } else if (settings.inter_op_threads > 0) {
-    w.Varint(kInterOpThreads, settings.inter_op_threads);
-  }
   if (settings.use_per_session_threads) w.Varint(kUsePerSessionThreads, 1);
+  // An unnamed pool belongs to the session; a named one is shared by every session naming it, and TF
+  // fixes its size at creation: the size is in the name, so sessions configured alike share threads.
+  const std::string serving = "processor_serving_" + std::to_string(settings.inter_op_threads);
+  w.Bytes(kSessionInterOpThreadPool,
+          ThreadPool(settings.inter_op_threads, settings.use_per_session_threads ? "" : serving));
+  w.Bytes(kSessionInterOpThreadPool, ThreadPool(settings.update_inter_op_threads,
+                                                "processor_update_" + std::to_string(settings.update_inter_op_threads)));
+  return w.str();
+}
+
+std::string EncodeRunOptions(int pool) {
+  wire::StringWriter w;
+  w.Varint(kRunInterOpThreadPool, static_cast<uint64_t>(static_cast<int64_t>(pool)));  // int32: -1 sign-extends
   return w.str();
 }
 

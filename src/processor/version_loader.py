@@ -56,6 +56,7 @@ def session_options(config: ProcessorConfig) -> Dict[str, str]:
         "inter_op_threads": str(config.inter_op_parallelism_threads),
         "use_per_session_threads": "1" if config.use_per_session_threads else "0",
         "inline_execute": "1" if config.enable_inline_execute else "0",
+        "update_inter_op_threads": str(config.model_update_inter_threads),
     }
 
 
