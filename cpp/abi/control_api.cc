@@ -129,6 +129,18 @@ PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* 
   return -1;
 }
 
+PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* servable, const char* prefix, char** error) {
+  if (error) *error = nullptr;
+  try {
+    Status status = servable->servable->RestoreInPlace(prefix ? prefix : "");
+    if (status.ok()) return 0;
+    SetError(status, error);
+  } catch (const std::exception& e) {
+    SetError(Status::Internal(std::string("unexpected exception while restoring: ") + e.what()), error);
+  }
+  return -1;
+}
+
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size) {
   std::string names;

@@ -32,6 +32,9 @@ PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, c
 PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* servable, const char* prefix,
                                                            const char* const* variables, const int* sparse,
                                                            const int* key_dtypes, int count, char** error);
+/* Restores the checkpoint at `prefix` into this version's live session (not atomic for requests in
+ * flight). Returns 0, or -1 and *error. */
+PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* servable, const char* prefix, char** error);
 /* The graph's variable names, one per line, in a buffer from malloc(). Returns 0. */
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size);

@@ -92,9 +92,8 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
 
   s->signature_name_ = options.signature_name;
   PROCESSOR_RETURN_IF_ERROR(s->BindSignature(meta_graph, options.savedmodel_dir));
-  if (!options.checkpoint_prefix.empty()) {
-    PROCESSOR_RETURN_IF_ERROR(s->Restore(meta_graph.saver, options.checkpoint_prefix));
-  }
+  s->saver_ = meta_graph.saver;
+  if (!options.checkpoint_prefix.empty()) PROCESSOR_RETURN_IF_ERROR(s->Restore(options.checkpoint_prefix));
   // Initializers are idempotent for the same data, so running them after the SavedModel's own init op
   // is safe, and it covers graphs that register tables without one.
   PROCESSOR_RETURN_IF_ERROR(s->RunTargets(meta_graph.table_initializers, "table initializers"));
@@ -151,7 +150,10 @@ Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::strin
   return Status::Ok();
 }
 
-Status Servable::Restore(const SaverSpec& saver, const std::string& prefix) {
+Status Servable::RestoreInPlace(const std::string& prefix) { return Restore(prefix); }
+
+Status Servable::Restore(const std::string& prefix) {
+  const SaverSpec& saver = saver_;
   if (saver.filename_tensor_name.empty() || saver.restore_op_name.empty()) {
     return Status::Internal("the SavedModel has no saver_def, so checkpoint '" + prefix + "' cannot be restored");
   }

@@ -60,6 +60,10 @@ class Servable {
   Status Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
              const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const;
 
+  // Restores a checkpoint into the live session. Not atomic for requests running meanwhile (they may
+  // see some variables restored and others not): the resource-preserving policy's trade-off.
+  Status RestoreInPlace(const std::string& prefix);
+
   // Applies an incremental checkpoint atomically with respect to Run() (see DeltaApplier).
   Status ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables);
   std::vector<std::string> VariableNames();
@@ -68,7 +72,7 @@ class Servable {
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
   static int Find(const std::vector<BoundTensor>& tensors, std::string_view name);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
-  Status Restore(const SaverSpec& saver, const std::string& prefix);
+  Status Restore(const std::string& prefix);
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
   DeltaApplier& delta_applier();
 
@@ -80,6 +84,7 @@ class Servable {
   std::vector<BoundTensor> inputs_;
   std::vector<BoundTensor> outputs_;
   std::string signature_json_;
+  SaverSpec saver_;
   // Requests hold it shared; a delta's write holds it exclusively.
   mutable WriterPreferringLock serving_lock_;
   std::once_flag delta_applier_once_;

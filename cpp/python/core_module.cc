@@ -82,6 +82,16 @@ class Servable {
     if (code != 0) ThrowLoadFailure(error);
   }
 
+  void Restore(const std::string& prefix) {
+    char* error = nullptr;
+    int code;
+    {
+      py::gil_scoped_release release;
+      code = processor_control_servable_restore(servable_.get(), prefix.c_str(), &error);
+    }
+    if (code != 0) ThrowLoadFailure(error);
+  }
+
   std::vector<std::string> Variables() const {
     void* output = nullptr;
     int size = 0;
@@ -183,7 +193,9 @@ PYBIND11_MODULE(_core, m) {
            "Serves a serialized PredictRequest on this version alone; returns (code, bytes).")
       .def("apply_delta", &Servable::ApplyDelta, py::arg("prefix"), py::arg("variables"),
            "Applies an incremental checkpoint atomically; variables are (name, sparse, key dtype). Raises LoadError.")
-      .def("variables", &Servable::Variables, "The graph's variable names.");
+      .def("variables", &Servable::Variables, "The graph's variable names.")
+      .def("restore", &Servable::Restore, py::arg("prefix"),
+           "Restores a checkpoint into the live session (not atomic for requests in flight). Raises LoadError.");
 
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");

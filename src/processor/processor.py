@@ -246,7 +246,8 @@ class Processor:
         with self._update_lock:
             self._live_model()
             candidate = self._loader.discover()
-            if candidate is not None and candidate.key > self._serving_key():
+            nothing_serves = self._serving_servable is None  # after a failed resource-preserving update
+            if candidate is not None and (candidate.key > self._serving_key() or nothing_serves):
                 if self._pin is not None and candidate.key <= self._pin:
                     return False
                 if self._pin is not None:
@@ -269,6 +270,8 @@ class Processor:
     def _load_and_install(self, candidate: Candidate, raise_errors: bool) -> bool:
         if self._backed_off(self._identity(candidate), raise_errors):
             return False
+        if self.config.version_policy == "resource_preserving":
+            return self._update_preserving_resources(candidate, raise_errors)
         try:
             loaded = self._load_counting_failures(candidate)
         except ModelLoadError:
@@ -281,6 +284,59 @@ class Processor:
         self._install(loaded, delta_step)
         self._failures.clear()  # older failed versions are moot now
         return True
+
+    def _update_preserving_resources(self, candidate: Candidate, raise_errors: bool) -> bool:
+        """Never holds two versions in memory. Same graph: restores the new checkpoint into the serving
+        session (requests during the restore may see a mix of the two versions). Another graph: unloads
+        (requests get 503) and then loads. On failure the previous version is brought back."""
+        previous = self._serving.candidate
+        servable = self._serving_servable
+        started = time.monotonic()
+        same_graph = servable is not None and candidate.checkpoint is not None and \
+            candidate.savedmodel.path == previous.savedmodel.path
+        try:
+            if same_graph:
+                try:
+                    servable.restore(candidate.checkpoint.prefix)
+                except _core.LoadError as e:
+                    raise ModelLoadError(f"cannot restore {candidate.describe()} in place: {e}") from None
+                loaded = LoadedVersion(servable, VersionRecord(candidate, int(time.time() * 1000),
+                                                               int((time.monotonic() - started) * 1000)))
+            else:
+                self._unload_serving()
+                loaded = self._loader.load(candidate)
+        except ModelLoadError as error:
+            self._count_failure(self._identity(candidate), str(error))
+            self._bring_back(previous, servable if same_graph else None)
+            if raise_errors:
+                raise
+            return False
+        delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
+        self._updates_applied += 1
+        self._install(loaded, delta_step)
+        self._failures.clear()
+        return True
+
+    def _unload_serving(self) -> None:
+        with self._state_lock:
+            self._live_model().unload()
+            self._serving_servable = None  # the last reference: its memory goes when requests end
+
+    def _bring_back(self, candidate: Candidate, servable: Optional[_core.Servable]) -> None:
+        """Serves `candidate` again after a failed resource-preserving update: restored into `servable`
+        when given, else loaded anew. If even that fails, nothing serves (503) until a poll loads a version."""
+        try:
+            if servable is not None:
+                servable.restore(candidate.checkpoint.prefix)
+                loaded = LoadedVersion(servable, self._serving)
+            else:
+                loaded = self._loader.load(candidate)
+            delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
+            self._install(loaded, delta_step)
+            logger.info("serving %s again", candidate.describe())
+        except (ModelLoadError, _core.LoadError) as e:
+            self._unload_serving()
+            logger.error("cannot bring back %s (%s): nothing serves until a version loads", candidate.describe(), e)
 
     def _apply_pending_deltas(self, raise_errors: bool) -> bool:
         candidate = self._serving.candidate
