@@ -18,6 +18,7 @@ test: build $(C_HOST)
 
 bench: build
 	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/lifecycle.py
 
 build: $(BUILD_STAMP)
 

@@ -42,7 +42,7 @@ def _dense_layer(x, units: int, name: str, activation=None):
 class RecommendationModel:
     """The graph, a session and a saver: train steps, save versions, and compute reference outputs."""
 
-    def __init__(self, seed: int = 7, hidden_units=(32, 16)):
+    def __init__(self, seed: int = 7, hidden_units=(32, 16), num_items: int = NUM_ITEMS):
         import tensorflow as tf
         self.tf = tf
         tf1 = tf.compat.v1
@@ -57,7 +57,8 @@ class RecommendationModel:
             self.global_step = tf1.train.get_or_create_global_step()
             user_table = tf1.get_variable("user_embedding", [NUM_USERS, EMBEDDING_DIM],
                                           initializer=tf1.random_normal_initializer(stddev=0.1))
-            item_table = tf1.get_variable("item_embedding", [NUM_ITEMS, EMBEDDING_DIM],
+            self.num_items = num_items
+            item_table = tf1.get_variable("item_embedding", [num_items, EMBEDDING_DIM],
                                           initializer=tf1.random_normal_initializer(stddev=0.1))
             category_table = tf1.get_variable("category_embedding", [len(CATEGORIES) + 1, EMBEDDING_DIM],
                                               initializer=tf1.random_normal_initializer(stddev=0.1))
@@ -66,7 +67,7 @@ class RecommendationModel:
                 default_value=len(CATEGORIES))  # unknown categories share the last row
             features = tf.concat([
                 tf.nn.embedding_lookup(user_table, tf.math.floormod(self.user_id, NUM_USERS)),
-                tf.nn.embedding_lookup(item_table, tf.math.floormod(self.item_id, NUM_ITEMS)),
+                tf.nn.embedding_lookup(item_table, tf.math.floormod(self.item_id, num_items)),
                 tf.nn.embedding_lookup(category_table, vocabulary.lookup(self.category)),
                 self.dense], axis=1)
             hidden = features
@@ -74,7 +75,7 @@ class RecommendationModel:
                 hidden = _dense_layer(hidden, units, f"fc{index + 1}", tf.nn.relu)
             self.logits = tf.squeeze(_dense_layer(hidden, 1, "out"), axis=1, name="logits")
             self.prob = tf.sigmoid(self.logits, name="prob")
-            self.item_embedding = tf.identity(tf.nn.embedding_lookup(item_table, tf.math.floormod(self.item_id, NUM_ITEMS)),
+            self.item_embedding = tf.identity(tf.nn.embedding_lookup(item_table, tf.math.floormod(self.item_id, num_items)),
                                               name="item_vector")
             labels = tf.cast(tf.math.floormod(self.user_id + self.item_id, 2), tf.float32)
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=self.logits))
