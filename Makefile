@@ -1,4 +1,4 @@
-# make demo | make test | make bench | make build | make clean    (everything runs inside .venv)
+# make demo | make test | make bench | make asan | make build | make clean    (everything runs inside .venv)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,13 +8,29 @@ BUILD_STAMP := $(VENV)/.processor-installed
 SOURCES := $(shell find cpp include protos src -type f -not -name '*.pyc' -not -path '*/__pycache__/*') setup.py CMakeLists.txt pyproject.toml
 C_HOST := examples/c_host/c_host
 
-.PHONY: demo test bench build clean c_host
+ASAN_DIR := build/asan
+ASAN_LIB := $(ASAN_DIR)/processor/libserving_processor.so
+ASAN_STRESS := $(ASAN_DIR)/update_stress
+
+.PHONY: demo test bench asan build clean c_host
 
 demo: build $(C_HOST)
 	$(PY) examples/demo.py
 
-test: build $(C_HOST)
+test: build $(C_HOST) asan
 	$(PY) -m pytest -q tests
+
+# The data plane built with AddressSanitizer, and a C stress host for it (tests/test_sanitizers.py).
+asan: $(ASAN_LIB) $(ASAN_STRESS)
+
+$(ASAN_LIB): $(DEPS_STAMP) $(SOURCES)
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_SANITIZE=address -DPROCESSOR_OUTPUT_DIR=$(abspath $(ASAN_DIR))/processor
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(ASAN_DIR) --target serving_processor
+
+$(ASAN_STRESS): tests/native/update_stress.c include/processor.h
+	mkdir -p $(ASAN_DIR)
+	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread
 
 bench: build
 	$(PY) benchmarks/latency.py

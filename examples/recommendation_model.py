@@ -42,7 +42,8 @@ def _dense_layer(x, units: int, name: str, activation=None):
 class RecommendationModel:
     """The graph, a session and a saver: train steps, save versions, and compute reference outputs."""
 
-    def __init__(self, seed: int = 7, hidden_units=(32, 16), num_items: int = NUM_ITEMS):
+    def __init__(self, seed: int = 7, hidden_units=(32, 16), num_items: int = NUM_ITEMS, max_to_keep=20):
+        """max_to_keep: checkpoints the Saver keeps (None: all). It deletes older ones wherever it wrote them."""
         import tensorflow as tf
         self.tf = tf
         tf1 = tf.compat.v1
@@ -80,7 +81,7 @@ class RecommendationModel:
             labels = tf.cast(tf.math.floormod(self.user_id + self.item_id, 2), tf.float32)
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=self.logits))
             self.train_op = tf1.train.AdagradOptimizer(0.5).minimize(loss, global_step=self.global_step)
-            self.saver = tf1.train.Saver(sharded=True, max_to_keep=20)
+            self.saver = tf1.train.Saver(sharded=True, max_to_keep=max_to_keep)
             self.session = tf1.Session(graph=self.graph)
             self.session.run([tf1.global_variables_initializer(), tf1.tables_initializer()])
 
@@ -136,9 +137,9 @@ def random_batch(size: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     }
 
 
-def build(out_dir: str, steps_per_version: int = 20, versions: int = 2) -> (ModelDirs, RecommendationModel):
+def build(out_dir: str, steps_per_version: int = 20, versions: int = 2, **model_options) -> (ModelDirs, RecommendationModel):
     """Writes a SavedModel and `versions` checkpoints; returns the dirs and the live model (for more)."""
-    model = RecommendationModel()
+    model = RecommendationModel(**model_options)
     dirs = ModelDirs(os.path.join(out_dir, "saved_model"), os.path.join(out_dir, "checkpoints"))
     model.export_savedmodel(dirs.savedmodel_dir)
     os.makedirs(dirs.checkpoint_dir, exist_ok=True)

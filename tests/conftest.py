@@ -46,7 +46,9 @@ class BuiltModel:
 @pytest.fixture(scope="session")
 def rec_model(tmp_path_factory) -> BuiltModel:
     root = tmp_path_factory.mktemp("rec_model")
-    dirs, trainer = recommendation_model.build(str(root), steps_per_version=10, versions=2)
+    # One trainer writes into many test directories: it must not delete old checkpoints (max_to_keep)
+    # wherever it wrote them, or later tests would copy state files naming deleted versions.
+    dirs, trainer = recommendation_model.build(str(root), steps_per_version=10, versions=2, max_to_keep=None)
     return BuiltModel(root, dirs, trainer)
 
 
