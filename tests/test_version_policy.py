@@ -67,3 +67,19 @@ def test_another_graph_is_unloaded_then_loaded(tmp_path, batch):
         np.testing.assert_allclose(p.predict(batch)["prob"], second_model.predict(batch)["prob"], atol=1e-6)
     first_model.close()
     second_model.close()
+
+
+def test_rollback_also_restores_in_place(rec_model, reference, batch, tmp_path):
+    model = rec_model.copy(tmp_path)
+    gc.collect()
+    baseline = _core.live_servables()
+    with processor.Processor(model.config(**POLICY)) as p:
+        first = p.model_info().model_path
+        model.trainer.train(3, seed=8)
+        model.trainer.save_checkpoint(model.checkpoint_dir)
+        assert p.update()
+        p.rollback()
+        assert _core.live_servables() == baseline + 1
+        info = p.model_info()
+        assert info.model_path == first and info.pinned
+        np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(first, batch)["prob"], atol=1e-6)

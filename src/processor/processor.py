@@ -193,9 +193,13 @@ class Processor:
                 target = matches[-1]
             newest = self._loader.discover()
             watermark = max([c.key for c in self._history] + ([newest.key] if newest else []))
-            loaded = self._load_counting_failures(target)
-            self._pin = watermark
-            self._install(loaded)
+            self._pin = watermark  # set first: the model info published at the switch says pinned
+            try:
+                self._switch_to(target, with_deltas=False, is_update=False)
+            except ModelLoadError:
+                self._pin = None
+                self._publish_model_info()
+                raise
             logger.info("rolled back to %s; pinned until a version newer than %s appears", target.describe(), watermark)
 
     def unpin(self) -> bool:
@@ -263,29 +267,37 @@ class Processor:
         savedmodel_version, step = self._serving.candidate.key
         return (savedmodel_version, max(step, self._delta_step))
 
-    def _backed_off(self, identity: Tuple[str, str], raise_errors: bool) -> bool:
+    def _backed_off(self, identity: Tuple[str, str], forced: bool) -> bool:
+        """Whether a failed version's retry time has not come yet (a forced update ignores it)."""
         failure = self._failures.get(identity)
-        return bool(failure and not raise_errors and time.monotonic() < failure.retry_at)
+        return bool(failure and not forced and time.monotonic() < failure.retry_at)
 
     def _load_and_install(self, candidate: Candidate, raise_errors: bool) -> bool:
-        if self._backed_off(self._identity(candidate), raise_errors):
+        if self._backed_off(self._identity(candidate), forced=raise_errors):
             return False
-        if self.config.version_policy == "resource_preserving":
-            return self._update_preserving_resources(candidate, raise_errors)
         try:
-            loaded = self._load_counting_failures(candidate)
+            self._switch_to(candidate, with_deltas=True, is_update=True)
         except ModelLoadError:
             if raise_errors:
                 raise
             return False
-        # Its deltas go on before it serves; one that fails is retried later on the serving version.
-        delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
-        self._updates_applied += 1
-        self._install(loaded, delta_step)
         self._failures.clear()  # older failed versions are moot now
         return True
 
-    def _update_preserving_resources(self, candidate: Candidate, raise_errors: bool) -> bool:
+    def _switch_to(self, candidate: Candidate, with_deltas: bool, is_update: bool) -> None:
+        """Makes `candidate` serve, under the version policy; with_deltas: its run's deltas go on before
+        it serves (one that fails is retried later on the serving version). A failure is counted and
+        raised as ModelLoadError, and the serving version stays (or is brought back)."""
+        if self.config.version_policy == "resource_preserving":
+            loaded = self._load_preserving_resources(candidate)
+        else:
+            loaded = self._load_counting_failures(candidate)
+        delta_step = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)[0] if with_deltas else -1
+        if is_update:
+            self._updates_applied += 1
+        self._install(loaded, delta_step)
+
+    def _load_preserving_resources(self, candidate: Candidate) -> LoadedVersion:
         """Never holds two versions in memory. Same graph: restores the new checkpoint into the serving
         session (requests during the restore may see a mix of the two versions). Another graph: unloads
         (requests get 503) and then loads. On failure the previous version is brought back."""
@@ -295,27 +307,19 @@ class Processor:
         same_graph = servable is not None and candidate.checkpoint is not None and \
             candidate.savedmodel.path == previous.savedmodel.path
         try:
-            if same_graph:
-                try:
-                    servable.restore(candidate.checkpoint.prefix)
-                except _core.LoadError as e:
-                    raise ModelLoadError(f"cannot restore {candidate.describe()} in place: {e}") from None
-                loaded = LoadedVersion(servable, VersionRecord(candidate, int(time.time() * 1000),
-                                                               int((time.monotonic() - started) * 1000)))
-            else:
+            if not same_graph:
                 self._unload_serving()
-                loaded = self._loader.load(candidate)
+                return self._loader.load(candidate)
+            try:
+                servable.restore(candidate.checkpoint.prefix)
+            except _core.LoadError as e:
+                raise ModelLoadError(f"cannot restore {candidate.describe()} in place: {e}") from None
+            return LoadedVersion(servable, VersionRecord(candidate, int(time.time() * 1000),
+                                                         int((time.monotonic() - started) * 1000)))
         except ModelLoadError as error:
             self._count_failure(self._identity(candidate), str(error))
             self._bring_back(previous, servable if same_graph else None)
-            if raise_errors:
-                raise
-            return False
-        delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
-        self._updates_applied += 1
-        self._install(loaded, delta_step)
-        self._failures.clear()
-        return True
+            raise
 
     def _unload_serving(self) -> None:
         with self._state_lock:
@@ -362,7 +366,7 @@ class Processor:
             return delta_step, None
         for delta in pending_deltas(candidate.checkpoint.prefix, max(candidate.checkpoint.step, delta_step)):
             identity = (candidate.savedmodel.path, delta.prefix)
-            if respect_backoff and self._backed_off(identity, raise_errors=False):
+            if respect_backoff and self._backed_off(identity, forced=False):
                 break
             try:
                 servable.apply_delta(delta.prefix, plan_delta(delta.prefix, servable.variables()))
