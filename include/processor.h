@@ -52,6 +52,12 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
  * (owned by the caller). Returns PROCESSOR_OK, or an error code with a message as for process(). */
 PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size);
 
+/* Writes the model's metrics in Prometheus text exposition format (UTF-8) into *output_data (owned by
+ * the caller): request counts by status, a request latency histogram in microseconds, the serving
+ * version, load latency and update counts, with TensorFlow Serving's metric names. Returns
+ * PROCESSOR_OK, or an error code with a message as for process(). */
+PROCESSOR_EXPORT int get_metrics(void* model_buf, void** output_data, int* output_size);
+
 /* Serves an earlier model version again, and pins serving to it until a version newer than any seen so
  * far appears (or the Python API's unpin()). version: a checkpoint step among the versions the model
  * kept (config rollback_keep), or -1 for the version before the serving one. Blocks while the version

@@ -103,7 +103,7 @@ def test_library_exports_only_c_symbols():
     out = subprocess.run(["nm", "-D", "--defined-only", processor.library_path()], check=True,
                          capture_output=True, text=True).stdout
     names = sorted(line.split()[-1] for line in out.splitlines() if line.strip())
-    public = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize", "rollback"}
+    public = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize", "rollback", "get_metrics"}
     assert public <= set(names)
     assert all(n in public or n.startswith("processor_control_") for n in names), names
 

@@ -159,7 +159,11 @@ PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* serv
 
 PROCESSOR_EXPORT long long processor_control_live_servables(void) { return Servable::LiveCount(); }
 
-PROCESSOR_EXPORT void* processor_control_new_model(void) { return new ModelHandle(); }
+PROCESSOR_EXPORT void* processor_control_new_model(const char* model_name) {
+  auto* handle = new ModelHandle();
+  handle->model_name = model_name ? model_name : "";
+  return handle;
+}
 
 PROCESSOR_EXPORT void processor_control_delete_model(void* model) { delete static_cast<ModelHandle*>(model); }
 

@@ -47,9 +47,10 @@ PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* serv
 /* Number of loaded versions alive in the process (held by models, requests or the control plane). */
 PROCESSOR_EXPORT long long processor_control_live_servables(void);
 
-/* A model handle as process() takes it, serving nothing yet (503). Released with
- * processor_control_delete_model(), never with finalize() (which goes through the control plane). */
-PROCESSOR_EXPORT void* processor_control_new_model(void);
+/* A model handle as process() takes it, serving nothing yet (503); `model_name` labels its metrics.
+ * Released with processor_control_delete_model(), never with finalize() (which goes through the
+ * control plane). */
+PROCESSOR_EXPORT void* processor_control_new_model(const char* model_name);
 PROCESSOR_EXPORT void processor_control_delete_model(void* model);
 /* Makes `servable` the serving version atomically, with its serialized ServingModelInfo (borrowed). */
 PROCESSOR_EXPORT void processor_control_install(void* model, processor_servable* servable, const void* model_info,

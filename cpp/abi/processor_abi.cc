@@ -2,6 +2,7 @@
 // return code and a message buffer.
 #include "processor.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <string>
@@ -9,6 +10,7 @@
 #include "abi/embedded_python.h"
 #include "abi/model_handle.h"
 #include "common/logging.h"
+#include "serving/metrics_exposition.h"
 #include "serving/request_processor.h"
 
 using processor::Log;
@@ -49,9 +51,14 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
     if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
     return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
   }
-  std::shared_ptr<const processor::ServingVersion> version = static_cast<ModelHandle*>(model_buf)->versions.Current();
-  return processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size, output_data,
-                                 output_size);
+  auto* handle = static_cast<ModelHandle*>(model_buf);
+  const auto started = std::chrono::steady_clock::now();
+  std::shared_ptr<const processor::ServingVersion> version = handle->versions.Current();
+  const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size,
+                                           output_data, output_size);
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+  return code;
 }
 
 PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size) {
@@ -65,6 +72,23 @@ PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data,
       return processor::ReplyWithStatus(Status::Unavailable("no model version is ready to serve"), output_data, output_size);
     }
     processor::CopyToMallocBuffer(version->model_info, output_data, output_size);
+    return PROCESSOR_OK;
+  } catch (...) {
+    return processor::ReplyWithStatus(Status::Internal("unexpected exception"), output_data, output_size);
+  }
+}
+
+PROCESSOR_EXPORT int get_metrics(void* model_buf, void** output_data, int* output_size) {
+  if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
+  *output_data = nullptr;
+  *output_size = 0;
+  try {
+    if (!model_buf) return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
+    auto* handle = static_cast<ModelHandle*>(model_buf);
+    auto version = handle->versions.Current();
+    processor::CopyToMallocBuffer(
+        processor::RenderMetrics(handle->model_name, handle->metrics.Read(), version ? version->model_info : ""),
+        output_data, output_size);
     return PROCESSOR_OK;
   } catch (...) {
     return processor::ReplyWithStatus(Status::Internal("unexpected exception"), output_data, output_size);

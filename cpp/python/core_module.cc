@@ -146,7 +146,7 @@ py::bytes SessionConfig(const std::map<std::string, std::string>& options) {
 
 class Model {
  public:
-  Model() : handle_(processor_control_new_model()) {}
+  explicit Model(const std::string& model_name) : handle_(processor_control_new_model(model_name.c_str())) {}
   ~Model() { processor_control_delete_model(handle_); }
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -169,6 +169,13 @@ class Model {
     return ServeWithoutGil(request, [this](const void* data, int size, void** output, int* output_size) {
       return process(handle_, data, size, output, output_size);
     });
+  }
+
+  std::pair<int, py::bytes> Metrics() const {
+    void* output = nullptr;
+    int output_size = 0;
+    const int code = get_metrics(handle_, &output, &output_size);
+    return {code, TakeBuffer(output, output_size)};
   }
 
   std::pair<int, py::bytes> ModelInfo() const {
@@ -206,11 +213,12 @@ PYBIND11_MODULE(_core, m) {
         "Loaded versions alive in the process (held by models, requests or the control plane).");
 
   py::class_<Model>(m, "Model", "The model handle the C ABI serves from.")
-      .def(py::init<>())
+      .def(py::init<const std::string&>(), py::arg("model_name"))
       .def_property_readonly("address", &Model::address, "The handle as the C ABI's void*.")
       .def("install", &Model::Install, py::arg("servable"), py::arg("model_info"))
       .def("set_model_info", &Model::SetModelInfo, py::arg("model_info"))
       .def("unload", &Model::Unload)
       .def("process", &Model::Process, py::arg("request"))
-      .def("model_info", &Model::ModelInfo);
+      .def("model_info", &Model::ModelInfo)
+      .def("metrics", &Model::Metrics);
 }

@@ -17,7 +17,7 @@ from .processor import ModelInfo, Processor
 
 __all__ = ["Processor", "ProcessorConfig", "ModelInfo", "parse_config", "ProcessorError", "ConfigError",
            "ModelLoadError", "RequestError", "library_path", "include_dir", "initialize", "process",
-           "get_serving_model_info", "finalize"]
+           "get_serving_model_info", "get_metrics", "finalize"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,6 +54,15 @@ def get_serving_model_info(model: Optional[Processor]) -> Tuple[int, bytes]:
     if model is None:
         return 503, b"model_buf is NULL: initialize() failed or was not called"
     return model.serving_model_info()
+
+
+def get_metrics(model: Optional[Processor]) -> Tuple[int, bytes]:
+    if model is None:
+        return 503, b"model_buf is NULL: initialize() failed or was not called"
+    try:
+        return 200, model.metrics().encode("utf-8")
+    except RequestError as e:
+        return e.code, e.message.encode("utf-8")
 
 
 def finalize(model: Optional[Processor]) -> None:

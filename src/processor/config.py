@@ -103,6 +103,7 @@ class ProcessorConfig:
     """Validated configuration. Comments give what uses each value; defaults are DeepRec's."""
 
     savedmodel_dir: str = _option("", _string)            # required: the SavedModel giving graph and signature
+    model_name: str = _option("default", _string)        # names the model in metrics (and hosts' URLs)
     checkpoint_dir: str = _option("", _string)            # newest complete checkpoint is restored; "": SavedModel's variables
     signature_name: str = _option("serving_default", _string)
     model_store_type: str = _option("local", _choice(MODEL_STORE_TYPES))  # "oss"/"hdfs": parsed, not served yet

@@ -85,7 +85,7 @@ class Processor:
         if candidate is None:
             raise ModelLoadError(self._loader.explain_missing())
         loaded = self._loader.load(candidate)
-        self._model: Optional[_core.Model] = _core.Model()
+        self._model: Optional[_core.Model] = _core.Model(self.config.model_name)
         delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
         self._install(loaded, delta_step)
         self._poller: Optional[PollingThread] = None
@@ -150,6 +150,13 @@ class Processor:
         if model is None:
             return 503, b"the processor is closed"
         return model.model_info()
+
+    def metrics(self) -> str:
+        """Prometheus text exposition: request counts and latency, serving version, loads (C get_metrics)."""
+        model = self._model
+        if model is None:
+            raise RequestError(503, "the processor is closed")
+        return model.metrics()[1].decode("utf-8")
 
     def model_info(self) -> ModelInfo:
         code, body = self.serving_model_info()

@@ -1,0 +1,102 @@
+#include "serving/metrics_exposition.h"
+
+#include <cstdint>
+
+#include "common/wire_format.h"
+
+namespace processor {
+namespace {
+
+// The ServingModelInfo fields the metrics report (field numbers of protos/predict.proto).
+struct ModelInfoFields {
+  bool present = false;
+  int64_t version_step = -1, load_duration_ms = 0, updates_applied = 0, updates_failed = 0;
+  int64_t delta_step = -1, savedmodel_version = -1;
+  bool pinned = false;
+};
+
+ModelInfoFields ParseModelInfo(std::string_view bytes) {
+  ModelInfoFields info;
+  info.present = !bytes.empty();
+  wire::Reader r(bytes);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (wire_type != wire::kVarint) {
+      r.Skip(wire_type);
+      continue;
+    }
+    const int64_t value = static_cast<int64_t>(r.Varint());
+    switch (field) {
+      case 4: info.version_step = value; break;
+      case 6: info.load_duration_ms = value; break;
+      case 7: info.updates_applied = value; break;
+      case 8: info.updates_failed = value; break;
+      case 9: info.delta_step = value; break;
+      case 10: info.savedmodel_version = value; break;
+      case 11: info.pinned = value != 0; break;
+      default: break;
+    }
+  }
+  return info;
+}
+
+// Label values escape backslash, quote and newline (exposition format 0.0.4).
+std::string Label(std::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\', out += c;
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+void Metric(std::string* out, const char* name, const char* type, const char* help) {
+  *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+}  // namespace
+
+std::string RenderMetrics(const std::string& model_name, const RequestMetrics::Snapshot& requests,
+                          std::string_view model_info) {
+  const std::string model = "model_name=\"" + Label(model_name) + "\"";
+  std::string out;
+  Metric(&out, ":tensorflow:serving:request_count", "counter", "Requests served, by status.");
+  for (int i = 0; i < RequestMetrics::kStatuses; ++i) {
+    out += ":tensorflow:serving:request_count{" + model + ",status=\"" + RequestMetrics::StatusName(i) + "\"} " +
+           std::to_string(requests.count_by_status[i]) + "\n";
+  }
+  Metric(&out, ":tensorflow:serving:request_latency", "histogram", "Request latency in microseconds.");
+  const std::string labels = model + ",API=\"predict\",entrypoint=\"process\"";
+  uint64_t cumulative = 0;
+  for (int i = 0; i < RequestMetrics::kBuckets; ++i) {
+    cumulative += requests.buckets[i];
+    out += ":tensorflow:serving:request_latency_bucket{" + labels + ",le=\"" +
+           std::to_string(RequestMetrics::BucketBound(i)) + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  cumulative += requests.buckets[RequestMetrics::kBuckets];
+  out += ":tensorflow:serving:request_latency_bucket{" + labels + ",le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
+  out += ":tensorflow:serving:request_latency_sum{" + labels + "} " + std::to_string(requests.latency_sum_us) + "\n";
+  out += ":tensorflow:serving:request_latency_count{" + labels + "} " + std::to_string(cumulative) + "\n";
+
+  const ModelInfoFields info = ParseModelInfo(model_info);
+  Metric(&out, ":tensorflow:serving:model_ready", "gauge", "1 while a model version serves.");
+  out += ":tensorflow:serving:model_ready{" + model + "} " + (info.present ? "1" : "0") + "\n";
+  if (!info.present) return out;
+  Metric(&out, ":tensorflow:serving:model_version", "gauge", "Global step of the serving checkpoint (-1: none).");
+  out += ":tensorflow:serving:model_version{" + model + "} " + std::to_string(info.version_step) + "\n";
+  Metric(&out, ":tensorflow:serving:model_delta_step", "gauge", "Step of the newest delta applied (-1: none).");
+  out += ":tensorflow:serving:model_delta_step{" + model + "} " + std::to_string(info.delta_step) + "\n";
+  Metric(&out, ":tensorflow:serving:savedmodel_version", "gauge", "Serving SavedModel version (-1: unversioned).");
+  out += ":tensorflow:serving:savedmodel_version{" + model + "} " + std::to_string(info.savedmodel_version) + "\n";
+  Metric(&out, ":tensorflow:serving:model_pinned", "gauge", "1 while a rollback pins the serving version.");
+  out += ":tensorflow:serving:model_pinned{" + model + "} " + (info.pinned ? "1" : "0") + "\n";
+  Metric(&out, ":tensorflow:serving:load_latency", "gauge", "Microseconds the serving version took to load.");
+  out += ":tensorflow:serving:load_latency{" + model + "} " + std::to_string(info.load_duration_ms * 1000) + "\n";
+  Metric(&out, ":tensorflow:serving:load_count", "counter", "Model versions and deltas loaded, by outcome.");
+  out += ":tensorflow:serving:load_count{" + model + ",status=\"success\"} " + std::to_string(info.updates_applied + 1) + "\n";
+  out += ":tensorflow:serving:load_count{" + model + ",status=\"failure\"} " + std::to_string(info.updates_failed) + "\n";
+  return out;
+}
+
+}  // namespace processor

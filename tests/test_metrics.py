@@ -1,0 +1,88 @@
+"""Metrics: Prometheus text exposition with TF Serving's names, parsed by prometheus_client itself."""
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import processor
+from abi import CAbi
+from lifecycle_helpers import serialize
+
+
+def samples(text: str) -> dict:
+    """{(name, frozenset(labels)): value} for every sample of the exposition."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            # the parser reports counters as OpenMetrics "<name>_total"; TF Serving names them bare
+            name = family.name if sample.name == family.name + "_total" else sample.name
+            out[(name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(parsed, name, **labels):
+    return parsed[(name, frozenset(labels.items()))]
+
+
+def test_request_counts_latency_and_version(rec_model, batch, tmp_path):
+    model = rec_model.copy(tmp_path)
+    with processor.Processor(model.config(model_name="ranker", poll_interval_seconds=0)) as p:
+        request = serialize(batch)
+        for _ in range(7):
+            assert p.process(request)[0] == 200
+        for _ in range(3):
+            assert p.process(b"\xff")[0] == 400
+        parsed = samples(p.metrics())
+        m = {"model_name": "ranker"}
+        assert value(parsed, ":tensorflow:serving:request_count", status="OK", **m) == 7
+        assert value(parsed, ":tensorflow:serving:request_count", status="INVALID_ARGUMENT", **m) == 3
+        assert value(parsed, ":tensorflow:serving:request_count", status="UNAVAILABLE", **m) == 0
+        latency = {"API": "predict", "entrypoint": "process", **m}
+        assert value(parsed, ":tensorflow:serving:request_latency_count", **latency) == 10
+        assert value(parsed, ":tensorflow:serving:request_latency_bucket", le="+Inf", **latency) == 10
+        buckets = sorted((float(dict(labels)["le"]), v) for (name, labels), v in parsed.items()
+                         if name == ":tensorflow:serving:request_latency_bucket")
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+        assert value(parsed, ":tensorflow:serving:request_latency_sum", **latency) > 0
+        assert value(parsed, ":tensorflow:serving:model_ready", **m) == 1
+        assert value(parsed, ":tensorflow:serving:model_version", **m) == p.model_info().version_step
+        assert value(parsed, ":tensorflow:serving:load_count", status="success", **m) == 1
+        assert value(parsed, ":tensorflow:serving:load_latency", **m) == p.model_info().load_duration_ms * 1000
+
+        model.trainer.train(1)
+        newer = model.trainer.save_checkpoint(model.checkpoint_dir)
+        assert p.update()
+        parsed = samples(p.metrics())
+        assert value(parsed, ":tensorflow:serving:model_version", **m) == int(newer.rsplit("-", 1)[1])
+        assert value(parsed, ":tensorflow:serving:load_count", status="success", **m) == 2
+        assert value(parsed, ":tensorflow:serving:load_count", status="failure", **m) == 0
+
+
+def test_get_metrics_through_the_c_abi(rec_model):
+    abi = CAbi()
+    abi.lib.get_metrics.restype = ctypes.c_int
+    abi.lib.get_metrics.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int)]
+    handle, state = abi.initialize(rec_model.config(model_name='we"ird\\name', poll_interval_seconds=0))
+    assert state == 0
+    try:
+        abi.process(handle, b"")
+        out, size = ctypes.c_void_p(), ctypes.c_int()
+        assert abi.lib.get_metrics(handle, ctypes.byref(out), ctypes.byref(size)) == 200
+        text = ctypes.string_at(out.value, size.value).decode()
+        abi.lib.free_buffer(out)
+        parsed = samples(text)
+        assert value(parsed, ":tensorflow:serving:request_count", model_name='we"ird\\name', status="OK") == 1
+        assert abi.lib.get_metrics(None, ctypes.byref(out), ctypes.byref(size)) == 503
+        abi.lib.free_buffer(out)
+    finally:
+        abi.finalize(handle)
+
+
+def test_closed_processor_refuses_metrics(rec_model):
+    p = processor.Processor(rec_model.config(poll_interval_seconds=0))
+    p.close()
+    with pytest.raises(processor.RequestError):
+        p.metrics()
+    assert processor.get_metrics(p)[0] == 503
