@@ -10,7 +10,12 @@ from processor import predict_pb2, tensors
 import recommendation_model
 
 
-def test_concurrent_process_equals_sequential(rec_model):
+import pytest
+
+
+@pytest.mark.parametrize("group", [{}, {"session_num": 2, "select_session_policy": "RR"},
+                                   {"session_num": 3, "select_session_policy": "MOD"}], ids=["one", "rr2", "mod3"])
+def test_concurrent_process_equals_sequential(rec_model, group):
     rng = np.random.default_rng(11)
     requests = []
     for size in (1, 3, 17, 64, 128, 5, 2, 33):
@@ -20,7 +25,7 @@ def test_concurrent_process_equals_sequential(rec_model):
         requests.append(request.SerializeToString())
     requests.append(b"\x00bad")  # errors must be just as deterministic
 
-    with processor.Processor(rec_model.config()) as p:
+    with processor.Processor(rec_model.config(**group)) as p:
         sequential = [p.process(r) for r in requests]
         assert [code for code, _ in sequential].count(200) == len(requests) - 1
         mismatches = []

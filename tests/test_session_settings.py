@@ -39,7 +39,19 @@ def test_config_proto_carries_the_thread_settings():
 def test_default_settings_leave_sizes_to_tensorflow_and_separate_loads_from_serving():
     proto = config_proto()
     assert proto.intra_op_parallelism_threads == 0 and not proto.use_per_session_threads
-    assert pools(proto) == [(0, "processor_serving_0"), (0, "processor_update_0")]
+    assert pools(proto) == [(0, "processor_serving_0_0"), (0, "processor_update_0")]
+
+
+def test_session_group_is_one_pool_per_session_in_one_session():
+    proto = config_proto(session_num=3, inter_op_parallelism_threads=2, select_session_policy="RR")
+    assert pools(proto) == [(2, "processor_serving_2_0"), (2, "processor_serving_2_1"), (2, "processor_serving_2_2"),
+                            (0, "processor_update_0")]
+
+
+def test_session_group_pools_are_real_threads(rec_model):
+    one = threads_started_by_first_session(rec_model.config(session_num=1, inter_op_parallelism_threads=2))
+    three = threads_started_by_first_session(rec_model.config(session_num=3, inter_op_parallelism_threads=2))
+    assert three - one == 2 * 2  # two more pools of two threads
 
 
 def test_bad_load_option_is_refused():

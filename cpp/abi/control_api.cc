@@ -57,9 +57,15 @@ Status ParseLoadOptions(const char* const* keys, const char* const* values, int 
     else if (key == "use_per_session_threads") options->session.use_per_session_threads = value == "1";
     else if (key == "inline_execute") options->session.inline_execute = value == "1";
     else if (key == "update_inter_op_threads") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->session.update_inter_op_threads));
+    else if (key == "session_num") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->session.session_num));
+    else if (key == "select_session_policy") {
+      if (value != "MOD" && value != "RR") return Status::InvalidArgument("load option 'select_session_policy' is '" + value + "', not MOD or RR");
+      options->session.policy = value == "RR" ? processor::SessionPolicy::kRoundRobin : processor::SessionPolicy::kMod;
+    }
     else return Status::InvalidArgument("unknown load option '" + key + "'");
   }
   if (options->savedmodel_dir.empty()) return Status::InvalidArgument("load option 'savedmodel_dir' is required");
+  if (options->session.session_num < 1) return Status::InvalidArgument("load option 'session_num' must be >= 1");
   return Status::Ok();
 }
 

@@ -18,7 +18,7 @@ typedef struct processor_servable processor_servable; /* one loaded model versio
 
 /* Loads a version. Options are key/value strings: savedmodel_dir (required), signature_name, tags
  * (comma-separated), checkpoint_prefix, intra_op_threads, inter_op_threads, use_per_session_threads,
- * inline_execute, update_inter_op_threads. Returns NULL and sets *error on failure; the caller owns the result. */
+ * inline_execute, update_inter_op_threads, session_num, select_session_policy (MOD or RR). Returns NULL and sets *error on failure; the caller owns the result. */
 PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
                                                             int count, char** error);
 /* The serialized tensorflow.ConfigProto a load with these options gives its session (same options as

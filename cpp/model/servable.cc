@@ -70,12 +70,17 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
 
   std::vector<const char*> tags;
   for (const std::string& tag : options.tags) tags.push_back(tag.c_str());
-  const std::string update_run_options = EncodeRunOptions(kUpdatePool);
-  s->update_run_options_.reset(TF_NewBufferFromString(update_run_options.data(), update_run_options.size()));
+  auto run_options = [](int pool) {
+    const std::string encoded = EncodeRunOptions(pool);
+    return BufferPtr(TF_NewBufferFromString(encoded.data(), encoded.size()));
+  };
+  s->update_run_options_ = run_options(UpdatePoolIndex(options.session));
   if (options.session.inline_execute) {
-    const std::string inline_run_options = EncodeRunOptions(-1);  // -1: the caller's thread
-    s->serving_run_options_.reset(TF_NewBufferFromString(inline_run_options.data(), inline_run_options.size()));
+    s->serving_run_options_.push_back(run_options(-1));  // -1: the caller's thread
+  } else {
+    for (int pool = 0; pool < options.session.session_num; ++pool) s->serving_run_options_.push_back(run_options(pool));
   }
+  s->policy_ = options.session.policy;
   s->graph_.reset(TF_NewGraph());
   BufferPtr meta_graph_buffer(TF_NewBuffer());
   TfStatus status;
@@ -196,12 +201,26 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const std::vector<TF_
   TfStatus status;
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    TF_SessionRun(session_, serving_run_options_.get(), inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
+    TF_SessionRun(session_, ChooseServingRunOptions(), inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
                   raw.data(), static_cast<int>(outputs.size()), nullptr, 0, nullptr, status.get());
   }
   results->clear();
   for (TF_Tensor* t : raw) results->emplace_back(t);  // owned even on failure (TF may fill some)
   return status.ToStatus("running the model");
+}
+
+const TF_Buffer* Servable::ChooseServingRunOptions() const {
+  const size_t pools = serving_run_options_.size();
+  if (pools == 1) return serving_run_options_[0].get();
+  size_t pool;
+  if (policy_ == SessionPolicy::kRoundRobin) {
+    pool = round_robin_.fetch_add(1, std::memory_order_relaxed) % pools;
+  } else {  // MOD: a thread keeps its pool, so a host's worker threads spread over the pools
+    static std::atomic<size_t> next_thread{0};
+    thread_local const size_t thread_number = next_thread.fetch_add(1, std::memory_order_relaxed);
+    pool = thread_number % pools;
+  }
+  return serving_run_options_[pool].get();
 }
 
 DeltaApplier& Servable::delta_applier() {

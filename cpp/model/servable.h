@@ -78,7 +78,11 @@ class Servable {
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
-  BufferPtr serving_run_options_;  // null: TF's defaults (the serving pool)
+  // The session group: one RunOptions per serving pool (or one running ops in the caller's thread).
+  const TF_Buffer* ChooseServingRunOptions() const;
+  std::vector<BufferPtr> serving_run_options_;
+  SessionPolicy policy_ = SessionPolicy::kMod;
+  mutable std::atomic<uint64_t> round_robin_{0};
   BufferPtr update_run_options_;   // loads, restores, initializers and deltas: the update pool
   std::string signature_name_;
   std::vector<BoundTensor> inputs_;

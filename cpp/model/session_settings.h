@@ -6,25 +6,30 @@
 
 namespace processor {
 
+enum class SessionPolicy { kMod, kRoundRobin };
+
 struct SessionSettings {
   int intra_op_threads = 0;         // 0: TF picks (one per core); process-wide pool
-  int inter_op_threads = 0;         // serving pool; 0: TF picks
+  int inter_op_threads = 0;         // threads of each serving pool; 0: TF picks
+  int session_num = 1;              // serving pools in the session group
+  SessionPolicy policy = SessionPolicy::kMod;
   bool use_per_session_threads = false;  // the serving pool belongs to this session alone
   bool inline_execute = false;      // serving runs execute ops in the caller's thread
   int update_inter_op_threads = 0;  // the pool loads, restores and deltas run on; 0: TF picks
 };
 
-// Index of the inter-op pool (ConfigProto.session_inter_op_thread_pool) each kind of run uses.
-enum : int { kServingPool = 0, kUpdatePool = 1 };
-
-// Serialized ConfigProto: two inter-op pools, serving (per session, or the global
-// "processor_serving_<size>") and update (the global "processor_update_<size>"), so that loading a
-// version never takes serving threads.
+// Serialized ConfigProto with session_num + 1 inter-op pools: the serving pools 0..session_num-1 (the
+// session's own with use_per_session_threads, else the global "processor_serving_<size>_<i>"), then the
+// update pool (the global "processor_update_<size>"), so that loading a version never takes serving
+// threads. Runs pick their pool with RunOptions.
 std::string EncodeConfigProto(const SessionSettings& settings);
 
 // Serialized RunOptions selecting `pool`, or running in the caller's thread (pool -1).
 std::string EncodeRunOptions(int pool);
 
 Status MakeSessionOptions(const SessionSettings& settings, SessionOptionsPtr* options);
+
+// Index of the update pool in the ConfigProto above.
+inline int UpdatePoolIndex(const SessionSettings& settings) { return settings.session_num; }
 
 }  // namespace processor

@@ -11,6 +11,7 @@ from .checkpoint_discovery import CheckpointVersion, newest_version
 from .config import ProcessorConfig
 from .errors import ModelLoadError
 from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
+from .session_group import session_group_options
 from .warmup import WarmupRequests, run_warmup, warmup_file
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def session_options(config: ProcessorConfig) -> Dict[str, str]:
         "use_per_session_threads": "1" if config.use_per_session_threads else "0",
         "inline_execute": "1" if config.enable_inline_execute else "0",
         "update_inter_op_threads": str(config.model_update_inter_threads),
+        **session_group_options(config),
     }
 
 
