@@ -77,6 +77,8 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
   s->update_run_options_ = run_options(UpdatePoolIndex(options.session));
   if (options.session.inline_execute) {
     s->serving_run_options_.push_back(run_options(-1));  // -1: the caller's thread
+  } else if (options.session.session_num == 1) {
+    s->serving_run_options_.emplace_back();  // no RunOptions: pool 0 is TF's default, and nothing to parse per run
   } else {
     for (int pool = 0; pool < options.session.session_num; ++pool) s->serving_run_options_.push_back(run_options(pool));
   }
