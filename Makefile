@@ -33,7 +33,8 @@ $(ASAN_STRESS): tests/native/update_stress.c include/processor.h
 	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread
 
 bench: build
-	$(PY) benchmarks/latency.py
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench
+	$(PY) benchmarks/performance.py
 	$(PY) benchmarks/lifecycle.py
 
 build: $(BUILD_STAMP)

@@ -5,7 +5,7 @@ table (so the SavedModel has a table initializer), and dense float features; an 
 way DeepRec/TF1 training jobs write models: a SavedModel (graph + signature `serving_default`) and a
 checkpoint directory a tf.compat.v1 Saver keeps adding versions to.
 
-    python examples/recommendation_model.py OUT_DIR     # writes OUT_DIR/saved_model, OUT_DIR/checkpoints
+    python examples/recommendation_model.py OUT_DIR [--num-items N]   # OUT_DIR/saved_model, OUT_DIR/checkpoints
 """
 from __future__ import annotations
 
@@ -150,8 +150,12 @@ def build(out_dir: str, steps_per_version: int = 20, versions: int = 2, **model_
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    built, live = build(sys.argv[1])
+    import argparse
+    parser = argparse.ArgumentParser(description="Writes OUT_DIR/saved_model and OUT_DIR/checkpoints.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--num-items", type=int, default=NUM_ITEMS, help="rows of the item embedding table")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per checkpoint")
+    args = parser.parse_args()
+    built, live = build(args.out_dir, steps_per_version=args.steps, num_items=args.num_items)
     live.close()
     print(f"savedmodel_dir={built.savedmodel_dir}\ncheckpoint_dir={built.checkpoint_dir}")

@@ -110,3 +110,12 @@ def test_table_initializers_run_without_a_main_op(tmp_path, batch, reference):
         outputs = p.predict(batch)
     for name, value in expected.items():
         np.testing.assert_allclose(outputs[name], value, atol=1e-5, err_msg=name)
+
+
+def test_openmp_settings_are_exported_unless_the_host_set_them(monkeypatch):
+    from processor.session_group import apply_openmp_settings
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("KMP_BLOCKTIME", "7")
+    applied = apply_openmp_settings(parse_config({"savedmodel_dir": "/x", "omp_num_threads": 3, "kmp_blocktime": 0}))
+    assert applied == {"OMP_NUM_THREADS": "3"}
+    assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["KMP_BLOCKTIME"] == "7"

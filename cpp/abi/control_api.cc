@@ -184,6 +184,11 @@ PROCESSOR_EXPORT void processor_control_set_model_info(void* model, const void* 
   static_cast<ModelHandle*>(model)->versions.SetModelInfo(std::move(info));
 }
 
+PROCESSOR_EXPORT void processor_control_set_timeline(void* model, long long start, long long interval, long long count,
+                                                     const char* path) {
+  static_cast<ModelHandle*>(model)->timeline.Configure(start, interval, count, path ? path : "");
+}
+
 PROCESSOR_EXPORT void processor_control_unload(void* model) { static_cast<ModelHandle*>(model)->versions.Unload(); }
 
 }  // extern "C"

@@ -57,6 +57,10 @@ PROCESSOR_EXPORT void processor_control_install(void* model, processor_servable*
                                                 int model_info_size);
 /* Replaces the serving version's ServingModelInfo. */
 PROCESSOR_EXPORT void processor_control_set_model_info(void* model, const void* model_info, int model_info_size);
+/* Traces `count` requests, every `interval` from step `start`, into <path>/timeline-<step>.json
+ * (Chrome trace format). count 0 turns tracing off. */
+PROCESSOR_EXPORT void processor_control_set_timeline(void* model, long long start, long long interval, long long count,
+                                                     const char* path);
 /* Stops serving: process() answers 503 until the next install. */
 PROCESSOR_EXPORT void processor_control_unload(void* model);
 

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "serving/request_metrics.h"
+#include "serving/timeline.h"
 #include "serving/version_manager.h"
 
 namespace processor {
@@ -15,6 +16,7 @@ struct ModelHandle {
   std::string model_name;  // the model_name label of the metrics
   VersionManager versions;
   RequestMetrics metrics;
+  Timeline timeline;
 };
 
 }  // namespace processor

@@ -54,6 +54,15 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
   auto* handle = static_cast<ModelHandle*>(model_buf);
   const auto started = std::chrono::steady_clock::now();
   std::shared_ptr<const processor::ServingVersion> version = handle->versions.Current();
+  int64_t step = 0;
+  if (handle->timeline.ShouldTrace(&step)) {
+    std::string run_metadata;
+    const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size,
+                                             output_data, output_size, &run_metadata);
+    Status written = handle->timeline.Write(step, run_metadata);
+    if (!written.ok()) Log(LogLevel::kError, written.message());
+    return code;  // a traced request is not a representative latency: not in the histogram
+  }
   const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size,
                                            output_data, output_size);
   const auto elapsed = std::chrono::steady_clock::now() - started;

@@ -83,6 +83,8 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
     for (int pool = 0; pool < options.session.session_num; ++pool) s->serving_run_options_.push_back(run_options(pool));
   }
   s->policy_ = options.session.policy;
+  const std::string traced = EncodeRunOptions(options.session.inline_execute ? -1 : 0, /*full_trace=*/true);
+  s->traced_run_options_.reset(TF_NewBufferFromString(traced.data(), traced.size()));
   s->graph_.reset(TF_NewGraph());
   BufferPtr meta_graph_buffer(TF_NewBuffer());
   TfStatus status;
@@ -198,14 +200,17 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
 }
 
 Status Servable::Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
-                     const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const {
+                     const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results,
+                     std::string* run_metadata) const {
   std::vector<TF_Tensor*> raw(outputs.size(), nullptr);
   TfStatus status;
+  BufferPtr metadata(run_metadata ? TF_NewBuffer() : nullptr);
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    TF_SessionRun(session_, ChooseServingRunOptions(), inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
-                  raw.data(), static_cast<int>(outputs.size()), nullptr, 0, nullptr, status.get());
+    TF_SessionRun(session_, run_metadata ? traced_run_options_.get() : ChooseServingRunOptions(), inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
+                  raw.data(), static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
   }
+  if (metadata && metadata->data) run_metadata->assign(static_cast<const char*>(metadata->data), metadata->length);
   results->clear();
   for (TF_Tensor* t : raw) results->emplace_back(t);  // owned even on failure (TF may fill some)
   return status.ToStatus("running the model");

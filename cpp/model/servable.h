@@ -56,9 +56,11 @@ class Servable {
   int FindInput(std::string_view name) const { return Find(inputs_, name); }
   int FindOutput(std::string_view name) const { return Find(outputs_, name); }
 
-  // Runs the session. `results` receives owned tensors, one per output.
+  // Runs the session. `results` receives owned tensors, one per output. With `run_metadata`, the run
+  // is fully traced and its serialized RunMetadata (step stats) stored there.
   Status Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
-             const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results) const;
+             const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results,
+             std::string* run_metadata = nullptr) const;
 
   // Restores a checkpoint into the live session. Not atomic for requests running meanwhile (they may
   // see some variables restored and others not): the resource-preserving policy's trade-off.
@@ -81,6 +83,7 @@ class Servable {
   // The session group: one RunOptions per serving pool (or one running ops in the caller's thread).
   const TF_Buffer* ChooseServingRunOptions() const;
   std::vector<BufferPtr> serving_run_options_;
+  BufferPtr traced_run_options_;
   SessionPolicy policy_ = SessionPolicy::kMod;
   mutable std::atomic<uint64_t> round_robin_{0};
   BufferPtr update_run_options_;   // loads, restores, initializers and deltas: the update pool

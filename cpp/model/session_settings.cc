@@ -7,7 +7,8 @@ namespace {
 // Field numbers of tensorflow/core/protobuf/config.proto.
 enum : uint32_t { kIntraOpThreads = 2, kUsePerSessionThreads = 9, kSessionInterOpThreadPool = 12 };  // ConfigProto
 enum : uint32_t { kPoolNumThreads = 1, kPoolGlobalName = 2 };  // ThreadPoolOptionProto
-enum : uint32_t { kRunInterOpThreadPool = 3 };                 // RunOptions
+enum : uint32_t { kRunTraceLevel = 1, kRunInterOpThreadPool = 3 };  // RunOptions
+constexpr int kFullTrace = 3;                                          // RunOptions.TraceLevel
 
 std::string ThreadPool(int threads, const std::string& global_name) {
   wire::StringWriter pool;
@@ -33,8 +34,9 @@ std::string EncodeConfigProto(const SessionSettings& settings) {
   return w.str();
 }
 
-std::string EncodeRunOptions(int pool) {
+std::string EncodeRunOptions(int pool, bool full_trace) {
   wire::StringWriter w;
+  if (full_trace) w.Varint(kRunTraceLevel, kFullTrace);
   w.Varint(kRunInterOpThreadPool, static_cast<uint64_t>(static_cast<int64_t>(pool)));  // int32: -1 sign-extends
   return w.str();
 }

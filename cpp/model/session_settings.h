@@ -24,8 +24,9 @@ struct SessionSettings {
 // threads. Runs pick their pool with RunOptions.
 std::string EncodeConfigProto(const SessionSettings& settings);
 
-// Serialized RunOptions selecting `pool`, or running in the caller's thread (pool -1).
-std::string EncodeRunOptions(int pool);
+// Serialized RunOptions selecting `pool`, or running in the caller's thread (pool -1); with
+// `full_trace`, the run also records step stats into its RunMetadata.
+std::string EncodeRunOptions(int pool, bool full_trace = false);
 
 Status MakeSessionOptions(const SessionSettings& settings, SessionOptionsPtr* options);
 

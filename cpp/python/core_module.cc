@@ -165,6 +165,10 @@ class Model {
 
   void Unload() { processor_control_unload(handle_); }
 
+  void SetTimeline(long long start, long long interval, long long count, const std::string& path) {
+    processor_control_set_timeline(handle_, start, interval, count, path.c_str());
+  }
+
   std::pair<int, py::bytes> Process(const py::buffer& request) const {
     return ServeWithoutGil(request, [this](const void* data, int size, void** output, int* output_size) {
       return process(handle_, data, size, output, output_size);
@@ -218,6 +222,7 @@ PYBIND11_MODULE(_core, m) {
       .def("install", &Model::Install, py::arg("servable"), py::arg("model_info"))
       .def("set_model_info", &Model::SetModelInfo, py::arg("model_info"))
       .def("unload", &Model::Unload)
+      .def("set_timeline", &Model::SetTimeline, py::arg("start"), py::arg("interval"), py::arg("count"), py::arg("path"))
       .def("process", &Model::Process, py::arg("request"))
       .def("model_info", &Model::ModelInfo)
       .def("metrics", &Model::Metrics);

@@ -112,7 +112,8 @@ void CopyToMallocBuffer(const std::string& text, void** output, int* output_size
   *output_size = static_cast<int>(text.size());
 }
 
-Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size) {
+Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size,
+                      std::string* run_metadata) {
   if (!servable) return Status::Unavailable("no model version is ready to serve");
   if (size == 0) {
     CopyToMallocBuffer(servable->signature_json(), output, output_size);
@@ -135,7 +136,7 @@ Status ProcessRequest(const Servable* servable, const void* request, size_t size
   input_values.reserve(input_tensors.size());
   for (const TensorPtr& t : input_tensors) input_values.push_back(t.get());
   std::vector<TensorPtr> results;
-  PROCESSOR_RETURN_IF_ERROR(servable->Run(input_ports, input_values, output_ports, &results));
+  PROCESSOR_RETURN_IF_ERROR(servable->Run(input_ports, input_values, output_ports, &results, run_metadata));
 
   std::vector<std::pair<std::string_view, TF_Tensor*>> named;
   named.reserve(results.size());
@@ -148,13 +149,14 @@ int ReplyWithStatus(const Status& status, void** output, int* output_size) {
   return status.http_code();
 }
 
-int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size) {
+int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size,
+                 std::string* run_metadata) {
   if (!output || !output_size) return static_cast<int>(StatusCode::kInternal);  // nowhere to say why
   *output = nullptr;
   *output_size = 0;
   try {
     if (size < 0) return ReplyWithStatus(Status::InvalidArgument("input_size is negative"), output, output_size);
-    Status status = ProcessRequest(servable, request, static_cast<size_t>(size), output, output_size);
+    Status status = ProcessRequest(servable, request, static_cast<size_t>(size), output, output_size, run_metadata);
     return status.ok() ? status.http_code() : ReplyWithStatus(status, output, output_size);
   } catch (const std::bad_alloc&) {
     return ReplyWithStatus(Status::Internal("out of memory"), output, output_size);

@@ -11,11 +11,14 @@ namespace processor {
 // Serves one serialized PredictRequest on `servable` (null: no model is ready). On success *output holds
 // a serialized PredictResponse from malloc(). An empty request (size 0) is answered with the signature
 // as JSON. Errors come back as a Status; the caller turns them into the ABI's message buffers.
-Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size);
+Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size,
+                      std::string* run_metadata = nullptr);
 
 // ProcessRequest() under the C ABI's contract: returns the code, puts the message of a failure into
 // *output, and never throws.
-int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size);
+// With `run_metadata`, the run is traced (see Servable::Run).
+int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size,
+                 std::string* run_metadata = nullptr);
 
 // Writes `status`'s message into *output (from malloc) and returns its code.
 int ReplyWithStatus(const Status& status, void** output, int* output_size);

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from . import _core, predict_pb2, tensors
 from .config import ProcessorConfig, parse_config
 from .errors import ConfigError, ModelLoadError, RequestError
 from .incremental import pending_deltas, plan_delta
+from .session_group import apply_openmp_settings
 from .updater import PollingThread
 from .version_loader import Candidate, LoadedVersion, VersionLoader, VersionRecord
 
@@ -68,6 +70,9 @@ class Processor:
         self.config = parse_config(config)
         self.model_entry = model_entry
         _refuse_unsupported(self.config)
+        openmp = apply_openmp_settings(self.config)
+        if openmp:
+            logger.info("exported %s (the TF wheel itself uses no OpenMP)", openmp)
         self._loader = VersionLoader(self.config)
         self._update_lock = threading.Lock()  # one load at a time: updates, rollbacks
         self._state_lock = threading.Lock()   # installing vs closing
@@ -86,6 +91,8 @@ class Processor:
             raise ModelLoadError(self._loader.explain_missing())
         loaded = self._loader.load(candidate)
         self._model: Optional[_core.Model] = _core.Model(self.config.model_name)
+        if self.config.timeline_trace_count > 0:
+            self._start_timeline()
         delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
         self._install(loaded, delta_step)
         self._poller: Optional[PollingThread] = None
@@ -236,6 +243,17 @@ class Processor:
         self.close()
 
     # ---- internals
+
+    def _start_timeline(self) -> None:
+        path = self.config.timeline_path
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise ConfigError("timeline_path", f"cannot create {path!r}: {e.strerror}") from None
+        self._model.set_timeline(self.config.timeline_start_step, max(self.config.timeline_interval_step, 1),
+                                 self.config.timeline_trace_count, path)
+        logger.info("tracing %d request(s) from step %d every %d into %s", self.config.timeline_trace_count,
+                    self.config.timeline_start_step, max(self.config.timeline_interval_step, 1), path)
 
     def _live_model(self) -> _core.Model:
         model = self._model

@@ -1,0 +1,138 @@
+"""Processor against TensorFlow, side by side in one run: latency at batch 1, 64, 512 on the example
+model and on a 1,000,000-row embedding model, and throughput with 1 and 2 threads.
+
+    make bench      # or: .venv/bin/python benchmarks/performance.py [--iterations N] [--rounds R]
+
+Paths (same SavedModel, same checkpoint, same request):
+  raw_tf_session_run   a bare TF_SessionRun loop from C on prebuilt tensors: the physical limit
+  process_c            process() from a C host (dlopen, initialize): decode, run, encode
+  processor_process    Processor.process(bytes) from Python (GIL released)
+  processor_predict    Processor.predict(numpy) from Python (protobuf built and parsed in Python)
+  tf1_session_run      tf.compat.v1 Session.run with a feed_dict
+  tf2_signature        tf.saved_model.load(...).signatures["serving_default"]
+The machine is noisy (2 cores, shared): every path runs in each of R interleaved rounds and the median
+of the rounds is reported. Results: a table on stdout and benchmarks/results/performance.json.
+Targets: process_c <= 1.05x raw; tf2_signature >= 4x process_c at batch 1; 2 threads >= 1.8x one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "tests"))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT / "examples")}
+
+
+def build_model(directory: Path, num_items: int) -> dict:
+    subprocess.run([sys.executable, str(ROOT / "examples" / "recommendation_model.py"), str(directory),
+                    "--num-items", str(num_items), "--steps", "3"], check=True, env=ENV, capture_output=True)
+    checkpoints = directory / "checkpoints"
+    prefix = sorted((p[:-6] for p in os.listdir(checkpoints) if p.endswith(".index")),
+                    key=lambda p: int(p.rsplit("-", 1)[1]))[-1]
+    return {"savedmodel": str(directory / "saved_model"), "checkpoints": str(checkpoints),
+            "prefix": str(checkpoints / prefix), "num_items": num_items}
+
+
+def native(mode: str, model: dict, config_path: Path, request: Path, iterations: int, threads: int, seconds: float):
+    args = ([model["savedmodel"], model["prefix"]] if mode == "raw" else
+            [str(Path(__import__("processor").library_path())), str(config_path)])
+    out = subprocess.run([str(BENCH), mode, *args, str(request), str(iterations), str(threads), str(seconds)],
+                         check=True, capture_output=True, text=True, env=ENV).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def python_paths(processor_module, config: dict, request_bytes: bytes, batch: dict, iterations: int) -> dict:
+    def measure(fn):
+        for _ in range(min(200, iterations)):
+            fn()
+        samples = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1e3)
+        samples.sort()
+        return {"median_ms": samples[len(samples) // 2], "p99_ms": samples[min(len(samples) - 1, len(samples) * 99 // 100)]}
+    with processor_module.Processor(config) as p:
+        return {"processor_process": measure(lambda: p.process(request_bytes)),
+                "processor_predict": measure(lambda: p.predict(batch))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per throughput measurement")
+    args = parser.parse_args()
+    if not BENCH.exists():
+        sys.exit(f"{BENCH} is missing: run `make bench`")
+    import processor
+    import recommendation_model
+    from lifecycle_helpers import serialize
+
+    report = {"latency": [], "throughput": []}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        models = {"example (5k items)": build_model(work / "small", recommendation_model.NUM_ITEMS),
+                  "1M-row embedding": build_model(work / "big", 1_000_000)}
+        for model_name, model in models.items():
+            config = {"savedmodel_dir": model["savedmodel"], "checkpoint_dir": model["checkpoints"],
+                      "poll_interval_seconds": 0}
+            config_path = work / f"{model['num_items']}.json"
+            config_path.write_text(json.dumps(config))
+            for batch_size in (1, 64, 512):
+                batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
+                request_path = work / f"request_{batch_size}.bin"
+                request_path.write_bytes(serialize(batch))
+                rounds = []
+                for _ in range(args.rounds):
+                    row = {"raw_tf_session_run": native("raw", model, config_path, request_path, args.iterations, 1, 0.1),
+                           "process_c": native("process", model, config_path, request_path, args.iterations, 1, 0.1)}
+                    row.update(python_paths(processor, config, request_path.read_bytes(), batch, args.iterations))
+                    tf = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tf_baselines.py"), model["savedmodel"],
+                                         model["prefix"], str(request_path), str(args.iterations)],
+                                        check=True, capture_output=True, text=True, env=ENV)
+                    row.update(json.loads(tf.stdout.strip().splitlines()[-1]))
+                    rounds.append(row)
+                for path in rounds[0]:
+                    report["latency"].append({
+                        "model": model_name, "batch": batch_size, "path": path,
+                        "median_ms": statistics.median(r[path]["median_ms"] for r in rounds),
+                        "p99_ms": statistics.median(r[path]["p99_ms"] for r in rounds)})
+            request_path = work / "request_64.bin"
+            request_path.write_bytes(serialize(recommendation_model.random_batch(64, np.random.default_rng(64))))
+            for path, session_num in (("raw_tf_session_run", 1), ("process_c", 1), ("process_c", 2)):
+                config_path.write_text(json.dumps({**config, "session_num": session_num}))
+                for threads in (1, 2):
+                    rates = [native("raw" if path.startswith("raw") else "process", model, config_path, request_path, 200,
+                                    threads, args.seconds)["requests_per_s"] for _ in range(args.rounds)]
+                    report["throughput"].append({"model": model_name, "batch": 64, "path": path, "session_num": session_num,
+                                                 "threads": threads, "requests_per_s": statistics.median(rates)})
+
+    print(f"{'model':<20} {'batch':>5} {'path':<20} {'median ms':>10} {'p99 ms':>8} {'/ raw':>7}")
+    raw = {(r["model"], r["batch"]): r["median_ms"] for r in report["latency"] if r["path"] == "raw_tf_session_run"}
+    for r in report["latency"]:
+        r["ratio_to_raw"] = r["median_ms"] / raw[(r["model"], r["batch"])]
+        print(f"{r['model']:<20} {r['batch']:>5} {r['path']:<20} {r['median_ms']:>10.4f} {r['p99_ms']:>8.4f} {r['ratio_to_raw']:>6.2f}x")
+    print(f"\n{'model':<20} {'path':<20} {'sessions':>8} {'threads':>7} {'req/s':>10}")
+    for r in report["throughput"]:
+        print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "performance.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out / 'performance.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Timeline: the chosen requests are traced into Chrome trace JSON files that name the graph's ops."""
+from __future__ import annotations
+
+import json
+import os
+
+import processor
+from lifecycle_helpers import serialize
+
+
+def test_chosen_steps_are_written_as_chrome_traces(rec_model, batch, tmp_path):
+    path = tmp_path / "timelines"
+    config = rec_model.config(timeline_start_step=2, timeline_interval_step=3, timeline_trace_count=2,
+                              timeline_path=str(path), poll_interval_seconds=0)
+    with processor.Processor(config) as p:
+        request = serialize(batch)
+        answers = [p.process(request) for _ in range(12)]
+    assert all(code == 200 for code, _ in answers)
+    assert len({body for _, body in answers}) == 1  # traced requests answer the same
+    assert sorted(os.listdir(path)) == ["timeline-2.json", "timeline-5.json"]  # steps 2 and 5, then stop
+    trace = json.loads((path / "timeline-2.json").read_text())
+    ops = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    names = {e["args"]["name"] for e in ops}
+    # the graph as TF ran it: Grappler/oneDNN fuse each dense layer's MatMul+BiasAdd+Relu into one op
+    assert {"fc1/kernel", "fc2/kernel", "fc1/Relu", "fc2/Relu", "prob"} <= names, sorted(names)
+    op_types = {e["name"] for e in ops}
+    assert "Sigmoid" in op_types and any("MatMul" in op for op in op_types), op_types
+    assert all(e["dur"] >= 0 and e["ts"] > 0 for e in ops)
+    devices = [e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"]
+    assert any("CPU" in d for d in devices)
+
+
+def test_unwritable_timeline_path_is_a_config_error(rec_model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    try:
+        processor.Processor(rec_model.config(timeline_trace_count=1, timeline_path=str(blocker / "sub"),
+                                             poll_interval_seconds=0))
+    except processor.ConfigError as e:
+        assert e.field == "timeline_path"
+    else:
+        raise AssertionError("expected a ConfigError")
