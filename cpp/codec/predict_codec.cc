@@ -28,8 +28,8 @@ enum ArrayField : uint32_t {
 const char* const kFieldNames[] = {"", "dtype", "array_shape", "float_val", "double_val", "int_val",
                                    "string_val", "int64_val", "bool_val"};
 
-// Records a fixed-width repeated field (float, double), packed or not.
-Status AddFixedValues(Reader& r, uint32_t wire_type, size_t width, ValueSegments* values) {
+// Counts a fixed-width repeated field (float, double), packed or not.
+Status CountFixedValues(Reader& r, uint32_t wire_type, size_t width, int64_t* count) {
   const uint32_t unpacked_type = width == 4 ? wire::kFixed32 : wire::kFixed64;
   if (wire_type == wire::kLengthDelimited) {
     std::string_view packed = r.LengthDelimited();
@@ -37,68 +37,84 @@ Status AddFixedValues(Reader& r, uint32_t wire_type, size_t width, ValueSegments
       return Status::InvalidArgument("packed length " + std::to_string(packed.size()) + " is not a multiple of " +
                                      std::to_string(width));
     }
-    if (!packed.empty()) values->segments.push_back(packed);
-    values->count += packed.size() / width;
+    *count += packed.size() / width;
   } else if (wire_type == unpacked_type) {
-    values->segments.push_back(r.Fixed(width));
-    values->count += 1;
+    r.Fixed(width);
+    *count += 1;
   } else {
     return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
   }
   return Status::Ok();
 }
 
-// Records a varint repeated field (int32, int64, bool, dims), packed or not. Counting the bytes without
-// a continuation bit gives the element count without decoding.
-Status AddVarintValues(Reader& r, uint32_t wire_type, ValueSegments* values) {
-  if (wire_type == wire::kLengthDelimited) {
-    std::string_view packed = r.LengthDelimited();
-    if (packed.empty()) return Status::Ok();
-    if (static_cast<uint8_t>(packed.back()) & 0x80) return Status::InvalidArgument("packed varints are truncated");
-    int64_t count = 0;
-    size_t run = 0;
-    for (char c : packed) {
-      if (++run > 10) return Status::InvalidArgument("a packed varint is longer than 10 bytes");
-      if (!(static_cast<uint8_t>(c) & 0x80)) {
-        run = 0;
-        ++count;
+// Counts a packed run of varints (bytes without a continuation bit), checking it is well formed.
+Status CountPackedVarints(std::string_view packed, int64_t* count) {
+  if (packed.empty()) return Status::Ok();
+  if (static_cast<uint8_t>(packed.back()) & 0x80) return Status::InvalidArgument("packed varints are truncated");
+  size_t run = 0;
+  for (char c : packed) {
+    if (++run > 10) return Status::InvalidArgument("a packed varint is longer than 10 bytes");
+    if (!(static_cast<uint8_t>(c) & 0x80)) {
+      run = 0;
+      ++*count;
+    }
+  }
+  return Status::Ok();
+}
+
+// Counts a varint repeated field (int32, int64, bool), packed or not.
+Status CountVarintValues(Reader& r, uint32_t wire_type, int64_t* count) {
+  if (wire_type == wire::kLengthDelimited) return CountPackedVarints(r.LengthDelimited(), count);
+  if (wire_type != wire::kVarint) return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+  r.Varint();
+  *count += 1;
+  return Status::Ok();
+}
+
+// Calls fn(uint64_t) for every value of varint field `field` in the array's pieces (already validated).
+template <typename Fn>
+void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
+  for (std::string_view piece : array.pieces) {
+    Reader r(piece);
+    uint32_t f, wire_type;
+    while (r.NextField(&f, &wire_type)) {
+      if (f != field) {
+        r.Skip(wire_type);
+      } else if (wire_type == wire::kLengthDelimited) {
+        Reader packed(r.LengthDelimited());
+        while (packed.remaining()) fn(packed.Varint());
+      } else {
+        fn(r.Varint());
       }
     }
-    values->segments.push_back(packed);
-    values->count += count;
-  } else if (wire_type == wire::kVarint) {
-    values->segments.push_back(r.RawVarint());
-    values->count += 1;
-  } else {
-    return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
-  }
-  return Status::Ok();
-}
-
-// Calls fn(uint64_t) for every varint of every segment; segments were validated by AddVarintValues.
-template <typename Fn>
-void ForEachVarint(const ValueSegments& values, Fn&& fn) {
-  for (std::string_view segment : values.segments) {
-    Reader r(segment);
-    while (r.ok() && r.remaining()) fn(r.Varint());
   }
 }
 
+// Appends the dims of an ArrayShape (a repeated array_shape merges its dims, as in protobuf).
 Status ParseShape(std::string_view bytes, ArrayView* array) {
   Reader r(bytes);
   uint32_t field, wire_type;
-  ValueSegments dims;
   while (r.NextField(&field, &wire_type)) {
-    if (field == 1) PROCESSOR_RETURN_IF_ERROR(AddVarintValues(r, wire_type, &dims));
-    else r.Skip(wire_type);
+    if (field != 1) {
+      r.Skip(wire_type);
+    } else if (wire_type == wire::kLengthDelimited) {
+      std::string_view packed = r.LengthDelimited();
+      int64_t count = 0;
+      PROCESSOR_RETURN_IF_ERROR(CountPackedVarints(packed, &count));
+      Reader values(packed);
+      while (values.remaining()) array->dims.push_back(static_cast<int64_t>(values.Varint()));
+    } else if (wire_type == wire::kVarint) {
+      array->dims.push_back(static_cast<int64_t>(r.Varint()));
+    } else {
+      return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+    }
   }
   if (!r.ok()) return Status::InvalidArgument("malformed array_shape");
-  array->dims.reserve(array->dims.size() + dims.count);  // a repeated array_shape merges, as in protobuf
-  ForEachVarint(dims, [&](uint64_t dim) { array->dims.push_back(static_cast<int64_t>(dim)); });
   return Status::Ok();
 }
 
 Status ParseArray(std::string_view bytes, ArrayView* array) {
+  array->pieces.push_back(bytes);
   Reader r(bytes);
   uint32_t field, wire_type;
   while (r.NextField(&field, &wire_type)) {
@@ -116,17 +132,17 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
           status = ParseShape(r.LengthDelimited(), array);
         }
         break;
-      case kFloatVal: status = AddFixedValues(r, wire_type, 4, &array->values[field]); break;
-      case kDoubleVal: status = AddFixedValues(r, wire_type, 8, &array->values[field]); break;
+      case kFloatVal: status = CountFixedValues(r, wire_type, 4, &array->counts[field]); break;
+      case kDoubleVal: status = CountFixedValues(r, wire_type, 8, &array->counts[field]); break;
       case kIntVal:
       case kInt64Val:
-      case kBoolVal: status = AddVarintValues(r, wire_type, &array->values[field]); break;
+      case kBoolVal: status = CountVarintValues(r, wire_type, &array->counts[field]); break;
       case kStringVal:
         if (wire_type != wire::kLengthDelimited) {
           status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
         } else {
-          array->values[field].segments.push_back(r.LengthDelimited());
-          array->values[field].count += 1;
+          r.LengthDelimited();
+          array->counts[field] += 1;
         }
         break;
       default: r.Skip(wire_type);  // unknown fields are skipped, as protobuf does
@@ -142,25 +158,39 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
 Status ParseInputEntry(std::string_view bytes, std::string_view* key, ArrayView* array) {
   Reader r(bytes);
   uint32_t field, wire_type;
-  std::vector<std::string_view> values;
+  std::string_view first_value;
+  int values = 0;
   while (r.NextField(&field, &wire_type)) {
     if (field == 1 && wire_type == wire::kLengthDelimited) *key = r.LengthDelimited();
-    else if (field == 2 && wire_type == wire::kLengthDelimited) values.push_back(r.LengthDelimited());
-    else r.Skip(wire_type);
+    else if (field == 2 && wire_type == wire::kLengthDelimited) {
+      std::string_view value = r.LengthDelimited();
+      if (values++ == 0) first_value = value;
+    } else {
+      r.Skip(wire_type);
+    }
   }
   if (!r.ok()) return Status::InvalidArgument("malformed inputs map entry");
-  for (std::string_view value : values) {
-    PROCESSOR_RETURN_IF_ERROR(ParseArray(value, array).WithContext("input " + Quote(*key)));
+  if (values <= 1) {  // the common case: no second pass over the entry
+    if (values == 1) PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ParseArray(first_value, array), "input " + Quote(*key));
+    return Status::Ok();
+  }
+  Reader again(bytes);
+  while (again.NextField(&field, &wire_type)) {
+    if (field == 2 && wire_type == wire::kLengthDelimited) {
+      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ParseArray(again.LengthDelimited(), array), "input " + Quote(*key));
+    } else {
+      again.Skip(wire_type);
+    }
   }
   return Status::Ok();
 }
 
 template <typename T>
-Status CopyNarrowInts(const ValueSegments& values, int64_t lo, int64_t hi, void* out) {
+Status CopyNarrowInts(const ArrayView& array, int64_t lo, int64_t hi, void* out) {
   T* dst = static_cast<T*>(out);
   bool in_range = true;
   int64_t bad = 0;
-  ForEachVarint(values, [&](uint64_t raw) {
+  ForEachVarint(array, kIntVal, [&](uint64_t raw) {
     int64_t v = static_cast<int32_t>(raw);  // int_val is int32 on the wire
     if (v < lo || v > hi) {
       if (in_range) bad = v;
@@ -172,11 +202,37 @@ Status CopyNarrowInts(const ValueSegments& values, int64_t lo, int64_t hi, void*
   return Status::Ok();
 }
 
-void CopyFixed(const ValueSegments& values, void* out) {
+// Copies float_val/double_val (packed runs in one memcpy each) into `out`.
+void CopyFixed(const ArrayView& array, uint32_t field, size_t width, void* out) {
   char* dst = static_cast<char*>(out);
-  for (std::string_view segment : values.segments) {
-    std::memcpy(dst, segment.data(), segment.size());
-    dst += segment.size();
+  for (std::string_view piece : array.pieces) {
+    Reader r(piece);
+    uint32_t f, wire_type;
+    while (r.NextField(&f, &wire_type)) {
+      if (f != field) {
+        r.Skip(wire_type);
+        continue;
+      }
+      std::string_view bytes = wire_type == wire::kLengthDelimited ? r.LengthDelimited() : r.Fixed(width);
+      if (!bytes.empty()) std::memcpy(dst, bytes.data(), bytes.size());
+      dst += bytes.size();
+    }
+  }
+}
+
+void CopyStrings(const ArrayView& array, TF_TString* out) {
+  for (std::string_view piece : array.pieces) {
+    Reader r(piece);
+    uint32_t f, wire_type;
+    while (r.NextField(&f, &wire_type)) {
+      if (f != kStringVal) {
+        r.Skip(wire_type);
+        continue;
+      }
+      std::string_view s = r.LengthDelimited();
+      TF_TString_Init(out);
+      TF_TString_Copy(out++, s.data(), s.size());
+    }
   }
 }
 
@@ -334,20 +390,20 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
     return Status::InvalidArgument(std::string("dtype ") + DataTypeName(array.dtype) + " cannot be sent in an ArrayProto");
   }
   for (int field = kFloatVal; field <= static_cast<int>(kBoolVal); ++field) {
-    if (field != value_field && array.values[field].count) {
+    if (field != value_field && array.counts[field]) {
       return Status::InvalidArgument(std::string(DataTypeName(array.dtype)) + " values belong in " +
                                      kFieldNames[value_field] + ", but " + kFieldNames[field] + " is set");
     }
   }
   int64_t n = 0;
   PROCESSOR_RETURN_IF_ERROR(ShapeElementCount(array, &n));
-  const ValueSegments& values = array.values[value_field];
-  if (values.count != n) {
+  const int64_t sent = array.counts[value_field];
+  if (sent != n) {
     std::string shape = "[";
     for (size_t i = 0; i < array.dims.size(); ++i) shape += (i ? "," : "") + std::to_string(array.dims[i]);
     shape += "]";
     return Status::InvalidArgument("shape " + shape + " needs " + std::to_string(n) + " values but " +
-                                   std::to_string(values.count) + " were sent in " + kFieldNames[value_field] +
+                                   std::to_string(sent) + " were sent in " + kFieldNames[value_field] +
                                    (array.has_shape ? "" : " (array_shape is not set, which means a scalar)"));
   }
 
@@ -358,30 +414,23 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
   void* out = TF_TensorData(t.get());
   Status status;
   switch (dtype) {
-    case TF_FLOAT:
-    case TF_DOUBLE: CopyFixed(values, out); break;
+    case TF_FLOAT: CopyFixed(array, kFloatVal, 4, out); break;
+    case TF_DOUBLE: CopyFixed(array, kDoubleVal, 8, out); break;
     case TF_INT64: {
       int64_t* dst = static_cast<int64_t*>(out);
-      ForEachVarint(values, [&](uint64_t v) { *dst++ = static_cast<int64_t>(v); });
+      ForEachVarint(array, kInt64Val, [&](uint64_t v) { *dst++ = static_cast<int64_t>(v); });
       break;
     }
     case TF_BOOL: {
       bool* dst = static_cast<bool*>(out);
-      ForEachVarint(values, [&](uint64_t v) { *dst++ = v != 0; });
+      ForEachVarint(array, kBoolVal, [&](uint64_t v) { *dst++ = v != 0; });
       break;
     }
-    case TF_INT32: status = CopyNarrowInts<int32_t>(values, INT32_MIN, INT32_MAX, out); break;
-    case TF_INT16: status = CopyNarrowInts<int16_t>(values, INT16_MIN, INT16_MAX, out); break;
-    case TF_INT8: status = CopyNarrowInts<int8_t>(values, INT8_MIN, INT8_MAX, out); break;
-    case TF_UINT8: status = CopyNarrowInts<uint8_t>(values, 0, UINT8_MAX, out); break;
-    case TF_STRING: {
-      TF_TString* dst = static_cast<TF_TString*>(out);
-      for (std::string_view s : values.segments) {
-        TF_TString_Init(dst);
-        TF_TString_Copy(dst++, s.data(), s.size());
-      }
-      break;
-    }
+    case TF_INT32: status = CopyNarrowInts<int32_t>(array, INT32_MIN, INT32_MAX, out); break;
+    case TF_INT16: status = CopyNarrowInts<int16_t>(array, INT16_MIN, INT16_MAX, out); break;
+    case TF_INT8: status = CopyNarrowInts<int8_t>(array, INT8_MIN, INT8_MAX, out); break;
+    case TF_UINT8: status = CopyNarrowInts<uint8_t>(array, 0, UINT8_MAX, out); break;
+    case TF_STRING: CopyStrings(array, static_cast<TF_TString*>(out)); break;
     default: return Status::Internal("unreachable dtype");
   }
   if (!status.ok()) return status.WithContext(DataTypeName(array.dtype));
@@ -397,7 +446,7 @@ Status EncodePredictResponse(const std::vector<std::pair<std::string_view, TF_Te
   for (const auto& [name, tensor] : outputs) {
     EncodedArray a{name, tensor, ElementCount(tensor), 0, 0, 0, 0};
     size_t values_size = 0;
-    PROCESSOR_RETURN_IF_ERROR(ValuesSize(tensor, a.elements, &values_size).WithContext("output " + Quote(name)));
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ValuesSize(tensor, a.elements, &values_size), "output " + Quote(name));
     for (int i = 0; i < TF_NumDims(tensor); ++i) a.shape_payload += wire::VarintSize(static_cast<uint64_t>(TF_Dim(tensor, i)));
     a.shape_message = a.shape_payload ? wire::LengthDelimitedSize(a.shape_payload) : 0;
     const int dtype = TF_TensorType(tensor);

@@ -20,20 +20,16 @@
 
 namespace processor {
 
-// One repeated value field of an ArrayProto as it sits on the wire. A packed field is one segment; an
-// unpacked one is a segment per element (each a raw fixed-width value or raw varint).
-struct ValueSegments {
-  std::vector<std::string_view> segments;
-  int64_t count = 0;
-};
-
-// An ArrayProto, parsed but not copied. Views point into the request buffer.
+// An ArrayProto, parsed but not copied: its bytes (several pieces when protobuf merge semantics join
+// repeated occurrences), the shape, and how many values each value field holds. MakeTensor() reads
+// the values from the bytes again, straight into the tensor: no per-value bookkeeping in between.
 struct ArrayView {
   int dtype = 0;
   bool has_shape = false;  // absent shape means scalar, as for TensorProto
   std::vector<int64_t> dims;
-  // Indexed by ArrayProto field number: 3 float, 4 double, 5 int, 6 string, 7 int64, 8 bool.
-  ValueSegments values[9];
+  std::vector<std::string_view> pieces;
+  // Values per ArrayProto field number: 3 float, 4 double, 5 int, 6 string, 7 int64, 8 bool.
+  int64_t counts[9] = {};
 };
 
 struct RequestView {

@@ -44,4 +44,12 @@ class Status {
     if (!_status.ok()) return _status;       \
   } while (0)
 
+// Returns the error of `expr` prefixed with `context`; `context` is evaluated only on error, so a
+// message built from names costs nothing on the success path.
+#define PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(expr, context)        \
+  do {                                                              \
+    ::processor::Status _status = (expr);                           \
+    if (!_status.ok()) return _status.WithContext(context);         \
+  } while (0)
+
 }  // namespace processor

@@ -174,7 +174,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
     if (deltas[i].sparse) {
       TF_Tensor* keys = tensors[next++].get();
       TF_Tensor* rows = tensors[next++].get();
-      PROCESSOR_RETURN_IF_ERROR(CheckSparse(keys, rows, variables[i].shape).WithContext("variable " + Quote(deltas[i].name)));
+      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(CheckSparse(keys, rows, variables[i].shape), "variable " + Quote(deltas[i].name));
       if (TF_Dim(keys, 0) == 0) continue;
       feeds.push_back(update->keys);
       values.push_back(keys);
@@ -182,7 +182,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
       values.push_back(rows);
     } else {
       TF_Tensor* value = tensors[next++].get();
-      PROCESSOR_RETURN_IF_ERROR(CheckWhole(value, variables[i].shape).WithContext("variable " + Quote(deltas[i].name)));
+      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(CheckWhole(value, variables[i].shape), "variable " + Quote(deltas[i].name));
       feeds.push_back(update->values);
       values.push_back(value);
     }

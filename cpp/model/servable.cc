@@ -139,12 +139,12 @@ Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::strin
   }
   for (const TensorSpec& spec : it->second.inputs) {
     BoundTensor bound{spec, {}};
-    PROCESSOR_RETURN_IF_ERROR(ResolvePort(graph_.get(), spec.tensor_name, &bound.port).WithContext("signature input '" + spec.alias + "'"));
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), spec.tensor_name, &bound.port), "signature input '" + spec.alias + "'");
     inputs_.push_back(std::move(bound));
   }
   for (const TensorSpec& spec : it->second.outputs) {
     BoundTensor bound{spec, {}};
-    PROCESSOR_RETURN_IF_ERROR(ResolvePort(graph_.get(), spec.tensor_name, &bound.port).WithContext("signature output '" + spec.alias + "'"));
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), spec.tensor_name, &bound.port), "signature output '" + spec.alias + "'");
     outputs_.push_back(std::move(bound));
   }
   signature_json_ = "{\"signature_name\":";
@@ -167,7 +167,7 @@ Status Servable::Restore(const std::string& prefix) {
     return Status::Internal("the SavedModel has no saver_def, so checkpoint '" + prefix + "' cannot be restored");
   }
   TF_Output filename;
-  PROCESSOR_RETURN_IF_ERROR(ResolvePort(graph_.get(), saver.filename_tensor_name, &filename).WithContext("saver_def"));
+  PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), saver.filename_tensor_name, &filename), "saver_def");
   TF_Operation* restore = TF_GraphOperationByName(graph_.get(), saver.restore_op_name.c_str());
   if (!restore) return Status::Internal("saver_def names a missing restore op '" + saver.restore_op_name + "'");
 
