@@ -1,4 +1,4 @@
-# make demo | make test | make bench | make asan | make build | make clean    (everything runs inside .venv)
+# make demo | make test | make bench | make profile | make asan | make build | make clean    (everything runs inside .venv)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +12,7 @@ ASAN_DIR := build/asan
 ASAN_LIB := $(ASAN_DIR)/processor/libserving_processor.so
 ASAN_STRESS := $(ASAN_DIR)/update_stress
 
-.PHONY: demo test bench asan build clean c_host
+.PHONY: demo test bench profile asan build clean c_host
 
 demo: build $(C_HOST)
 	$(PY) examples/demo.py
@@ -31,6 +31,10 @@ $(ASAN_LIB): $(DEPS_STAMP) $(SOURCES)
 $(ASAN_STRESS): tests/native/update_stress.c include/processor.h
 	mkdir -p $(ASAN_DIR)
 	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread
+
+profile: build
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench
+	$(PY) benchmarks/profile_process.py
 
 bench: build
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench
