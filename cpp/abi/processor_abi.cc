@@ -55,18 +55,16 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
   const auto started = std::chrono::steady_clock::now();
   std::shared_ptr<const processor::ServingVersion> version = handle->versions.Current();
   int64_t step = 0;
-  if (handle->timeline.ShouldTrace(&step)) {
-    std::string run_metadata;
-    const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size,
-                                             output_data, output_size, &run_metadata);
-    Status written = handle->timeline.Write(step, run_metadata);
-    if (!written.ok()) Log(LogLevel::kError, written.message());
-    return code;  // a traced request is not a representative latency: not in the histogram
-  }
+  const bool traced = handle->timeline.ShouldTrace(&step);
+  std::string run_metadata;
   const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size,
-                                           output_data, output_size);
+                                           output_data, output_size, traced ? &run_metadata : nullptr);
   const auto elapsed = std::chrono::steady_clock::now() - started;
   handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+  if (traced) {
+    Status written = handle->timeline.Write(step, run_metadata);
+    if (!written.ok()) Log(LogLevel::kError, written.message());
+  }
   return code;
 }
 
