@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from timing import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,11 +54,6 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1e3
-
-
-def percentile(samples, q):
-    samples = sorted(samples)
-    return samples[min(len(samples) - 1, int(len(samples) * q))]
 
 
 def latencies_while(p, request, seconds, background=None):

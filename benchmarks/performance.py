@@ -23,10 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from timing import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
@@ -54,19 +55,9 @@ def native(mode: str, model: dict, config_path: Path, request: Path, iterations:
 
 
 def python_paths(processor_module, config: dict, request_bytes: bytes, batch: dict, iterations: int) -> dict:
-    def measure(fn):
-        for _ in range(min(200, iterations)):
-            fn()
-        samples = []
-        for _ in range(iterations):
-            start = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - start) * 1e3)
-        samples.sort()
-        return {"median_ms": samples[len(samples) // 2], "p99_ms": samples[min(len(samples) - 1, len(samples) * 99 // 100)]}
     with processor_module.Processor(config) as p:
-        return {"processor_process": measure(lambda: p.process(request_bytes)),
-                "processor_predict": measure(lambda: p.predict(batch))}
+        return {"processor_process": measure(lambda: p.process(request_bytes), iterations),
+                "processor_predict": measure(lambda: p.predict(batch), iterations)}
 
 
 def main() -> None:

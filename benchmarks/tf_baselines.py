@@ -10,23 +10,10 @@ Prints JSON: {"tf1_session_run": {...}, "tf2_signature": {...}} with median/p99 
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-
-def measure(fn, iterations):
-    for _ in range(min(200, iterations)):
-        fn()
-    samples = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    samples.sort()
-    return {"median_ms": samples[len(samples) // 2], "p99_ms": samples[min(len(samples) - 1, len(samples) * 99 // 100)]}
+from timing import measure  # noqa: E402  (benchmarks/, the script's own directory)
 
 
 def main():

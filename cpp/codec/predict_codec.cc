@@ -71,23 +71,31 @@ Status CountVarintValues(Reader& r, uint32_t wire_type, int64_t* count) {
   return Status::Ok();
 }
 
-// Calls fn(uint64_t) for every value of varint field `field` in the array's pieces (already validated).
-template <typename Fn>
-void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
+// Calls visit(reader, wire_type) at every occurrence of `field` in the array's pieces (already
+// validated by ParseArray); visit consumes the value.
+template <typename Visit>
+void ForEachOccurrence(const ArrayView& array, uint32_t field, Visit&& visit) {
   for (std::string_view piece : array.pieces) {
     Reader r(piece);
     uint32_t f, wire_type;
     while (r.NextField(&f, &wire_type)) {
-      if (f != field) {
-        r.Skip(wire_type);
-      } else if (wire_type == wire::kLengthDelimited) {
-        Reader packed(r.LengthDelimited());
-        while (packed.remaining()) fn(packed.Varint());
-      } else {
-        fn(r.Varint());
-      }
+      if (f == field) visit(r, wire_type);
+      else r.Skip(wire_type);
     }
   }
+}
+
+// Calls fn(uint64_t) for every value of varint field `field`, packed or not.
+template <typename Fn>
+void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
+  ForEachOccurrence(array, field, [&](Reader& r, uint32_t wire_type) {
+    if (wire_type != wire::kLengthDelimited) {
+      fn(r.Varint());
+      return;
+    }
+    Reader packed(r.LengthDelimited());
+    while (packed.remaining()) fn(packed.Varint());
+  });
 }
 
 // Appends the dims of an ArrayShape (a repeated array_shape merges its dims, as in protobuf).
@@ -205,35 +213,19 @@ Status CopyNarrowInts(const ArrayView& array, int64_t lo, int64_t hi, void* out)
 // Copies float_val/double_val (packed runs in one memcpy each) into `out`.
 void CopyFixed(const ArrayView& array, uint32_t field, size_t width, void* out) {
   char* dst = static_cast<char*>(out);
-  for (std::string_view piece : array.pieces) {
-    Reader r(piece);
-    uint32_t f, wire_type;
-    while (r.NextField(&f, &wire_type)) {
-      if (f != field) {
-        r.Skip(wire_type);
-        continue;
-      }
-      std::string_view bytes = wire_type == wire::kLengthDelimited ? r.LengthDelimited() : r.Fixed(width);
-      if (!bytes.empty()) std::memcpy(dst, bytes.data(), bytes.size());
-      dst += bytes.size();
-    }
-  }
+  ForEachOccurrence(array, field, [&](Reader& r, uint32_t wire_type) {
+    std::string_view bytes = wire_type == wire::kLengthDelimited ? r.LengthDelimited() : r.Fixed(width);
+    if (!bytes.empty()) std::memcpy(dst, bytes.data(), bytes.size());
+    dst += bytes.size();
+  });
 }
 
 void CopyStrings(const ArrayView& array, TF_TString* out) {
-  for (std::string_view piece : array.pieces) {
-    Reader r(piece);
-    uint32_t f, wire_type;
-    while (r.NextField(&f, &wire_type)) {
-      if (f != kStringVal) {
-        r.Skip(wire_type);
-        continue;
-      }
-      std::string_view s = r.LengthDelimited();
-      TF_TString_Init(out);
-      TF_TString_Copy(out++, s.data(), s.size());
-    }
-  }
+  ForEachOccurrence(array, kStringVal, [&](Reader& r, uint32_t) {
+    std::string_view s = r.LengthDelimited();
+    TF_TString_Init(out);
+    TF_TString_Copy(out++, s.data(), s.size());
+  });
 }
 
 // ---- encoding
