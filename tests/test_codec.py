@@ -155,3 +155,27 @@ def test_repeated_message_fields_merge_like_protobuf(echo):
     assert code == 200, body
     arrays["float"] = np.array([[1.5, 2.5, 3.5]], dtype=np.float32)
     assert_echoed(arrays, body)
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3), (0,), ()], ids=str)
+def test_predict_round_trips_every_dtype_through_numpy(echo, shape):
+    arrays = arrays_of_shape(shape)
+    outputs = echo.predict(arrays)
+    assert sorted(outputs) == sorted(arrays)
+    for alias, expected in arrays.items():
+        got = outputs[alias]
+        assert got.shape == expected.shape, alias
+        if expected.dtype == object:
+            assert got.dtype == object and got.tolist() == expected.tolist(), alias
+        else:
+            assert got.dtype == expected.dtype, alias
+            np.testing.assert_array_equal(got, expected, err_msg=alias)
+
+
+def test_predict_accepts_unicode_strings_and_lists(echo):
+    arrays = arrays_of_shape((2,))
+    arrays["string"] = np.array(["été", "b"])  # numpy unicode: sent as UTF-8 bytes
+    arrays["int64"] = [5, -6]                  # plain lists take the signature's dtype
+    outputs = echo.predict(arrays)
+    assert outputs["string"].tolist() == ["été".encode(), b"b"]
+    assert outputs["int64"].dtype == np.int64 and outputs["int64"].tolist() == [5, -6]

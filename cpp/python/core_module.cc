@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "abi/control_api.h"
+#include "numpy_codec.h"
 
 namespace py = pybind11;
 
@@ -175,6 +176,23 @@ class Model {
     });
   }
 
+  // Processor.predict(): numpy in, numpy out; returns (200, {name: array}) or (code, message bytes).
+  py::tuple Predict(const py::dict& inputs, const std::vector<std::string>& output_filter,
+                    const std::string& signature_name) const {
+    const std::string request = processor_binding::EncodeRequest(inputs, output_filter, signature_name);
+    void* output = nullptr;
+    int output_size = 0;
+    int code;
+    {
+      py::gil_scoped_release release;
+      code = process(handle_, request.data(), static_cast<int>(request.size()), &output, &output_size);
+    }
+    std::unique_ptr<void, decltype(&free_buffer)> owned(output, &free_buffer);
+    std::string_view response(static_cast<const char*>(output), output ? output_size : 0);
+    if (code != 200) return py::make_tuple(code, py::bytes(response.data(), response.size()));
+    return py::make_tuple(code, processor_binding::DecodeResponse(response));
+  }
+
   std::pair<int, py::bytes> Metrics() const {
     void* output = nullptr;
     int output_size = 0;
@@ -225,5 +243,6 @@ PYBIND11_MODULE(_core, m) {
       .def("set_timeline", &Model::SetTimeline, py::arg("start"), py::arg("interval"), py::arg("count"), py::arg("path"))
       .def("process", &Model::Process, py::arg("request"))
       .def("model_info", &Model::ModelInfo)
-      .def("metrics", &Model::Metrics);
+      .def("metrics", &Model::Metrics)
+      .def("predict", &Model::Predict, py::arg("inputs"), py::arg("output_filter"), py::arg("signature_name"));
 }
