@@ -77,74 +77,67 @@ void SetError(const Status& status, char** error) {
   *error = static_cast<char*>(buffer);
 }
 
+// Runs `action` (returning a Status); a failure or an exception becomes *error. Returns 0 or -1.
+template <typename Action>
+int Report(const char* what, char** error, Action&& action) {
+  if (error) *error = nullptr;
+  Status status;
+  try {
+    status = action();
+  } catch (const std::exception& e) {
+    status = Status::Internal(std::string("unexpected exception while ") + what + ": " + e.what());
+  } catch (...) {
+    status = Status::Internal(std::string("unexpected exception while ") + what);
+  }
+  if (status.ok()) return 0;
+  SetError(status, error);
+  return -1;
+}
+
 }  // namespace
 
 extern "C" {
 
 PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
                                                             int count, char** error) {
-  if (error) *error = nullptr;
-  try {
+  processor_servable* result = nullptr;
+  Report("loading", error, [&] {
     processor::LoadOptions options;
-    Status status = ParseLoadOptions(keys, values, count, &options);
+    PROCESSOR_RETURN_IF_ERROR(ParseLoadOptions(keys, values, count, &options));
     std::shared_ptr<Servable> servable;
-    if (status.ok()) status = Servable::Load(options, &servable);
-    if (!status.ok()) {
-      SetError(status, error);
-      return nullptr;
-    }
-    return new processor_servable{std::move(servable)};
-  } catch (const std::exception& e) {
-    SetError(Status::Internal(std::string("unexpected exception while loading: ") + e.what()), error);
-  } catch (...) {
-    SetError(Status::Internal("unexpected exception while loading"), error);
-  }
-  return nullptr;
+    PROCESSOR_RETURN_IF_ERROR(Servable::Load(options, &servable));
+    result = new processor_servable{std::move(servable)};
+    return Status::Ok();
+  });
+  return result;
 }
 
 PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,
                                                       void** output, int* output_size, char** error) {
-  if (error) *error = nullptr;
-  processor::LoadOptions options;
-  Status status = ParseLoadOptions(keys, values, count, &options);
-  if (!status.ok()) {
-    SetError(status, error);
-    return -1;
-  }
-  processor::CopyToMallocBuffer(processor::EncodeConfigProto(options.session), output, output_size);
-  return 0;
+  return Report("encoding a session config", error, [&] {
+    processor::LoadOptions options;
+    PROCESSOR_RETURN_IF_ERROR(ParseLoadOptions(keys, values, count, &options));
+    processor::CopyToMallocBuffer(processor::EncodeConfigProto(options.session), output, output_size);
+    return Status::Ok();
+  });
 }
 
 PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* servable, const char* prefix,
                                                            const char* const* variables, const int* sparse,
                                                            const int* key_dtypes, int count, char** error) {
-  if (error) *error = nullptr;
-  try {
+  return Report("applying a delta", error, [&] {
     std::vector<processor::DeltaVariable> deltas(count > 0 ? count : 0);
     for (int i = 0; i < count; ++i) {
       deltas[i].name = variables[i];
       deltas[i].sparse = sparse[i] != 0;
       deltas[i].key_dtype = static_cast<TF_DataType>(key_dtypes[i]);
     }
-    Status status = servable->servable->ApplyDelta(prefix ? prefix : "", deltas);
-    if (status.ok()) return 0;
-    SetError(status, error);
-  } catch (const std::exception& e) {
-    SetError(Status::Internal(std::string("unexpected exception while applying a delta: ") + e.what()), error);
-  }
-  return -1;
+    return servable->servable->ApplyDelta(prefix ? prefix : "", deltas);
+  });
 }
 
 PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* servable, const char* prefix, char** error) {
-  if (error) *error = nullptr;
-  try {
-    Status status = servable->servable->RestoreInPlace(prefix ? prefix : "");
-    if (status.ok()) return 0;
-    SetError(status, error);
-  } catch (const std::exception& e) {
-    SetError(Status::Internal(std::string("unexpected exception while restoring: ") + e.what()), error);
-  }
-  return -1;
+  return Report("restoring", error, [&] { return servable->servable->Restore(prefix ? prefix : ""); });
 }
 
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,

@@ -70,8 +70,8 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
 
   std::vector<const char*> tags;
   for (const std::string& tag : options.tags) tags.push_back(tag.c_str());
-  auto run_options = [](int pool) {
-    const std::string encoded = EncodeRunOptions(pool);
+  auto run_options = [](int pool, bool full_trace = false) {
+    const std::string encoded = EncodeRunOptions(pool, full_trace);
     return BufferPtr(TF_NewBufferFromString(encoded.data(), encoded.size()));
   };
   s->update_run_options_ = run_options(UpdatePoolIndex(options.session));
@@ -83,8 +83,7 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
     for (int pool = 0; pool < options.session.session_num; ++pool) s->serving_run_options_.push_back(run_options(pool));
   }
   s->policy_ = options.session.policy;
-  const std::string traced = EncodeRunOptions(options.session.inline_execute ? -1 : 0, /*full_trace=*/true);
-  s->traced_run_options_.reset(TF_NewBufferFromString(traced.data(), traced.size()));
+  s->traced_run_options_ = run_options(options.session.inline_execute ? -1 : 0, /*full_trace=*/true);
   s->graph_.reset(TF_NewGraph());
   BufferPtr meta_graph_buffer(TF_NewBuffer());
   TfStatus status;
@@ -158,8 +157,6 @@ Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::strin
   signature_json_ += "}";
   return Status::Ok();
 }
-
-Status Servable::RestoreInPlace(const std::string& prefix) { return Restore(prefix); }
 
 Status Servable::Restore(const std::string& prefix) {
   const SaverSpec& saver = saver_;

@@ -41,10 +41,10 @@ class Servable {
 
   ~Servable();
   Servable(const Servable&) = delete;
+  Servable& operator=(const Servable&) = delete;
 
   // Servables alive in the process: what tests and leak checks watch return to its baseline.
   static int64_t LiveCount() { return live_count_.load(std::memory_order_relaxed); }
-  Servable& operator=(const Servable&) = delete;
 
   const std::string& signature_name() const { return signature_name_; }
   const std::vector<BoundTensor>& inputs() const { return inputs_; }
@@ -62,9 +62,10 @@ class Servable {
              const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results,
              std::string* run_metadata = nullptr) const;
 
-  // Restores a checkpoint into the live session. Not atomic for requests running meanwhile (they may
-  // see some variables restored and others not): the resource-preserving policy's trade-off.
-  Status RestoreInPlace(const std::string& prefix);
+  // Restores a checkpoint into the session through the SavedModel's saver. On a serving version it is
+  // not atomic for requests running meanwhile (they may see some variables restored and others not):
+  // the resource-preserving policy's trade-off.
+  Status Restore(const std::string& prefix);
 
   // Applies an incremental checkpoint atomically with respect to Run() (see DeltaApplier).
   Status ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables);
@@ -74,14 +75,14 @@ class Servable {
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
   static int Find(const std::vector<BoundTensor>& tensors, std::string_view name);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
-  Status Restore(const std::string& prefix);
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
   DeltaApplier& delta_applier();
+  // The session group: the RunOptions of the pool this request runs on.
+  const TF_Buffer* ChooseServingRunOptions() const;
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
-  // The session group: one RunOptions per serving pool (or one running ops in the caller's thread).
-  const TF_Buffer* ChooseServingRunOptions() const;
+  // One RunOptions per serving pool (or one running ops in the caller's thread; null: TF's defaults).
   std::vector<BufferPtr> serving_run_options_;
   BufferPtr traced_run_options_;
   SessionPolicy policy_ = SessionPolicy::kMod;

@@ -180,6 +180,7 @@ class Model {
   py::tuple Predict(const py::dict& inputs, const std::vector<std::string>& output_filter,
                     const std::string& signature_name) const {
     const std::string request = processor_binding::EncodeRequest(inputs, output_filter, signature_name);
+    if (request.size() > INT32_MAX) throw py::value_error("request is larger than 2 GiB, the ABI's limit");
     void* output = nullptr;
     int output_size = 0;
     int code;
