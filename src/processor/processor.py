@@ -93,8 +93,7 @@ class Processor:
         self._model: Optional[_core.Model] = _core.Model(self.config.model_name)
         if self.config.timeline_trace_count > 0:
             self._start_timeline()
-        delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
-        self._install(loaded, delta_step)
+        self._serve_with_deltas(loaded)
         self._poller: Optional[PollingThread] = None
         if self.config.effective_poll_interval > 0:
             self._poller = PollingThread(self.config.effective_poll_interval, self._poll)
@@ -146,7 +145,7 @@ class Processor:
                 raise RequestError(400, str(e)) from None
         try:  # numpy to request bytes and response bytes to numpy in C++; the run without the GIL
             code, result = self._live_model().predict(arrays, list(output_filter or []), signature_name)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:  # inputs numpy cannot take, or over the ABI's 2 GiB
             raise RequestError(400, str(e)) from None
         if code != OK:
             raise RequestError(code, result.decode("utf-8", "replace"))
@@ -318,9 +317,17 @@ class Processor:
             loaded = self._load_preserving_resources(candidate)
         else:
             loaded = self._load_counting_failures(candidate)
-        delta_step = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)[0] if with_deltas else -1
         if is_update:
             self._updates_applied += 1
+        if with_deltas:
+            self._serve_with_deltas(loaded)
+        else:
+            self._install(loaded)
+
+    def _serve_with_deltas(self, loaded: LoadedVersion) -> None:
+        """Applies the deltas of the version's run, then makes it serve; a delta that fails is retried
+        later on the serving version."""
+        delta_step, _ = self._apply_deltas(loaded.servable, loaded.record.candidate, -1, respect_backoff=False)
         self._install(loaded, delta_step)
 
     def _load_preserving_resources(self, candidate: Candidate) -> LoadedVersion:
@@ -361,8 +368,7 @@ class Processor:
                 loaded = LoadedVersion(servable, self._serving)
             else:
                 loaded = self._loader.load(candidate)
-            delta_step, _ = self._apply_deltas(loaded.servable, candidate, -1, respect_backoff=False)
-            self._install(loaded, delta_step)
+            self._serve_with_deltas(loaded)
             logger.info("serving %s again", candidate.describe())
         except (ModelLoadError, _core.LoadError) as e:
             self._unload_serving()

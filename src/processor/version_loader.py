@@ -51,10 +51,10 @@ class LoadedVersion:
 
 
 def session_options(config: ProcessorConfig) -> Dict[str, str]:
-    """The load options the data plane takes for the config's thread settings."""
+    """The load options the data plane takes for the config's thread settings (the serving pools'
+    sizes come from the session group)."""
     return {
         "intra_op_threads": str(config.intra_op_parallelism_threads),
-        "inter_op_threads": str(config.inter_op_parallelism_threads),
         "use_per_session_threads": "1" if config.use_per_session_threads else "0",
         "inline_execute": "1" if config.enable_inline_execute else "0",
         "update_inter_op_threads": str(config.model_update_inter_threads),
