@@ -3,9 +3,13 @@
 //
 //   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS
 //   latency_bench process LIBRARY CONFIG.json REQUEST.bin ITERATIONS THREADS SECONDS
+//   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS
 //
-// Prints one JSON object: median/p99/mean latency in ms over ITERATIONS sequential calls, and
-// requests/s with THREADS threads over SECONDS.
+// raw/process print one JSON object: median/p99/mean latency in ms over ITERATIONS sequential calls,
+// and requests/s with THREADS threads over SECONDS.
+// compare loads both paths into one process and alternates them in ROUNDS blocks of ITERATIONS calls
+// (order swapped every round), so that both see the same CPU frequency, cache and neighbour noise;
+// it prints {"raw": {...}, "process": {...}, "ratio": median of the per-round median ratios}.
 #include <dlfcn.h>
 #include <tensorflow/c/c_api.h>
 #include <tensorflow/c/tf_tstring.h>
@@ -47,18 +51,28 @@ double NowMs() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void Report(const std::function<void()>& call, int iterations, int threads, double seconds) {
-  for (int i = 0; i < std::min(iterations, 200); ++i) call();  // warm up
+struct Latency {
+  double median_ms, p99_ms, mean_ms;
+};
+
+Latency Sample(const std::function<void()>& call, int iterations) {
   std::vector<double> samples(iterations);
   for (double& sample : samples) {
     const double start = NowMs();
     call();
     sample = NowMs() - start;
   }
-  std::vector<double> sorted = samples;
-  std::sort(sorted.begin(), sorted.end());
   double sum = 0;
   for (double s : samples) sum += s;
+  std::sort(samples.begin(), samples.end());
+  return {samples[iterations / 2], samples[std::min<size_t>(iterations - 1, iterations * 99 / 100)], sum / iterations};
+}
+
+void WarmUp(const std::function<void()>& call, int iterations) {
+  for (int i = 0; i < std::min(iterations, 200); ++i) call();
+}
+
+double RequestsPerSecond(const std::function<void()>& call, int threads, double seconds) {
   std::atomic<bool> stop{false};
   std::atomic<long> done{0};
   std::vector<std::thread> workers;
@@ -76,99 +90,173 @@ void Report(const std::function<void()>& call, int iterations, int threads, doub
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop = true;
   for (auto& w : workers) w.join();
-  const double elapsed_s = (NowMs() - start) / 1e3;
-  std::printf("{\"median_ms\": %.5f, \"p99_ms\": %.5f, \"mean_ms\": %.5f, \"threads\": %d, \"requests_per_s\": %.1f}\n",
-              sorted[iterations / 2], sorted[std::min<size_t>(iterations - 1, iterations * 99 / 100)], sum / iterations,
-              threads, done / elapsed_s);
+  return done / ((NowMs() - start) / 1e3);
+}
+
+std::string Json(const Latency& l) {
+  char text[160];
+  std::snprintf(text, sizeof text, "{\"median_ms\": %.5f, \"p99_ms\": %.5f, \"mean_ms\": %.5f}", l.median_ms, l.p99_ms,
+                l.mean_ms);
+  return text;
+}
+
+void Report(const std::function<void()>& call, int iterations, int threads, double seconds) {
+  WarmUp(call, iterations);
+  const Latency latency = Sample(call, iterations);
+  const double rate = RequestsPerSecond(call, threads, seconds);
+  std::string json = Json(latency);
+  json.pop_back();
+  std::printf("%s, \"threads\": %d, \"requests_per_s\": %.1f}\n", json.c_str(), threads, rate);
+}
+
+// Alternates the two calls in blocks; the ratio is the median over rounds of process/raw medians.
+void Compare(const std::function<void()>& raw, const std::function<void()>& process, int iterations, int rounds) {
+  WarmUp(raw, iterations);
+  WarmUp(process, iterations);
+  std::vector<Latency> raw_rounds, process_rounds;
+  std::vector<double> ratios;
+  for (int round = 0; round < rounds; ++round) {
+    if (round % 2 == 0) {
+      raw_rounds.push_back(Sample(raw, iterations));
+      process_rounds.push_back(Sample(process, iterations));
+    } else {
+      process_rounds.push_back(Sample(process, iterations));
+      raw_rounds.push_back(Sample(raw, iterations));
+    }
+    ratios.push_back(process_rounds.back().median_ms / raw_rounds.back().median_ms);
+  }
+  auto median_of = [](std::vector<Latency> v, double Latency::*field) {
+    std::vector<double> values;
+    for (const Latency& l : v) values.push_back(l.*field);
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
+  };
+  auto summary = [&](const std::vector<Latency>& v) {
+    return Latency{median_of(v, &Latency::median_ms), median_of(v, &Latency::p99_ms), median_of(v, &Latency::mean_ms)};
+  };
+  std::sort(ratios.begin(), ratios.end());
+  std::printf("{\"raw\": %s, \"process\": %s, \"ratio\": %.4f, \"ratio_min\": %.4f, \"ratio_max\": %.4f}\n",
+              Json(summary(raw_rounds)).c_str(), Json(summary(process_rounds)).c_str(), ratios[ratios.size() / 2],
+              ratios.front(), ratios.back());
 }
 
 // The bare TensorFlow path: the same SavedModel and checkpoint, inputs decoded once, then TF_SessionRun.
-void RawBench(const char* savedmodel, const char* prefix, const std::string& request, int iterations, int threads,
-              double seconds) {
-  processor::TfStatus status;
-  TF_SessionOptions* options = TF_NewSessionOptions();
-  TF_Graph* graph = TF_NewGraph();
-  TF_Buffer* meta = TF_NewBuffer();
-  const char* tags[] = {"serve"};
-  TF_Session* session = TF_LoadSessionFromSavedModel(options, nullptr, savedmodel, tags, 1, graph, meta, status.get());
-  if (!status.ok()) Die(status.message());
-  processor::MetaGraphSpec spec;
-  processor::ParseMetaGraph(std::string_view(static_cast<const char*>(meta->data), meta->length), &spec);
-  auto port = [&](const std::string& name) {
+class RawPath {
+ public:
+  RawPath(const char* savedmodel, const char* prefix, const std::string& request) {
+    processor::TfStatus status;
+    TF_SessionOptions* options = TF_NewSessionOptions();
+    TF_Buffer* meta = TF_NewBuffer();
+    const char* tags[] = {"serve"};
+    session_ = TF_LoadSessionFromSavedModel(options, nullptr, savedmodel, tags, 1, graph_, meta, status.get());
+    TF_DeleteSessionOptions(options);
+    if (!status.ok()) Die(status.message());
+    processor::MetaGraphSpec spec;
+    processor::ParseMetaGraph(std::string_view(static_cast<const char*>(meta->data), meta->length), &spec);
+    TF_DeleteBuffer(meta);
+    // Restore the checkpoint through the saver, as any TF server does.
+    TensorPtr path(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
+    TF_TString_Init(static_cast<TF_TString*>(TF_TensorData(path.get())));
+    TF_TString_Copy(static_cast<TF_TString*>(TF_TensorData(path.get())), prefix, std::strlen(prefix));
+    TF_Output filename = Port(spec.saver.filename_tensor_name);
+    TF_Tensor* path_value = path.get();
+    const TF_Operation* restore = TF_GraphOperationByName(graph_, spec.saver.restore_op_name.c_str());
+    TF_SessionRun(session_, nullptr, &filename, &path_value, 1, nullptr, nullptr, 0, &restore, 1, nullptr, status.get());
+    if (!status.ok()) Die(status.message());
+
+    const processor::SignatureSpec& signature = spec.signatures.at("serving_default");
+    processor::RequestView view;
+    if (!processor::ParsePredictRequest(request.data(), request.size(), &view).ok()) Die("bad request file");
+    for (const auto& [name, array] : view.inputs) {
+      for (const auto& input : signature.inputs) {
+        if (input.alias != name) continue;
+        TensorPtr tensor;
+        if (!processor::MakeTensor(array, &tensor).ok()) Die("bad input " + std::string(name));
+        inputs_.push_back(Port(input.tensor_name));
+        values_.push_back(tensor.get());
+        owned_.push_back(std::move(tensor));
+      }
+    }
+    for (const auto& output : signature.outputs) outputs_.push_back(Port(output.tensor_name));
+  }
+
+  void Call() {
+    std::vector<TF_Tensor*> results(outputs_.size(), nullptr);
+    processor::TfStatus status;
+    TF_SessionRun(session_, nullptr, inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
+                  results.data(), static_cast<int>(outputs_.size()), nullptr, 0, nullptr, status.get());
+    for (TF_Tensor* t : results) TF_DeleteTensor(t);
+  }
+
+ private:
+  TF_Output Port(const std::string& name) {
     const size_t colon = name.rfind(':');
-    TF_Operation* op = TF_GraphOperationByName(graph, name.substr(0, colon).c_str());
+    TF_Operation* op = TF_GraphOperationByName(graph_, name.substr(0, colon).c_str());
     if (!op) Die("no tensor " + name);
     return TF_Output{op, colon == std::string::npos ? 0 : std::atoi(name.c_str() + colon + 1)};
-  };
-  // Restore the checkpoint through the saver, as any TF server does.
-  TensorPtr path(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
-  TF_TString_Init(static_cast<TF_TString*>(TF_TensorData(path.get())));
-  TF_TString_Copy(static_cast<TF_TString*>(TF_TensorData(path.get())), prefix, std::strlen(prefix));
-  TF_Output filename = port(spec.saver.filename_tensor_name);
-  TF_Tensor* path_value = path.get();
-  const TF_Operation* restore = TF_GraphOperationByName(graph, spec.saver.restore_op_name.c_str());
-  TF_SessionRun(session, nullptr, &filename, &path_value, 1, nullptr, nullptr, 0, &restore, 1, nullptr, status.get());
-  if (!status.ok()) Die(status.message());
-
-  const processor::SignatureSpec& signature = spec.signatures.at("serving_default");
-  processor::RequestView view;
-  if (!processor::ParsePredictRequest(request.data(), request.size(), &view).ok()) Die("bad request file");
-  std::vector<TF_Output> inputs;
-  std::vector<TensorPtr> owned;
-  std::vector<TF_Tensor*> values;
-  for (const auto& [name, array] : view.inputs) {
-    for (const auto& input : signature.inputs) {
-      if (input.alias != name) continue;
-      TensorPtr tensor;
-      if (!processor::MakeTensor(array, &tensor).ok()) Die("bad input " + std::string(name));
-      inputs.push_back(port(input.tensor_name));
-      values.push_back(tensor.get());
-      owned.push_back(std::move(tensor));
-    }
   }
-  std::vector<TF_Output> outputs;
-  for (const auto& output : signature.outputs) outputs.push_back(port(output.tensor_name));
-  Report([&] {
-    std::vector<TF_Tensor*> results(outputs.size(), nullptr);
-    processor::TfStatus run_status;
-    TF_SessionRun(session, nullptr, inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
-                  results.data(), static_cast<int>(outputs.size()), nullptr, 0, nullptr, run_status.get());
-    for (TF_Tensor* t : results) TF_DeleteTensor(t);
-  }, iterations, threads, seconds);
-}
+
+  TF_Graph* graph_ = TF_NewGraph();  // the bench exits without closing the session: nothing to tear down
+  TF_Session* session_ = nullptr;
+  std::vector<TF_Output> inputs_, outputs_;
+  std::vector<TensorPtr> owned_;
+  std::vector<TF_Tensor*> values_;
+};
 
 // What a host does: dlopen, initialize, process().
-void ProcessBench(const char* library, const char* config_path, const std::string& request, int iterations,
-                  int threads, double seconds) {
-  void* handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
-  if (!handle) Die(dlerror());
-  using Initialize = void* (*)(const char*, const char*, int*);
-  using Process = int (*)(void*, const void*, int, void**, int*);
-  using Finalize = void (*)(void*);
-  auto initialize = reinterpret_cast<Initialize>(dlsym(handle, "initialize"));
-  auto process = reinterpret_cast<Process>(dlsym(handle, "process"));
-  auto finalize = reinterpret_cast<Finalize>(dlsym(handle, "finalize"));
-  const std::string config = ReadFile(config_path);
-  int state = -1;
-  void* model = initialize("", config.c_str(), &state);
-  if (!model || state != 0) Die("initialize failed");
-  Report([&] {
+class ProcessPath {
+ public:
+  ProcessPath(const char* library, const char* config_path, const std::string& request) : request_(request) {
+    void* handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) Die(dlerror());
+    using Initialize = void* (*)(const char*, const char*, int*);
+    auto initialize = reinterpret_cast<Initialize>(dlsym(handle, "initialize"));
+    process_ = reinterpret_cast<Process>(dlsym(handle, "process"));
+    finalize_ = reinterpret_cast<Finalize>(dlsym(handle, "finalize"));
+    const std::string config = ReadFile(config_path);
+    int state = -1;
+    model_ = initialize("", config.c_str(), &state);
+    if (!model_ || state != 0) Die("initialize failed");
+  }
+  ~ProcessPath() { finalize_(model_); }
+
+  void Call() {
     void* out = nullptr;
     int size = 0;
-    if (process(model, request.data(), static_cast<int>(request.size()), &out, &size) != 200) Die("process failed");
+    if (process_(model_, request_.data(), static_cast<int>(request_.size()), &out, &size) != 200) Die("process failed");
     std::free(out);
-  }, iterations, threads, seconds);
-  finalize(model);
-}
+  }
+
+ private:
+  using Process = int (*)(void*, const void*, int, void**, int*);
+  using Finalize = void (*)(void*);
+  const std::string request_;
+  Process process_ = nullptr;
+  Finalize finalize_ = nullptr;
+  void* model_ = nullptr;
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 8) Die("usage: latency_bench raw|process ... (see the source)");
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "compare" && argc == 9) {
+    const std::string request = ReadFile(argv[6]);
+    RawPath raw(argv[4], argv[5], request);
+    ProcessPath process(argv[2], argv[3], request);
+    Compare([&] { raw.Call(); }, [&] { process.Call(); }, std::atoi(argv[7]), std::atoi(argv[8]));
+    return 0;
+  }
+  if ((mode != "raw" && mode != "process") || argc != 8) Die("usage: latency_bench raw|process|compare ... (see the source)");
   const std::string request = ReadFile(argv[4]);
   const int iterations = std::atoi(argv[5]), threads = std::atoi(argv[6]);
   const double seconds = std::atof(argv[7]);
-  if (std::string(argv[1]) == "raw") RawBench(argv[2], argv[3], request, iterations, threads, seconds);
-  else ProcessBench(argv[2], argv[3], request, iterations, threads, seconds);
+  if (mode == "raw") {
+    RawPath raw(argv[2], argv[3], request);
+    Report([&] { raw.Call(); }, iterations, threads, seconds);
+  } else {
+    ProcessPath process(argv[2], argv[3], request);
+    Report([&] { process.Call(); }, iterations, threads, seconds);
+  }
   return 0;
 }

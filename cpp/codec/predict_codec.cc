@@ -331,6 +331,7 @@ int ValueFieldForDtype(int dtype) {
 }
 
 Status ParsePredictRequest(const void* data, size_t size, RequestView* request) {
+  request->Clear();
   if (size > 0 && data == nullptr) return Status::InvalidArgument("input_data is NULL but input_size is " + std::to_string(size));
   Reader r(data, size);
   uint32_t field, wire_type;
@@ -430,12 +431,13 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
   return Status::Ok();
 }
 
-Status EncodePredictResponse(const std::vector<std::pair<std::string_view, TF_Tensor*>>& outputs, void** data,
+Status EncodePredictResponse(const std::vector<std::string_view>& names, const OwnedTensors& tensors, void** data,
                              int* size) {
-  std::vector<EncodedArray> plan;
-  plan.reserve(outputs.size());
+  SmallVector<EncodedArray, 8> plan;
   size_t total = 0;
-  for (const auto& [name, tensor] : outputs) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string_view name = names[i];
+    TF_Tensor* tensor = tensors[i];
     EncodedArray a{name, tensor, ElementCount(tensor), 0, 0, 0, 0};
     size_t values_size = 0;
     PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ValuesSize(tensor, a.elements, &values_size), "output " + Quote(name));

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/small_vector.h"
 #include "common/status.h"
 #include "common/tf_handles.h"
 
@@ -26,8 +27,8 @@ namespace processor {
 struct ArrayView {
   int dtype = 0;
   bool has_shape = false;  // absent shape means scalar, as for TensorProto
-  std::vector<int64_t> dims;
-  std::vector<std::string_view> pieces;
+  SmallVector<int64_t, 4> dims;
+  SmallVector<std::string_view, 2> pieces;
   // Values per ArrayProto field number: 3 float, 4 double, 5 int, 6 string, 7 int64, 8 bool.
   int64_t counts[9] = {};
 };
@@ -36,6 +37,14 @@ struct RequestView {
   std::string_view signature_name;
   std::vector<std::pair<std::string_view, ArrayView>> inputs;  // in wire order, keys unique (last wins)
   std::vector<std::string_view> output_filter;
+
+  // Empties the view but keeps its capacity, so a thread can parse request after request without
+  // allocating.
+  void Clear() {
+    signature_name = {};
+    inputs.clear();
+    output_filter.clear();
+  }
 };
 
 // Parses a serialized PredictRequest. Fails with InvalidArgument naming what is malformed.
@@ -49,9 +58,10 @@ Status ShapeElementCount(const ArrayView& array, int64_t* count);
 // that narrow integers are in range.
 Status MakeTensor(const ArrayView& array, TensorPtr* tensor);
 
-// Serializes a PredictResponse into a buffer from malloc(); the caller frees it.
-Status EncodePredictResponse(const std::vector<std::pair<std::string_view, TF_Tensor*>>& outputs,
-                             void** data, int* size);
+// Serializes a PredictResponse of tensors[i] named names[i] into a buffer from malloc(); the caller
+// frees it.
+Status EncodePredictResponse(const std::vector<std::string_view>& names, const OwnedTensors& tensors, void** data,
+                             int* size);
 
 // The ArrayProto field a dtype's values travel in, or 0 when the protocol cannot carry the dtype.
 int ValueFieldForDtype(int dtype);

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -21,6 +22,35 @@ using TensorPtr = std::unique_ptr<TF_Tensor, CallDeleter<TF_DeleteTensor>>;
 using BufferPtr = std::unique_ptr<TF_Buffer, CallDeleter<TF_DeleteBuffer>>;
 using GraphPtr = std::unique_ptr<TF_Graph, CallDeleter<TF_DeleteGraph>>;
 using SessionOptionsPtr = std::unique_ptr<TF_SessionOptions, CallDeleter<TF_DeleteSessionOptions>>;
+
+// A run's tensors (fed or fetched), owned until Reset() or destruction. Keeps its capacity across
+// Reset(), so a thread reusing one allocates nothing per request; data() is what TF_SessionRun takes.
+class OwnedTensors {
+ public:
+  OwnedTensors() = default;
+  ~OwnedTensors() { Reset(0); }
+  OwnedTensors(const OwnedTensors&) = delete;
+  OwnedTensors& operator=(const OwnedTensors&) = delete;
+
+  // Deletes the tensors held and makes `count` empty slots.
+  void Reset(size_t count) {
+    for (TF_Tensor* t : tensors_) {
+      if (t) TF_DeleteTensor(t);
+    }
+    tensors_.assign(count, nullptr);
+  }
+  void Set(size_t i, TensorPtr tensor) {
+    if (tensors_[i]) TF_DeleteTensor(tensors_[i]);
+    tensors_[i] = tensor.release();
+  }
+  size_t size() const { return tensors_.size(); }
+  TF_Tensor* operator[](size_t i) const { return tensors_[i]; }
+  TF_Tensor* const* data() const { return tensors_.data(); }
+  TF_Tensor** data() { return tensors_.data(); }
+
+ private:
+  std::vector<TF_Tensor*> tensors_;
+};
 
 // A TF_Status owned for one call.
 class TfStatus {

@@ -196,20 +196,18 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
   return Status::Ok();
 }
 
-Status Servable::Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
-                     const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results,
-                     std::string* run_metadata) const {
-  std::vector<TF_Tensor*> raw(outputs.size(), nullptr);
+Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values,
+                     const std::vector<TF_Output>& outputs, OwnedTensors* results, std::string* run_metadata) const {
+  results->Reset(outputs.size());
   TfStatus status;
   BufferPtr metadata(run_metadata ? TF_NewBuffer() : nullptr);
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    TF_SessionRun(session_, run_metadata ? traced_run_options_.get() : ChooseServingRunOptions(), inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
-                  raw.data(), static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
+    TF_SessionRun(session_, run_metadata ? traced_run_options_.get() : ChooseServingRunOptions(), inputs.data(),
+                  values.data(), static_cast<int>(inputs.size()), outputs.data(), results->data(),
+                  static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
   }
   if (metadata && metadata->data) run_metadata->assign(static_cast<const char*>(metadata->data), metadata->length);
-  results->clear();
-  for (TF_Tensor* t : raw) results->emplace_back(t);  // owned even on failure (TF may fill some)
   return status.ToStatus("running the model");
 }
 

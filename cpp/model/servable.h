@@ -56,11 +56,11 @@ class Servable {
   int FindInput(std::string_view name) const { return Find(inputs_, name); }
   int FindOutput(std::string_view name) const { return Find(outputs_, name); }
 
-  // Runs the session. `results` receives owned tensors, one per output. With `run_metadata`, the run
-  // is fully traced and its serialized RunMetadata (step stats) stored there.
-  Status Run(const std::vector<TF_Output>& inputs, const std::vector<TF_Tensor*>& values,
-             const std::vector<TF_Output>& outputs, std::vector<TensorPtr>* results,
-             std::string* run_metadata = nullptr) const;
+  // Runs the session. `results` receives owned tensors, one per output (on failure too: TF may have
+  // filled some). With `run_metadata`, the run is fully traced and its serialized RunMetadata (step
+  // stats) stored there.
+  Status Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
+             OwnedTensors* results, std::string* run_metadata = nullptr) const;
 
   // Restores a checkpoint into the session through the SavedModel's saver. On a serving version it is
   // not atomic for requests running meanwhile (they may see some variables restored and others not):

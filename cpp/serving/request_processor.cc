@@ -13,7 +13,8 @@
 namespace processor {
 namespace {
 
-std::string ShapeString(const std::vector<int64_t>& dims) {
+template <typename Dims>
+std::string ShapeString(const Dims& dims) {
   std::string s = "[";
   for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
   return s + "]";
@@ -37,13 +38,30 @@ Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
                                  ShapeString(spec.dims));
 }
 
-Status BindInputs(const Servable& servable, const RequestView& request, std::vector<TF_Output>* ports,
-                  std::vector<TensorPtr>* tensors) {
+// What one request is parsed and bound into. Each thread keeps one and reuses its capacity, so the
+// request path allocates nothing for bookkeeping; the tensors are released when the request ends.
+struct RequestScratch {
+  RequestView view;
+  std::vector<const std::string_view*> given_as;  // the request's name for each signature input
+  std::vector<TF_Output> input_ports;
+  OwnedTensors input_tensors;
+  std::vector<TF_Output> output_ports;
+  std::vector<std::string_view> output_names;
+  OwnedTensors output_tensors;
+
+  void Release() {
+    input_tensors.Reset(0);
+    output_tensors.Reset(0);
+  }
+};
+
+Status BindInputs(const Servable& servable, RequestScratch* scratch) {
   const auto& specs = servable.inputs();
-  std::vector<const std::string_view*> given_as(specs.size(), nullptr);  // the request's name for each input
-  ports->resize(specs.size());
-  tensors->resize(specs.size());
-  for (const auto& [name, array] : request.inputs) {
+  std::vector<const std::string_view*>& given_as = scratch->given_as;
+  given_as.assign(specs.size(), nullptr);
+  scratch->input_ports.resize(specs.size());
+  scratch->input_tensors.Reset(specs.size());
+  for (const auto& [name, array] : scratch->view.inputs) {
     const int index = servable.FindInput(name);
     if (index < 0) {
       return Status::InvalidArgument("unknown input " + Quote(name) + "; the signature's inputs are " +
@@ -57,15 +75,17 @@ Status BindInputs(const Servable& servable, const RequestView& request, std::vec
     given_as[index] = &name;
     Status status;
     int64_t elements = 0;
+    TensorPtr tensor;
     if (array.dtype != spec.dtype) {
       status = Status::InvalidArgument(std::string("dtype ") + DataTypeName(array.dtype) +
                                        " does not match the signature's " + DataTypeName(spec.dtype));
     }
     if (status.ok()) status = ShapeElementCount(array, &elements);  // a malformed shape is the more basic error
     if (status.ok()) status = CheckShape(array, spec);
-    if (status.ok()) status = MakeTensor(array, &(*tensors)[index]);
+    if (status.ok()) status = MakeTensor(array, &tensor);
     if (!status.ok()) return status.WithContext("input " + Quote(spec.alias));
-    (*ports)[index] = specs[index].port;
+    scratch->input_tensors.Set(index, std::move(tensor));
+    scratch->input_ports[index] = specs[index].port;
   }
   for (size_t i = 0; i < specs.size(); ++i) {
     if (!given_as[i]) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
@@ -73,8 +93,12 @@ Status BindInputs(const Servable& servable, const RequestView& request, std::vec
   return Status::Ok();
 }
 
-Status BindOutputs(const Servable& servable, const RequestView& request, std::vector<TF_Output>* ports,
-                   std::vector<std::string_view>* names) {
+Status BindOutputs(const Servable& servable, RequestScratch* scratch) {
+  std::vector<TF_Output>* ports = &scratch->output_ports;
+  std::vector<std::string_view>* names = &scratch->output_names;
+  const RequestView& request = scratch->view;
+  ports->clear();
+  names->clear();
   const auto& specs = servable.outputs();
   if (request.output_filter.empty()) {
     for (const BoundTensor& output : specs) {
@@ -119,29 +143,22 @@ Status ProcessRequest(const Servable* servable, const void* request, size_t size
     CopyToMallocBuffer(servable->signature_json(), output, output_size);
     return Status::Ok();
   }
-  RequestView view;
-  PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &view));
-  if (!view.signature_name.empty() && view.signature_name != servable->signature_name()) {
-    return Status::InvalidArgument("signature_name " + Quote(view.signature_name) + " is not served; this model serves " +
+  thread_local RequestScratch scratch;
+  struct ReleaseOnExit {
+    RequestScratch& scratch;
+    ~ReleaseOnExit() { scratch.Release(); }
+  } release{scratch};
+  PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &scratch.view));
+  const std::string_view signature_name = scratch.view.signature_name;
+  if (!signature_name.empty() && signature_name != servable->signature_name()) {
+    return Status::InvalidArgument("signature_name " + Quote(signature_name) + " is not served; this model serves " +
                                    Quote(servable->signature_name()));
   }
-  std::vector<TF_Output> input_ports;
-  std::vector<TensorPtr> input_tensors;
-  PROCESSOR_RETURN_IF_ERROR(BindInputs(*servable, view, &input_ports, &input_tensors));
-  std::vector<TF_Output> output_ports;
-  std::vector<std::string_view> output_names;
-  PROCESSOR_RETURN_IF_ERROR(BindOutputs(*servable, view, &output_ports, &output_names));
-
-  std::vector<TF_Tensor*> input_values;
-  input_values.reserve(input_tensors.size());
-  for (const TensorPtr& t : input_tensors) input_values.push_back(t.get());
-  std::vector<TensorPtr> results;
-  PROCESSOR_RETURN_IF_ERROR(servable->Run(input_ports, input_values, output_ports, &results, run_metadata));
-
-  std::vector<std::pair<std::string_view, TF_Tensor*>> named;
-  named.reserve(results.size());
-  for (size_t i = 0; i < results.size(); ++i) named.emplace_back(output_names[i], results[i].get());
-  return EncodePredictResponse(named, output, output_size);
+  PROCESSOR_RETURN_IF_ERROR(BindInputs(*servable, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(BindOutputs(*servable, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(servable->Run(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
+                                          &scratch.output_tensors, run_metadata));
+  return EncodePredictResponse(scratch.output_names, scratch.output_tensors, output, output_size);
 }
 
 int ReplyWithStatus(const Status& status, void** output, int* output_size) {
