@@ -11,7 +11,9 @@ Paths (same SavedModel, same checkpoint, same request):
   tf1_session_run      tf.compat.v1 Session.run with a feed_dict
   tf2_signature        tf.saved_model.load(...).signatures["serving_default"]
 The machine is noisy (2 cores, shared): every path runs in each of R interleaved rounds and the median
-of the rounds is reported. Results: a table on stdout and benchmarks/results/performance.json.
+of the rounds is reported. raw_tf_session_run and process_c run in one process, alternating in blocks
+(`latency_bench compare`), so their ratio is not skewed by one process drawing a slower core or a busier
+neighbour: that ratio is reported apart. Results: a table on stdout and benchmarks/results/performance.json.
 Targets: process_c <= 1.05x raw; tf2_signature >= 4x process_c at batch 1; 2 threads >= 1.8x one.
 """
 from __future__ import annotations
@@ -54,6 +56,15 @@ def native(mode: str, model: dict, config_path: Path, request: Path, iterations:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def compare(model: dict, config_path: Path, request: Path, iterations: int, rounds: int) -> dict:
+    """raw_tf_session_run and process_c interleaved in one process (see latency_bench.cc)."""
+    out = subprocess.run([str(BENCH), "compare", str(Path(__import__("processor").library_path())), str(config_path),
+                          model["savedmodel"], model["prefix"], str(request), str(iterations), str(rounds)],
+                         check=True, capture_output=True, text=True, env=ENV).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return {"raw_tf_session_run": result["raw"], "process_c": result["process"], "process_ratio": result["ratio"]}
+
+
 def python_paths(processor_module, config: dict, request_bytes: bytes, batch: dict, iterations: int) -> dict:
     with processor_module.Processor(config) as p:
         return {"processor_process": measure(lambda: p.process(request_bytes), iterations),
@@ -72,7 +83,7 @@ def main() -> None:
     import recommendation_model
     from lifecycle_helpers import serialize
 
-    report = {"latency": [], "throughput": []}
+    report = {"latency": [], "process_to_raw": [], "throughput": []}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         models = {"example (5k items)": build_model(work / "small", recommendation_model.NUM_ITEMS),
@@ -86,16 +97,19 @@ def main() -> None:
                 batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
                 request_path = work / f"request_{batch_size}.bin"
                 request_path.write_bytes(serialize(batch))
-                rounds = []
+                rounds, ratios = [], []
                 for _ in range(args.rounds):
-                    row = {"raw_tf_session_run": native("raw", model, config_path, request_path, args.iterations, 1, 0.1),
-                           "process_c": native("process", model, config_path, request_path, args.iterations, 1, 0.1)}
+                    row = compare(model, config_path, request_path, args.iterations // 4, 8)
+                    ratio = row.pop("process_ratio")
                     row.update(python_paths(processor, config, request_path.read_bytes(), batch, args.iterations))
                     tf = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tf_baselines.py"), model["savedmodel"],
                                          model["prefix"], str(request_path), str(args.iterations)],
                                         check=True, capture_output=True, text=True, env=ENV)
                     row.update(json.loads(tf.stdout.strip().splitlines()[-1]))
                     rounds.append(row)
+                    ratios.append(ratio)
+                report["process_to_raw"].append({"model": model_name, "batch": batch_size,
+                                                 "ratio": statistics.median(ratios)})
                 for path in rounds[0]:
                     report["latency"].append({
                         "model": model_name, "batch": batch_size, "path": path,
@@ -116,6 +130,9 @@ def main() -> None:
     for r in report["latency"]:
         r["ratio_to_raw"] = r["median_ms"] / raw[(r["model"], r["batch"])]
         print(f"{r['model']:<20} {r['batch']:>5} {r['path']:<20} {r['median_ms']:>10.4f} {r['p99_ms']:>8.4f} {r['ratio_to_raw']:>6.2f}x")
+    print(f"\n{'model':<20} {'batch':>5} {'process_c / raw, interleaved in one process':>45}")
+    for r in report["process_to_raw"]:
+        print(f"{r['model']:<20} {r['batch']:>5} {r['ratio']:>44.2f}x")
     print(f"\n{'model':<20} {'path':<20} {'sessions':>8} {'threads':>7} {'req/s':>10}")
     for r in report["throughput"]:
         print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")

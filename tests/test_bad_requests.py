@@ -72,6 +72,12 @@ BAD_REQUESTS = {
         [("dense", key(1, 0) + varint(1) + length_delimited(3, b"\x00" * 5))]), 400, "float_val"),
     "truncated packed varints": (lambda b: request_from_arrays(
         [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x80"))]), 400, "truncated"),
+    "packed varint of 11 bytes": (lambda b: request_from_arrays(
+        [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x80" * 10 + b"\x01"))]), 400,
+        "input 'user_id': int64_val: a packed varint is longer than 10 bytes"),
+    "packed varint of 11 bytes across words": (lambda b: request_from_arrays(
+        [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 5 + b"\xff" * 10 + b"\x01"))]), 400,
+        "a packed varint is longer than 10 bytes"),
     "group wire type": (lambda b: key(2, 3) + b"\x00", 400,
                         "not a valid PredictRequest: field 2 (inputs) has wire type 3 instead of 2"),
     "wrong wire type for inputs": (lambda b: key(2, 0) + varint(5), 400, "field 2 (inputs) has wire type 0"),

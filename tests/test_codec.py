@@ -124,6 +124,19 @@ def test_negative_int32_travel_as_ten_byte_varints(echo):
     assert_echoed(arrays, body)
 
 
+@pytest.mark.parametrize("offset", range(8))
+def test_packed_varints_of_every_length_round_trip_at_every_offset(echo, offset):
+    """The decoder counts packed varints eight bytes at a time: a varint of each length (1 to 10 bytes)
+    must count once wherever it falls in a word."""
+    arrays = arrays_of_shape((4,))
+    lengths = [(1 << (7 * k)) - 1 for k in range(1, 10)] + [-1, 0, 2**63 - 1, -(2**63)]
+    values = np.array([0] * offset + lengths + lengths[::-1] + [128] * offset, dtype=np.int64)
+    arrays["int64"] = values
+    code, body = echo.process(build_request(arrays).SerializeToString())
+    assert code == 200, body
+    assert_echoed(arrays, body)
+
+
 def test_large_tensor_round_trips(echo):
     arrays = arrays_of_shape((4,))
     arrays["float"] = np.arange(1_000_000, dtype=np.float32).reshape(1000, 1000)

@@ -48,13 +48,31 @@ Status CountFixedValues(Reader& r, uint32_t wire_type, size_t width, int64_t* co
 }
 
 // Counts a packed run of varints (bytes without a continuation bit), checking it is well formed.
+// Eight bytes at a time: the terminators of a word are its bytes whose high bit is clear.
 Status CountPackedVarints(std::string_view packed, int64_t* count) {
   if (packed.empty()) return Status::Ok();
   if (static_cast<uint8_t>(packed.back()) & 0x80) return Status::InvalidArgument("packed varints are truncated");
-  size_t run = 0;
-  for (char c : packed) {
-    if (++run > 10) return Status::InvalidArgument("a packed varint is longer than 10 bytes");
-    if (!(static_cast<uint8_t>(c) & 0x80)) {
+  const auto too_long = [] { return Status::InvalidArgument("a packed varint is longer than 10 bytes"); };
+  constexpr uint64_t kHighBits = 0x8080808080808080ull;
+  size_t run = 0;  // continuation bytes since the last terminator
+  size_t i = 0;
+  for (; i + 8 <= packed.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, packed.data() + i, 8);  // little-endian: byte k is bits 8k..8k+7
+    const uint64_t terminators = ~word & kHighBits;
+    if (!terminators) {
+      run += 8;
+      if (run >= 10) return too_long();
+      continue;
+    }
+    if (run + __builtin_ctzll(terminators) / 8 >= 10) return too_long();  // the varint ending at the first
+    *count += __builtin_popcountll(terminators);
+    run = 7 - (63 - __builtin_clzll(terminators)) / 8;  // bytes after the last terminator
+  }
+  for (; i < packed.size(); ++i) {
+    if (static_cast<uint8_t>(packed[i]) & 0x80) {
+      if (++run >= 10) return too_long();
+    } else {
       run = 0;
       ++*count;
     }

@@ -35,6 +35,7 @@ class Reader {
   }
 
   uint64_t Varint() {
+    if (pos_ < end_ && *pos_ < 0x80) return *pos_++;  // tags, lengths and small values: one byte
     uint64_t value = 0;
     for (int shift = 0; shift < 64; shift += 7) {
       if (pos_ >= end_) return Fail();
