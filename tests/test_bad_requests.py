@@ -57,7 +57,9 @@ BAD_REQUESTS = {
     "shape overflow": (lambda b: mutate(b, lambda r: set_user_ids(r, [2**32, 2**32, 2**32], [])), 400,
                        "overflows"),
     "huge shape without values": (lambda b: mutate(b, lambda r: set_user_ids(r, [2**40], [])), 400,
-                                  "needs 1099511627776 values but 0 were sent"),
+                                  "shape [1099511627776] has 1099511627776 elements, more than max_tensor_elements"),
+    "shape without enough values": (lambda b: mutate(b, lambda r: set_user_ids(r, [9], [1] * 6)), 400,
+                                    "needs 9 values but 6 were sent"),
     "shape not matching the signature": (lambda b: mutate(b, lambda r: r.inputs["dense"].CopyFrom(
         predict_pb2.ArrayProto(dtype=predict_pb2.DT_FLOAT, array_shape={"dim": [6, 3]}, float_val=[0.0] * 18))),
         400, "input 'dense': shape [6,3] does not match the signature's shape [-1,4]"),

@@ -152,8 +152,8 @@ PROCESSOR_EXPORT void processor_control_release(processor_servable* servable) { 
 
 PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,
                                                         int input_size, void** output_data, int* output_size) {
-  return processor::ServeRequest(servable ? servable->servable.get() : nullptr, input_data, input_size, output_data,
-                                 output_size);
+  return processor::ServeRequest(servable ? servable->servable.get() : nullptr, processor::RequestLimits(), input_data,
+                                 input_size, output_data, output_size);
 }
 
 PROCESSOR_EXPORT long long processor_control_live_servables(void) { return Servable::LiveCount(); }
@@ -180,6 +180,13 @@ PROCESSOR_EXPORT void processor_control_set_model_info(void* model, const void* 
 PROCESSOR_EXPORT void processor_control_set_timeline(void* model, long long start, long long interval, long long count,
                                                      const char* path) {
   static_cast<ModelHandle*>(model)->timeline.Configure(start, interval, count, path ? path : "");
+}
+
+PROCESSOR_EXPORT void processor_control_set_limits(void* model, long long max_request_bytes,
+                                                   long long max_tensor_elements) {
+  auto* handle = static_cast<ModelHandle*>(model);
+  handle->max_request_bytes.store(max_request_bytes, std::memory_order_relaxed);
+  handle->max_tensor_elements.store(max_tensor_elements, std::memory_order_relaxed);
 }
 
 PROCESSOR_EXPORT void processor_control_unload(void* model) { static_cast<ModelHandle*>(model)->versions.Unload(); }

@@ -40,7 +40,7 @@ PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* se
                                                           int* output_size);
 /* Releases the caller's reference; requests and models still holding the version keep it alive. */
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
-/* Serves a request on this version alone (for warmup), with process()'s contract. */
+/* Serves a request on this version alone (for warmup), with process()'s contract and default limits. */
 PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,
                                                         int input_size, void** output_data, int* output_size);
 
@@ -61,6 +61,10 @@ PROCESSOR_EXPORT void processor_control_set_model_info(void* model, const void* 
  * (Chrome trace format). count 0 turns tracing off. */
 PROCESSOR_EXPORT void processor_control_set_timeline(void* model, long long start, long long interval, long long count,
                                                      const char* path);
+/* Bounds what one request may make process() allocate: its size in bytes and each input tensor's
+ * element count (larger requests get 400). Defaults: 64 MiB and 2^24 elements. */
+PROCESSOR_EXPORT void processor_control_set_limits(void* model, long long max_request_bytes,
+                                                   long long max_tensor_elements);
 /* Stops serving: process() answers 503 until the next install. */
 PROCESSOR_EXPORT void processor_control_unload(void* model);
 

@@ -1,9 +1,12 @@
 // The object behind the ABI's opaque `void* model_buf`.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "serving/request_metrics.h"
+#include "serving/request_processor.h"
 #include "serving/timeline.h"
 #include "serving/version_manager.h"
 
@@ -17,6 +20,14 @@ struct ModelHandle {
   VersionManager versions;
   RequestMetrics metrics;
   Timeline timeline;
+  // Set by the control plane before the handle serves; atomics because a host may call process() on
+  // another thread at any time.
+  std::atomic<int64_t> max_request_bytes{RequestLimits::kDefaultMaxRequestBytes};
+  std::atomic<int64_t> max_tensor_elements{RequestLimits::kDefaultMaxTensorElements};
+
+  RequestLimits limits() const {
+    return {max_request_bytes.load(std::memory_order_relaxed), max_tensor_elements.load(std::memory_order_relaxed)};
+  }
 };
 
 }  // namespace processor

@@ -57,8 +57,8 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
   int64_t step = 0;
   const bool traced = handle->timeline.ShouldTrace(&step);
   std::string run_metadata;
-  const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, input_data, input_size,
-                                           output_data, output_size, traced ? &run_metadata : nullptr);
+  const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
+                                           input_size, output_data, output_size, traced ? &run_metadata : nullptr);
   const auto elapsed = std::chrono::steady_clock::now() - started;
   handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
   if (traced) {

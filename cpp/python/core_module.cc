@@ -166,6 +166,10 @@ class Model {
 
   void Unload() { processor_control_unload(handle_); }
 
+  void SetLimits(long long max_request_bytes, long long max_tensor_elements) {
+    processor_control_set_limits(handle_, max_request_bytes, max_tensor_elements);
+  }
+
   void SetTimeline(long long start, long long interval, long long count, const std::string& path) {
     processor_control_set_timeline(handle_, start, interval, count, path.c_str());
   }
@@ -241,6 +245,7 @@ PYBIND11_MODULE(_core, m) {
       .def("install", &Model::Install, py::arg("servable"), py::arg("model_info"))
       .def("set_model_info", &Model::SetModelInfo, py::arg("model_info"))
       .def("unload", &Model::Unload)
+      .def("set_limits", &Model::SetLimits, py::arg("max_request_bytes"), py::arg("max_tensor_elements"))
       .def("set_timeline", &Model::SetTimeline, py::arg("start"), py::arg("interval"), py::arg("count"), py::arg("path"))
       .def("process", &Model::Process, py::arg("request"))
       .def("model_info", &Model::ModelInfo)

@@ -55,7 +55,10 @@ struct RequestScratch {
   }
 };
 
-Status BindInputs(const Servable& servable, RequestScratch* scratch) {
+// TensorFlow's TensorShape holds at most this many dims and aborts the process beyond it.
+constexpr size_t kMaxRank = 254;
+
+Status BindInputs(const Servable& servable, const RequestLimits& limits, RequestScratch* scratch) {
   const auto& specs = servable.inputs();
   std::vector<const std::string_view*>& given_as = scratch->given_as;
   given_as.assign(specs.size(), nullptr);
@@ -80,7 +83,16 @@ Status BindInputs(const Servable& servable, RequestScratch* scratch) {
       status = Status::InvalidArgument(std::string("dtype ") + DataTypeName(array.dtype) +
                                        " does not match the signature's " + DataTypeName(spec.dtype));
     }
+    if (status.ok() && array.dims.size() > kMaxRank) {
+      status = Status::InvalidArgument("rank " + std::to_string(array.dims.size()) +
+                                       " is more than TensorFlow's maximum of " + std::to_string(kMaxRank));
+    }
     if (status.ok()) status = ShapeElementCount(array, &elements);  // a malformed shape is the more basic error
+    if (status.ok() && elements > limits.max_tensor_elements) {
+      status = Status::InvalidArgument("shape " + ShapeString(array.dims) + " has " + std::to_string(elements) +
+                                       " elements, more than max_tensor_elements (" +
+                                       std::to_string(limits.max_tensor_elements) + ")");
+    }
     if (status.ok()) status = CheckShape(array, spec);
     if (status.ok()) status = MakeTensor(array, &tensor);
     if (!status.ok()) return status.WithContext("input " + Quote(spec.alias));
@@ -136,9 +148,13 @@ void CopyToMallocBuffer(const std::string& text, void** output, int* output_size
   *output_size = static_cast<int>(text.size());
 }
 
-Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size,
-                      std::string* run_metadata) {
+Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
+                      void** output, int* output_size, std::string* run_metadata) {
   if (!servable) return Status::Unavailable("no model version is ready to serve");
+  if (size > static_cast<uint64_t>(limits.max_request_bytes)) {
+    return Status::InvalidArgument("the request is " + std::to_string(size) + " bytes, more than max_request_bytes (" +
+                                   std::to_string(limits.max_request_bytes) + ")");
+  }
   if (size == 0) {
     CopyToMallocBuffer(servable->signature_json(), output, output_size);
     return Status::Ok();
@@ -154,7 +170,7 @@ Status ProcessRequest(const Servable* servable, const void* request, size_t size
     return Status::InvalidArgument("signature_name " + Quote(signature_name) + " is not served; this model serves " +
                                    Quote(servable->signature_name()));
   }
-  PROCESSOR_RETURN_IF_ERROR(BindInputs(*servable, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(BindInputs(*servable, limits, &scratch));
   PROCESSOR_RETURN_IF_ERROR(BindOutputs(*servable, &scratch));
   PROCESSOR_RETURN_IF_ERROR(servable->Run(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
                                           &scratch.output_tensors, run_metadata));
@@ -166,14 +182,15 @@ int ReplyWithStatus(const Status& status, void** output, int* output_size) {
   return status.http_code();
 }
 
-int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size,
-                 std::string* run_metadata) {
+int ServeRequest(const Servable* servable, const RequestLimits& limits, const void* request, int size, void** output,
+                 int* output_size, std::string* run_metadata) {
   if (!output || !output_size) return static_cast<int>(StatusCode::kInternal);  // nowhere to say why
   *output = nullptr;
   *output_size = 0;
   try {
     if (size < 0) return ReplyWithStatus(Status::InvalidArgument("input_size is negative"), output, output_size);
-    Status status = ProcessRequest(servable, request, static_cast<size_t>(size), output, output_size, run_metadata);
+    Status status = ProcessRequest(servable, limits, request, static_cast<size_t>(size), output, output_size,
+                                   run_metadata);
     return status.ok() ? status.http_code() : ReplyWithStatus(status, output, output_size);
   } catch (const std::bad_alloc&) {
     return ReplyWithStatus(Status::Internal("out of memory"), output, output_size);

@@ -2,23 +2,34 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "common/status.h"
 #include "model/servable.h"
 
 namespace processor {
 
+// What one request may ask of the process: bounds on what a host's caller can make Processor allocate.
+struct RequestLimits {
+  static constexpr int64_t kDefaultMaxRequestBytes = int64_t{64} << 20;
+  static constexpr int64_t kDefaultMaxTensorElements = int64_t{1} << 24;
+  int64_t max_request_bytes = kDefaultMaxRequestBytes;
+  // Per input tensor. A string element costs a 24-byte TF_TString for 2 bytes on the wire, so this,
+  // not the request size, bounds the allocation a request can cause.
+  int64_t max_tensor_elements = kDefaultMaxTensorElements;
+};
+
 // Serves one serialized PredictRequest on `servable` (null: no model is ready). On success *output holds
 // a serialized PredictResponse from malloc(). An empty request (size 0) is answered with the signature
 // as JSON. Errors come back as a Status; the caller turns them into the ABI's message buffers.
-Status ProcessRequest(const Servable* servable, const void* request, size_t size, void** output, int* output_size,
-                      std::string* run_metadata = nullptr);
+Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
+                      void** output, int* output_size, std::string* run_metadata = nullptr);
 
 // ProcessRequest() under the C ABI's contract: returns the code, puts the message of a failure into
 // *output, and never throws.
 // With `run_metadata`, the run is traced (see Servable::Run).
-int ServeRequest(const Servable* servable, const void* request, int size, void** output, int* output_size,
-                 std::string* run_metadata = nullptr);
+int ServeRequest(const Servable* servable, const RequestLimits& limits, const void* request, int size, void** output,
+                 int* output_size, std::string* run_metadata = nullptr);
 
 // Writes `status`'s message into *output (from malloc) and returns its code.
 int ReplyWithStatus(const Status& status, void** output, int* output_size);

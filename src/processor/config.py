@@ -118,6 +118,8 @@ class ProcessorConfig:
     omp_num_threads: Optional[int] = _option(None, _optional(_at_least(1)))  # OMP_NUM_THREADS; None: unset
     kmp_blocktime: Optional[int] = _option(None, _optional(_integer))        # KMP_BLOCKTIME in ms; None: unset
     init_timeout_minutes: float = _option(0, _number)     # 0: no limit on the first load
+    max_request_bytes: int = _option(64 << 20, _at_least(1))       # larger requests get 400
+    max_tensor_elements: int = _option(1 << 24, _at_least(1))      # per input tensor; larger get 400
     warmup_file_name: str = _option("", _string)          # serialized PredictRequest(s) run before a version serves
     warmup_iterations: int = _option(1, _at_least(1))     # times each warmup request runs per new version
     poll_interval_seconds: Optional[float] = _option(None, _optional(_number))  # None: 5 local, 60 remote; 0: no polling

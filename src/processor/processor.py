@@ -91,6 +91,7 @@ class Processor:
             raise ModelLoadError(self._loader.explain_missing())
         loaded = self._loader.load(candidate)
         self._model: Optional[_core.Model] = _core.Model(self.config.model_name)
+        self._model.set_limits(self.config.max_request_bytes, self.config.max_tensor_elements)
         if self.config.timeline_trace_count > 0:
             self._start_timeline()
         self._serve_with_deltas(loaded)
