@@ -1,4 +1,5 @@
-# make demo | make test | make bench | make profile | make asan | make build | make clean    (everything runs inside .venv)
+# make demo | make test | make bench | make profile | make asan | make fuzz | make build | make clean
+# (everything runs inside .venv)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,13 +12,22 @@ C_HOST := examples/c_host/c_host
 ASAN_DIR := build/asan
 ASAN_LIB := $(ASAN_DIR)/processor/libserving_processor.so
 ASAN_STRESS := $(ASAN_DIR)/update_stress
+TSAN_DIR := build/tsan
+TSAN_LIB := $(TSAN_DIR)/processor/libserving_processor.so
+TSAN_STRESS := $(TSAN_DIR)/update_stress
 
-.PHONY: demo test bench profile asan build clean c_host
+FUZZ_DIR := build/fuzz
+FUZZER := $(FUZZ_DIR)/fuzz/request_fuzzer
+FUZZ_WORK := $(FUZZ_DIR)/work
+FUZZ_RUNS ?= 1000000
+HAVE_CLANG := $(shell command -v clang++ >/dev/null 2>&1 && echo yes)
+
+.PHONY: demo test bench profile asan tsan fuzz fuzz-build build clean c_host
 
 demo: build $(C_HOST)
 	$(PY) examples/demo.py
 
-test: build $(C_HOST) asan
+test: build $(C_HOST) asan tsan fuzz-build
 	$(PY) -m pytest -q tests
 
 # The data plane built with AddressSanitizer, and a C stress host for it (tests/test_sanitizers.py).
@@ -31,6 +41,44 @@ $(ASAN_LIB): $(DEPS_STAMP) $(SOURCES)
 $(ASAN_STRESS): tests/native/update_stress.c include/processor.h
 	mkdir -p $(ASAN_DIR)
 	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread
+
+# The request path under libFuzzer with ASan + UBSan on a real model (tests/fuzz/). `make fuzz` runs
+# FUZZ_RUNS inputs; tests/test_fuzz.py runs it for a minute. Needs clang and libFuzzer:
+#   apt-get install clang libclang-rt-14-dev
+fuzz: fuzz-build
+	PROCESSOR_FUZZ_MODEL=$(FUZZ_WORK)/model TF_CPP_MIN_LOG_LEVEL=3 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(FUZZER) -runs=$(FUZZ_RUNS) -print_final_stats=1 -artifact_prefix=$(FUZZ_WORK)/ $(FUZZ_WORK)/corpus $(FUZZ_WORK)/seeds
+
+ifeq ($(HAVE_CLANG),yes)
+fuzz-build: $(FUZZER) $(FUZZ_WORK)/seeds
+else
+fuzz-build:
+	@echo "make: clang++ not found: the fuzzer is not built and tests/test_fuzz.py will skip (apt-get install clang libclang-rt-14-dev)"
+endif
+
+$(FUZZER): $(DEPS_STAMP) $(SOURCES) tests/fuzz/request_fuzzer.cc
+	PATH="$(abspath $(VENV))/bin:$$PATH" CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_USE_GOLD=OFF \
+	  -DPROCESSOR_SANITIZE=address,undefined,fuzzer-no-link
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(FUZZ_DIR) --target request_fuzzer
+
+$(FUZZ_WORK)/seeds: tests/fuzz/make_seeds.py tests/model_builders.py tests/wire_helpers.py | $(BUILD_STAMP)
+	$(PY) tests/fuzz/make_seeds.py $(FUZZ_WORK)
+	mkdir -p $(FUZZ_WORK)/corpus
+	touch $@
+
+# The data plane built with ThreadSanitizer, and the stress host (tests/test_sanitizers.py;
+# suppressions explained in tests/native/tsan.supp).
+tsan: $(TSAN_LIB) $(TSAN_STRESS)
+
+$(TSAN_LIB): $(DEPS_STAMP) $(SOURCES)
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_SANITIZE=thread -DPROCESSOR_OUTPUT_DIR=$(abspath $(TSAN_DIR))/processor
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(TSAN_DIR) --target serving_processor
+
+$(TSAN_STRESS): tests/native/update_stress.c include/processor.h
+	mkdir -p $(TSAN_DIR)
+	$(CC) -O1 -g -fsanitize=thread -std=c11 -Iinclude -o $@ $< -ldl -lpthread
 
 profile: build
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench

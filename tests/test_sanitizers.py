@@ -1,6 +1,7 @@
-"""The data plane under AddressSanitizer/LeakSanitizer: a C host cycles initialize -> requests while the
-model updates itself and rolls back -> finalize (landing during polls and loads), while this test keeps
-writing new versions. Built by `make asan` (a dependency of `make test`)."""
+"""The data plane under AddressSanitizer/LeakSanitizer and ThreadSanitizer: a C host cycles initialize ->
+requests on several threads while the model updates itself and rolls back -> finalize (landing during
+polls and loads), while this test keeps writing new versions. Built by `make asan` and `make tsan`
+(dependencies of `make test`)."""
 from __future__ import annotations
 
 import json
@@ -18,29 +19,39 @@ import recommendation_model
 from lifecycle_helpers import serialize
 
 ROOT = Path(__file__).resolve().parents[1]
-ASAN_LIB = ROOT / "build" / "asan" / "processor" / "libserving_processor.so"
-STRESS = ROOT / "build" / "asan" / "update_stress"
+SANITIZER_OPTIONS = {
+    "asan": {"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:detect_odr_violation=0",
+             "LSAN_OPTIONS": f"suppressions={ROOT / 'tests' / 'native' / 'lsan.supp'}:print_suppressions=1"},
+    "tsan": {"TSAN_OPTIONS": f"halt_on_error=0:report_signal_unsafe=0:"
+                             f"suppressions={ROOT / 'tests' / 'native' / 'tsan.supp'}"},
+}
+
+
+def sanitizer_build(name: str):
+    library = ROOT / "build" / name / "processor" / "libserving_processor.so"
+    stress = ROOT / "build" / name / "update_stress"
+    if not (library.exists() and stress.exists()):
+        pytest.skip(f"no {name} build at {library}: run `make {name}` (make test builds it)")
+    return library, stress
 
 
 @pytest.fixture(scope="module")
 def asan_build():
-    if not (ASAN_LIB.exists() and STRESS.exists()):
-        pytest.skip(f"no AddressSanitizer build at {ASAN_LIB}: run `make asan` (make test builds it)")
+    return sanitizer_build("asan")
 
 
-def run_stress(model, tmp_path, cycles: int):
-    """Runs the ASan stress host for `cycles` cycles while new versions keep appearing; returns
-    (stdout, stderr, returncode, versions written)."""
+def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan"):
+    """Runs a sanitizer build's stress host for `cycles` cycles while new versions keep appearing;
+    returns (stdout, stderr, returncode, versions written)."""
+    library, stress = build or sanitizer_build(sanitizer)
     config = tmp_path / "config.json"
     config.write_text(json.dumps(model.config(poll_interval_seconds=0.02)))
     request = tmp_path / "request.bin"
     request.write_bytes(serialize(recommendation_model.random_batch(8, np.random.default_rng(cycles))))
     site_packages = os.path.dirname(os.path.dirname(processor.__file__))
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": site_packages,
-           "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:detect_odr_violation=0",
-           "LSAN_OPTIONS": f"suppressions={ROOT / 'tests' / 'native' / 'lsan.supp'}:print_suppressions=1",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    host = subprocess.Popen([str(STRESS), str(ASAN_LIB), str(config), str(request), str(cycles), "400", "2"],
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": site_packages, "TF_CPP_MIN_LOG_LEVEL": "2",
+           **SANITIZER_OPTIONS[sanitizer]}
+    host = subprocess.Popen([str(stress), str(library), str(config), str(request), str(cycles), "400", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     versions = 0
     while host.poll() is None and versions < 300:
@@ -62,7 +73,7 @@ def test_finalize_during_polling_and_updates_is_clean_under_asan(asan_build, rec
     model = rec_model.copy(tmp_path)
     runs = {}
     for cycles in (2, 6):
-        stdout, stderr, code, versions = run_stress(model, tmp_path, cycles)
+        stdout, stderr, code, versions = run_stress(model, tmp_path, cycles, asan_build)
         assert "ERROR: AddressSanitizer" not in stderr, stderr[-5000:]
         assert "ERROR: LeakSanitizer" not in stderr, stderr[-5000:]
         assert code == 0, stdout + stderr[-3000:]
@@ -73,3 +84,13 @@ def test_finalize_during_polling_and_updates_is_clean_under_asan(asan_build, rec
     template = "processor/_core.cpython"
     assert suppressed_bytes(runs[2], template) > 0, "the suppression table was not found"
     assert suppressed_bytes(runs[2], template) == suppressed_bytes(runs[6], template)
+
+
+def test_requests_updates_rollbacks_and_finalize_race_free_under_tsan(rec_model, tmp_path):
+    build = sanitizer_build("tsan")
+    model = rec_model.copy(tmp_path)
+    stdout, stderr, code, versions = run_stress(model, tmp_path, 4, build, sanitizer="tsan")
+    assert "WARNING: ThreadSanitizer" not in stderr, stderr[-8000:]
+    assert code == 0, stdout + stderr[-3000:]
+    assert stdout.startswith("cycles 4 requests ") and stdout.strip().endswith("failures 0")
+    assert versions >= 2

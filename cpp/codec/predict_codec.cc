@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/quote.h"
+#include "common/tsan_annotations.h"
 #include "common/wire_format.h"
 #include "model/meta_graph.h"
 
@@ -451,6 +452,7 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
 
 Status EncodePredictResponse(const std::vector<std::string_view>& names, const OwnedTensors& tensors, void** data,
                              int* size) {
+  ReadingTensorFlowOutputs outputs_written_by_tensorflow;
   SmallVector<EncodedArray, 8> plan;
   size_t total = 0;
   for (size_t i = 0; i < names.size(); ++i) {

@@ -1,3 +1,4 @@
+#include "common/tsan_annotations.h"
 #include "model/delta_applier.h"
 
 #include <tensorflow/c/tf_tstring.h>
@@ -25,6 +26,7 @@ std::string ShapeString(const std::vector<int64_t>& dims) {
 
 template <typename Key>
 Status CheckKeys(const TF_Tensor* keys, int64_t rows) {
+  ReadingTensorFlowOutputs keys_restored_by_tensorflow;
   const Key* data = static_cast<const Key*>(TF_TensorData(keys));
   for (int64_t i = 0; i < TF_Dim(keys, 0); ++i) {
     if (data[i] < 0 || data[i] >= rows) {

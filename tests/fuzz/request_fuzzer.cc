@@ -1,0 +1,91 @@
+// libFuzzer target over the request path on a real model: every input is decoded on its own (each
+// ArrayProto made into a tensor, whatever the signature) and then served end to end by a real
+// TensorFlow session (decode, bind, run, encode). Built with ASan + UBSan by `make fuzz`.
+//
+//   PROCESSOR_FUZZ_MODEL=<savedmodel dir> request_fuzzer [libFuzzer flags] [corpus dirs]
+//
+// Any answer other than 200 or 400, a 400 without a message, a 200 that is not a well-formed response
+// or a sanitizer report is a finding (the fuzzer aborts and saves the input).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "codec/predict_codec.h"
+#include "common/wire_format.h"
+#include "model/servable.h"
+#include "serving/request_processor.h"
+
+namespace {
+
+std::shared_ptr<processor::Servable> servable;
+long answered_200 = 0, answered_400 = 0;  // printed at exit: proof the model really ran
+
+// Small limits keep each run fast; the limits themselves are part of what is fuzzed.
+processor::RequestLimits FuzzLimits() {
+  processor::RequestLimits limits;
+  limits.max_request_bytes = 1 << 20;
+  limits.max_tensor_elements = 1 << 16;
+  return limits;
+}
+
+[[noreturn]] void Finding(const std::string& what) {
+  std::fprintf(stderr, "request_fuzzer: %s\n", what.c_str());
+  std::abort();
+}
+
+// Decodes every input as MakeTensor would, signature or not.
+void DecodeAlone(const uint8_t* data, size_t size) {
+  processor::RequestView view;
+  if (!processor::ParsePredictRequest(data, size, &view).ok()) return;
+  for (const auto& input : view.inputs) {
+    int64_t elements = 0;
+    if (!processor::ShapeElementCount(input.second, &elements).ok()) continue;
+    if (elements > FuzzLimits().max_tensor_elements || input.second.dims.size() > 254) continue;
+    processor::TensorPtr tensor;
+    processor::Status status = processor::MakeTensor(input.second, &tensor);
+    if (status.ok() != static_cast<bool>(tensor)) Finding("MakeTensor's status and result disagree");
+    if (!status.ok() && status.message().empty()) Finding("MakeTensor failed without a message");
+  }
+}
+
+// A 200 must be a PredictResponse: a sequence of well-formed `outputs` map entries.
+void CheckResponse(const void* body, int size) {
+  processor::wire::Reader reader(body, static_cast<size_t>(size));
+  uint32_t field, wire_type;
+  while (reader.NextField(&field, &wire_type)) {
+    if (field != 1 || wire_type != processor::wire::kLengthDelimited) Finding("response has a stray field");
+    reader.LengthDelimited();
+  }
+  if (!reader.ok()) Finding("response is not well-formed");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* model = std::getenv("PROCESSOR_FUZZ_MODEL");
+  if (!model) Finding("set PROCESSOR_FUZZ_MODEL to a SavedModel directory");
+  processor::LoadOptions options;
+  options.savedmodel_dir = model;
+  processor::Status status = processor::Servable::Load(options, &servable);
+  if (!status.ok()) Finding("cannot load " + std::string(model) + ": " + status.message());
+  std::atexit([] { std::fprintf(stderr, "request_fuzzer: answers 200: %ld, 400: %ld\n", answered_200, answered_400); });
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  DecodeAlone(data, size);
+  void* body = nullptr;
+  int body_size = 0;
+  const int code = processor::ServeRequest(servable.get(), FuzzLimits(), data, static_cast<int>(size), &body,
+                                           &body_size);
+  if (code == 200 && size > 0) CheckResponse(body, body_size);
+  if (code == 400 && (body_size == 0 || std::strlen(static_cast<const char*>(body)) != static_cast<size_t>(body_size))) {
+    Finding("a 400 without a whole message");
+  }
+  ++(code == 200 ? answered_200 : answered_400);
+  if (code != 200 && code != 400) Finding("code " + std::to_string(code) + ": " + static_cast<const char*>(body));
+  std::free(body);
+  return 0;
+}
