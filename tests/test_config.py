@@ -39,7 +39,8 @@ def test_every_deeprec_field_is_parsed():
     config = parse_config(full)
     for name, value in full.items():
         assert getattr(config, name) == value, name
-    processor_additions = {"warmup_iterations", "poll_interval_seconds", "version_policy", "rollback_keep", "model_name"}
+    processor_additions = {"warmup_iterations", "poll_interval_seconds", "version_policy", "rollback_keep", "model_name",
+                           "max_request_bytes", "max_tensor_elements"}
     assert set(full) | processor_additions == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
 
 
