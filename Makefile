@@ -12,6 +12,9 @@ C_HOST := examples/c_host/c_host
 ASAN_DIR := build/asan
 ASAN_LIB := $(ASAN_DIR)/processor/libserving_processor.so
 ASAN_STRESS := $(ASAN_DIR)/update_stress
+# A C host must load libstdc++ at start-up under ASan: its __cxa_throw interceptor binds then, and a
+# C++ exception thrown later in the library would otherwise abort in the interceptor.
+ASAN_CXX_RUNTIME := -Wl,--no-as-needed -lstdc++ -Wl,--as-needed
 TSAN_DIR := build/tsan
 TSAN_LIB := $(TSAN_DIR)/processor/libserving_processor.so
 TSAN_STRESS := $(TSAN_DIR)/update_stress
@@ -31,7 +34,7 @@ test: build $(C_HOST) asan tsan fuzz-build
 	$(PY) -m pytest -q tests
 
 # The data plane built with AddressSanitizer, and a C stress host for it (tests/test_sanitizers.py).
-asan: $(ASAN_LIB) $(ASAN_STRESS)
+asan: $(ASAN_LIB) $(ASAN_STRESS) $(ASAN_DIR)/config_check
 
 $(ASAN_LIB): $(DEPS_STAMP) $(SOURCES)
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -40,7 +43,11 @@ $(ASAN_LIB): $(DEPS_STAMP) $(SOURCES)
 
 $(ASAN_STRESS): tests/native/update_stress.c include/processor.h
 	mkdir -p $(ASAN_DIR)
-	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread
+	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread $(ASAN_CXX_RUNTIME)
+
+$(ASAN_DIR)/config_check: tests/native/config_check.c
+	mkdir -p $(ASAN_DIR)
+	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -o $@ $< -ldl $(ASAN_CXX_RUNTIME)
 
 # The request path under libFuzzer with ASan + UBSan on a real model (tests/fuzz/). `make fuzz` runs
 # FUZZ_RUNS inputs; tests/test_fuzz.py runs it for a minute. Needs clang and libFuzzer:

@@ -94,3 +94,35 @@ def test_requests_updates_rollbacks_and_finalize_race_free_under_tsan(rec_model,
     assert code == 0, stdout + stderr[-3000:]
     assert stdout.startswith("cycles 4 requests ") and stdout.strip().endswith("failures 0")
     assert versions >= 2
+
+
+def test_every_bad_config_is_refused_without_a_leak_under_lsan(asan_build, rec_model, tmp_path):
+    """The config table of test_config.py plus configs naming paths that do not hold what they should,
+    each through initialize() of the ASan build: refused with the field named, and nothing leaked."""
+    from test_config import BAD_CONFIGS
+    library, _ = asan_build
+    cases = [(document, f"config field '{field}'") for document, field, _ in BAD_CONFIGS]
+    cases += [
+        (rec_model.config(savedmodel_dir=str(tmp_path / "missing")), "no SavedModel in savedmodel_dir"),
+        (rec_model.config(checkpoint_dir=str(tmp_path / "missing")), "checkpoint"),
+        (rec_model.config(signature_name="nope"), "nope"),
+        (rec_model.config(warmup_file_name=str(tmp_path / "missing.bin")), "missing.bin"),
+        ("{not json", "not valid JSON"),
+        ('["a", "list"]', "must be a JSON object"),
+    ]
+    files = []
+    for i, (document, _) in enumerate(cases):
+        path = tmp_path / f"config-{i}.json"
+        path.write_text(document if isinstance(document, str) else json.dumps(document))
+        files.append(str(path))
+    site_packages = os.path.dirname(os.path.dirname(processor.__file__))
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": site_packages, "TF_CPP_MIN_LOG_LEVEL": "2",
+           **SANITIZER_OPTIONS["asan"]}
+    run = subprocess.run([str(ROOT / "build" / "asan" / "config_check"), str(library), *files],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert "ERROR: AddressSanitizer" not in run.stderr and "ERROR: LeakSanitizer" not in run.stderr, run.stderr[-5000:]
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    assert run.stdout.strip() == f"refused {len(cases)} of {len(cases)}"
+    assert len(cases) >= 30
+    for _, fragment in cases:
+        assert fragment in run.stderr, fragment
