@@ -41,11 +41,11 @@ $(ASAN_LIB): $(DEPS_STAMP) $(SOURCES)
 	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_SANITIZE=address -DPROCESSOR_OUTPUT_DIR=$(abspath $(ASAN_DIR))/processor
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(ASAN_DIR) --target serving_processor
 
-$(ASAN_STRESS): tests/native/update_stress.c include/processor.h
+$(ASAN_STRESS): tests/native/update_stress.c tests/native/host_files.h include/processor.h
 	mkdir -p $(ASAN_DIR)
 	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread $(ASAN_CXX_RUNTIME)
 
-$(ASAN_DIR)/config_check: tests/native/config_check.c
+$(ASAN_DIR)/config_check: tests/native/config_check.c tests/native/host_files.h
 	mkdir -p $(ASAN_DIR)
 	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -o $@ $< -ldl $(ASAN_CXX_RUNTIME)
 
@@ -83,7 +83,7 @@ $(TSAN_LIB): $(DEPS_STAMP) $(SOURCES)
 	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_SANITIZE=thread -DPROCESSOR_OUTPUT_DIR=$(abspath $(TSAN_DIR))/processor
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(TSAN_DIR) --target serving_processor
 
-$(TSAN_STRESS): tests/native/update_stress.c include/processor.h
+$(TSAN_STRESS): tests/native/update_stress.c tests/native/host_files.h include/processor.h
 	mkdir -p $(TSAN_DIR)
 	$(CC) -O1 -g -fsanitize=thread -std=c11 -Iinclude -o $@ $< -ldl -lpthread
 

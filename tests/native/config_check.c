@@ -9,24 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "host_files.h"
+
 typedef void* (*initialize_fn)(const char*, const char*, int*);
 typedef void (*finalize_fn)(void*);
-
-static char* read_text(const char* path) {
-  FILE* f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  rewind(f);
-  char* text = malloc(size + 1);
-  if (text && fread(text, 1, size, f) != (size_t)size) {
-    free(text);
-    text = NULL;
-  }
-  if (text) text[size] = '\0';
-  fclose(f);
-  return text;
-}
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -42,7 +28,8 @@ int main(int argc, char** argv) {
   finalize_fn finalize_model = (finalize_fn)dlsym(library, "finalize");
   int refused = 0;
   for (int i = 2; i < argc; ++i) {
-    char* config = read_text(argv[i]);
+    long size = 0;
+    char* config = read_file(argv[i], &size);
     if (!config) {
       fprintf(stderr, "cannot read %s\n", argv[i]);
       return 1;

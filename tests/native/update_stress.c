@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "host_files.h"
 #include "processor.h"
 
 typedef void* (*initialize_fn)(const char*, const char*, int*);
@@ -36,22 +37,6 @@ static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static char* read_file(const char* path, long* size) {
-  FILE* f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  *size = ftell(f);
-  rewind(f);
-  char* data = malloc(*size + 1);
-  if (data && fread(data, 1, *size, f) != (size_t)*size) {
-    free(data);
-    data = NULL;
-  }
-  if (data) data[*size] = '\0';
-  fclose(f);
-  return data;
 }
 
 static void* serve(void* arg) {
