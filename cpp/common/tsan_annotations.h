@@ -13,24 +13,24 @@
 #endif
 #endif
 
+namespace processor {
+
 #ifdef PROCESSOR_TSAN
 extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
 extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+inline void IgnoreReadsBegin() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
+inline void IgnoreReadsEnd() { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
+#else
+inline void IgnoreReadsBegin() {}
+inline void IgnoreReadsEnd() {}
 #endif
-
-namespace processor {
 
 class ReadingTensorFlowOutputs {
  public:
-#ifdef PROCESSOR_TSAN
-  ReadingTensorFlowOutputs() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
-  ~ReadingTensorFlowOutputs() { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
-#endif
+  ReadingTensorFlowOutputs() { IgnoreReadsBegin(); }
+  ~ReadingTensorFlowOutputs() { IgnoreReadsEnd(); }
   ReadingTensorFlowOutputs(const ReadingTensorFlowOutputs&) = delete;
   ReadingTensorFlowOutputs& operator=(const ReadingTensorFlowOutputs&) = delete;
-#ifndef PROCESSOR_TSAN
-  ReadingTensorFlowOutputs() = default;
-#endif
 };
 
 }  // namespace processor
