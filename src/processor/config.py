@@ -194,7 +194,13 @@ def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> P
         if parser is None:
             unknown.append(key)
             continue
-        values[key] = parser(key, value)
+        try:
+            values[key] = parser(key, value)
+        except ConfigError:
+            if key not in SECRET_FIELDS:
+                raise
+            # The usual message quotes the value; a secret's must not appear in logs or tracebacks.
+            raise ConfigError(key, f"must be a string, got {type(value).__name__} (a secret's value is not shown)") from None
     if unknown:
         logger.warning("ignoring unknown config keys: %s", ", ".join(sorted(unknown)))
     config = ProcessorConfig(**values, unknown_keys=sorted(unknown))

@@ -1,0 +1,77 @@
+"""Secrets (the Redis password, the OSS key pair) never appear in anything Processor shows: logs, errors,
+model info, metrics, the signature, reprs, tracebacks. A run is configured with sentinel secrets and
+every output is searched for them."""
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+
+import pytest
+
+import processor
+from abi import CAbi
+from lifecycle_helpers import serialize
+from processor.config import SECRET_FIELDS, parse_config
+
+SENTINELS = {"redis_password": "SENTINEL-redis-password-7f3a", "oss_access_id": "SENTINEL-oss-id-51c2",
+             "oss_access_key": "SENTINEL-oss-key-e09d"}
+
+
+def assert_no_secret(*outputs):
+    for output in outputs:
+        text = output if isinstance(output, str) else output.decode("utf-8", "replace") if isinstance(
+            output, bytes) else repr(output)
+        for sentinel in SENTINELS.values():
+            assert sentinel not in text and sentinel[9:] not in text, (sentinel, text[:500])
+
+
+def test_sentinels_cover_every_secret_field():
+    assert set(SENTINELS) == set(SECRET_FIELDS)
+
+
+def test_a_serving_run_shows_no_secret(rec_model, batch, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    config = rec_model.config(**SENTINELS, redis_url="127.0.0.1:6379", oss_endpoint="oss.invalid")
+    with processor.Processor(config) as p:
+        shown = [repr(p.config), json.dumps(p.config.redacted()), p.signature(), p.model_info(),
+                 p.serving_model_info()[1], p.metrics(), p.versions(), p.process(serialize(batch))[1],
+                 p.process(b"\x12\x03bad")[1], p.process(b"")[1]]
+        p.update()
+    assert_no_secret(*shown, caplog.text, *capfd.readouterr())
+
+
+@pytest.mark.parametrize("overrides", [
+    {"feature_store_type": "redis", "redis_url": "127.0.0.1:6379"},  # refused at initialize: not supported yet
+    {"model_store_type": "oss", "oss_endpoint": "oss.invalid"},
+    {"savedmodel_dir": "/no/such/model"},
+])
+def test_refused_configs_show_no_secret(rec_model, overrides, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(processor.ProcessorError) as error:
+        processor.Processor(rec_model.config(**SENTINELS, **overrides))
+    assert_no_secret(str(error.value), "".join(traceback.format_exception(error.value)), caplog.text)
+
+
+@pytest.mark.parametrize("field", sorted(SENTINELS))
+@pytest.mark.parametrize("wrong", [987654321987, 12.5, True])
+def test_a_secret_of_the_wrong_type_is_named_but_not_shown(field, wrong):
+    with pytest.raises(processor.ConfigError) as error:
+        parse_config({"savedmodel_dir": "/m", field: wrong})
+    message = "".join(traceback.format_exception(error.value))
+    assert error.value.field == field and "a secret's value is not shown" in message
+    assert str(wrong) not in message.replace(f"{field}", "") and json.dumps(wrong) not in message
+
+
+def test_the_c_abi_shows_no_secret(rec_model, batch, capfd):
+    abi = CAbi()
+    handle, state = abi.initialize(rec_model.config(**SENTINELS))
+    assert state == 0
+    try:
+        outputs = [abi.process(handle, serialize(batch))[1], abi.process(handle, b"\x12\x03bad")[1],
+                   abi.model_info(handle)[1]]
+    finally:
+        abi.finalize(handle)
+    refused, _ = abi.initialize(rec_model.config(**SENTINELS, feature_store_type="redis", redis_url="h:1"))
+    assert refused is None
+    assert_no_secret(*outputs, *capfd.readouterr())
