@@ -1,4 +1,4 @@
-# make demo | make test | make bench | make profile | make asan | make fuzz | make build | make clean
+# make demo | make test | make bench | make soak | make profile | make asan | make fuzz | make build | make clean
 # (everything runs inside .venv)
 PYTHON ?= python3
 VENV := .venv
@@ -25,7 +25,7 @@ FUZZ_WORK := $(FUZZ_DIR)/work
 FUZZ_RUNS ?= 1000000
 HAVE_CLANG := $(shell command -v clang++ >/dev/null 2>&1 && echo yes)
 
-.PHONY: demo test bench profile asan tsan fuzz fuzz-build build clean c_host
+.PHONY: demo test bench soak profile asan tsan fuzz fuzz-build build clean c_host
 
 demo: build $(C_HOST)
 	$(PY) examples/demo.py
@@ -90,6 +90,10 @@ $(TSAN_STRESS): tests/native/update_stress.c tests/native/host_files.h include/p
 profile: build
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench
 	$(PY) benchmarks/profile_process.py
+
+# 1,000 full-version swaps under request load: RSS, fds, threads and loaded versions before/after.
+soak: build
+	$(PY) benchmarks/soak.py --swaps 1000 --save
 
 bench: build
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench
