@@ -126,8 +126,74 @@ def damage_state_file_ahead(prefix):
     return repair
 
 
+def damage_missing_index(prefix):
+    os.rename(prefix + ".index", prefix + ".hidden")
+    return lambda: os.rename(prefix + ".hidden", prefix + ".index")
+
+
+def damage_corrupt_index(prefix):
+    original = open(prefix + ".index", "rb").read()
+    corrupt = bytearray(original)
+    for i in range(len(corrupt) // 4, len(corrupt), 13):
+        corrupt[i] ^= 0x5A
+    open(prefix + ".index", "wb").write(bytes(corrupt))
+    return lambda: open(prefix + ".index", "wb").write(original)
+
+
+def damage_truncated_data(prefix):
+    path = prefix + ".data-00000-of-00001"
+    original = open(path, "rb").read()
+    open(path, "wb").write(original[: len(original) // 3])
+    return lambda: open(path, "wb").write(original)
+
+
+def _replace_with_another_graphs_checkpoint(prefix, reshape):
+    """Overwrites the version's files with a checkpoint of another graph: the same variables passed
+    through `reshape(name, shape)`, which returns the shape to save or None to leave the variable out."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    directory, base = os.path.split(prefix)
+    originals = {name: open(os.path.join(directory, name), "rb").read()
+                 for name in os.listdir(directory) if name.startswith(base + ".")}
+    dtypes = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = []
+        for name, shape in tf.train.list_variables(prefix):
+            new_shape = reshape(name, shape)
+            if new_shape is not None:
+                variables.append(tf1.get_variable(name, shape=new_shape, dtype=dtypes[name],
+                                                  initializer=tf1.zeros_initializer()))
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            tf1.train.Saver(variables).save(session, prefix, write_state=False, write_meta_graph=False)
+
+    def repair():
+        for name, data in originals.items():
+            open(os.path.join(directory, name), "wb").write(data)
+    return repair
+
+
+def damage_another_graph_missing_variables(prefix):
+    dropped = []
+
+    def drop_first_weight(name, shape):
+        if not dropped and len(shape) == 2:
+            dropped.append(name)
+            return None
+        return shape
+    return _replace_with_another_graphs_checkpoint(prefix, drop_first_weight)
+
+
+def damage_another_graph_misshaped_variables(prefix):
+    return _replace_with_another_graphs_checkpoint(prefix, lambda name, shape: [d + 1 for d in shape] if shape else shape)
+
+
 @pytest.mark.parametrize("damage", [damage_missing_shard, damage_truncated_index, damage_corrupt_data,
-                                    damage_state_file_ahead], ids=lambda d: d.__name__[len("damage_"):])
+                                    damage_state_file_ahead, damage_missing_index, damage_corrupt_index,
+                                    damage_truncated_data, damage_another_graph_missing_variables,
+                                    damage_another_graph_misshaped_variables],
+                         ids=lambda d: d.__name__[len("damage_"):])
 def test_a_damaged_version_is_never_served_and_is_picked_up_once_complete(rec_model, reference, batch, tmp_path,
                                                                          damage):
     model = rec_model.copy(tmp_path)
@@ -143,6 +209,30 @@ def test_a_damaged_version_is_never_served_and_is_picked_up_once_complete(rec_mo
         repair()
         wait_for(lambda: p.model_info().model_path == newer, timeout=60, what="the repaired version")
         np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(newer, batch)["prob"], atol=1e-6)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (damage_truncated_index, "cannot load model version"),
+    (damage_corrupt_index, "cannot load model version"),
+    (damage_truncated_data, "cannot load model version"),
+    (damage_another_graph_missing_variables, "not found in checkpoint"),
+    (damage_another_graph_misshaped_variables, "shape"),
+], ids=lambda d: getattr(d, "__name__", "")[len("damage_"):] or None)
+def test_a_damaged_version_fails_update_with_a_clear_error_and_the_old_one_serves(rec_model, reference, batch,
+                                                                                 tmp_path, damage, message):
+    model = rec_model.copy(tmp_path)
+    (tmp_path / "staging").mkdir()
+    good = model.prefixes()[-1]
+    with processor.Processor(model.config(poll_interval_seconds=0)) as p:
+        newer, repair = publish(model, tmp_path / "staging", seed=11, damage=damage)
+        with pytest.raises(processor.ModelLoadError) as error:
+            p.update()
+        assert newer in str(error.value) and message in str(error.value), str(error.value)
+        assert p.model_info().model_path == good and p.model_info().updates_failed == 1
+        np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(good, batch)["prob"], atol=1e-6)
+        repair()
+        assert p.update() is True  # a manual update retries at once
+        assert p.model_info().model_path == newer
 
 
 def test_failed_loads_are_counted_and_backed_off(rec_model, tmp_path, caplog):
@@ -250,3 +340,19 @@ def test_close_during_polling_and_during_an_update_releases_everything(rec_model
         del p
     wait_for(lambda: gc.collect() is not None and _core.live_servables() == baseline, timeout=60,
              what="every servable to be released")
+
+
+@pytest.mark.parametrize("policy", ["availability_preserving", "resource_preserving"])
+def test_a_checkpoint_of_another_graph_is_refused_before_it_serves(rec_model, reference, batch, tmp_path, policy):
+    """TF's restore does not check the shapes of resource variables: without Processor's own check, a
+    mis-shaped checkpoint would restore (in place, under resource_preserving) and every request fail."""
+    model = rec_model.copy(tmp_path)
+    (tmp_path / "staging").mkdir()
+    good = model.prefixes()[-1]
+    with processor.Processor(model.config(poll_interval_seconds=0, version_policy=policy)) as p:
+        newer, _ = publish(model, tmp_path / "staging", seed=5, damage=damage_another_graph_misshaped_variables)
+        with pytest.raises(processor.ModelLoadError) as error:
+            p.update()
+        assert "in the checkpoint but" in str(error.value) and "in the graph" in str(error.value)
+        assert p.model_info().model_path == good
+        np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(good, batch)["prob"], atol=1e-6)

@@ -142,9 +142,14 @@ PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* serv
 
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size) {
-  std::string names;
-  for (const std::string& name : servable->servable->VariableNames()) names += name + '\n';
-  processor::CopyToMallocBuffer(names, output, output_size);
+  std::string lines;
+  for (const processor::VariableSpec& variable : servable->servable->Variables()) {
+    lines += variable.name + '\t' + std::to_string(variable.dtype) + '\t';
+    if (!variable.known_rank) lines += '?';
+    for (size_t i = 0; i < variable.shape.size(); ++i) lines += (i ? "," : "") + std::to_string(variable.shape[i]);
+    lines += '\n';
+  }
+  processor::CopyToMallocBuffer(lines, output, output_size);
   return 0;
 }
 

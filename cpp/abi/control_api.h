@@ -35,7 +35,8 @@ PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* 
 /* Restores the checkpoint at `prefix` into this version's live session (not atomic for requests in
  * flight). Returns 0, or -1 and *error. */
 PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* servable, const char* prefix, char** error);
-/* The graph's variable names, one per line, in a buffer from malloc(). Returns 0. */
+/* The graph's variables, one per line: name TAB dtype (TF_DataType) TAB dims joined by ',' ('?' when
+ * the graph does not know the rank; -1 for an unknown dim), in a buffer from malloc(). Returns 0. */
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size);
 /* Releases the caller's reference; requests and models still holding the version keep it alive. */

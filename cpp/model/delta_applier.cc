@@ -56,14 +56,21 @@ Status CheckWhole(const TF_Tensor* value, const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-std::vector<std::string> DeltaApplier::VariableNames() {
-  std::vector<std::string> names;
+std::vector<VariableSpec> DeltaApplier::Variables() {
+  std::vector<VariableSpec> specs;
   size_t position = 0;
   while (TF_Operation* op = TF_GraphNextOperation(graph_, &position)) {
     const std::string type = TF_OperationOpType(op);
-    if (type == "VarHandleOp" || type == "VariableV2" || type == "Variable") names.emplace_back(TF_OperationName(op));
+    if (type != "VarHandleOp" && type != "VariableV2" && type != "Variable") continue;
+    Variable variable;
+    VariableSpec spec;
+    spec.name = TF_OperationName(op);
+    spec.known_rank = Describe(spec.name, &variable).ok() && variable.known_rank;
+    spec.dtype = variable.dtype;
+    spec.shape = variable.shape;
+    specs.push_back(std::move(spec));
   }
-  return names;
+  return specs;
 }
 
 Status DeltaApplier::Describe(const std::string& name, Variable* variable) {
@@ -78,6 +85,7 @@ Status DeltaApplier::Describe(const std::string& name, Variable* variable) {
   TF_OperationGetAttrType(variable->op, "dtype", &variable->dtype, status.get());
   TF_AttrMetadata shape_meta = TF_OperationGetAttrMetadata(variable->op, "shape", status.get());
   if (status.ok() && shape_meta.total_size >= 0) {
+    variable->known_rank = true;
     variable->shape.resize(shape_meta.total_size);
     TF_OperationGetAttrShape(variable->op, "shape", variable->shape.data(), static_cast<int>(variable->shape.size()),
                              status.get());

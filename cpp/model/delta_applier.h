@@ -26,6 +26,13 @@ struct DeltaVariable {
   TF_DataType key_dtype = TF_INT64;  // of the keys, when sparse
 };
 
+struct VariableSpec {
+  std::string name;
+  TF_DataType dtype = TF_FLOAT;
+  bool known_rank = false;     // false: the graph does not say
+  std::vector<int64_t> shape;  // -1 for an unknown dimension
+};
+
 class DeltaApplier {
  public:
   // `run_options` (borrowed) select the update thread pool for the delta's runs.
@@ -35,14 +42,15 @@ class DeltaApplier {
 
   Status Apply(const std::string& prefix, const std::vector<DeltaVariable>& variables);
 
-  // Names of the graph's variables (VarHandleOp, VariableV2).
-  std::vector<std::string> VariableNames();
+  // The graph's variables (VarHandleOp, VariableV2) with their declared dtype and shape.
+  std::vector<VariableSpec> Variables();
 
  private:
   struct Variable {
     TF_Operation* op = nullptr;
     bool resource = false;
     TF_DataType dtype = TF_FLOAT;
+    bool known_rank = false;
     std::vector<int64_t> shape;
   };
   struct Update {

@@ -236,6 +236,6 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
   return delta_applier().Apply(prefix, variables);
 }
 
-std::vector<std::string> Servable::VariableNames() { return delta_applier().VariableNames(); }
+std::vector<VariableSpec> Servable::Variables() { return delta_applier().Variables(); }
 
 }  // namespace processor

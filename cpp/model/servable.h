@@ -69,7 +69,7 @@ class Servable {
 
   // Applies an incremental checkpoint atomically with respect to Run() (see DeltaApplier).
   Status ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables);
-  std::vector<std::string> VariableNames();
+  std::vector<VariableSpec> Variables();
 
  private:
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }

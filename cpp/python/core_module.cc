@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -93,16 +94,30 @@ class Servable {
     if (code != 0) ThrowLoadFailure(error);
   }
 
-  std::vector<std::string> Variables() const {
+  // (name, dtype, shape or None when the graph does not know the rank)
+  std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>>> Variables() const {
     void* output = nullptr;
     int size = 0;
     processor_control_servable_variables(servable_.get(), &output, &size);
     std::string text = TakeBuffer(output, size);
-    std::vector<std::string> names;
+    std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>>> variables;
     for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
-      names.push_back(text.substr(start, end - start));
+      const std::string line = text.substr(start, end - start);
+      const size_t tab = line.find('\t'), second = line.find('\t', tab + 1);
+      const std::string dims = line.substr(second + 1);
+      std::optional<std::vector<int64_t>> shape;
+      if (dims != "?") {
+        shape.emplace();
+        for (size_t from = 0; from < dims.size();) {
+          size_t comma = dims.find(',', from);
+          if (comma == std::string::npos) comma = dims.size();
+          shape->push_back(std::stoll(dims.substr(from, comma - from)));
+          from = comma + 1;
+        }
+      }
+      variables.emplace_back(line.substr(0, tab), std::stoi(line.substr(tab + 1, second - tab - 1)), shape);
     }
-    return names;
+    return variables;
   }
 
  private:
@@ -227,7 +242,7 @@ PYBIND11_MODULE(_core, m) {
            "Serves a serialized PredictRequest on this version alone; returns (code, bytes).")
       .def("apply_delta", &Servable::ApplyDelta, py::arg("prefix"), py::arg("variables"),
            "Applies an incremental checkpoint atomically; variables are (name, sparse, key dtype). Raises LoadError.")
-      .def("variables", &Servable::Variables, "The graph's variable names.")
+      .def("variables", &Servable::Variables, "The graph's variables: (name, dtype, shape or None).")
       .def("restore", &Servable::Restore, py::arg("prefix"),
            "Restores a checkpoint into the live session (not atomic for requests in flight). Raises LoadError.");
 

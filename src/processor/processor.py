@@ -17,7 +17,7 @@ from .errors import ConfigError, ModelLoadError, RequestError
 from .incremental import pending_deltas, plan_delta
 from .session_group import apply_openmp_settings
 from .updater import PollingThread
-from .version_loader import Candidate, LoadedVersion, VersionLoader, VersionRecord
+from .version_loader import Candidate, LoadedVersion, VersionLoader, VersionRecord, check_checkpoint_fits
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +344,7 @@ class Processor:
             if not same_graph:
                 self._unload_serving()
                 return self._loader.load(candidate)
+            check_checkpoint_fits(servable, candidate.checkpoint.prefix, candidate.describe())
             try:
                 servable.restore(candidate.checkpoint.prefix)
             except _core.LoadError as e:
@@ -402,7 +403,7 @@ class Processor:
             if respect_backoff and self._backed_off(identity, forced=False):
                 break
             try:
-                servable.apply_delta(delta.prefix, plan_delta(delta.prefix, servable.variables()))
+                servable.apply_delta(delta.prefix, plan_delta(delta.prefix, [name for name, _, _ in servable.variables()]))
             except (ModelLoadError, _core.LoadError) as e:
                 error = ModelLoadError(f"cannot apply delta {delta.prefix}: {e}")
                 self._count_failure(identity, str(error))

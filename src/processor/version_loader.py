@@ -8,6 +8,7 @@ from typing import Dict, Optional, Tuple
 
 from . import _core
 from .checkpoint_discovery import CheckpointVersion, newest_version
+from .checkpoint_index import CheckpointIndexError, read_index
 from .config import ProcessorConfig
 from .errors import ModelLoadError
 from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
@@ -48,6 +49,28 @@ class VersionRecord:
 class LoadedVersion:
     servable: _core.Servable
     record: VersionRecord
+
+
+def check_checkpoint_fits(servable: _core.Servable, prefix: str, what: str) -> None:
+    """Raises ModelLoadError unless every graph variable the checkpoint holds has the graph's dtype and
+    shape. TensorFlow's restore does not check shapes of resource variables: a checkpoint of another
+    graph would load and then fail every request."""
+    try:
+        saved = read_index(prefix)
+    except CheckpointIndexError as e:
+        raise ModelLoadError(f"cannot load model version {what}: {e}") from None
+    for name, dtype, shape in servable.variables():
+        entry = saved.get(name)
+        if entry is None:
+            continue  # a variable the saver does not restore, or under another key: TF's restore decides
+        if entry.dtype != dtype:
+            raise ModelLoadError(f"cannot load model version {what}: variable '{name}' has dtype {entry.dtype} in the "
+                                 f"checkpoint but {dtype} in the graph (a checkpoint of another graph?)")
+        if shape is not None and (len(shape) != len(entry.shape) or
+                                  any(g >= 0 and g != c for g, c in zip(shape, entry.shape))):
+            raise ModelLoadError(f"cannot load model version {what}: variable '{name}' has shape "
+                                 f"{list(entry.shape)} in the checkpoint but {shape} in the graph "
+                                 f"(a checkpoint of another graph?)")
 
 
 def session_options(config: ProcessorConfig) -> Dict[str, str]:
@@ -97,6 +120,8 @@ class VersionLoader:
             servable = _core.load_servable(options)
         except _core.LoadError as e:
             raise ModelLoadError(f"cannot load model version {what}: {e}") from None
+        if candidate.checkpoint is not None:
+            check_checkpoint_fits(servable, candidate.checkpoint.prefix, what)
         warmup_path = warmup_file(self.config.warmup_file_name, candidate.savedmodel.path)
         if warmup_path:
             run_warmup(servable, self._warmup.get(warmup_path), self.config.warmup_iterations, what)
