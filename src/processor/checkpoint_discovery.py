@@ -45,11 +45,11 @@ def _unescape(text: str) -> str:
 def read_state_file(store: ModelStore, directory: str) -> List[str]:
     """Checkpoint prefixes a `checkpoint` state file names, as paths (relative ones resolved)."""
     path = store.join(directory, STATE_FILE)
-    if not store.is_readable_file(path):
-        return []
     try:
         text = store.read_text(path)
-    except (OSError, UnicodeDecodeError) as e:
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:  # unreadable, a directory, not text
         logger.warning("cannot read checkpoint state file %s: %s", path, e)
         return []
     prefixes = []

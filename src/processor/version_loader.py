@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from . import _core
-from .checkpoint_discovery import CheckpointVersion, newest_version
+from .checkpoint_discovery import STATE_FILE, CheckpointVersion, list_versions, newest_version
 from .checkpoint_index import CheckpointIndexError, read_index
 from .config import ProcessorConfig
 from .errors import ModelLoadError
+from .model_store import LocalModelStore
 from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
 from .session_group import session_group_options
 from .warmup import WarmupRequests, run_warmup, warmup_file
@@ -106,7 +108,19 @@ class VersionLoader:
         if newest_savedmodel(self.config.savedmodel_dir) is None:
             return (f"no SavedModel in savedmodel_dir '{self.config.savedmodel_dir}' (neither a saved_model.pb "
                     f"nor a complete integer version directory)")
-        return f"no complete checkpoint under checkpoint_dir '{self.config.checkpoint_dir}'"
+        reasons = []
+        state = os.path.join(self.config.checkpoint_dir, STATE_FILE)
+        try:
+            with open(state, "rb"):
+                pass
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            reasons.append(f"its state file {state} cannot be read ({e.strerror})")
+        reasons += [f"{v.prefix} is incomplete: {v.reason}"
+                    for v in list_versions(LocalModelStore(), self.config.checkpoint_dir) if not v.complete]
+        return f"no complete checkpoint under checkpoint_dir '{self.config.checkpoint_dir}'" + \
+            "".join(f"; {reason}" for reason in reasons)
 
     def load(self, candidate: Candidate) -> LoadedVersion:
         """Loads, restores and warms up a version; ModelLoadError says which version and why."""
