@@ -63,3 +63,35 @@ def test_discovery_rules(tmp_path):
     (tmp_path / "saved_model.pb").write_bytes(b"graph")
     plain = newest_savedmodel(str(tmp_path))
     assert (plain.path, plain.version) == (str(tmp_path), -1)  # a SavedModel itself is not a base
+
+
+def export_without_the_signature(path):
+    """A SavedModel whose only signature is 'other' (the config serves 'serving_default')."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, shape=[None], name="x")
+        y = tf.identity(x, name="y")
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(str(path))
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs={"x": x}, outputs={"y": y})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"other": signature})
+            builder.save()
+
+
+def test_new_savedmodel_version_without_the_signature_fails_and_the_old_one_serves(tmp_path, batch):
+    base = tmp_path / "models"
+    first_model, first = export(tmp_path, "a", (16,), steps=2)
+    shutil.copytree(first, base / "1")
+    with processor.Processor({"savedmodel_dir": str(base), "poll_interval_seconds": 0}) as p:
+        export_without_the_signature(base / "2")
+        try:
+            p.update()
+            raise AssertionError("a version without the signature was served")
+        except processor.ModelLoadError as error:
+            assert str(base / "2") in str(error) and "'serving_default'" in str(error), str(error)
+        info = p.model_info()
+        assert (info.savedmodel_version, info.updates_failed) == (1, 1)
+        np.testing.assert_allclose(p.predict(batch)["prob"], first_model.predict(batch)["prob"], atol=1e-6)
+    first_model.close()
