@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/quote.h"
+#include "common/shape_string.h"
 #include "common/tsan_annotations.h"
 #include "common/wire_format.h"
 #include "model/meta_graph.h"
@@ -411,10 +412,7 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
   PROCESSOR_RETURN_IF_ERROR(ShapeElementCount(array, &n));
   const int64_t sent = array.counts[value_field];
   if (sent != n) {
-    std::string shape = "[";
-    for (size_t i = 0; i < array.dims.size(); ++i) shape += (i ? "," : "") + std::to_string(array.dims[i]);
-    shape += "]";
-    return Status::InvalidArgument("shape " + shape + " needs " + std::to_string(n) + " values but " +
+    return Status::InvalidArgument("shape " + ShapeString(array.dims) + " needs " + std::to_string(n) + " values but " +
                                    std::to_string(sent) + " were sent in " + kFieldNames[value_field] +
                                    (array.has_shape ? "" : " (array_shape is not set, which means a scalar)"));
   }

@@ -1,4 +1,3 @@
-#include "common/tsan_annotations.h"
 #include "model/delta_applier.h"
 
 #include <tensorflow/c/tf_tstring.h>
@@ -6,23 +5,14 @@
 #include <mutex>
 
 #include "common/quote.h"
+#include "common/shape_string.h"
 #include "common/tf_handles.h"
+#include "common/tsan_annotations.h"
 #include "model/meta_graph.h"
 
 namespace processor {
 namespace {
 
-std::string ShapeString(const TF_Tensor* t) {
-  std::string s = "[";
-  for (int i = 0; i < TF_NumDims(t); ++i) s += (i ? "," : "") + std::to_string(TF_Dim(t, i));
-  return s + "]";
-}
-
-std::string ShapeString(const std::vector<int64_t>& dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
-  return s + "]";
-}
 
 template <typename Key>
 Status CheckKeys(const TF_Tensor* keys, int64_t rows) {

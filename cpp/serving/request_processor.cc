@@ -9,16 +9,10 @@
 
 #include "codec/predict_codec.h"
 #include "common/quote.h"
+#include "common/shape_string.h"
 
 namespace processor {
 namespace {
-
-template <typename Dims>
-std::string ShapeString(const Dims& dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
-  return s + "]";
-}
 
 std::string Names(const std::vector<BoundTensor>& tensors) {
   std::string names;
