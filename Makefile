@@ -25,6 +25,14 @@ FUZZ_WORK := $(FUZZ_DIR)/work
 FUZZ_RUNS ?= 1000000
 HAVE_CLANG := $(shell command -v clang++ >/dev/null 2>&1 && echo yes)
 
+COMMA := ,
+# $(call sanitized_build,BUILD_DIR,SANITIZERS,TARGET[,MORE CMAKE FLAGS]): the data plane with sanitizers.
+define sanitized_build
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(1) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_SANITIZE=$(2) -DPROCESSOR_OUTPUT_DIR=$(abspath $(1))/processor $(4)
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(1) --target $(3)
+endef
+
 .PHONY: demo test bench soak profile asan tsan fuzz fuzz-build build clean c_host
 
 demo: build $(C_HOST)
@@ -37,15 +45,13 @@ test: build $(C_HOST) asan tsan fuzz-build
 asan: $(ASAN_LIB) $(ASAN_STRESS) $(ASAN_DIR)/config_check
 
 $(ASAN_LIB): $(DEPS_STAMP) $(SOURCES)
-	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_SANITIZE=address -DPROCESSOR_OUTPUT_DIR=$(abspath $(ASAN_DIR))/processor
-	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(ASAN_DIR) --target serving_processor
+	$(call sanitized_build,$(ASAN_DIR),address,serving_processor)
 
-$(ASAN_STRESS): tests/native/update_stress.c tests/native/host_files.h include/processor.h
+$(ASAN_STRESS): tests/native/update_stress.c tests/native/sanitizer_host.h include/processor.h
 	mkdir -p $(ASAN_DIR)
 	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -Iinclude -o $@ $< -ldl -lpthread $(ASAN_CXX_RUNTIME)
 
-$(ASAN_DIR)/config_check: tests/native/config_check.c tests/native/host_files.h
+$(ASAN_DIR)/config_check: tests/native/config_check.c tests/native/sanitizer_host.h
 	mkdir -p $(ASAN_DIR)
 	$(CC) -O1 -g -fsanitize=address -fno-omit-frame-pointer -std=c11 -o $@ $< -ldl $(ASAN_CXX_RUNTIME)
 
@@ -64,10 +70,8 @@ fuzz-build:
 endif
 
 $(FUZZER): $(DEPS_STAMP) $(SOURCES) tests/fuzz/request_fuzzer.cc
-	PATH="$(abspath $(VENV))/bin:$$PATH" CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja \
-	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_USE_GOLD=OFF \
-	  -DPROCESSOR_SANITIZE=address,undefined,fuzzer-no-link
-	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(FUZZ_DIR) --target request_fuzzer
+	$(call sanitized_build,$(FUZZ_DIR),address$(COMMA)undefined$(COMMA)fuzzer-no-link,request_fuzzer,\
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DPROCESSOR_USE_GOLD=OFF)
 
 $(FUZZ_WORK)/seeds: tests/fuzz/make_seeds.py tests/model_builders.py tests/wire_helpers.py | $(BUILD_STAMP)
 	$(PY) tests/fuzz/make_seeds.py $(FUZZ_WORK)
@@ -79,11 +83,9 @@ $(FUZZ_WORK)/seeds: tests/fuzz/make_seeds.py tests/model_builders.py tests/wire_
 tsan: $(TSAN_LIB) $(TSAN_STRESS)
 
 $(TSAN_LIB): $(DEPS_STAMP) $(SOURCES)
-	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DPROCESSOR_SANITIZE=thread -DPROCESSOR_OUTPUT_DIR=$(abspath $(TSAN_DIR))/processor
-	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(TSAN_DIR) --target serving_processor
+	$(call sanitized_build,$(TSAN_DIR),thread,serving_processor)
 
-$(TSAN_STRESS): tests/native/update_stress.c tests/native/host_files.h include/processor.h
+$(TSAN_STRESS): tests/native/update_stress.c tests/native/sanitizer_host.h include/processor.h
 	mkdir -p $(TSAN_DIR)
 	$(CC) -O1 -g -fsanitize=thread -std=c11 -Iinclude -o $@ $< -ldl -lpthread
 

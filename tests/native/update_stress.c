@@ -7,21 +7,15 @@
  * Prints "cycles C requests R failures F" and exits 0 when every request got 200.
  */
 #define _POSIX_C_SOURCE 200809L
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#include "host_files.h"
 #include "processor.h"
+#include "sanitizer_host.h"
 
-typedef void* (*initialize_fn)(const char*, const char*, int*);
-typedef int (*process_fn)(void*, const void*, int, void**, int*);
-typedef int (*rollback_fn)(void*, long long);
-typedef void (*finalize_fn)(void*);
-
-static process_fn process_request;
+static struct processor_abi abi;
 static char* request;
 static long request_size;
 
@@ -44,7 +38,7 @@ static void* serve(void* arg) {
   while (now_ms() < w->deadline) {
     void* out = NULL;
     int out_size = 0;
-    int code = process_request(w->model, request, (int)request_size, &out, &out_size);
+    int code = abi.process(w->model, request, (int)request_size, &out, &out_size);
     free(out);
     w->requests++;
     if (code != PROCESSOR_OK) w->failures++;
@@ -57,20 +51,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: %s LIBRARY CONFIG.json REQUEST.bin CYCLES MILLISECONDS_PER_CYCLE THREADS\n", argv[0]);
     return 2;
   }
-  void* library = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-  if (!library) {
-    fprintf(stderr, "dlopen: %s\n", dlerror());
-    return 1;
-  }
-  initialize_fn initialize_model = (initialize_fn)dlsym(library, "initialize");
-  process_request = (process_fn)dlsym(library, "process");
-  rollback_fn rollback_model = (rollback_fn)dlsym(library, "rollback");
-  finalize_fn finalize_model = (finalize_fn)dlsym(library, "finalize");
+  if (load_abi(argv[1], &abi) != 0) return 1;
   long config_size = 0;
   char* config = read_file(argv[2], &config_size);
   request = read_file(argv[3], &request_size);
-  if (!initialize_model || !process_request || !rollback_model || !finalize_model || !config || !request) {
-    fprintf(stderr, "setup failed\n");
+  if (!config || !request) {
+    fprintf(stderr, "cannot read %s or %s\n", argv[2], argv[3]);
     return 1;
   }
   const int cycles = atoi(argv[4]), threads = atoi(argv[6]);
@@ -79,7 +65,7 @@ int main(int argc, char** argv) {
   struct worker* workers = calloc(threads, sizeof(struct worker));
   for (int cycle = 0; cycle < cycles; ++cycle) {
     int state = -1;
-    void* model = initialize_model("", config, &state);
+    void* model = abi.initialize("", config, &state);
     if (!model || state != 0) {
       fprintf(stderr, "initialize failed in cycle %d\n", cycle);
       return 1;
@@ -88,13 +74,13 @@ int main(int argc, char** argv) {
       workers[i] = (struct worker){.model = model, .deadline = now_ms() + period};
       pthread_create(&workers[i].thread, NULL, serve, &workers[i]);
     }
-    if (cycle % 2) rollback_model(model, -1);  /* 200, or 400 when there is no earlier version yet */
+    if (cycle % 2) abi.rollback(model, -1);  /* 200, or 400 when there is no earlier version yet */
     for (int i = 0; i < threads; ++i) {
       pthread_join(workers[i].thread, NULL);
       requests += workers[i].requests;
       failures += workers[i].failures;
     }
-    finalize_model(model);  /* the poller may be mid-load right now */
+    abi.finalize(model);  /* the poller may be mid-load right now */
   }
   printf("cycles %d requests %ld failures %ld\n", cycles, requests, failures);
   free(workers);
