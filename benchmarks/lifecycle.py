@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from results_file import save_results
 from timing import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,10 +155,7 @@ def main() -> None:
         print(f"  {key:<44} {value:10.2f}")
     print(f"  {'full update / raw restore':<44} {results['full_update_ms'] / results['raw_restore_ms']:10.2f}x")
     print(f"  {'delta update / full update':<44} {results['delta_update_ms'] / results['full_update_ms']:10.2f}x")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lifecycle.json").write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out / 'lifecycle.json'}")
+    print(f"\nwritten to {save_results('lifecycle', results)}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from results_file import save_results
 from timing import measure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,10 +137,7 @@ def main() -> None:
     print(f"\n{'model':<20} {'path':<20} {'sessions':>8} {'threads':>7} {'req/s':>10}")
     for r in report["throughput"]:
         print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "performance.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {out / 'performance.json'}")
+    print(f"\nwritten to {save_results('performance', report)}")
 
 
 if __name__ == "__main__":

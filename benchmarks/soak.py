@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from results_file import save_results
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -120,9 +122,7 @@ def main() -> None:
         print(f"  {key:<8} before {result['before'][key]:>10.1f}   after {result['after'][key]:>10.1f}")
     print(f"  RSS growth {result['rss_growth_percent']} % (target < 5 %)")
     if args.save:
-        out = ROOT / "benchmarks" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "soak.json").write_text(json.dumps(result, indent=2))
+        save_results("soak", result)
     print(json.dumps(result))
 
 
