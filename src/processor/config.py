@@ -57,6 +57,13 @@ def _integer(name: str, value: Any, minimum: int = 0) -> int:
     return value
 
 
+def _secret_string(name: str, value: Any) -> str:
+    """_string for secrets: the error names the type only, since a secret must not reach logs or tracebacks."""
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a string, got {type(value).__name__} (a secret's value is not shown)")
+    return value
+
+
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, f"must be a number, got {_describe(value)}")
@@ -79,11 +86,16 @@ def _sizes(name: str, value: Any) -> List[int]:
     return [_integer(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
-def _option(default: Any, parse: Callable[[str, Any], Any], secret: bool = False) -> Any:
-    """A config field with its validator. Secrets get repr=False: configs end up in logs and tracebacks."""
+def _option(default: Any, parse: Callable[[str, Any], Any]) -> Any:
+    """A config field with its validator."""
     if isinstance(default, list):
-        return field(default_factory=list, metadata={"parse": parse}, repr=not secret)
-    return field(default=default, metadata={"parse": parse}, repr=not secret)
+        return field(default_factory=list, metadata={"parse": parse})
+    return field(default=default, metadata={"parse": parse})
+
+
+def _secret() -> Any:
+    """A secret string field: repr=False, since configs end up in logs and tracebacks."""
+    return field(default="", metadata={"parse": _secret_string}, repr=False)
 
 
 def _optional(parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -127,13 +139,13 @@ class ProcessorConfig:
     rollback_keep: int = _option(2, _at_least(1))         # earlier versions rollback() can return to
     feature_store_type: str = _option("local", _choice(FEATURE_STORE_TYPES))  # "redis": parsed, not served yet
     redis_url: str = _option("", _string)
-    redis_password: str = _option("", _string, secret=True)
+    redis_password: str = _secret()
     read_thread_num: int = _option(4, _at_least(1))
     update_thread_num: int = _option(1, _at_least(1))
     serialize_protocol: str = _option("protobuf", _choice(SERIALIZE_PROTOCOLS))
     oss_endpoint: str = _option("", _string)
-    oss_access_id: str = _option("", _string, secret=True)
-    oss_access_key: str = _option("", _string, secret=True)
+    oss_access_id: str = _secret()
+    oss_access_key: str = _secret()
     timeline_start_step: int = _option(0, _integer)
     timeline_interval_step: int = _option(0, _integer)
     timeline_trace_count: int = _option(0, _integer)
@@ -194,13 +206,7 @@ def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> P
         if parser is None:
             unknown.append(key)
             continue
-        try:
-            values[key] = parser(key, value)
-        except ConfigError:
-            if key not in SECRET_FIELDS:
-                raise
-            # The usual message quotes the value; a secret's must not appear in logs or tracebacks.
-            raise ConfigError(key, f"must be a string, got {type(value).__name__} (a secret's value is not shown)") from None
+        values[key] = parser(key, value)
     if unknown:
         logger.warning("ignoring unknown config keys: %s", ", ".join(sorted(unknown)))
     config = ProcessorConfig(**values, unknown_keys=sorted(unknown))
