@@ -25,7 +25,7 @@ def test_defaults_are_documented_values():
 
 def test_every_deeprec_field_is_parsed():
     full = {
-        "savedmodel_dir": "/m/sm", "checkpoint_dir": "/m/ckpt", "session_num": 2, "select_session_policy": "RR",
+        "savedmodel_dir": "oss://bucket/m/sm", "checkpoint_dir": "oss://bucket/m/ckpt", "session_num": 2, "select_session_policy": "RR",
         "use_per_session_threads": True, "enable_inline_execute": False, "omp_num_threads": 4,
         "kmp_blocktime": 0, "feature_store_type": "redis", "redis_url": "127.0.0.1:6379",
         "redis_password": "pw", "read_thread_num": 2, "update_thread_num": 3, "serialize_protocol": "protobuf",
@@ -40,15 +40,16 @@ def test_every_deeprec_field_is_parsed():
     for name, value in full.items():
         assert getattr(config, name) == value, name
     processor_additions = {"warmup_iterations", "poll_interval_seconds", "version_policy", "rollback_keep", "model_name",
-                           "max_request_bytes", "max_tensor_elements"}
+                           "max_request_bytes", "max_tensor_elements", "local_cache_dir", "download_threads",
+                           "download_retries", "webhdfs_url", "hdfs_user"}
     assert set(full) | processor_additions == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
 
 
 def test_poll_interval_defaults_by_store():
     assert parse_config(BASE).effective_poll_interval == 5.0
     assert parse_config({**BASE, "poll_interval_seconds": 0}).effective_poll_interval == 0.0
-    remote = parse_config({**BASE, "model_store_type": "oss", "oss_endpoint": "e", "oss_access_id": "i",
-                           "oss_access_key": "k"})
+    remote = parse_config({"savedmodel_dir": "oss://b/sm", "model_store_type": "oss", "oss_endpoint": "e",
+                           "oss_access_id": "i", "oss_access_key": "k"})
     assert remote.effective_poll_interval == 60.0
 
 
@@ -58,6 +59,9 @@ def test_json_string_file_path_and_bytes(tmp_path):
     for source in (json.dumps({**BASE, "session_num": 3}), str(path), path, json.dumps({**BASE, "session_num": 3}).encode()):
         assert parse_config(source).session_num == 3
 
+
+OSS = {"savedmodel_dir": "oss://bucket/sm", "model_store_type": "oss", "oss_endpoint": "e", "oss_access_id": "i",
+       "oss_access_key": "k"}
 
 BAD_CONFIGS = [
     ({}, "savedmodel_dir", "is required"),
@@ -75,7 +79,16 @@ BAD_CONFIGS = [
     ({**BASE, "feature_store_type": "memcache"}, "feature_store_type", "must be one of 'local', 'redis'"),
     ({**BASE, "feature_store_type": "redis"}, "redis_url", "is required when feature_store_type is 'redis'"),
     ({**BASE, "model_store_type": "s3"}, "model_store_type", "must be one of 'local', 'oss', 'hdfs'"),
-    ({**BASE, "model_store_type": "oss"}, "oss_endpoint", "is required when model_store_type is 'oss'"),
+    ({**BASE, "model_store_type": "oss"}, "oss_endpoint", "is required when model_store_type is 'oss' (or set OSS_ENDPOINT)"),
+    ({**OSS, "oss_access_key": ""}, "oss_access_key", "is required when model_store_type is 'oss' (or set OSS_ACCESS_KEY_SECRET)"),
+    ({**OSS, "savedmodel_dir": "/models/sm"}, "savedmodel_dir", "must start with oss:// when model_store_type is 'oss'"),
+    ({**OSS, "checkpoint_dir": "hdfs://nn/ckpt"}, "checkpoint_dir", "must start with oss:// when model_store_type is 'oss'"),
+    ({**OSS, "savedmodel_dir": "oss:///sm"}, "savedmodel_dir", "must name a bucket: oss://bucket/path"),
+    ({**BASE, "checkpoint_dir": "oss://b/ckpt"}, "checkpoint_dir", "starts with oss:// but model_store_type is 'local': set it to 'oss'"),
+    ({"savedmodel_dir": "hdfs://nn/sm"}, "savedmodel_dir", "starts with hdfs:// but model_store_type is 'local'"),
+    ({"savedmodel_dir": "s3://b/sm"}, "savedmodel_dir", "starts with s3:// but model_store_type is 'local'"),
+    ({**BASE, "download_threads": 0}, "download_threads", "must be >= 1"),
+    ({**BASE, "download_retries": -1}, "download_retries", "must be >= 0"),
     ({**BASE, "serialize_protocol": "json"}, "serialize_protocol", "must be one of 'protobuf'"),
     ({**BASE, "checkpoint_dir": None}, "checkpoint_dir", "must be a string, got null"),
     ({**BASE, "signature_name": ""}, "signature_name", "must not be empty"),
@@ -99,7 +112,9 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize("document,field,message", BAD_CONFIGS, ids=[f"{c[1]}-{i}" for i, c in enumerate(BAD_CONFIGS)])
-def test_bad_config_names_the_field(document, field, message):
+def test_bad_config_names_the_field(document, field, message, monkeypatch):
+    for variable in ("OSS_ENDPOINT", "OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET"):
+        monkeypatch.delenv(variable, raising=False)
     with pytest.raises(processor.ConfigError) as error:
         parse_config(document)
     assert error.value.field == field
@@ -127,9 +142,17 @@ def test_unknown_keys_are_warned_about_not_fatal(caplog):
     assert "ignoring unknown config keys: model_tag, zzz" in caplog.text
 
 
+def test_oss_credentials_may_come_from_oss2s_environment_variables(monkeypatch):
+    monkeypatch.setenv("OSS_ENDPOINT", "http://127.0.0.1:1")
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", "id-from-env")
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", "key-from-env")
+    config = parse_config({"savedmodel_dir": "oss://b/sm", "model_store_type": "oss"})
+    assert (config.oss_endpoint, config.oss_access_id, config.oss_access_key) == ("", "", "")  # read when used
+
+
 def test_secrets_never_appear_in_repr_or_redacted_form():
-    config = parse_config({**BASE, "feature_store_type": "redis", "redis_url": "r:1", "redis_password": "SENTINEL-PW",
-                           "model_store_type": "oss", "oss_endpoint": "e", "oss_access_id": "SENTINEL-ID",
+    config = parse_config({"savedmodel_dir": "oss://b/sm", "feature_store_type": "redis", "redis_url": "r:1",
+                           "redis_password": "SENTINEL-PW", "model_store_type": "oss", "oss_endpoint": "e", "oss_access_id": "SENTINEL-ID",
                            "oss_access_key": "SENTINEL-KEY"})
     for text in (repr(config), str(config), json.dumps(config.redacted())):
         assert "SENTINEL" not in text

@@ -56,8 +56,7 @@ def read_state_file(store: ModelStore, directory: str) -> List[str]:
     for line in text.splitlines():
         match = _STATE_LINE.match(line)
         if match:
-            name = _unescape(match.group(2))
-            prefix = name if os.path.isabs(name) else store.join(directory, name)
+            prefix = store.resolve(directory, _unescape(match.group(2)))
             if prefix not in prefixes:
                 prefixes.append(prefix)
     return prefixes

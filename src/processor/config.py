@@ -24,6 +24,8 @@ SERIALIZE_PROTOCOLS = ("protobuf",)
 VERSION_POLICIES = ("availability_preserving", "resource_preserving")
 REMOTE_POLL_INTERVAL_SECONDS = 60.0
 LOCAL_POLL_INTERVAL_SECONDS = 5.0
+OSS_ENVIRONMENT = {"oss_endpoint": "OSS_ENDPOINT", "oss_access_id": "OSS_ACCESS_KEY_ID",
+                   "oss_access_key": "OSS_ACCESS_KEY_SECRET"}  # oss2's variables, used when a field is empty
 EV_STORAGE_TYPES = ("DRAM", "PMEM_MEMKIND", "PMEM_LIBPMEM", "SSDHASH", "DRAM_PMEM", "DRAM_SSDHASH",
                     "HBM", "HBM_DRAM", "HBM_DRAM_SSDHASH", "DRAM_LEVELDB", "LEVELDB")
 
@@ -118,7 +120,7 @@ class ProcessorConfig:
     model_name: str = _option("default", _string)        # names the model in metrics (and hosts' URLs)
     checkpoint_dir: str = _option("", _string)            # newest complete checkpoint is restored; "": SavedModel's variables
     signature_name: str = _option("serving_default", _string)
-    model_store_type: str = _option("local", _choice(MODEL_STORE_TYPES))  # "oss"/"hdfs": parsed, not served yet
+    model_store_type: str = _option("local", _choice(MODEL_STORE_TYPES))  # "oss"/"hdfs": dirs are oss:// / hdfs:// URLs
     session_num: int = _option(1, _at_least(1))           # sessions in the session group
     select_session_policy: str = _option("MOD", _choice(SELECT_SESSION_POLICIES))  # thread id modulo, or round robin
     use_per_session_threads: bool = _option(False, _boolean)  # each session gets its own thread pools
@@ -146,6 +148,11 @@ class ProcessorConfig:
     oss_endpoint: str = _option("", _string)
     oss_access_id: str = _secret()
     oss_access_key: str = _secret()
+    webhdfs_url: str = _option("", _string)               # http(s)://namenode:port; "": http://<namenode>:9870
+    hdfs_user: str = _option("", _string)                 # "": HADOOP_USER_NAME, else the process's user
+    local_cache_dir: str = _option("", _string)           # remote versions are loaded from here; "": <tmp>/processor-cache
+    download_threads: int = _option(4, _at_least(1))      # files of a remote version downloaded at once
+    download_retries: int = _option(3, _integer)          # retries of a failed file download, with backoff
     timeline_start_step: int = _option(0, _integer)
     timeline_interval_step: int = _option(0, _integer)
     timeline_trace_count: int = _option(0, _integer)
@@ -187,9 +194,23 @@ def _check_consistency(config: ProcessorConfig) -> None:
         raise ConfigError("enable_inline_execute",
                           "runs ops in the caller's thread, which contradicts inter_op_parallelism_threads > 0")
     if config.model_store_type == "oss":
-        for name in ("oss_endpoint", "oss_access_id", "oss_access_key"):
-            if not getattr(config, name):
-                raise ConfigError(name, "is required when model_store_type is 'oss'")
+        for name, variable in OSS_ENVIRONMENT.items():
+            if not getattr(config, name) and not os.environ.get(variable):
+                raise ConfigError(name, f"is required when model_store_type is 'oss' (or set {variable})")
+    for name in ("savedmodel_dir", "checkpoint_dir"):
+        _check_store_url(name, getattr(config, name), config.model_store_type)
+
+
+def _check_store_url(name: str, path: str, store_type: str) -> None:
+    scheme = path.split("://", 1)[0] if "://" in path else ""
+    if not path or scheme == ("" if store_type == "local" else store_type):
+        if scheme == "oss" and not path[len("oss://"):].split("/", 1)[0]:
+            raise ConfigError(name, f"must name a bucket: oss://bucket/path, got {path!r}")
+        return
+    if store_type == "local":
+        raise ConfigError(name, f"starts with {scheme}:// but model_store_type is 'local'"
+                          + (f": set it to '{scheme}'" if scheme in MODEL_STORE_TYPES else ""))
+    raise ConfigError(name, f"must start with {store_type}:// when model_store_type is '{store_type}', got {path!r}")
 
 
 def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> ProcessorConfig:

@@ -24,3 +24,12 @@ class RequestError(ProcessorError):
         self.code = code
         self.message = message
         super().__init__(f"{code}: {message}")
+
+
+class StoreError(ModelLoadError):
+    """A model store (OSS, HDFS, the local cache) failed. `transient`: worth retrying (network errors,
+    server errors), as opposed to denied access, a missing object or a full disk."""
+
+    def __init__(self, message: str, transient: bool = False):
+        self.transient = transient
+        super().__init__(message)

@@ -13,8 +13,8 @@ import numpy as np
 
 from . import _core, predict_pb2, tensors
 from .config import ProcessorConfig, parse_config
-from .errors import ConfigError, ModelLoadError, RequestError
-from .incremental import pending_deltas, plan_delta
+from .errors import ConfigError, ModelLoadError, RequestError, StoreError
+from .incremental import plan_delta
 from .session_group import apply_openmp_settings
 from .updater import PollingThread
 from .version_loader import Candidate, LoadedVersion, VersionLoader, VersionRecord, check_checkpoint_fits
@@ -55,8 +55,6 @@ class _Failure:
 def _refuse_unsupported(config: ProcessorConfig) -> None:
     if config.feature_store_type != "local":
         raise ConfigError("feature_store_type", f"'{config.feature_store_type}' is not supported yet; use 'local'")
-    if config.model_store_type != "local":
-        raise ConfigError("model_store_type", f"'{config.model_store_type}' is not supported yet; use 'local'")
 
 
 class Processor:
@@ -74,6 +72,13 @@ class Processor:
         if openmp:
             logger.info("exported %s (the TF wheel itself uses no OpenMP)", openmp)
         self._loader = VersionLoader(self.config)
+        try:
+            self._start()
+        except BaseException:
+            self._loader.close()
+            raise
+
+    def _start(self) -> None:
         self._update_lock = threading.Lock()  # one load at a time: updates, rollbacks
         self._state_lock = threading.Lock()   # installing vs closing
         self._updates_applied = 0
@@ -85,17 +90,18 @@ class Processor:
         self._serving: Optional[VersionRecord] = None
         self._serving_servable: Optional[_core.Servable] = None  # to apply deltas to
         self._delta_step = -1  # newest delta applied to the serving version
+        self._model: Optional[_core.Model] = None
+        self._poller: Optional[PollingThread] = None
 
         candidate = self._loader.discover()
         if candidate is None:
             raise ModelLoadError(self._loader.explain_missing())
         loaded = self._loader.load(candidate)
-        self._model: Optional[_core.Model] = _core.Model(self.config.model_name)
+        self._model = _core.Model(self.config.model_name)
         self._model.set_limits(self.config.max_request_bytes, self.config.max_tensor_elements)
         if self.config.timeline_trace_count > 0:
             self._start_timeline()
         self._serve_with_deltas(loaded)
-        self._poller: Optional[PollingThread] = None
         if self.config.effective_poll_interval > 0:
             self._poller = PollingThread(self.config.effective_poll_interval, self._poll)
             self._poller.start()
@@ -235,6 +241,7 @@ class Processor:
             self._serving_servable = None
         if model is not None:
             model.unload()
+            self._loader.close()
             logger.info("processor closed")
 
     def __enter__(self) -> "Processor":
@@ -275,7 +282,14 @@ class Processor:
     def _update(self, raise_errors: bool) -> bool:
         with self._update_lock:
             self._live_model()
-            candidate = self._loader.discover()
+            try:
+                candidate = self._loader.discover()
+            except StoreError as error:
+                if raise_errors:
+                    raise
+                logger.warning("cannot look for new versions: %s; still serving %s", error,
+                               self._serving.candidate.describe() if self._serving else "nothing")
+                return False
             nothing_serves = self._serving_servable is None  # after a failed resource-preserving update
             if candidate is not None and (candidate.key > self._serving_key() or nothing_serves):
                 if self._pin is not None and candidate.key <= self._pin:
@@ -344,9 +358,10 @@ class Processor:
             if not same_graph:
                 self._unload_serving()
                 return self._loader.load(candidate)
-            check_checkpoint_fits(servable, candidate.checkpoint.prefix, candidate.describe())
+            prefix = self._loader.localize(candidate).checkpoint.prefix
+            check_checkpoint_fits(servable, prefix, candidate.describe())
             try:
-                servable.restore(candidate.checkpoint.prefix)
+                servable.restore(prefix)
             except _core.LoadError as e:
                 raise ModelLoadError(f"cannot restore {candidate.describe()} in place: {e}") from None
             return LoadedVersion(servable, VersionRecord(candidate, int(time.time() * 1000),
@@ -366,7 +381,7 @@ class Processor:
         when given, else loaded anew. If even that fails, nothing serves (503) until a poll loads a version."""
         try:
             if servable is not None:
-                servable.restore(candidate.checkpoint.prefix)
+                servable.restore(self._loader.localize(candidate).checkpoint.prefix)
                 loaded = LoadedVersion(servable, self._serving)
             else:
                 loaded = self._loader.load(candidate)
@@ -398,12 +413,13 @@ class Processor:
         failing delta is counted and backed off, and the ones after it wait for it."""
         if candidate.checkpoint is None:
             return delta_step, None
-        for delta in pending_deltas(candidate.checkpoint.prefix, max(candidate.checkpoint.step, delta_step)):
+        for delta in self._loader.pending_deltas(candidate, max(candidate.checkpoint.step, delta_step)):
             identity = (candidate.savedmodel.path, delta.prefix)
             if respect_backoff and self._backed_off(identity, forced=False):
                 break
             try:
-                servable.apply_delta(delta.prefix, plan_delta(delta.prefix, [name for name, _, _ in servable.variables()]))
+                local = self._loader.localize_delta(delta)
+                servable.apply_delta(local, plan_delta(local, [name for name, _, _ in servable.variables()]))
             except (ModelLoadError, _core.LoadError) as e:
                 error = ModelLoadError(f"cannot apply delta {delta.prefix}: {e}")
                 self._count_failure(identity, str(error))
@@ -469,6 +485,7 @@ class Processor:
             model.install(loaded.servable, self._model_info_bytes())
             self._signature = None
         logger.info("serving %s", loaded.record.candidate.describe())
+        self._loader.retain(self._history)
 
     def _trim_history(self) -> None:
         """Keeps the serving version and the `rollback_keep` newest others."""

@@ -1,18 +1,20 @@
 """Finds the version to serve and loads it: discovery, the data plane's load, warmup."""
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import _core
 from .checkpoint_discovery import STATE_FILE, CheckpointVersion, list_versions, newest_version
 from .checkpoint_index import CheckpointIndexError, read_index
 from .config import ProcessorConfig
-from .errors import ModelLoadError
-from .model_store import LocalModelStore
+from .errors import ModelLoadError, StoreError
+from .incremental import pending_deltas
+from .model_cache import ModelCache, default_cache_dir
+from .model_store import open_model_store
 from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
 from .session_group import session_group_options
 from .warmup import WarmupRequests, run_warmup, warmup_file
@@ -88,55 +90,100 @@ def session_options(config: ProcessorConfig) -> Dict[str, str]:
 
 
 class VersionLoader:
+    """Finds versions in the model store and loads them. A remote store's versions are downloaded into
+    the local cache first; candidates keep their store paths (what model info and logs show), and
+    `localize` says where their files are on this machine."""
+
     def __init__(self, config: ProcessorConfig):
         self.config = config
+        self.store = open_model_store(config)
+        self.cache: Optional[ModelCache] = None
+        if self.store.is_remote:
+            self.cache = ModelCache(self.store, config.local_cache_dir or default_cache_dir(),
+                                    config.checkpoint_dir or config.savedmodel_dir, config.download_threads)
         self._warmup = WarmupRequests()
 
     def discover(self) -> Optional[Candidate]:
-        """The newest complete version on disk, or None."""
-        savedmodel = newest_savedmodel(self.config.savedmodel_dir)
+        """The newest complete version in the store, or None. A remote store is listed once here
+        (StoreError when that fails); deltas are then found in the same listing."""
+        self.store.refresh()
+        savedmodel = newest_savedmodel(self.config.savedmodel_dir, self.store)
         if savedmodel is None:
             return None
         checkpoint = None
         if self.config.checkpoint_dir:
-            checkpoint = newest_version(self.config.checkpoint_dir)
+            checkpoint = newest_version(self.config.checkpoint_dir, self.store)
             if checkpoint is None:
                 return None
         return Candidate(savedmodel, checkpoint)
 
+    def pending_deltas(self, candidate: Candidate, after_step: int) -> List[CheckpointVersion]:
+        """The deltas of `candidate`'s run above `after_step`, as of the last discover()."""
+        return pending_deltas(candidate.checkpoint.prefix, after_step, self.store)
+
+    def localize(self, candidate: Candidate) -> Candidate:
+        """The candidate with the paths of its local files (downloaded first from a remote store)."""
+        if self.cache is None:
+            return candidate
+        checkpoint = candidate.checkpoint
+        if checkpoint is not None:
+            checkpoint = dataclasses.replace(checkpoint, prefix=self.cache.checkpoint(checkpoint.prefix))
+        return Candidate(dataclasses.replace(candidate.savedmodel, path=self.cache.savedmodel(candidate.savedmodel.path)),
+                         checkpoint)
+
+    def localize_delta(self, delta: CheckpointVersion) -> str:
+        """The local prefix of a delta's files."""
+        return self.cache.checkpoint(delta.prefix) if self.cache is not None else delta.prefix
+
+    def retain(self, candidates: Iterable[Candidate]) -> None:
+        """Frees the cached files of every version but these."""
+        if self.cache is not None:
+            self.cache.retain(path for c in candidates
+                              for path in (c.savedmodel.path, c.checkpoint.prefix if c.checkpoint else None) if path)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
     def explain_missing(self) -> str:
-        if newest_savedmodel(self.config.savedmodel_dir) is None:
+        store = self.store
+        if newest_savedmodel(self.config.savedmodel_dir, store) is None:
             return (f"no SavedModel in savedmodel_dir '{self.config.savedmodel_dir}' (neither a saved_model.pb "
                     f"nor a complete integer version directory)")
         reasons = []
-        state = os.path.join(self.config.checkpoint_dir, STATE_FILE)
+        state = store.join(self.config.checkpoint_dir, STATE_FILE)
         try:
-            with open(state, "rb"):
-                pass
+            store.read_text(state)
         except FileNotFoundError:
             pass
         except OSError as e:
             reasons.append(f"its state file {state} cannot be read ({e.strerror})")
+        except UnicodeDecodeError:
+            reasons.append(f"its state file {state} is not text")
+        except StoreError as e:
+            reasons.append(f"its state file cannot be read: {e}")
         reasons += [f"{v.prefix} is incomplete: {v.reason}"
-                    for v in list_versions(LocalModelStore(), self.config.checkpoint_dir) if not v.complete]
+                    for v in list_versions(store, self.config.checkpoint_dir) if not v.complete]
         return f"no complete checkpoint under checkpoint_dir '{self.config.checkpoint_dir}'" + \
             "".join(f"; {reason}" for reason in reasons)
 
     def load(self, candidate: Candidate) -> LoadedVersion:
-        """Loads, restores and warms up a version; ModelLoadError says which version and why."""
-        options = {"savedmodel_dir": candidate.savedmodel.path, "signature_name": self.config.signature_name,
-                   **session_options(self.config)}
-        if candidate.checkpoint is not None:
-            options["checkpoint_prefix"] = candidate.checkpoint.prefix
+        """Downloads (from a remote store), loads, restores and warms up a version; ModelLoadError says
+        which version and why."""
         what = candidate.describe()
         started = time.monotonic()
+        local = self.localize(candidate)
+        options = {"savedmodel_dir": local.savedmodel.path, "signature_name": self.config.signature_name,
+                   **session_options(self.config)}
+        if local.checkpoint is not None:
+            options["checkpoint_prefix"] = local.checkpoint.prefix
         try:
             servable = _core.load_servable(options)
         except _core.LoadError as e:
             raise ModelLoadError(f"cannot load model version {what}: {e}") from None
-        if candidate.checkpoint is not None:
-            check_checkpoint_fits(servable, candidate.checkpoint.prefix, what)
-        warmup_path = warmup_file(self.config.warmup_file_name, candidate.savedmodel.path)
+        if local.checkpoint is not None:
+            check_checkpoint_fits(servable, local.checkpoint.prefix, what)
+        warmup_path = warmup_file(self.config.warmup_file_name, local.savedmodel.path)
         if warmup_path:
             run_warmup(servable, self._warmup.get(warmup_path), self.config.warmup_iterations, what)
         duration_ms = int((time.monotonic() - started) * 1000)

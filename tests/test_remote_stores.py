@@ -1,0 +1,333 @@
+"""Models served from OSS and HDFS: the real oss2 and fsspec WebHDFS clients against protocol-level
+stand-ins on loopback (no OSS or HDFS service can run here; see standin_server.py). Discovery lists,
+versions download into the local cache atomically, and every failure leaves the old version serving."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import processor
+from lifecycle_helpers import wait_for
+from oss_standin import ACCESS_ID, ACCESS_KEY, OssStandin
+from webhdfs_standin import WebHdfsStandin
+
+BUCKET = "models"
+CHECKPOINT_FILES = (".index", ".data-", "checkpoint")
+
+
+@pytest.fixture
+def oss(tmp_path):
+    server = OssStandin(str(tmp_path / "oss")).start()
+    os.makedirs(os.path.join(server.root, BUCKET))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hdfs(tmp_path):
+    server = WebHdfsStandin(str(tmp_path / "hdfs"), users=("serving",)).start()
+    yield server
+    server.stop()
+
+
+class OssModel:
+    """A private copy of the test model, uploaded to the stand-in; new versions are trained locally and
+    uploaded the way a sync job would (files in any order, each object appearing whole)."""
+
+    def __init__(self, rec_model, tmp_path, server: OssStandin):
+        self.local = rec_model.copy(tmp_path / "local")
+        self.server = server
+        self.cache_dir = str(tmp_path / "cache")
+        server.upload_tree(self.local.savedmodel_dir, BUCKET, "rec/saved_model")
+        self.upload_checkpoints()
+
+    def upload_checkpoints(self, only=CHECKPOINT_FILES) -> None:
+        self.server.upload_tree(self.local.checkpoint_dir, BUCKET, "rec/checkpoints", only)
+
+    def config(self, **overrides) -> dict:
+        return {"model_store_type": "oss", "savedmodel_dir": f"oss://{BUCKET}/rec/saved_model",
+                "checkpoint_dir": f"oss://{BUCKET}/rec/checkpoints", "oss_endpoint": self.server.endpoint,
+                "oss_access_id": ACCESS_ID, "oss_access_key": ACCESS_KEY, "local_cache_dir": self.cache_dir,
+                "poll_interval_seconds": 0, **overrides}
+
+    def train(self, seed: int) -> str:
+        """A newer version on the local side; returns its step's remote prefix."""
+        self.local.trainer.train(3, seed=seed)
+        prefix = self.local.trainer.save_checkpoint(self.local.checkpoint_dir)
+        return self.remote(prefix)
+
+    @staticmethod
+    def remote(local_prefix: str) -> str:
+        return f"oss://{BUCKET}/rec/checkpoints/{os.path.basename(local_prefix)}"
+
+    def local_prefix(self, remote_prefix: str) -> str:
+        return os.path.join(self.local.checkpoint_dir, os.path.basename(remote_prefix))
+
+    def cached_versions(self) -> list:
+        (entry,) = [e for e in os.listdir(self.cache_dir)]
+        root = os.path.join(self.cache_dir, entry)
+        return sorted(n.rsplit("-", 1)[0] for n in os.listdir(root) if not n.startswith("."))
+
+
+@pytest.fixture
+def oss_model(rec_model, tmp_path, oss):
+    return OssModel(rec_model, tmp_path, oss)
+
+
+def assert_serves(p, reference, batch, local_prefix):
+    np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(local_prefix, batch)["prob"], atol=1e-6)
+
+
+def test_oss_serves_the_newest_version_with_tensorflows_outputs(oss_model, reference, batch):
+    with processor.Processor(oss_model.config()) as p:
+        newest = oss_model.local.prefixes()[-1]
+        info = p.model_info()
+        assert info.model_path == oss_model.remote(newest)  # the store's path, not the cache's
+        assert info.savedmodel_dir == f"oss://{BUCKET}/rec/saved_model"
+        assert_serves(p, reference, batch, newest)
+        assert oss_model.cached_versions() == ["model.ckpt-20", "saved_model"]
+        # a newer version: downloaded, loaded, swapped
+        newer = oss_model.train(seed=1)
+        oss_model.upload_checkpoints()
+        assert p.update() is True
+        assert p.model_info().model_path == newer
+        assert_serves(p, reference, batch, oss_model.local_prefix(newer))
+
+
+def test_polling_a_remote_store_lists_and_reads_nothing_else(oss_model, oss):
+    """A poll with nothing new costs one list call per root and no GET; a changed state file costs one
+    GET; listing pages through 1,000 keys a call."""
+    with processor.Processor(oss_model.config()) as p:
+        assert p.config.effective_poll_interval == 0
+        lists, gets = oss.count("list"), oss.count("get")
+        for _ in range(5):
+            assert p.update() is False
+        assert (oss.count("list") - lists, oss.count("get") - gets) == (10, 0)  # saved_model + checkpoints
+
+        for i in range(2100):  # training logs beside the checkpoints
+            oss.put(BUCKET, f"rec/checkpoints/events/{i:05d}", b"")
+        objects = len([k for k in oss.keys(BUCKET) if k.startswith("rec/checkpoints/")])
+        lists = oss.count("list")
+        assert p.update() is False
+        assert oss.count("list") - lists == math.ceil(objects / 1000) + 1
+        newer = oss_model.train(seed=2)
+        oss_model.upload_checkpoints()
+        gets = oss.count("get")
+        assert p.update() is True and p.model_info().model_path == newer
+        assert oss.count("get") - gets == 3  # the state file, the index, the data shard
+
+
+def test_remote_default_poll_interval_is_60_seconds(oss_model):
+    config = dict(oss_model.config())
+    del config["poll_interval_seconds"]
+    assert processor.parse_config(config).effective_poll_interval == 60.0
+
+
+def test_a_version_appearing_mid_upload_is_not_served_until_complete(oss_model, reference, batch):
+    with processor.Processor(oss_model.config(poll_interval_seconds=0.05)) as p:
+        serving = p.model_info().model_path
+        newer = oss_model.train(seed=3)
+        oss_model.upload_checkpoints(only=("checkpoint", ".index"))  # the state file and index, not the data
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: p.model_info().model_path != serving, timeout=1.0)
+        assert p.model_info().model_path == serving and p.model_info().updates_failed == 0
+        oss_model.upload_checkpoints(only=(".data-",))
+        wait_for(lambda: p.model_info().model_path == newer, what="the completed version")
+        assert_serves(p, reference, batch, oss_model.local_prefix(newer))
+
+
+def test_network_errors_during_a_download_are_retried_from_where_they_stopped(oss_model, oss, reference, batch):
+    with processor.Processor(oss_model.config()) as p:
+        newer = oss_model.train(seed=4)
+        oss_model.upload_checkpoints()
+        shard = newer.split(f"oss://{BUCKET}/")[1] + ".data-00000-of-00001"
+        # The ~400 KB shard breaks off after 300 KB: the client has whole 256 KiB chunks to keep.
+        oss.inject("get", shard, "truncate")
+        oss.inject("get-range", shard, "reset")       # the resumed range read fails once more
+        assert p.update() is True
+        assert_serves(p, reference, batch, oss_model.local_prefix(newer))
+    reads = [op for op, path in oss.requests if path == f"{BUCKET}/{shard}"]
+    assert reads == ["get", "get-range", "get-range"]  # the retries read the rest, not the whole object
+
+
+def test_a_failing_download_keeps_the_old_version_and_leaves_no_partial_copy(oss_model, oss, reference, batch):
+    with processor.Processor(oss_model.config(download_retries=2)) as p:
+        serving = oss_model.local.prefixes()[-1]
+        newer = oss_model.train(seed=5)
+        oss_model.upload_checkpoints()
+        shard = newer.split(f"oss://{BUCKET}/")[1] + ".data-00000-of-00001"
+        oss.inject("get", shard, "reset", times=1)
+        oss.inject("get", shard, "500", times=2)
+        with pytest.raises(processor.ModelLoadError) as error:
+            p.update()
+        assert f"cannot download {newer}" in str(error.value)
+        assert "OSS download" in str(error.value) and "500 InternalError" in str(error.value)
+        assert p.model_info().model_path == oss_model.remote(serving) and p.model_info().updates_failed == 1
+        assert_serves(p, reference, batch, serving)
+        assert oss_model.cached_versions() == ["model.ckpt-20", "saved_model"]  # nothing partial left
+        assert p.update() is True  # the store answers again
+        assert_serves(p, reference, batch, oss_model.local_prefix(newer))
+
+
+@pytest.mark.parametrize("access_id,access_key,code", [
+    (ACCESS_ID, "wrong-key-3141", "SignatureDoesNotMatch"),
+    ("wrong-id-2718", ACCESS_KEY, "InvalidAccessKeyId"),
+])
+def test_wrong_credentials_are_a_clear_error_that_shows_no_secret(oss_model, access_id, access_key, code, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor(oss_model.config(oss_access_id=access_id, oss_access_key=access_key))
+    message = str(error.value)
+    assert f"OSS list oss://{BUCKET}/rec/" in message and f"403 {code}" in message
+    assert "check oss_access_id and oss_access_key" in message
+    for secret in (access_id, access_key):
+        assert secret not in message and secret not in caplog.text
+
+
+def test_the_sdks_debug_log_never_shows_the_credentials(oss_model, caplog):
+    """oss2 logs signed request headers at DEBUG; Processor masks them."""
+    caplog.set_level(logging.DEBUG)
+    with processor.Processor(oss_model.config()) as p:
+        p.update()
+    assert "Send request" in caplog.text  # the SDK did log its requests
+    assert ACCESS_ID not in caplog.text and ACCESS_KEY not in caplog.text
+
+
+def test_cache_keeps_rollback_keep_versions_and_rollback_loads_from_it(oss_model, oss, reference, batch):
+    with processor.Processor(oss_model.config(rollback_keep=1)) as p:
+        first = oss_model.local.prefixes()[-1]
+        second = oss_model.train(seed=6)
+        third = oss_model.train(seed=7)
+        oss_model.upload_checkpoints()
+        assert p.update() is True and p.model_info().model_path == third
+        assert oss_model.cached_versions() == [os.path.basename(first), os.path.basename(third), "saved_model"]
+        gets = oss.count("get")
+        p.rollback()
+        assert oss.count("get") == gets  # served from the cache
+        assert p.model_info().model_path == oss_model.remote(first)
+        assert_serves(p, reference, batch, first)
+        del second
+
+
+def test_a_restart_reuses_the_cache(oss_model, oss):
+    with processor.Processor(oss_model.config()):
+        pass
+    downloads = [path for op, path in oss.requests if op == "get" and not path.endswith("/checkpoint")]
+    with processor.Processor(oss_model.config()):
+        again = [path for op, path in oss.requests if op == "get" and not path.endswith("/checkpoint")]
+    assert downloads and again == downloads  # nothing downloaded the second time
+
+
+def test_two_processes_with_one_cache_dir_do_not_share_it(oss_model):
+    with processor.Processor(oss_model.config()) as first, processor.Processor(oss_model.config()) as second:
+        assert first._loader.cache.directory != second._loader.cache.directory
+        private = second._loader.cache.directory
+        assert second.model_info().model_path == first.model_info().model_path
+    assert not os.path.exists(private)  # the private copy goes with its processor
+
+
+# ---- a full disk while caching (tmpfs of a fixed size as local_cache_dir)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs to fill (needs root): {result.stderr.strip()}")
+    yield str(mount_point)
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(directory: str, leave_free: int) -> str:
+    path = os.path.join(directory, "filler")
+    free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+    with open(path, "ab") as f:
+        f.write(b"\0" * max(free - leave_free, 0))
+    return path
+
+
+def test_a_disk_too_small_for_a_version_is_named_before_downloading(oss_model, small_disk, reference, batch):
+    with processor.Processor(oss_model.config(local_cache_dir=small_disk)) as p:
+        serving = oss_model.local.prefixes()[-1]
+        newer = oss_model.train(seed=8)
+        oss_model.upload_checkpoints()
+        filler = fill(small_disk, leave_free=64 << 10)
+        with pytest.raises(processor.ModelLoadError) as error:
+            p.update()
+        assert f"cannot cache {newer}: local_cache_dir" in str(error.value) and "bytes free" in str(error.value)
+        assert_serves(p, reference, batch, serving)
+        os.remove(filler)
+        assert p.update() is True
+        assert_serves(p, reference, batch, oss_model.local_prefix(newer))
+
+
+def test_the_disk_filling_up_mid_download_keeps_the_old_version(oss_model, oss, small_disk, reference, batch):
+    with processor.Processor(oss_model.config(local_cache_dir=small_disk)) as p:
+        serving = oss_model.local.prefixes()[-1]
+        newer = oss_model.train(seed=9)
+        oss_model.upload_checkpoints()
+        shard = newer.split(f"oss://{BUCKET}/")[1] + ".data-00000-of-00001"
+        filled = []
+        oss.inject("get", shard, "call", call=lambda: filled.append(fill(small_disk, leave_free=32 << 10)))
+        with pytest.raises(processor.ModelLoadError) as error:
+            p.update()
+        assert str(error.value).startswith(f"cannot cache {newer} in local_cache_dir")
+        assert str(error.value).endswith("no space left on device")
+        assert p.model_info().updates_failed == 1
+        assert_serves(p, reference, batch, serving)
+        assert not [n for n in os.listdir(p._loader.cache.directory) if n.startswith(".partial-")]
+        os.remove(filled[0])
+        assert p.update() is True
+        assert_serves(p, reference, batch, oss_model.local_prefix(newer))
+
+
+# ---- HDFS over WebHDFS
+
+
+def hdfs_config(server: WebHdfsStandin, tmp_path, **overrides) -> dict:
+    return {"model_store_type": "hdfs", "savedmodel_dir": "hdfs://namenode:8020/models/rec/saved_model",
+            "checkpoint_dir": "hdfs://namenode:8020/models/rec/checkpoints", "webhdfs_url": server.url,
+            "hdfs_user": "serving", "local_cache_dir": str(tmp_path / "cache"), "poll_interval_seconds": 0,
+            **overrides}
+
+
+def test_hdfs_serves_and_updates_with_tensorflows_outputs(rec_model, hdfs, tmp_path, reference, batch):
+    local = rec_model.copy(tmp_path / "local")
+    hdfs.upload_tree(local.savedmodel_dir, "/models/rec/saved_model")
+    hdfs.upload_tree(local.checkpoint_dir, "/models/rec/checkpoints", CHECKPOINT_FILES)
+    with processor.Processor(hdfs_config(hdfs, tmp_path)) as p:
+        assert p.model_info().model_path == "hdfs://namenode:8020/models/rec/checkpoints/model.ckpt-20"
+        assert_serves(p, reference, batch, local.prefixes()[-1])
+        local.trainer.train(3, seed=10)
+        newer = local.trainer.save_checkpoint(local.checkpoint_dir)
+        hdfs.upload_tree(local.checkpoint_dir, "/models/rec/checkpoints", CHECKPOINT_FILES)
+        hdfs.inject("DATANODE_READ", os.path.basename(newer) + ".data", "truncate")  # retried
+        assert p.update() is True
+        assert p.model_info().model_path.endswith(os.path.basename(newer))
+        assert_serves(p, reference, batch, newer)
+
+
+def test_hdfs_denied_user_and_missing_directory_are_clear_errors(rec_model, hdfs, tmp_path):
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor(hdfs_config(hdfs, tmp_path, hdfs_user="mallory"))
+    assert "AccessControlException: Permission denied: user=mallory" in str(error.value)
+    assert "check hdfs_user" in str(error.value)
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor(hdfs_config(hdfs, tmp_path))
+    assert "no SavedModel in savedmodel_dir 'hdfs://namenode:8020/models/rec/saved_model'" in str(error.value)
+
+
+def test_an_unreachable_store_is_a_clear_error(tmp_path):
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor({"model_store_type": "hdfs", "savedmodel_dir": "hdfs://nn/sm",
+                             "webhdfs_url": "http://127.0.0.1:9", "local_cache_dir": str(tmp_path)})
+    assert str(error.value).startswith("WebHDFS list hdfs://nn/sm: network error: ConnectionError")
