@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from processor import predict_pb2, tensors
+from processor import incremental, predict_pb2, tensors
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
@@ -33,3 +33,40 @@ def matching_version(prob: np.ndarray, references: list) -> int:
     """Index of the one reference `prob` equals; -1 if none (a torn mix of versions matches none)."""
     matches = [i for i, ref in enumerate(references) if np.allclose(prob, ref, rtol=0, atol=1e-6)]
     return matches[0] if len(matches) == 1 else -1
+
+
+EMBEDDINGS = ("user_embedding", "item_embedding", "category_embedding")
+
+
+class DeltaTrainer:
+    """Trains, and writes deltas holding exactly what changed since the previous save."""
+
+    def __init__(self, model):
+        self.model = model
+        self.trainer = model.trainer
+        import tensorflow as tf
+        self.variables = {v.op.name: v for v in self.trainer.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+        self.snapshot = self.values()
+
+    def values(self):
+        return self.trainer.session.run(self.variables)
+
+    def train_and_save_delta(self, steps=3, seed=0) -> str:
+        self.trainer.train(steps, seed=seed)
+        now = self.values()
+        changed_rows, whole = {}, []
+        for name, value in now.items():
+            if np.array_equal(value, self.snapshot[name]):
+                continue
+            if name in EMBEDDINGS:
+                changed_rows[name] = np.nonzero(np.any(value != self.snapshot[name], axis=1))[0]
+            else:
+                whole.append(name)
+        self.snapshot = now
+        step = int(now["global_step"])
+        return incremental.save_incremental_checkpoint(self.trainer.session, self.model.checkpoint_dir, step,
+                                                       changed_rows, whole)
+
+    def save_full(self) -> str:
+        self.snapshot = self.values()
+        return self.trainer.save_checkpoint(self.model.checkpoint_dir)

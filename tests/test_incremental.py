@@ -11,46 +11,9 @@ import pytest
 import processor
 from processor import incremental
 from processor.checkpoint_index import read_index
-from lifecycle_helpers import matching_version, prob_of, serialize, wait_for
+from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
 
 FAST_POLL = {"poll_interval_seconds": 0.05}
-EMBEDDINGS = ("user_embedding", "item_embedding", "category_embedding")
-
-
-class DeltaTrainer:
-    """Trains, and writes deltas holding exactly what changed since the previous save."""
-
-    def __init__(self, model):
-        self.model = model
-        self.trainer = model.trainer
-        import tensorflow as tf
-        self.variables = {v.op.name: v for v in self.trainer.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
-        self.snapshot = self.values()
-
-    def values(self):
-        return self.trainer.session.run(self.variables)
-
-    def train_and_save_delta(self, steps=3, seed=0) -> str:
-        self.trainer.train(steps, seed=seed)
-        now = self.values()
-        changed_rows, whole = {}, []
-        for name, value in now.items():
-            if np.array_equal(value, self.snapshot[name]):
-                continue
-            if name in EMBEDDINGS:
-                changed_rows[name] = np.nonzero(np.any(value != self.snapshot[name], axis=1))[0]
-            else:
-                whole.append(name)
-        self.snapshot = now
-        step = int(now["global_step"])
-        return incremental.save_incremental_checkpoint(self.trainer.session, self.model.checkpoint_dir, step,
-                                                       changed_rows, whole)
-
-    def save_full(self) -> str:
-        self.snapshot = self.values()
-        return self.trainer.save_checkpoint(self.model.checkpoint_dir)
-
-
 @pytest.fixture
 def delta_model(rec_model, tmp_path):
     model = rec_model.copy(tmp_path)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import processor
-from lifecycle_helpers import wait_for
+from lifecycle_helpers import DeltaTrainer, wait_for
 from oss_standin import ACCESS_ID, ACCESS_KEY, OssStandin
 from webhdfs_standin import WebHdfsStandin
 
@@ -123,6 +123,30 @@ def test_polling_a_remote_store_lists_and_reads_nothing_else(oss_model, oss):
         assert oss.count("get") - gets == 3  # the state file, the index, the data shard
 
 
+def test_deltas_on_oss_are_downloaded_applied_and_not_kept(oss_model, oss, batch):
+    writer = DeltaTrainer(oss_model.local)
+    writer.trainer.restore(oss_model.local.prefixes()[-1])  # the trainer goes on from the served version
+    writer.snapshot = writer.values()
+    with processor.Processor(oss_model.config()) as p:
+        delta = writer.train_and_save_delta(seed=11)
+        oss_model.upload_checkpoints()
+        assert p.update() is True
+        assert p.model_info().delta_step == int(delta.rsplit("-", 1)[1])
+        np.testing.assert_allclose(p.predict(batch)["prob"], writer.trainer.predict(batch)["prob"], atol=1e-6)
+        assert f"{BUCKET}/rec/checkpoints/.incremental_checkpoint/{os.path.basename(delta)}.index" in \
+            [path for op, path in oss.requests if op == "get"]
+        assert oss_model.cached_versions() == ["model.ckpt-20", "saved_model"]  # applied, then freed
+
+
+def test_oss_credentials_from_the_environment(oss_model, monkeypatch, reference, batch):
+    monkeypatch.setenv("OSS_ENDPOINT", oss_model.server.endpoint)
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", ACCESS_ID)
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", ACCESS_KEY)
+    config = {k: v for k, v in oss_model.config().items() if not k.startswith("oss_")}
+    with processor.Processor(config) as p:
+        assert_serves(p, reference, batch, oss_model.local.prefixes()[-1])
+
+
 def test_remote_default_poll_interval_is_60_seconds(oss_model):
     config = dict(oss_model.config())
     del config["poll_interval_seconds"]
@@ -206,7 +230,7 @@ def test_cache_keeps_rollback_keep_versions_and_rollback_loads_from_it(oss_model
         third = oss_model.train(seed=7)
         oss_model.upload_checkpoints()
         assert p.update() is True and p.model_info().model_path == third
-        assert oss_model.cached_versions() == [os.path.basename(first), os.path.basename(third), "saved_model"]
+        assert oss_model.cached_versions() == sorted([os.path.basename(first), os.path.basename(third), "saved_model"])
         gets = oss.count("get")
         p.rollback()
         assert oss.count("get") == gets  # served from the cache

@@ -402,6 +402,7 @@ class Processor:
             self._delta_step = step
             self._updates_applied += 1
             self._publish_model_info()
+            self._loader.retain(self._history)  # the deltas' downloaded files
         if error is not None and raise_errors:
             raise error
         return applied
