@@ -214,13 +214,29 @@ def test_wrong_credentials_are_a_clear_error_that_shows_no_secret(oss_model, acc
         assert secret not in message and secret not in caplog.text
 
 
-def test_the_sdks_debug_log_never_shows_the_credentials(oss_model, caplog):
-    """oss2 logs signed request headers at DEBUG; Processor masks them."""
+def test_a_served_oss_model_shows_no_credentials(oss_model, batch, caplog):
+    """oss2 logs signed request headers at DEBUG; Processor masks them. Nothing else shows them either."""
     caplog.set_level(logging.DEBUG)
     with processor.Processor(oss_model.config()) as p:
         p.update()
+        shown = [repr(p.config), str(p.model_info()), p.serving_model_info()[1].decode("utf-8", "replace"),
+                 p.metrics(), str(p.predict(batch))]
     assert "Send request" in caplog.text  # the SDK did log its requests
-    assert ACCESS_ID not in caplog.text and ACCESS_KEY not in caplog.text
+    for text in [caplog.text, *shown]:
+        assert ACCESS_ID not in text and ACCESS_KEY not in text
+
+
+def test_rollback_works_while_the_store_is_unreachable(oss_model, reference, batch):
+    with processor.Processor(oss_model.config()) as p:
+        first = oss_model.local.prefixes()[-1]
+        oss_model.train(seed=12)
+        oss_model.upload_checkpoints()
+        assert p.update() is True
+        oss_model.server.inject("list", "", "reset", times=100)
+        p.rollback()  # from the cache
+        assert p.model_info().model_path == oss_model.remote(first) and p.model_info().pinned
+        assert_serves(p, reference, batch, first)
+        assert p._update(raise_errors=False) is False  # a poll that cannot list keeps serving
 
 
 def test_cache_keeps_rollback_keep_versions_and_rollback_loads_from_it(oss_model, oss, reference, batch):

@@ -212,7 +212,11 @@ class Processor:
                     kept = ", ".join(str(self._version_number(c)) for c in self._history)
                     raise RequestError(400, f"version {version} is not among the kept versions ({kept})")
                 target = matches[-1]
-            newest = self._loader.discover()
+            try:
+                newest = self._loader.discover()
+            except StoreError as error:  # the kept versions are cached: rollback works without the store
+                logger.warning("rolling back without a new look at the store: %s", error)
+                newest = None
             watermark = max([c.key for c in self._history] + ([newest.key] if newest else []))
             self._pin = watermark  # set first: the model info published at the switch says pinned
             try:

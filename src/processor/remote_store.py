@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, Iterable, List, Protocol, Set, Tuple
@@ -66,7 +65,6 @@ class RemoteModelStore:
         self._roots = _outermost(_strip(r) for r in roots if r)
         self._snapshot = _Snapshot()
         self._texts: Dict[str, Tuple[int, str, str]] = {}  # path -> (size, tag, text) last read
-        self._lock = threading.Lock()
 
     def join(self, *parts: str) -> str:
         return posixpath.join(*parts)
@@ -77,8 +75,7 @@ class RemoteModelStore:
             snapshot.add_root(root)
             for info in self.transport.list_files(root):
                 snapshot.add(info, root)
-        with self._lock:
-            self._snapshot = snapshot
+        self._snapshot = snapshot  # one assignment: readers see the old listing or the new one
 
     def list_dir(self, path: str) -> List[str]:
         return sorted(self._snapshot.children.get(_strip(path), ()))
