@@ -4,10 +4,12 @@ versions download into the local cache atomically, and every failure leaves the 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -371,3 +373,16 @@ def test_an_unreachable_store_is_a_clear_error(tmp_path):
         processor.Processor({"model_store_type": "hdfs", "savedmodel_dir": "hdfs://nn/sm",
                              "webhdfs_url": "http://127.0.0.1:9", "local_cache_dir": str(tmp_path)})
     assert str(error.value).startswith("WebHDFS list hdfs://nn/sm: network error: ConnectionError")
+
+
+def test_a_local_store_never_loads_openssl(rec_model):
+    """A host that links TensorFlow itself has TF's BoringSSL symbols in its global scope, and OpenSSL
+    loaded after them crashes (benchmarks/native/latency_bench.cc is such a host). Only remote stores,
+    which need hashing and HTTPS, may load it."""
+    script = ("import json, sys, processor\n"
+              f"p = processor.Processor(json.loads({json.dumps(json.dumps(rec_model.config(poll_interval_seconds=0)))}))\n"
+              "p.update(); p.close()\n"
+              "print(sorted(m for m in ('_hashlib', '_ssl') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -13,7 +13,6 @@ from .checkpoint_index import CheckpointIndexError, read_index
 from .config import ProcessorConfig
 from .errors import ModelLoadError, StoreError
 from .incremental import pending_deltas
-from .model_cache import ModelCache, default_cache_dir
 from .model_store import open_model_store
 from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
 from .session_group import session_group_options
@@ -97,8 +96,11 @@ class VersionLoader:
     def __init__(self, config: ProcessorConfig):
         self.config = config
         self.store = open_model_store(config)
-        self.cache: Optional[ModelCache] = None
+        self.cache = None
         if self.store.is_remote:
+            # Imported here: hashing loads OpenSSL, which a host that links TensorFlow itself (BoringSSL's
+            # symbols in its global scope) cannot load; local stores never need it.
+            from .model_cache import ModelCache, default_cache_dir
             self.cache = ModelCache(self.store, config.local_cache_dir or default_cache_dir(),
                                     config.checkpoint_dir or config.savedmodel_dir, config.download_threads)
         self._warmup = WarmupRequests()
