@@ -71,3 +71,31 @@ def test_c_host_bad_config_gets_state_minus_one_and_a_reason(c_host, tmp_path):
     assert result.returncode == 1
     assert "initialize -> state -1" in result.stdout
     assert "config field 'select_session_policy': must be one of 'MOD', 'RR'" in result.stderr
+
+
+def test_c_host_serves_a_model_from_oss(c_host, rec_model, reference, tmp_path, batch):
+    """The embedded control plane loads oss2, requests and OpenSSL in a host that dlopen()s the library."""
+    from oss_standin import ACCESS_ID, ACCESS_KEY, OssStandin
+    from lifecycle_helpers import serialize
+    server = OssStandin(str(tmp_path / "oss")).start()
+    try:
+        server.upload_tree(rec_model.savedmodel_dir, "models", "rec/saved_model")
+        server.upload_tree(rec_model.checkpoint_dir, "models", "rec/checkpoints", (".index", ".data-", "checkpoint"))
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps({
+            "model_store_type": "oss", "savedmodel_dir": "oss://models/rec/saved_model",
+            "checkpoint_dir": "oss://models/rec/checkpoints", "oss_endpoint": server.endpoint,
+            "oss_access_id": ACCESS_ID, "oss_access_key": ACCESS_KEY, "local_cache_dir": str(tmp_path / "cache")}))
+        request = tmp_path / "request.bin"
+        request.write_bytes(serialize(batch))
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        result = run_host(c_host, config, "--out", out_dir, request)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    response = predict_pb2.PredictResponse.FromString((out_dir / "0.bin").read_bytes())
+    np.testing.assert_allclose(tensors.from_array_proto(response.outputs["prob"]),
+                               reference.predict(rec_model.prefixes()[-1], batch)["prob"], atol=1e-5)
+    info = predict_pb2.ServingModelInfo.FromString((out_dir / "model_info.bin").read_bytes())
+    assert info.model_path == "oss://models/rec/checkpoints/model.ckpt-20"
