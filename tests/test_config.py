@@ -41,7 +41,7 @@ def test_every_deeprec_field_is_parsed():
         assert getattr(config, name) == value, name
     processor_additions = {"warmup_iterations", "poll_interval_seconds", "version_policy", "rollback_keep", "model_name",
                            "max_request_bytes", "max_tensor_elements", "local_cache_dir", "download_threads",
-                           "download_retries", "webhdfs_url", "hdfs_user"}
+                           "download_retries", "webhdfs_url", "hdfs_user", "request_log"}
     assert set(full) | processor_additions == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
 
 
@@ -88,6 +88,11 @@ BAD_CONFIGS = [
     ({"savedmodel_dir": "hdfs://nn/sm"}, "savedmodel_dir", "starts with hdfs:// but model_store_type is 'local'"),
     ({"savedmodel_dir": "s3://b/sm"}, "savedmodel_dir", "starts with s3:// but model_store_type is 'local'"),
     ({**BASE, "download_threads": 0}, "download_threads", "must be >= 1"),
+    ({**BASE, "request_log": "/tmp/log"}, "request_log", "must be an object like"),
+    ({**BASE, "request_log": {"sample_rate": 0.5}}, "request_log.path", "is required"),
+    ({**BASE, "request_log": {"path": "/l", "sample_rate": 1.5}}, "request_log.sample_rate", "must be between 0 and 1"),
+    ({**BASE, "request_log": {"path": "/l", "max_records": 0}}, "request_log.max_records", "must be >= 1"),
+    ({**BASE, "request_log": {"path": "/l", "rate": 1}}, "request_log.rate", "is not a request_log field"),
     ({**BASE, "download_retries": -1}, "download_retries", "must be >= 0"),
     ({**BASE, "serialize_protocol": "json"}, "serialize_protocol", "must be one of 'protobuf'"),
     ({**BASE, "checkpoint_dir": None}, "checkpoint_dir", "must be a string, got null"),

@@ -133,3 +133,35 @@ def test_closed_processor_answers_503(rec_model, batch):
         p.predict(batch)
     assert error.value.code == 503
     p.close()  # idempotent
+
+
+def test_consecutive_requests_of_one_shape_get_their_own_answers(rec_model, reference):
+    """A thread's input tensors are written in place by its next request of the same shape: every answer
+    must still be TensorFlow's for that request, across shape changes, bad requests and an output that
+    aliases an input (below)."""
+    import recommendation_model
+    from lifecycle_helpers import serialize
+    rng = np.random.default_rng(11)
+    batches = [recommendation_model.random_batch(n, rng) for n in (8, 8, 3, 8, 8)]
+    newest = rec_model.prefixes()[-1]
+    with processor.Processor(rec_model.config()) as p:
+        for batch in batches + batches[::-1]:
+            code, body = p.process(serialize(batch))
+            assert code == 200
+            outputs = {name: tensors.from_array_proto(array)
+                       for name, array in predict_pb2.PredictResponse.FromString(body).outputs.items()}
+            assert_matches(outputs, reference.predict(newest, batch))
+            assert p.process(b"\x12\x03bad")[0] == 400
+
+
+def test_an_output_aliasing_its_input_is_not_overwritten_by_the_next_request(echo_model):
+    """The echo model's outputs are its inputs (Identity), so TensorFlow's outputs share the input
+    tensors' buffers; each answer must still be its own request's values."""
+    from model_builders import ECHO_DTYPES
+    with processor.Processor({"savedmodel_dir": echo_model}) as p:
+        for shift in range(4):
+            inputs = {alias: np.roll(np.array(values, dtype=np_dtype), shift).reshape(2, 2)
+                      for alias, (_, np_dtype, values) in ECHO_DTYPES.items()}
+            outputs = p.predict(inputs)
+            for alias, value in inputs.items():
+                np.testing.assert_array_equal(outputs[alias], value, err_msg=alias)

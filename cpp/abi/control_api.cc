@@ -194,6 +194,19 @@ PROCESSOR_EXPORT void processor_control_set_limits(void* model, long long max_re
   handle->max_tensor_elements.store(max_tensor_elements, std::memory_order_relaxed);
 }
 
+PROCESSOR_EXPORT int processor_control_set_request_log(void* model, const char* path, double sample_rate,
+                                                       long long max_records, long long max_bytes, int backups,
+                                                       char** error) {
+  auto* handle = static_cast<ModelHandle*>(model);
+  return Report("starting the request log", error, [&] {
+    if (!path || !*path) {
+      handle->request_log.Stop();
+      return Status::Ok();
+    }
+    return handle->request_log.Start({path, sample_rate, max_records, max_bytes, backups});
+  });
+}
+
 PROCESSOR_EXPORT void processor_control_unload(void* model) { static_cast<ModelHandle*>(model)->versions.Unload(); }
 
 }  // extern "C"

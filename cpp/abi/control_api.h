@@ -66,6 +66,12 @@ PROCESSOR_EXPORT void processor_control_set_timeline(void* model, long long star
  * element count (larger requests get 400). Defaults: 64 MiB and 2^24 elements. */
 PROCESSOR_EXPORT void processor_control_set_limits(void* model, long long max_request_bytes,
                                                    long long max_tensor_elements);
+/* Logs a sample (`sample_rate`, 0..1) of the requests answered 200 into a TFRecord file at `path`,
+ * rotated when it holds `max_records` records or `max_bytes` bytes (path.1 .. path.<backups> keep the
+ * older ones). An empty `path` stops logging. Returns 0, or -1 and *error (the file cannot be opened). */
+PROCESSOR_EXPORT int processor_control_set_request_log(void* model, const char* path, double sample_rate,
+                                                       long long max_records, long long max_bytes, int backups,
+                                                       char** error);
 /* Stops serving: process() answers 503 until the next install. */
 PROCESSOR_EXPORT void processor_control_unload(void* model);
 

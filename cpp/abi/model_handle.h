@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "serving/request_log.h"
 #include "serving/request_metrics.h"
 #include "serving/request_processor.h"
 #include "serving/timeline.h"
@@ -20,6 +21,7 @@ struct ModelHandle {
   VersionManager versions;
   RequestMetrics metrics;
   Timeline timeline;
+  RequestLog request_log;
   // Set by the control plane before the handle serves; atomics because a host may call process() on
   // another thread at any time.
   std::atomic<int64_t> max_request_bytes{RequestLimits::kDefaultMaxRequestBytes};

@@ -61,6 +61,7 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
                                            input_size, output_data, output_size, traced ? &run_metadata : nullptr);
   const auto elapsed = std::chrono::steady_clock::now() - started;
   handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+  if (code == PROCESSOR_OK && input_size > 0) handle->request_log.Offer(input_data, static_cast<size_t>(input_size));
   if (traced) {
     Status written = handle->timeline.Write(step, run_metadata);
     if (!written.ok()) Log(LogLevel::kError, written.message());

@@ -396,6 +396,28 @@ Status ShapeElementCount(const ArrayView& array, int64_t* count) {
   return Status::Ok();
 }
 
+namespace {
+
+// `previous` when values of `dtype` and shape `dims` can be written into it in place, else null
+// (deleting it). Writing into the previous request's tensor saves TF's allocation and release, about a
+// sixth of process()'s own instructions. Not strings: overwriting TStrings costs what it saves (measured),
+// and their heap memory would stay with the thread. TF_TensorMaybeMove succeeds only while nothing else (an output aliasing the input) shares the buffer.
+TensorPtr Reusable(TensorPtr previous, TF_DataType dtype, const SmallVector<int64_t, 4>& dims) {
+  if (!previous || dtype == TF_STRING || TF_TensorType(previous.get()) != dtype ||
+      TF_NumDims(previous.get()) != static_cast<int>(dims.size())) {
+    return nullptr;
+  }
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (TF_Dim(previous.get(), static_cast<int>(i)) != dims[i]) return nullptr;
+  }
+  TF_Tensor* shared = previous.release();
+  TF_Tensor* moved = TF_TensorMaybeMove(shared);
+  if (!moved) TF_DeleteTensor(shared);  // untouched when it cannot move: ours to delete
+  return TensorPtr(moved);
+}
+
+}  // namespace
+
 Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
   const int value_field = ValueFieldForDtype(array.dtype);
   if (array.dtype == 0) return Status::InvalidArgument("dtype is not set (DT_INVALID)");
@@ -419,10 +441,13 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
 
   const TF_DataType dtype = static_cast<TF_DataType>(array.dtype);
   const size_t element_size = dtype == TF_STRING ? sizeof(TF_TString) : TF_DataTypeSize(dtype);
-  TensorPtr t(TF_AllocateTensor(dtype, array.dims.data(), static_cast<int>(array.dims.size()), n * element_size));
+  TensorPtr t = Reusable(std::move(*tensor), dtype, array.dims);
+  const bool reused = t != nullptr;
+  if (!reused) t.reset(TF_AllocateTensor(dtype, array.dims.data(), static_cast<int>(array.dims.size()), n * element_size));
   if (!t) return Status::Internal("cannot allocate a tensor of " + std::to_string(n) + " elements");
   void* out = TF_TensorData(t.get());
   Status status;
+  OverwritingTensorFlowInput overwriting(reused);
   switch (dtype) {
     case TF_FLOAT: CopyFixed(array, kFloatVal, 4, out); break;
     case TF_DOUBLE: CopyFixed(array, kDoubleVal, 8, out); break;

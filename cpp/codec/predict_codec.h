@@ -53,9 +53,11 @@ Status ParsePredictRequest(const void* data, size_t size, RequestView* request);
 // Number of elements the array's shape calls for; InvalidArgument on negative dims or overflow.
 Status ShapeElementCount(const ArrayView& array, int64_t* count);
 
-// Copies the values into a new tensor of the array's dtype and shape. Checks that the dtype can travel
-// in the protocol, that values sit in the field the dtype uses, that their count matches the shape and
-// that narrow integers are in range.
+// Copies the values into a tensor of the array's dtype and shape. Checks that the dtype can travel in
+// the protocol, that values sit in the field the dtype uses, that their count matches the shape and
+// that narrow integers are in range. A tensor already in `*tensor` (an earlier request's) is written
+// in place when it has the array's dtype and shape, holds no strings and TensorFlow holds no reference
+// to it; otherwise it is deleted and a new one allocated.
 Status MakeTensor(const ArrayView& array, TensorPtr* tensor);
 
 // Serializes a PredictResponse of tensors[i] named names[i] into a buffer from malloc(); the caller

@@ -39,6 +39,28 @@ class OwnedTensors {
     }
     tensors_.assign(count, nullptr);
   }
+  // Keeps the first `count` tensors (deleting the rest), padding with empty slots.
+  void Resize(size_t count) {
+    for (size_t i = count; i < tensors_.size(); ++i) {
+      if (tensors_[i]) TF_DeleteTensor(tensors_[i]);
+    }
+    tensors_.resize(count, nullptr);
+  }
+  // Deletes the tensors for which keep(tensor) is false.
+  template <typename Keep>
+  void KeepOnly(Keep keep) {
+    for (TF_Tensor*& t : tensors_) {
+      if (t && !keep(t)) {
+        TF_DeleteTensor(t);
+        t = nullptr;
+      }
+    }
+  }
+  TensorPtr Take(size_t i) {
+    TensorPtr taken(tensors_[i]);
+    tensors_[i] = nullptr;
+    return taken;
+  }
   void Set(size_t i, TensorPtr tensor) {
     if (tensors_[i]) TF_DeleteTensor(tensors_[i]);
     tensors_[i] = tensor.release();

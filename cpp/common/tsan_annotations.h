@@ -1,8 +1,9 @@
 // ThreadSanitizer annotations; nothing in other builds.
 //
 // TensorFlow is not built with TSan, so the synchronization by which TF_SessionRun hands its output
-// tensors (written on TF's threads) to the caller is invisible to it. A scope of this type tells TSan
-// that reads inside it are of memory published that way.
+// tensors (written on TF's threads) to the caller is invisible to it, and so is the end of TF's reads
+// of the input tensors. The scopes below tell TSan that accesses inside them are of memory handed over
+// that way.
 #pragma once
 
 #if defined(__SANITIZE_THREAD__)
@@ -18,11 +19,17 @@ namespace processor {
 #ifdef PROCESSOR_TSAN
 extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
 extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
 inline void IgnoreReadsBegin() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
 inline void IgnoreReadsEnd() { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
+inline void IgnoreWritesBegin() { AnnotateIgnoreWritesBegin(__FILE__, __LINE__); }
+inline void IgnoreWritesEnd() { AnnotateIgnoreWritesEnd(__FILE__, __LINE__); }
 #else
 inline void IgnoreReadsBegin() {}
 inline void IgnoreReadsEnd() {}
+inline void IgnoreWritesBegin() {}
+inline void IgnoreWritesEnd() {}
 #endif
 
 class ReadingTensorFlowOutputs {
@@ -31,6 +38,22 @@ class ReadingTensorFlowOutputs {
   ~ReadingTensorFlowOutputs() { IgnoreReadsEnd(); }
   ReadingTensorFlowOutputs(const ReadingTensorFlowOutputs&) = delete;
   ReadingTensorFlowOutputs& operator=(const ReadingTensorFlowOutputs&) = delete;
+};
+
+// Writing into an input tensor of an earlier request, which TF's threads read during that run.
+class OverwritingTensorFlowInput {
+ public:
+  explicit OverwritingTensorFlowInput(bool active) : active_(active) {
+    if (active_) IgnoreWritesBegin();
+  }
+  ~OverwritingTensorFlowInput() {
+    if (active_) IgnoreWritesEnd();
+  }
+  OverwritingTensorFlowInput(const OverwritingTensorFlowInput&) = delete;
+  OverwritingTensorFlowInput& operator=(const OverwritingTensorFlowInput&) = delete;
+
+ private:
+  const bool active_;
 };
 
 }  // namespace processor

@@ -185,6 +185,16 @@ class Model {
     processor_control_set_limits(handle_, max_request_bytes, max_tensor_elements);
   }
 
+  // Raises LoadError when the file cannot be opened.
+  void SetRequestLog(const std::string& path, double sample_rate, long long max_records, long long max_bytes,
+                     int backups) {
+    char* error = nullptr;
+    if (processor_control_set_request_log(handle_, path.c_str(), sample_rate, max_records, max_bytes, backups,
+                                          &error) != 0) {
+      ThrowLoadFailure(error);
+    }
+  }
+
   void SetTimeline(long long start, long long interval, long long count, const std::string& path) {
     processor_control_set_timeline(handle_, start, interval, count, path.c_str());
   }
@@ -261,6 +271,8 @@ PYBIND11_MODULE(_core, m) {
       .def("set_model_info", &Model::SetModelInfo, py::arg("model_info"))
       .def("unload", &Model::Unload)
       .def("set_limits", &Model::SetLimits, py::arg("max_request_bytes"), py::arg("max_tensor_elements"))
+      .def("set_request_log", &Model::SetRequestLog, py::arg("path"), py::arg("sample_rate"), py::arg("max_records"),
+           py::arg("max_bytes"), py::arg("backups"))
       .def("set_timeline", &Model::SetTimeline, py::arg("start"), py::arg("interval"), py::arg("count"), py::arg("path"))
       .def("process", &Model::Process, py::arg("request"))
       .def("model_info", &Model::ModelInfo)

@@ -32,6 +32,8 @@ Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
                                  ShapeString(spec.dims));
 }
 
+constexpr size_t kMaxReusedInputBytes = 256 << 10;
+
 // What one request is parsed and bound into. Each thread keeps one and reuses its capacity, so the
 // request path allocates nothing for bookkeeping; the tensors are released when the request ends.
 struct RequestScratch {
@@ -43,9 +45,13 @@ struct RequestScratch {
   std::vector<std::string_view> output_names;
   OwnedTensors output_tensors;
 
+  // Outputs go; inputs stay for the next request to write into (MakeTensor), unless they hold strings
+  // (never reused) or are large enough that keeping them per thread would cost memory.
   void Release() {
-    input_tensors.Reset(0);
     output_tensors.Reset(0);
+    input_tensors.KeepOnly([](TF_Tensor* t) {
+      return TF_TensorType(t) != TF_STRING && TF_TensorByteSize(t) <= kMaxReusedInputBytes;
+    });
   }
 };
 
@@ -57,7 +63,7 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
   std::vector<const std::string_view*>& given_as = scratch->given_as;
   given_as.assign(specs.size(), nullptr);
   scratch->input_ports.resize(specs.size());
-  scratch->input_tensors.Reset(specs.size());
+  scratch->input_tensors.Resize(specs.size());  // an earlier request's tensors, for MakeTensor to reuse
   for (const auto& [name, array] : scratch->view.inputs) {
     const int index = servable.FindInput(name);
     if (index < 0) {
@@ -72,7 +78,7 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
     given_as[index] = &name;
     Status status;
     int64_t elements = 0;
-    TensorPtr tensor;
+    TensorPtr tensor = scratch->input_tensors.Take(index);
     if (array.dtype != spec.dtype) {
       status = Status::InvalidArgument(std::string("dtype ") + DataTypeName(array.dtype) +
                                        " does not match the signature's " + DataTypeName(spec.dtype));

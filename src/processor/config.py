@@ -113,6 +113,38 @@ def _at_least(minimum: int) -> Callable[[str, Any], int]:
 
 
 @dataclass(frozen=True)
+class RequestLogConfig:
+    """`request_log`: a sample of the requests answered 200, as a TFRecord warmup file."""
+    path: str
+    sample_rate: float = 0.01      # fraction of requests logged
+    max_records: int = 10000       # per file, then it rotates to path.1
+    max_bytes: int = 64 << 20      # per file, likewise
+    backups: int = 1               # rotated files kept: path.1 .. path.<backups>
+
+
+def _fraction(name: str, value: Any) -> float:
+    number = _number(name, value)
+    if number > 1:
+        raise ConfigError(name, f"must be between 0 and 1, got {number}")
+    return float(number)
+
+
+_REQUEST_LOG_FIELDS = {"path": _string, "sample_rate": _fraction, "max_records": _at_least(1),
+                       "max_bytes": _at_least(1), "backups": _at_least(1)}
+
+
+def _request_log(name: str, value: Any) -> RequestLogConfig:
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"must be an object like {{\"path\": ..., \"sample_rate\": 0.01}}, got {_describe(value)}")
+    for key in value:
+        if key not in _REQUEST_LOG_FIELDS:
+            raise ConfigError(f"{name}.{key}", f"is not a request_log field ({', '.join(_REQUEST_LOG_FIELDS)})")
+    if not isinstance(value.get("path"), str) or not value["path"].strip():
+        raise ConfigError(f"{name}.path", "is required: the file to log requests into")
+    return RequestLogConfig(**{key: _REQUEST_LOG_FIELDS[key](f"{name}.{key}", v) for key, v in value.items()})
+
+
+@dataclass(frozen=True)
 class ProcessorConfig:
     """Validated configuration. Comments give what uses each value; defaults are DeepRec's."""
 
@@ -160,6 +192,7 @@ class ProcessorConfig:
     ev_storage_type: str = _option("DRAM", _choice(EV_STORAGE_TYPES))
     ev_storage_path: str = _option("", _string)
     ev_storage_size: List[int] = _option([], _sizes)
+    request_log: Optional[RequestLogConfig] = _option(None, _optional(_request_log))  # see RequestLogConfig
     unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
 
     @property

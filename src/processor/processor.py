@@ -101,6 +101,8 @@ class Processor:
         self._model.set_limits(self.config.max_request_bytes, self.config.max_tensor_elements)
         if self.config.timeline_trace_count > 0:
             self._start_timeline()
+        if self.config.request_log is not None:
+            self._start_request_log()
         self._serve_with_deltas(loaded)
         if self.config.effective_poll_interval > 0:
             self._poller = PollingThread(self.config.effective_poll_interval, self._poll)
@@ -245,6 +247,8 @@ class Processor:
             self._serving_servable = None
         if model is not None:
             model.unload()
+            if self.config.request_log is not None:
+                model.set_request_log("", 0, 1, 1, 1)  # writes what is queued and closes the file
             self._loader.close()
             logger.info("processor closed")
 
@@ -266,6 +270,16 @@ class Processor:
                                  self.config.timeline_trace_count, path)
         logger.info("tracing %d request(s) from step %d every %d into %s", self.config.timeline_trace_count,
                     self.config.timeline_start_step, max(self.config.timeline_interval_step, 1), path)
+
+    def _start_request_log(self) -> None:
+        log = self.config.request_log
+        directory = os.path.dirname(os.path.abspath(log.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self._model.set_request_log(log.path, log.sample_rate, log.max_records, log.max_bytes, log.backups)
+        except (OSError, _core.LoadError) as e:
+            raise ConfigError("request_log.path", str(e)) from None
+        logger.info("logging %g of the requests into %s", log.sample_rate, log.path)
 
     def _live_model(self) -> _core.Model:
         model = self._model
