@@ -122,7 +122,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 	touch $@
 
 $(C_HOST): examples/c_host/c_host.c include/processor.h
-	$(CC) -O2 -Wall -Wextra -std=c11 -Iinclude -o $@ $< -ldl
+	$(CC) -O2 -Wall -Wextra -std=c11 -pthread -Iinclude -o $@ $< -ldl
 
 clean:
 	rm -rf build $(C_HOST) src/*.egg-info $(BUILD_STAMP)

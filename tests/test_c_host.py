@@ -20,7 +20,7 @@ def c_host(tmp_path_factory) -> str:
     """Built here against the installed header, as a user's host would be."""
     binary = tmp_path_factory.mktemp("c_host") / "c_host"
     subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-std=c11", f"-I{processor.include_dir()}", "-o", str(binary),
-                    str(ROOT / "examples" / "c_host" / "c_host.c"), "-ldl"], check=True)
+                    str(ROOT / "examples" / "c_host" / "c_host.c"), "-pthread", "-ldl"], check=True)
     return str(binary)
 
 
@@ -62,6 +62,27 @@ def test_c_host_serves_like_tensorflow_with_an_empty_environment(c_host, rec_mod
             np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), value, atol=1e-5)
     info = predict_pb2.ServingModelInfo.FromString((out_dir / "model_info.bin").read_bytes())
     assert info.model_path == newest
+
+
+def test_c_host_bench_mode_reports_throughput_and_latency(c_host, rec_model, tmp_path, batch):
+    from lifecycle_helpers import serialize
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(rec_model.config(poll_interval_seconds=0)))
+    request = tmp_path / "request.bin"
+    request.write_bytes(serialize(batch))
+    result = run_host(c_host, config, "--bench", request, "0.5", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(l for l in result.stdout.splitlines() if l.startswith("bench: "))
+    import re
+    match = re.fullmatch(r"bench: (\d+) requests in ([\d.]+) s on 2 thread\(s\): (\d+) requests/s, p50 ([\d.]+) ms, "
+                         r"p99 ([\d.]+) ms, max ([\d.]+) ms, 0 errors", line)
+    assert match, line
+    count, seconds, rate, p50, p99, worst = map(float, match.groups())
+    assert count > 10 and abs(rate - count / seconds) <= 0.02 * rate and 0 < p50 <= p99 <= worst
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\xff\xfe")
+    failed = run_host(c_host, config, "--bench", bad, "0.2", "1")
+    assert failed.returncode == 1 and "bench: no request answered 200" in failed.stdout
 
 
 def test_c_host_bad_config_gets_state_minus_one_and_a_reason(c_host, tmp_path):

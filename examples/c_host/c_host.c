@@ -2,15 +2,20 @@
  * request files, and prints (and optionally saves) the responses. No Python, no TensorFlow headers.
  *
  *   c_host LIBRARY CONFIG.json [--out DIR] REQUEST.bin...
+ *   c_host LIBRARY CONFIG.json --bench REQUEST.bin [SECONDS [THREADS]]
  *
  * For each request it prints "REQUEST -> CODE, N bytes" (and the message when CODE != 200) and, with
  * --out, writes the response to DIR/<index>.bin. It also prints the signature (an empty request) and
  * the size of the ServingModelInfo, then finalizes. Exit status: 0 when every call behaved, 1 otherwise.
+ * --bench sends one request file from THREADS threads (default 1) for SECONDS (default 5) and prints
+ * requests/s and latency percentiles; any answer but 200 is an error and fails the run.
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "processor.h"
 
@@ -50,16 +55,116 @@ static int write_file(const char* path, const void* data, int size) {
   return ok;
 }
 
+static double now_seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* One --bench thread: calls process() until the deadline, keeping every latency. */
+typedef struct {
+  process_fn process_request;
+  free_fn free_response;
+  void* model;
+  const char* request;
+  int request_size;
+  double deadline;
+  double* latencies;
+  long count, capacity, errors;
+} bench_thread;
+
+static void* bench_loop(void* arg) {
+  bench_thread* b = arg;
+  while (now_seconds() < b->deadline) {
+    void* output = NULL;
+    int output_size = 0;
+    const double started = now_seconds();
+    const int code = b->process_request(b->model, b->request, b->request_size, &output, &output_size);
+    const double elapsed = now_seconds() - started;
+    b->free_response(output);
+    if (code != PROCESSOR_OK) {
+      b->errors++;
+      continue;
+    }
+    if (b->count == b->capacity) {
+      b->capacity = b->capacity ? 2 * b->capacity : 4096;
+      double* grown = realloc(b->latencies, b->capacity * sizeof(double));
+      if (!grown) break;
+      b->latencies = grown;
+    }
+    b->latencies[b->count++] = elapsed;
+  }
+  return NULL;
+}
+
+static int compare_doubles(const void* a, const void* b) {
+  const double x = *(const double*)a, y = *(const double*)b;
+  return (x > y) - (x < y);
+}
+
+/* Prints requests/s and latency percentiles; returns the number of failed calls. */
+static long bench(process_fn process_request, free_fn free_response, void* model, const char* request,
+                  int request_size, double seconds, int threads) {
+  bench_thread* workers = calloc(threads, sizeof(bench_thread));
+  pthread_t* ids = calloc(threads, sizeof(pthread_t));
+  if (!workers || !ids) return 1;
+  const double started = now_seconds();
+  for (int t = 0; t < threads; ++t) {
+    workers[t] = (bench_thread){process_request, free_response, model, request, request_size, started + seconds,
+                                NULL, 0, 0, 0};
+    pthread_create(&ids[t], NULL, bench_loop, &workers[t]);
+  }
+  long total = 0, errors = 0;
+  for (int t = 0; t < threads; ++t) {
+    pthread_join(ids[t], NULL);
+    total += workers[t].count;
+    errors += workers[t].errors;
+  }
+  const double elapsed = now_seconds() - started;
+  double* all = malloc((total ? total : 1) * sizeof(double));
+  long n = 0;
+  for (int t = 0; t < threads; ++t) {
+    if (all) memcpy(all + n, workers[t].latencies, workers[t].count * sizeof(double));
+    n += workers[t].count;
+    free(workers[t].latencies);
+  }
+  if (all && total) {
+    qsort(all, total, sizeof(double), compare_doubles);
+    printf("bench: %ld requests in %.2f s on %d thread(s): %.0f requests/s, p50 %.3f ms, p99 %.3f ms, "
+           "max %.3f ms, %ld errors\n", total, elapsed, threads, total / elapsed, all[total / 2] * 1e3,
+           all[total * 99 / 100] * 1e3, all[total - 1] * 1e3, errors);
+  } else {
+    printf("bench: no request answered 200 (%ld errors)\n", errors);
+  }
+  free(all);
+  free(workers);
+  free(ids);
+  return errors + (total == 0);
+}
+
 int main(int argc, char** argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s LIBRARY CONFIG.json [--out DIR] REQUEST.bin...\n", argv[0]);
+    fprintf(stderr, "usage: %s LIBRARY CONFIG.json [--out DIR] REQUEST.bin...\n"
+                    "       %s LIBRARY CONFIG.json --bench REQUEST.bin [SECONDS [THREADS]]\n", argv[0], argv[0]);
     return 2;
   }
   const char* out_dir = NULL;
+  const char* bench_request = NULL;
+  double bench_seconds = 5;
+  int bench_threads = 1;
   int first_request = 3;
   if (argc > 4 && strcmp(argv[3], "--out") == 0) {
     out_dir = argv[4];
     first_request = 5;
+  } else if (argc > 4 && strcmp(argv[3], "--bench") == 0) {
+    bench_request = argv[4];
+    if (argc > 5) bench_seconds = atof(argv[5]);
+    if (argc > 6) bench_threads = atoi(argv[6]);
+    if (bench_seconds <= 0 || bench_threads < 1) {
+      fprintf(stderr, "--bench: SECONDS must be > 0 and THREADS >= 1\n");
+      return 2;
+    }
+    first_request = argc;
   }
 
   void* library = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -109,6 +214,14 @@ int main(int argc, char** argv) {
       if (!write_file(path, output, output_size)) failures++;
     }
     free_response(output);
+  }
+
+  if (bench_request) {
+    long size = 0;
+    char* request = read_file(bench_request, &size);
+    if (!request) return 1;
+    failures += bench(process_request, free_response, model, request, (int)size, bench_seconds, bench_threads) != 0;
+    free(request);
   }
 
   code = model_info(model, &output, &output_size);

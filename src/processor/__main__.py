@@ -1,0 +1,6 @@
+"""`python -m processor --help`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

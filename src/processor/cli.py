@@ -1,0 +1,213 @@
+"""`python -m processor`: serve a model over HTTP, look at what a config would serve, build warmup files.
+
+    python -m processor serve --config cfg.json --model-name NAME --port 8501
+    python -m processor inspect --config cfg.json
+    python -m processor versions --config cfg.json
+    python -m processor warmup build --output warmup.tfrecord --from-log requests.tfrecord
+    python -m processor warmup build --output warmup.tfrecord --from-json rows.json --config cfg.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+from .config import parse_config
+from .errors import ProcessorError
+
+
+def _versions(config) -> dict:
+    """Every full version and delta the config's store holds, complete or not, and why not."""
+    from .checkpoint_discovery import check_version, list_versions, read_state_file
+    from .incremental import incremental_dir
+    from .model_store import open_model_store
+    from .savedmodel_discovery import has_saved_model, list_savedmodel_versions
+    store = open_model_store(config)
+    store.refresh()
+    if has_saved_model(store, config.savedmodel_dir):
+        savedmodels = [{"path": config.savedmodel_dir, "version": None, "complete": True, "reason": ""}]
+    else:
+        savedmodels = [{"path": v.path, "version": v.version, "complete": v.complete, "reason": v.reason}
+                       for v in list_savedmodel_versions(store, config.savedmodel_dir)]
+    checkpoints, deltas = [], []
+    if config.checkpoint_dir:
+        found = list_versions(store, config.checkpoint_dir)
+        checkpoints = [{"prefix": v.prefix, "step": v.step, "complete": v.complete, "reason": v.reason} for v in found]
+        newest = [v for v in found if v.complete]
+        if newest:
+            directory = incremental_dir(newest[-1].prefix)
+            deltas = [{"prefix": d.prefix, "step": d.step, "complete": d.complete, "reason": d.reason}
+                      for d in sorted((check_version(store, p) for p in read_state_file(store, directory)),
+                                      key=lambda d: d.step) if d.step > newest[-1].step]
+    return {"savedmodels": savedmodels, "checkpoints": checkpoints, "deltas": deltas}
+
+
+def _signature(config, loader, candidate) -> dict:
+    """The signature of the candidate's SavedModel (loaded without restoring a checkpoint)."""
+    from . import _core
+    local = loader.localize(candidate)
+    servable = _core.load_servable({"savedmodel_dir": local.savedmodel.path, "signature_name": config.signature_name})
+    code, body = servable.process(b"")
+    return json.loads(body) if code == 200 else {"error": body.decode("utf-8", "replace")}
+
+
+def cmd_versions(args) -> int:
+    config = parse_config(args.config)
+    found = _versions(config)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    def show(entries, key, none):
+        for entry in entries:
+            mark = "complete" if entry["complete"] else f"incomplete: {entry['reason']}"
+            print(f"  {entry[key]}  {mark}")
+        if not entries:
+            print(f"  {none}")
+    print("SavedModels:")
+    show(found["savedmodels"], "path", f"(none in {config.savedmodel_dir})")
+    if config.checkpoint_dir:
+        print("Checkpoints:")
+        show(found["checkpoints"], "prefix", f"(none under {config.checkpoint_dir})")
+        print("Deltas after the newest complete checkpoint:")
+        show(found["deltas"], "prefix", "(none)")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .version_loader import VersionLoader
+    config = parse_config(args.config)
+    loader = VersionLoader(config)
+    try:
+        candidate = loader.discover()
+        report = {"model_store_type": config.model_store_type,
+                  "would_serve": candidate.describe() if candidate else None,
+                  "reason": None if candidate else loader.explain_missing(),
+                  "versions": _versions(config),
+                  "signature": _signature(config, loader, candidate) if candidate else None,
+                  "config": config.redacted()}
+    finally:
+        loader.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if candidate else 1
+    print(f"model store: {config.model_store_type}")
+    print(f"would serve: {report['would_serve'] or 'nothing: ' + report['reason']}")
+    found = report["versions"]
+    print(f"versions: {sum(v['complete'] for v in found['savedmodels'])} complete SavedModel(s), "
+          f"{sum(v['complete'] for v in found['checkpoints'])} complete checkpoint(s) of "
+          f"{len(found['checkpoints'])}, {len(found['deltas'])} pending delta(s)  (details: versions)")
+    signature = report["signature"]
+    if signature and "inputs" in signature:
+        print(f"signature '{signature['signature_name']}' ({signature['method_name']}):")
+        for kind in ("inputs", "outputs"):
+            for spec in signature[kind]:
+                shape = "unknown rank" if spec.get("shape") is None else spec["shape"]
+                print(f"  {kind[:-1]:<6} {spec['alias']:<24} {spec['dtype']:<10} {shape}  ({spec['name']})")
+    elif signature:
+        print(f"signature: {signature['error']}")
+    return 0 if candidate else 1
+
+
+def cmd_warmup_build(args) -> int:
+    from . import predict_pb2, tensors
+    from .tfrecord import iter_records, write_record
+    records: List[bytes] = []
+    if args.from_log:
+        for path in args.from_log:
+            for index, record in enumerate(iter_records(path)):
+                try:
+                    predict_pb2.PredictRequest.FromString(record)
+                except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+                    raise ProcessorError(f"{path}: record {index} is not a PredictRequest: {e}") from None
+                records.append(record)
+    else:
+        if not args.config:
+            raise ProcessorError("--from-json needs --config: the signature gives the inputs' dtypes")
+        from .rest_json import RestRequestError, parse_predict_body
+        from .version_loader import VersionLoader
+        config = parse_config(args.config)
+        loader = VersionLoader(config)
+        try:
+            candidate = loader.discover()
+            if candidate is None:
+                raise ProcessorError(loader.explain_missing())
+            signature = _signature(config, loader, candidate)
+        finally:
+            loader.close()
+        with open(args.from_json, encoding="utf-8") as f:
+            document = json.load(f)
+        bodies = document if isinstance(document, list) else [document]
+        for index, body in enumerate(bodies):
+            try:
+                inputs, _, signature_name = parse_predict_body(body, signature)
+            except RestRequestError as e:
+                raise ProcessorError(f"{args.from_json}: request {index}: {e}") from None
+            request = predict_pb2.PredictRequest(signature_name=signature_name)
+            for name, array in inputs.items():
+                tensors.to_array_proto(array, request.inputs[name])
+            records.append(request.SerializeToString())
+    if args.max_records:
+        records = records[-args.max_records:]
+    if not records:
+        raise ProcessorError("no requests to write")
+    with open(args.output, "wb") as f:
+        for record in records:
+            write_record(f, record)
+    print(f"wrote {len(records)} warmup request(s) to {args.output}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .rest_server import serve
+    serve(args.config, args.model_name, args.host, args.port, args.threads)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m processor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a model over TF Serving's REST API")
+    serve.add_argument("--config", required=True, help="the processor config (JSON file or text)")
+    serve.add_argument("--model-name", help="the NAME in /v1/models/NAME (default: the config's model_name)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
+    serve.add_argument("--threads", type=int, default=0, help="request threads (default: 2 per core)")
+    serve.set_defaults(run=cmd_serve)
+
+    inspect = commands.add_parser("inspect", help="the signature, the versions found and what would be served")
+    inspect.add_argument("--config", required=True)
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(run=cmd_inspect)
+
+    versions = commands.add_parser("versions", help="full and delta versions in the store, and their completeness")
+    versions.add_argument("--config", required=True)
+    versions.add_argument("--json", action="store_true", help="print JSON")
+    versions.set_defaults(run=cmd_versions)
+
+    warmup = commands.add_parser("warmup", help="warmup files")
+    warmup_commands = warmup.add_subparsers(dest="warmup_command", required=True)
+    build = warmup_commands.add_parser("build", help="write a warmup file (TFRecord of PredictRequests)")
+    build.add_argument("--output", required=True, help="the warmup file to write")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-log", nargs="+", metavar="LOG", help="request_log files (rotated ones too)")
+    source.add_argument("--from-json", metavar="ROWS.json",
+                        help="TF Serving REST bodies ({\"instances\": ...} or {\"inputs\": ...}), one or a list")
+    build.add_argument("--config", help="with --from-json: the config whose signature types the values")
+    build.add_argument("--max-records", type=int, default=0, help="keep only the newest N requests")
+    build.set_defaults(run=cmd_warmup_build)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ProcessorError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

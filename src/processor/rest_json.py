@@ -1,0 +1,202 @@
+"""TF Serving's REST predict format, to and from the numpy arrays Processor.predict() takes.
+
+Request bodies (https://www.tensorflow.org/tfx/serving/api_rest, Predict API):
+- row format: {"instances": [...]}: one entry per example; with several inputs each entry is an object
+  of input values, with one input it may be the bare value. The examples are stacked along a new first
+  dimension.
+- columnar format: {"inputs": {...}}: each input's whole tensor; with one input it may be bare.
+- `signature_name` picks the signature (only the served one exists). Bytes travel as {"b64": "..."}.
+Responses: row format answers {"predictions": [...]} (an object per example with several outputs,
+bare values with one); columnar answers {"outputs": ...} likewise. String outputs are UTF-8 text, or
+{"b64": ...} when the output's alias ends in "_bytes" (TF Serving's rule) or the bytes are not UTF-8.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Dict, List, Mapping, Tuple
+
+import numpy as np
+
+from . import predict_pb2, tensors
+
+
+class RestRequestError(ValueError):
+    """The body is not a valid predict request for the signature (HTTP 400)."""
+
+
+def parse_predict_body(body: Any, signature: Mapping[str, Any]) -> Tuple[Dict[str, np.ndarray], bool, str]:
+    """(inputs as numpy arrays, whether the row format was used, signature_name) of a decoded JSON body."""
+    if not isinstance(body, dict):
+        raise RestRequestError("the request body must be a JSON object")
+    signature_name = body.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise RestRequestError("'signature_name' must be a string")
+    unknown = sorted(set(body) - {"signature_name", "instances", "inputs"})
+    if unknown:
+        raise RestRequestError(f"unknown field(s) {', '.join(repr(k) for k in unknown)}: expected 'instances' or 'inputs'")
+    if ("instances" in body) == ("inputs" in body):
+        raise RestRequestError("the request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+    specs = {spec["alias"]: spec for spec in signature["inputs"]}
+    if "instances" in body:
+        return _rows_to_inputs(body["instances"], specs), True, signature_name
+    return _columns_to_inputs(body["inputs"], specs), False, signature_name
+
+
+def format_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> Dict[str, Any]:
+    if row_format:
+        return {"predictions": _outputs_to_rows(outputs)}
+    values = {name: _to_json(name, array) for name, array in outputs.items()}
+    return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+
+
+def signature_metadata(signature: Mapping[str, Any]) -> Dict[str, Any]:
+    """The signature as TF Serving's GetModelMetadata JSON shows a SignatureDef."""
+    def tensor_info(spec):
+        shape = spec.get("shape")
+        return {"dtype": spec["dtype"], "name": spec["name"],
+                "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in shape or []],
+                                 "unknown_rank": shape is None}}
+    return {signature["signature_name"]: {
+        "inputs": {spec["alias"]: tensor_info(spec) for spec in signature["inputs"]},
+        "outputs": {spec["alias"]: tensor_info(spec) for spec in signature["outputs"]},
+        "method_name": signature["method_name"]}}
+
+
+# ---- requests
+
+
+def _rows_to_inputs(instances: Any, specs: Mapping[str, Mapping]) -> Dict[str, np.ndarray]:
+    if not isinstance(instances, list) or not instances:
+        raise RestRequestError("'instances' must be a non-empty list")
+    named = all(isinstance(row, dict) for row in instances)
+    if not named:
+        if len(specs) != 1:
+            raise RestRequestError(f"the signature has {len(specs)} inputs ({', '.join(sorted(specs))}): each "
+                                   f"instance must be an object naming them")
+        (alias,) = specs
+        return {alias: _to_array(alias, instances, specs[alias])}
+    names = set(instances[0])
+    for i, row in enumerate(instances):
+        if set(row) != names:
+            raise RestRequestError(f"instance {i} has inputs {sorted(row)} but instance 0 has {sorted(names)}: "
+                                   f"every instance must name the same inputs")
+    return {name: _to_array(name, [row[name] for row in instances], specs.get(name)) for name in sorted(names)}
+
+
+def _columns_to_inputs(inputs: Any, specs: Mapping[str, Mapping]) -> Dict[str, np.ndarray]:
+    if isinstance(inputs, dict) and not (len(inputs) == 1 and "b64" in inputs):
+        return {name: _to_array(name, value, specs.get(name)) for name, value in inputs.items()}
+    if len(specs) != 1:
+        raise RestRequestError(f"the signature has {len(specs)} inputs ({', '.join(sorted(specs))}): 'inputs' "
+                               f"must be an object naming them")
+    (alias,) = specs
+    return {alias: _to_array(alias, inputs, specs[alias])}
+
+
+def _to_array(name: str, value: Any, spec: Mapping[str, Any] = None) -> np.ndarray:
+    """A JSON value as the numpy array of the input's dtype (an unknown input keeps JSON's own types,
+    for process() to name it)."""
+    dtype = predict_pb2.ArrayDataType.Value(spec["dtype"]) if spec else None
+    if dtype == predict_pb2.DT_STRING:
+        return _strings(name, value)
+    if _has_b64(value):
+        raise RestRequestError(f"input '{name}': {{\"b64\": ...}} is only for string inputs, and '{name}' is "
+                               f"{spec['dtype'] if spec else 'not an input'}")
+    try:
+        array = np.array(value)
+    except ValueError as e:  # ragged lists
+        raise RestRequestError(f"input '{name}': {e}") from None
+    if array.dtype == object:
+        raise RestRequestError(f"input '{name}': the values are not a rectangular array of numbers")
+    if dtype is None:
+        return array
+    if dtype == predict_pb2.DT_BOOL and array.dtype.kind != "b":
+        raise RestRequestError(f"input '{name}': expects true/false, got {array.dtype}")
+    if array.size == 0:
+        array = array.astype(tensors.numpy_dtype(dtype))
+    try:
+        return tensors.to_numpy_input(name, array, dtype)
+    except TypeError as e:
+        raise RestRequestError(str(e)) from None
+
+
+def _has_b64(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "b64" in value
+    return isinstance(value, list) and any(_has_b64(v) for v in value)
+
+
+def _strings(name: str, value: Any) -> np.ndarray:
+    def convert(v):
+        if isinstance(v, list):
+            return [convert(x) for x in v]
+        if isinstance(v, dict) and set(v) == {"b64"} and isinstance(v["b64"], str):
+            try:
+                return base64.b64decode(v["b64"], validate=True)
+            except binascii.Error as e:
+                raise RestRequestError(f"input '{name}': invalid base64: {e}") from None
+        if isinstance(v, str):
+            return v.encode("utf-8")
+        raise RestRequestError(f"input '{name}': expects strings (or {{\"b64\": ...}}), got {type(v).__name__}")
+
+    converted = convert(value)
+    shape = _shape(converted)
+    array = np.empty(shape, dtype=object)
+    flat: List[bytes] = []
+    _flatten(converted, flat, shape, name)
+    array.reshape(-1)[:] = flat
+    return array
+
+
+def _shape(value: Any) -> Tuple[int, ...]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)
+
+
+def _flatten(value: Any, out: List[bytes], shape: Tuple[int, ...], name: str, depth: int = 0) -> None:
+    if depth == len(shape):
+        if isinstance(value, list):
+            raise RestRequestError(f"input '{name}': the values are not a rectangular array")
+        out.append(value)
+        return
+    if not isinstance(value, list) or len(value) != shape[depth]:
+        raise RestRequestError(f"input '{name}': the values are not a rectangular array")
+    for item in value:
+        _flatten(item, out, shape, name, depth + 1)
+
+
+# ---- responses
+
+
+def _outputs_to_rows(outputs: Mapping[str, np.ndarray]) -> List[Any]:
+    sizes = {name: (array.shape[0] if array.ndim else None) for name, array in outputs.items()}
+    batch = set(sizes.values())
+    if len(batch) != 1 or None in batch:
+        raise RestRequestError(f"the outputs cannot be returned as rows (their first dimensions differ: "
+                               f"{sizes}); send the columnar format ('inputs')")
+    (rows,) = batch
+    columns = {name: _to_json(name, array) for name, array in outputs.items()}
+    if len(columns) == 1:
+        return next(iter(columns.values()))
+    return [{name: column[i] for name, column in columns.items()} for i in range(rows)]
+
+
+def _to_json(name: str, array: np.ndarray) -> Any:
+    if array.dtype != object:
+        return array.tolist()
+    as_b64 = name.endswith("_bytes")
+
+    def convert(v):
+        if isinstance(v, list):
+            return [convert(x) for x in v]
+        if not as_b64:
+            try:
+                return v.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(v).decode("ascii")}
+    return convert(array.tolist())

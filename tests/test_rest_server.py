@@ -1,0 +1,161 @@
+"""The TF Serving-compatible REST host: `python -m processor serve` in its own process, real HTTP
+requests, answers compared with TensorFlow's."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+import recommendation_model
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ("item_vector", "logits", "prob")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, config: dict, work: Path, model_name: str = "rec"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_name = model_name
+        config_path = work / "rest_config.json"
+        config_path.write_text(json.dumps(config))
+        self.log = open(work / "server.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "processor", "serve", "--config", str(config_path), "--model-name", model_name,
+             "--port", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (work / "server.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{self.url}/v1/models/{model_name}", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError("the server did not come up")
+
+    def predict(self, body, path: str = "") -> requests.Response:
+        return requests.post(f"{self.url}/v1/models/{self.model_name}{path}:predict",
+                             data=body if isinstance(body, (bytes, str)) else json.dumps(body), timeout=30)
+
+    def stop(self) -> int:
+        self.process.terminate()
+        code = self.process.wait(timeout=60)
+        self.log.close()
+        return code
+
+
+@pytest.fixture(scope="module")
+def server(rec_model, tmp_path_factory):
+    work = tmp_path_factory.mktemp("rest")
+    model = rec_model.copy(work)
+    running = Server(model.config(poll_interval_seconds=0.2), work)
+    running.model = model
+    yield running
+    assert running.stop() == 0  # SIGTERM: a clean shutdown
+
+
+def rows(batch: dict) -> list:
+    return [{name: (value[i].decode() if isinstance(value[i], bytes) else value[i].tolist())
+             for name, value in batch.items()} for i in range(len(batch["user_id"]))]
+
+
+def columns(batch: dict) -> dict:
+    return {name: [v.decode() for v in value] if value.dtype == object else value.tolist()
+            for name, value in batch.items()}
+
+
+def test_row_format_predicts_like_tensorflow(server, reference, batch):
+    answer = server.predict({"instances": rows(batch)})
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    expected = reference.predict(server.model.prefixes()[-1], batch)
+    assert len(predictions) == len(batch["user_id"]) and sorted(predictions[0]) == sorted(OUTPUTS)
+    for name in OUTPUTS:
+        np.testing.assert_allclose([p[name] for p in predictions], expected[name], atol=1e-5, err_msg=name)
+
+
+def test_columnar_format_and_b64_bytes(server, reference, batch):
+    body = {"signature_name": "serving_default", "inputs": columns(batch)}
+    body["inputs"]["category"] = [{"b64": base64.b64encode(v).decode()} for v in batch["category"]]
+    answer = server.predict(body)
+    assert answer.status_code == 200, answer.text
+    outputs = answer.json()["outputs"]
+    expected = reference.predict(server.model.prefixes()[-1], batch)
+    for name in OUTPUTS:
+        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-5, err_msg=name)
+
+
+def test_model_status_metadata_and_metrics(server):
+    step = str(int(server.model.prefixes()[-1].rsplit("-", 1)[1]))
+    status = requests.get(f"{server.url}/v1/models/rec", timeout=10).json()
+    assert status == {"model_version_status": [{"version": step, "state": "AVAILABLE",
+                                                "status": {"error_code": "OK", "error_message": ""}}]}
+    assert requests.get(f"{server.url}/v1/models/rec/versions/{step}", timeout=10).status_code == 200
+    metadata = requests.get(f"{server.url}/v1/models/rec/metadata", timeout=10).json()
+    assert metadata["model_spec"] == {"name": "rec", "signature_name": "", "version": step}
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["method_name"] == "tensorflow/serving/predict"
+    assert signature["inputs"]["user_id"] == {"dtype": "DT_INT64", "name": "user_id:0", "tensor_shape": {
+        "dim": [{"size": "-1", "name": ""}], "unknown_rank": False}}
+    assert sorted(signature["outputs"]) == sorted(OUTPUTS)
+    text = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10).text
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert ":tensorflow:serving:request_count" in names
+
+
+def test_a_specific_version_is_served_only_when_it_is_the_serving_one(server, batch):
+    step = int(server.model.prefixes()[-1].rsplit("-", 1)[1])
+    assert server.predict({"instances": rows(batch)}, f"/versions/{step}").status_code == 200
+    answer = server.predict({"instances": rows(batch)}, f"/versions/{step + 1}")
+    assert answer.status_code == 404
+    assert answer.json() == {"error": f"Servable not found for request: Specific(rec, {step + 1}); serving version {step}"}
+
+
+@pytest.mark.parametrize("path,body,status,message", [
+    ("/v1/models/other:predict", {"instances": [1]}, 404, "Servable not found for request: Latest(other)"),
+    ("/v1/models/rec:predict", b"{not json", 400, "JSON Parse error"),
+    ("/v1/models/rec:predict", {"instances": [{"user_id": 1}]}, 400, "missing input 'category'"),
+    ("/v1/models/rec:predict", {"instances": [{"user_id": 1.5, "item_id": 1, "category": "a", "dense": [0, 0, 0, 0]}]},
+     400, "input 'user_id': expects int64, got float64"),
+    ("/v1/models/rec:predict", {"inputs": {"user_id": [1]}, "instances": []}, 400, "exactly one of 'instances'"),
+    ("/v1/models/rec:predict", {"instances": [{"user_id": 1, "item_id": 1, "category": {"b64": "%%"},
+                                               "dense": [0, 0, 0, 0]}]}, 400, "invalid base64"),
+    ("/v1/models/rec:predict", {"instances": [1, 2]}, 400, "each instance must be an object naming them"),
+    ("/v1/models/rec:classify", {"examples": []}, 400, "'classify' is not supported"),
+    ("/v1/models/rec/labels/stable:predict", {"instances": [1]}, 404, "version labels are not supported"),
+])
+def test_errors_are_tf_serving_json_with_its_status_codes(server, path, body, status, message):
+    answer = requests.post(server.url + path, data=body if isinstance(body, bytes) else json.dumps(body), timeout=10)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_load_with_and_without_a_version_swap_answers_everything(server, tmp_path):
+    """The bounded loopback load test of benchmarks/rest_load.py, short: every request answered 200,
+    including while new versions are swapped in."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rest_load.py"), "--url", server.url,
+                             "--model-name", "rec", "--checkpoint-dir", server.model.checkpoint_dir,
+                             "--seconds", "1.5", "--clients", "4", "--json"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), str(ROOT / "tests")])})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for phase in ("steady", "swapping"):
+        assert report[phase]["errors"] == 0 and report[phase]["requests"] > 50, report
+    assert report["swapping"]["versions_swapped"] >= 1
