@@ -69,6 +69,6 @@ setup(
     ext_modules=[CMakeExtension("processor._core")],
     cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithProto},
     install_requires=["tensorflow-cpu==2.21.*", "protobuf>=6", "numpy"],
-    extras_require={"redis": ["redis"], "oss": ["oss2"]},
+    extras_require={"redis": ["redis"], "oss": ["oss2"], "hdfs": ["fsspec", "requests"], "rest": ["aiohttp"]},
     zip_safe=False,
 )

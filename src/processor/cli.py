@@ -160,7 +160,10 @@ def cmd_warmup_build(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .rest_server import serve
+    try:
+        from .rest_server import serve
+    except ImportError as e:
+        raise ProcessorError(f"serve needs the {e.name} package: pip install 'processor[rest]'") from None
     serve(args.config, args.model_name, args.host, args.port, args.threads)
     return 0
 

@@ -98,12 +98,17 @@ def open_model_store(config) -> ModelStore:
     """The store `config.model_store_type` names, over the config's directories (a ProcessorConfig)."""
     if config.model_store_type == "local":
         return LocalModelStore()
+    from .errors import ConfigError
     from .remote_store import RemoteModelStore  # the SDKs are imported only by those who use them
     roots = [config.savedmodel_dir, config.checkpoint_dir]
-    if config.model_store_type == "oss":
-        from .oss_store import OssTransport
-        transport = OssTransport(config.oss_endpoint, config.oss_access_id, config.oss_access_key)
-    else:
-        from .hdfs_store import WebHdfsTransport
-        transport = WebHdfsTransport(config.savedmodel_dir, config.webhdfs_url, config.hdfs_user)
+    try:
+        if config.model_store_type == "oss":
+            from .oss_store import OssTransport
+            transport = OssTransport(config.oss_endpoint, config.oss_access_id, config.oss_access_key)
+        else:
+            from .hdfs_store import WebHdfsTransport
+            transport = WebHdfsTransport(config.savedmodel_dir, config.webhdfs_url, config.hdfs_user)
+    except ImportError as e:
+        raise ConfigError("model_store_type", f"'{config.model_store_type}' needs the {e.name} package: "
+                          f"pip install 'processor[{config.model_store_type}]'") from None
     return RemoteModelStore(transport, roots, retries=config.download_retries)

@@ -69,7 +69,7 @@ def signature_metadata(signature: Mapping[str, Any]) -> Dict[str, Any]:
 def _rows_to_inputs(instances: Any, specs: Mapping[str, Mapping]) -> Dict[str, np.ndarray]:
     if not isinstance(instances, list) or not instances:
         raise RestRequestError("'instances' must be a non-empty list")
-    named = all(isinstance(row, dict) for row in instances)
+    named = all(isinstance(row, dict) and set(row) != {"b64"} for row in instances)  # {"b64"}: one bytes value
     if not named:
         if len(specs) != 1:
             raise RestRequestError(f"the signature has {len(specs)} inputs ({', '.join(sorted(specs))}): each "

@@ -72,21 +72,22 @@ class RestServer:
         if label is not None:
             return _error(404, f"Servable not found for request: Label({name}, {label}): version labels are "
                                f"not supported")
-        try:
-            current = await self._run(lambda: served_version(self.processor))
-        except RequestError as e:
-            return _error(e.code, e.message)
+        if rest.startswith(":") and rest != ":predict":
+            return _error(400, f"'{rest[1:]}' is not supported: this model serves predict")
+        method = "POST" if rest == ":predict" else "GET"
+        if request.method != method:
+            return _error(405, f"{request.path} takes {method}")
+        current = None
+        if version is not None or rest != ":predict":  # a plain predict needs no look at the version
+            try:
+                current = await self._run(lambda: served_version(self.processor))
+            except RequestError as e:
+                return _error(e.code, e.message)
         if version is not None and int(version) != current:
             return _error(404, f"Servable not found for request: Specific({name}, {version}); serving version "
                                f"{current}")
         if rest == ":predict":
-            if request.method != "POST":
-                return _error(405, "predict takes POST")
             return await self._predict(await request.read())
-        if rest.startswith(":"):
-            return _error(400, f"'{rest[1:]}' is not supported: this model serves predict")
-        if request.method != "GET":
-            return _error(405, f"{request.path} takes GET")
         if rest == "/metadata":
             signature = await self._run(self.processor.signature)
             return web.json_response({
@@ -112,6 +113,9 @@ class RestServer:
             return 400, json.dumps({"error": str(e)}).encode()
         except RequestError as e:
             return e.code, json.dumps({"error": e.message}).encode()
+        except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's format
+            logger.exception("predict failed")
+            return 500, json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}).encode()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         try:
