@@ -17,6 +17,8 @@ import pytest
 import processor
 import recommendation_model
 from lifecycle_helpers import serialize
+from processor import predict_pb2
+from processor.tfrecord import iter_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SANITIZER_OPTIONS = {
@@ -41,11 +43,13 @@ def asan_build():
 
 
 def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan"):
-    """Runs a sanitizer build's stress host for `cycles` cycles while new versions keep appearing;
-    returns (stdout, stderr, returncode, versions written)."""
+    """Runs a sanitizer build's stress host for `cycles` cycles while new versions keep appearing, with
+    half the requests logged (the request log's queue, writer thread and rotation run under the
+    sanitizer too); returns (stdout, stderr, returncode, versions written)."""
     library, stress = build or sanitizer_build(sanitizer)
     config = tmp_path / "config.json"
-    config.write_text(json.dumps(model.config(poll_interval_seconds=0.02)))
+    config.write_text(json.dumps(model.config(poll_interval_seconds=0.02, request_log={
+        "path": str(tmp_path / "requests.tfrecord"), "sample_rate": 0.5, "max_records": 100, "backups": 2})))
     request = tmp_path / "request.bin"
     request.write_bytes(serialize(recommendation_model.random_batch(8, np.random.default_rng(cycles))))
     site_packages = os.path.dirname(os.path.dirname(processor.__file__))
@@ -79,6 +83,7 @@ def test_finalize_during_polling_and_updates_is_clean_under_asan(asan_build, rec
         assert code == 0, stdout + stderr[-3000:]
         assert stdout.startswith(f"cycles {cycles} requests ") and stdout.strip().endswith("failures 0")
         assert versions >= 2
+        assert_request_log_is_whole(tmp_path)
         runs[cycles] = stderr
     # What the binding's module keeps must not grow with the number of initialize/finalize cycles.
     template = "processor/_core.cpython"
@@ -94,6 +99,16 @@ def test_requests_updates_rollbacks_and_finalize_race_free_under_tsan(rec_model,
     assert code == 0, stdout + stderr[-3000:]
     assert stdout.startswith("cycles 4 requests ") and stdout.strip().endswith("failures 0")
     assert versions >= 2
+    assert_request_log_is_whole(tmp_path)
+
+
+def assert_request_log_is_whole(directory):
+    """Every record the stress run logged is a complete PredictRequest (finalize wrote the queue out)."""
+    logs = sorted(directory.glob("requests.tfrecord*"))
+    records = [record for log in logs for record in iter_records(str(log))]
+    assert records, "nothing was logged"
+    for record in records:
+        assert predict_pb2.PredictRequest.FromString(record).inputs["user_id"].dtype == predict_pb2.DT_INT64
 
 
 def test_every_bad_config_is_refused_without_a_leak_under_lsan(asan_build, rec_model, tmp_path):
