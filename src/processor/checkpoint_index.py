@@ -29,6 +29,7 @@ class TensorEntry:
     shape: Tuple[int, ...]
     shard_id: int
     size: int
+    offset: int = 0          # where its bytes start in the data shard
 
 
 def _varint(data: bytes, pos: int) -> Tuple[int, int]:
@@ -102,7 +103,7 @@ def read_index(prefix: str) -> Dict[str, TensorEntry]:
                 entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
                 name = key.decode("utf-8")
                 tensors[name] = TensorEntry(name, entry.dtype, tuple(d.size for d in entry.shape.dim),
-                                            entry.shard_id, entry.size)
+                                            entry.shard_id, entry.size, entry.offset)
     except (DecodeError, UnicodeDecodeError) as e:
         raise CheckpointIndexError(f"{prefix}.index has a corrupt entry: {e}") from None
     except CheckpointIndexError as e:

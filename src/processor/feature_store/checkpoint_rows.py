@@ -1,0 +1,49 @@
+"""An embedding table's rows streamed from a TF checkpoint in blocks, without TensorFlow: the index
+says where the tensor's bytes are in which data shard, and they are read a block of rows at a time, so
+importing a table of any size takes bounded memory."""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Iterator, Tuple
+
+import numpy as np
+
+from .. import predict_pb2, tensors
+from ..checkpoint_index import CheckpointIndexError, TensorEntry, read_index
+from ..errors import ModelLoadError
+
+
+def table_entry(prefix: str, name: str) -> TensorEntry:
+    """The index entry of a 2-D numeric variable; ModelLoadError says what is wrong."""
+    try:
+        entries = read_index(prefix)
+    except CheckpointIndexError as e:
+        raise ModelLoadError(str(e)) from None
+    entry = entries.get(name)
+    if entry is None:
+        raise ModelLoadError(f"{prefix} has no variable '{name}'")
+    if len(entry.shape) != 2 or entry.dtype == predict_pb2.DT_STRING:
+        raise ModelLoadError(f"'{name}' in {prefix} is not a 2-D numeric table (shape {list(entry.shape)})")
+    return entry
+
+
+def iter_rows(prefix: str, name: str, block_rows: int = 8192) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first row id, rows [n, dim]) for consecutive blocks of at most `block_rows` rows."""
+    entry = table_entry(prefix, name)
+    dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+    rows, dim = entry.shape
+    row_bytes = dim * dtype.itemsize
+    if entry.size != rows * row_bytes:
+        raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for a [{rows}, {dim}] {dtype} table")
+    shards = glob.glob(f"{glob.escape(prefix)}.data-{entry.shard_id:05d}-of-*")
+    if len(shards) != 1:
+        raise ModelLoadError(f"{prefix}: data shard {entry.shard_id} of '{name}' is missing")
+    with open(shards[0], "rb") as f:
+        if os.fstat(f.fileno()).st_size < entry.offset + entry.size:
+            raise ModelLoadError(f"{shards[0]} is truncated: '{name}' needs bytes up to {entry.offset + entry.size}")
+        f.seek(entry.offset)
+        for first in range(0, rows, block_rows):
+            count = min(block_rows, rows - first)
+            data = f.read(count * row_bytes)
+            yield first, np.frombuffer(data, dtype=dtype).reshape(count, dim)

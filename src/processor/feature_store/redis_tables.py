@@ -1,0 +1,239 @@
+"""Versioned embedding tables in Redis or a Redis Cluster, written by one replica at a time.
+
+Layout (HugeCTR HPS-style hash-tagged partitions): row `id` of table T in model version V lives in the
+hash `pe:{<model>/<V>/<T>/<id % partitions>}`, field = the id as 8 little-endian bytes, value = the row
+as little-endian float32 (the table's dtype) bytes. The braces are a Redis Cluster hash tag: each
+partition sits in one slot, and the partitions of a table spread over the cluster's masters.
+
+A version is complete when its number is in the sorted set `pe:{<model>}:versions` (written last, after
+every row and the version's metadata hash `pe:{<model>}:v:<V>`): replicas serve only complete versions,
+so they all agree. One replica imports a version while holding `pe:{<model>}:lock:<V>` (SET NX PX, renewed
+while it writes, released by compare-and-delete); the others wait for the version to complete, and take
+over if the lock expires without it (the importer died).
+
+redis-py (RedisCluster for clusters) routes by slot and follows MOVED/ASK.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from .. import tensors
+from ..errors import StoreError
+from .checkpoint_rows import iter_rows, table_entry
+
+logger = logging.getLogger(__name__)
+
+LOCK_TTL_MS = 30_000
+WAIT_POLL_SECONDS = 0.1
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+def _nodes(redis_url: str) -> List[Tuple[str, int]]:
+    nodes = []
+    for node in (n.strip() for n in redis_url.split(",")):
+        if not node:
+            continue
+        address = node.split("://", 1)[-1]
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise StoreError(f"redis_url: '{node}' is not host:port")
+        nodes.append((host, int(port)))
+    if not nodes:
+        raise StoreError("redis_url names no node")
+    return nodes
+
+
+def connect(redis_url: str, password: str = "") -> "redis.Redis | RedisCluster":
+    """A client for one server, or for a cluster (several nodes listed, or one node of a cluster)."""
+    nodes = _nodes(redis_url)
+    where = ", ".join(f"{h}:{p}" for h, p in nodes)
+    try:
+        if len(nodes) == 1:
+            single = redis.Redis(host=nodes[0][0], port=nodes[0][1], password=password or None,
+                                 socket_timeout=10, socket_connect_timeout=5)
+            if not single.info("cluster").get("cluster_enabled"):
+                return single
+            single.close()
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], password=password or None,
+                            socket_timeout=10, socket_connect_timeout=5)
+    except redis.AuthenticationError:
+        if not password:
+            raise StoreError(f"Redis at {where} needs a password (set redis_password)") from None
+        raise StoreError(f"Redis at {where} refused the password (check redis_password)") from None
+    except redis.ResponseError as e:
+        raise StoreError(f"Redis at {where}: {e}") from None
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise StoreError(f"cannot reach Redis at {where}: {type(e).__name__}", transient=True) from None
+    except redis.RedisClusterException as e:
+        raise StoreError(f"Redis Cluster at {where}: {e}", transient=True) from None
+
+
+class RedisTables:
+    def __init__(self, client, model: str, partitions: int = 16, update_threads: int = 1, block_rows: int = 8192):
+        self.client = client
+        self.model = model
+        self.partitions = partitions
+        self.update_threads = update_threads
+        self.block_rows = block_rows
+
+    # ---- keys
+
+    def partition_key(self, version: int, table: str, partition: int) -> str:
+        return f"pe:{{{self.model}/{version}/{table}/{partition}}}"
+
+    def _meta_key(self, version: int) -> str:
+        return f"pe:{{{self.model}}}:v:{version}"
+
+    def _versions_key(self) -> str:
+        return f"pe:{{{self.model}}}:versions"
+
+    def _lock_key(self, version: int) -> str:
+        return f"pe:{{{self.model}}}:lock:{version}"
+
+    # ---- versions
+
+    def complete_versions(self) -> List[int]:
+        return [int(v) for v in self.client.zrange(self._versions_key(), 0, -1)]
+
+    def is_complete(self, version: int) -> bool:
+        return self.client.zscore(self._versions_key(), str(version)) is not None
+
+    def tables(self, version: int) -> Dict[str, dict]:
+        raw = self.client.hget(self._meta_key(version), "tables")
+        return json.loads(raw) if raw else {}
+
+    def ensure_version(self, version: int, tables: Mapping[str, Tuple[str, str]], timeout: float = 3600.0) -> bool:
+        """Makes `version` complete in the store: imports it under the lock, or waits while another
+        replica does. `tables`: table name -> (checkpoint prefix, variable name). Returns True when this
+        replica imported it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.is_complete(version):
+                return False
+            token = uuid.uuid4().hex
+            if self.client.set(self._lock_key(version), token, nx=True, px=LOCK_TTL_MS):
+                try:
+                    self._import(version, tables, token)
+                finally:
+                    self.client.eval(_RELEASE, 1, self._lock_key(version), token)
+                return True
+            logger.info("model %s version %d is being imported by another replica: waiting", self.model, version)
+            while self.client.exists(self._lock_key(version)) and not self.is_complete(version):
+                if time.monotonic() > deadline:
+                    raise StoreError(f"timed out waiting for another replica to import version {version}")
+                time.sleep(WAIT_POLL_SECONDS)
+
+    def delete_old_versions(self, keep: int) -> List[int]:
+        """Deletes complete versions but the `keep` newest; returns the deleted ones. A version leaves
+        the set of complete versions first, so no replica starts serving it while its rows go."""
+        deleted = []
+        for version in self.complete_versions()[:-keep] if keep > 0 else self.complete_versions():
+            tables = self.tables(version)
+            self.client.zrem(self._versions_key(), str(version))
+            for table, meta in tables.items():
+                keys = [self.partition_key(version, table, p) for p in range(meta["partitions"])]
+                for key in keys:
+                    self.client.unlink(key)
+            self.client.delete(self._meta_key(version))
+            deleted.append(version)
+            logger.info("deleted model %s version %d from Redis", self.model, version)
+        return deleted
+
+    # ---- reading
+
+    def lookup(self, version: int, table: str, ids: Sequence[int], default: Optional[np.ndarray] = None) -> np.ndarray:
+        """Rows for `ids` ([n, dim]); ids the table lacks get `default` (zeros). Each id is read once,
+        with one HMGET per partition, pipelined."""
+        meta = self.tables(version).get(table)
+        if meta is None:
+            raise StoreError(f"model {self.model} version {version} has no table '{table}' in Redis")
+        ids = np.asarray(ids, dtype=np.int64)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        dtype = np.dtype(meta["dtype"])
+        rows = np.zeros((len(unique), meta["dim"]), dtype=dtype)
+        if default is not None:
+            rows[:] = default
+        partitions = unique % meta["partitions"]
+        pipe = self.client.pipeline(transaction=False)
+        groups = []
+        for p in np.unique(partitions):
+            positions = np.nonzero(partitions == p)[0]
+            pipe.hmget(self.partition_key(version, table, int(p)), [i.tobytes() for i in unique[positions].astype("<i8")])
+            groups.append(positions)
+        for positions, values in zip(groups, pipe.execute()):
+            for position, value in zip(positions, values):
+                if value is not None:
+                    rows[position] = np.frombuffer(value, dtype=dtype)
+        return rows[inverse]
+
+    # ---- importing
+
+    def _import(self, version: int, tables: Mapping[str, Tuple[str, str]], token: str) -> None:
+        started = time.monotonic()
+        metadata = {}
+        renewed = [time.monotonic()]
+        renew_lock = threading.Lock()
+
+        def keep_lock() -> None:
+            with renew_lock:
+                if time.monotonic() - renewed[0] < LOCK_TTL_MS / 3000:
+                    return
+                if not self.client.eval(_RENEW, 1, self._lock_key(version), token, LOCK_TTL_MS):
+                    raise StoreError(f"lost the import lock of version {version} (expired?): another replica may "
+                                     f"be importing it")
+                renewed[0] = time.monotonic()
+
+        for table, (prefix, name) in tables.items():
+            entry = table_entry(prefix, name)
+            rows, dim = entry.shape
+            dtype = np.dtype(tensors.numpy_dtype(entry.dtype))
+            if dtype.kind != "f":
+                raise StoreError(f"table '{table}' ({name} in {prefix}) is {dtype}, not floating point")
+            metadata[table] = {"rows": rows, "dim": dim, "partitions": self.partitions,
+                               "dtype": dtype.newbyteorder("<").str, "source": f"{prefix}:{name}"}
+            written = [0]
+            progress = threading.Lock()
+            next_report = [0.1]
+
+            def write_block(first: int, block: np.ndarray, table=table, rows=rows) -> None:
+                keep_lock()
+                ids = np.arange(first, first + len(block), dtype="<i8")
+                partition_of = ids % self.partitions
+                pipe = self.client.pipeline(transaction=False)
+                for p in np.unique(partition_of):
+                    positions = np.nonzero(partition_of == p)[0]
+                    pipe.hset(self.partition_key(version, table, int(p)),
+                              mapping={ids[i].tobytes(): block[i].tobytes() for i in positions})
+                pipe.execute()
+                with progress:
+                    written[0] += len(block)
+                    if written[0] >= next_report[0] * rows:
+                        logger.info("importing %s version %d table %s: %d of %d rows (%.0f %%)", self.model, version,
+                                    table, written[0], rows, 100.0 * written[0] / rows)
+                        next_report[0] = (int(10 * written[0] / rows) + 1) / 10
+
+            # At most 2 blocks per writer in flight: memory stays bounded whatever the table's size.
+            with ThreadPoolExecutor(max_workers=self.update_threads, thread_name_prefix="processor-import") as pool:
+                pending = []
+                for first, block in iter_rows(prefix, name, self.block_rows):
+                    pending.append(pool.submit(write_block, first, block.copy()))
+                    if len(pending) >= 2 * self.update_threads:
+                        pending.pop(0).result()
+                for future in pending:
+                    future.result()
+        keep_lock()
+        self.client.hset(self._meta_key(version), "tables", json.dumps(metadata))
+        self.client.zadd(self._versions_key(), {str(version): version})  # the completion marker, last
+        logger.info("imported model %s version %d (%s) in %.1f s", self.model, version,
+                    ", ".join(f"{t}: {m['rows']} rows" for t, m in metadata.items()), time.monotonic() - started)
