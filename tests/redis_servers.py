@@ -13,17 +13,28 @@ import pytest
 import redis
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(with_cluster_bus: bool = False) -> int:
+    """A free loopback port; for a cluster node also its bus port (+10000), which must stay <= 65535."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not with_cluster_bus:
+            return port
+        if port + 10000 <= 65535:
+            try:
+                with socket.socket() as bus:
+                    bus.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                pass
 
 
 class RedisServer:
     def __init__(self, directory: Path, password: str = "", cluster: bool = False):
         if not shutil.which("redis-server"):
             pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
-        self.port = free_port()
+        self.port = free_port(with_cluster_bus=cluster)
         self.password = password
         directory.mkdir(parents=True, exist_ok=True)
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
