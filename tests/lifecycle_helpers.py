@@ -25,6 +25,12 @@ def serialize(batch) -> bytes:
     return request.SerializeToString()
 
 
+def json_rows(batch) -> list:
+    """A batch as TF Serving's REST row format ("instances"): one object per example, bytes as text."""
+    return [{name: (value[i].decode() if isinstance(value[i], bytes) else value[i].tolist())
+             for name, value in batch.items()} for i in range(len(next(iter(batch.values()))))]
+
+
 def prob_of(response: bytes) -> np.ndarray:
     return tensors.from_array_proto(predict_pb2.PredictResponse.FromString(response).outputs["prob"])
 

@@ -11,7 +11,7 @@ import pytest
 
 import processor
 import recommendation_model
-from lifecycle_helpers import serialize
+from lifecycle_helpers import json_rows, serialize
 from processor import predict_pb2, tensors
 from processor.cli import main
 from processor.tfrecord import iter_records
@@ -88,8 +88,7 @@ def test_warmup_build_from_a_request_log(rec_model, tmp_path, capsys):
 
 def test_warmup_build_from_json_rows(rec_model, reference, tmp_path, capsys):
     batch = recommendation_model.random_batch(3, np.random.default_rng(2))
-    rows = [{name: (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for name, v in batch.items()}
-            for i in range(3)]
+    rows = json_rows(batch)
     source = tmp_path / "rows.json"
     source.write_text(json.dumps([{"instances": rows}, {"instances": rows[:1]}]))
     output = tmp_path / "warmup.tfrecord"

@@ -244,7 +244,7 @@ def test_rollback_works_while_the_store_is_unreachable(oss_model, reference, bat
 def test_cache_keeps_rollback_keep_versions_and_rollback_loads_from_it(oss_model, oss, reference, batch):
     with processor.Processor(oss_model.config(rollback_keep=1)) as p:
         first = oss_model.local.prefixes()[-1]
-        second = oss_model.train(seed=6)
+        oss_model.train(seed=6)  # a second version, between the first and the third
         third = oss_model.train(seed=7)
         oss_model.upload_checkpoints()
         assert p.update() is True and p.model_info().model_path == third
@@ -254,7 +254,6 @@ def test_cache_keeps_rollback_keep_versions_and_rollback_loads_from_it(oss_model
         assert oss.count("get") == gets  # served from the cache
         assert p.model_info().model_path == oss_model.remote(first)
         assert_serves(p, reference, batch, first)
-        del second
 
 
 def test_a_restart_reuses_the_cache(oss_model, oss):

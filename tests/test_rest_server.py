@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,12 @@ import numpy as np
 import pytest
 import requests
 
-import recommendation_model
+from lifecycle_helpers import json_rows
 from prometheus_client.parser import text_string_to_metric_families
+from redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("item_vector", "logits", "prob")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -70,18 +64,13 @@ def server(rec_model, tmp_path_factory):
     assert running.stop() == 0  # SIGTERM: a clean shutdown
 
 
-def rows(batch: dict) -> list:
-    return [{name: (value[i].decode() if isinstance(value[i], bytes) else value[i].tolist())
-             for name, value in batch.items()} for i in range(len(batch["user_id"]))]
-
-
 def columns(batch: dict) -> dict:
     return {name: [v.decode() for v in value] if value.dtype == object else value.tolist()
             for name, value in batch.items()}
 
 
 def test_row_format_predicts_like_tensorflow(server, reference, batch):
-    answer = server.predict({"instances": rows(batch)})
+    answer = server.predict({"instances": json_rows(batch)})
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
     expected = reference.predict(server.model.prefixes()[-1], batch)
@@ -121,8 +110,8 @@ def test_model_status_metadata_and_metrics(server):
 
 def test_a_specific_version_is_served_only_when_it_is_the_serving_one(server, batch):
     step = int(server.model.prefixes()[-1].rsplit("-", 1)[1])
-    assert server.predict({"instances": rows(batch)}, f"/versions/{step}").status_code == 200
-    answer = server.predict({"instances": rows(batch)}, f"/versions/{step + 1}")
+    assert server.predict({"instances": json_rows(batch)}, f"/versions/{step}").status_code == 200
+    answer = server.predict({"instances": json_rows(batch)}, f"/versions/{step + 1}")
     assert answer.status_code == 404
     assert answer.json() == {"error": f"Servable not found for request: Specific(rec, {step + 1}); serving version {step}"}
 

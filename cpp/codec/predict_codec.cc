@@ -400,8 +400,9 @@ namespace {
 
 // `previous` when values of `dtype` and shape `dims` can be written into it in place, else null
 // (deleting it). Writing into the previous request's tensor saves TF's allocation and release, about a
-// sixth of process()'s own instructions. Not strings: overwriting TStrings costs what it saves (measured),
-// and their heap memory would stay with the thread. TF_TensorMaybeMove succeeds only while nothing else (an output aliasing the input) shares the buffer.
+// sixth of process()'s own instructions. Not strings: overwriting TStrings costs what it saves
+// (measured), and their heap memory would stay with the thread. TF_TensorMaybeMove succeeds only while
+// nothing else (an output aliasing the input) shares the buffer.
 TensorPtr Reusable(TensorPtr previous, TF_DataType dtype, const SmallVector<int64_t, 4>& dims) {
   if (!previous || dtype == TF_STRING || TF_TensorType(previous.get()) != dtype ||
       TF_NumDims(previous.get()) != static_cast<int>(dims.size())) {

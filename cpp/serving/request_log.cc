@@ -102,7 +102,6 @@ void RequestLog::WriteLoop() {
         dropped_.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
-      written_.fetch_add(1, std::memory_order_relaxed);
       ++records_in_file_;
       bytes_in_file_ += static_cast<int64_t>(sizeof header + record.size() + sizeof footer);
       if (records_in_file_ >= options_.max_records || bytes_in_file_ >= options_.max_bytes) {

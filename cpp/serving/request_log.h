@@ -46,7 +46,6 @@ class RequestLog {
     if (threshold != 0 && NextRandom() < threshold) Enqueue(request, size);
   }
 
-  int64_t written() const { return written_.load(std::memory_order_relaxed); }
   int64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
  private:
@@ -56,7 +55,7 @@ class RequestLog {
   Status Rotate();
 
   std::atomic<uint64_t> threshold_{0};  // sample when a 32-bit random number is below it; 0: off
-  std::atomic<int64_t> written_{0}, dropped_{0};
+  std::atomic<int64_t> dropped_{0};
 
   std::mutex mutex_;  // guards the queue and stopping_
   std::condition_variable wake_;

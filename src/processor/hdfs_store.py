@@ -46,8 +46,6 @@ class _TimeoutSession(requests.Session):
 class WebHdfsTransport:
     """The StoreTransport of HDFS."""
 
-    scheme = "hdfs"
-
     def __init__(self, root_url: str, webhdfs_url: str = "", user: str = ""):
         namenode, _ = split_hdfs_url(root_url)
         address = urlparse(webhdfs_url or f"http://{namenode}:{DEFAULT_WEBHDFS_PORT}")

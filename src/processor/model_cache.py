@@ -42,8 +42,7 @@ class ModelCache:
         self._store = store
         self._threads = threads
         # One subdirectory per model source: two models may share local_cache_dir.
-        digest = hashlib.sha1(source_root.encode("utf-8")).hexdigest()[:12]
-        self.directory = os.path.join(directory, f"{posixpath.basename(source_root.rstrip('/')) or 'model'}-{digest}")
+        self.directory = os.path.join(directory, _entry_name(source_root))
         self._private = False
         self._lock_file = self._take(self.directory)
 
@@ -139,7 +138,7 @@ class ModelCache:
         with ThreadPoolExecutor(max_workers=min(self._threads, len(files)),
                                 thread_name_prefix="processor-download") as pool:
             futures = [pool.submit(download, info) for info in files]
-            errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
         if errors:
             disk = next((e for e in errors if isinstance(e, OSError)), None)
             if disk is not None:
@@ -148,8 +147,9 @@ class ModelCache:
 
 
 def _entry_name(remote: str) -> str:
+    """A directory name for a store path: readable, and unique by its hash."""
     digest = hashlib.sha1(remote.encode("utf-8")).hexdigest()[:12]
-    return f"{posixpath.basename(remote.rstrip('/'))}-{digest}"
+    return f"{posixpath.basename(remote.rstrip('/')) or 'model'}-{digest}"
 
 
 def _read_manifest(entry: str) -> dict:

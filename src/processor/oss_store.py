@@ -15,6 +15,7 @@ from typing import BinaryIO, Callable, Dict, List, Tuple, TypeVar
 import oss2
 import requests
 
+from .config import OSS_ENVIRONMENT
 from .errors import ConfigError, StoreError
 from .model_store import FileInfo
 
@@ -60,15 +61,13 @@ def _mask_sdk_logs(secrets: List[str]) -> None:
 class OssTransport:
     """The StoreTransport of OSS."""
 
-    scheme = "oss"
-
     def __init__(self, endpoint: str, access_id: str = "", access_key: str = ""):
-        access_id = access_id or os.environ.get("OSS_ACCESS_KEY_ID", "")
-        access_key = access_key or os.environ.get("OSS_ACCESS_KEY_SECRET", "")
-        endpoint = endpoint or os.environ.get("OSS_ENDPOINT", "")
-        for field, value in (("oss_endpoint", endpoint), ("oss_access_id", access_id), ("oss_access_key", access_key)):
-            if not value:
-                raise ConfigError(field, "is required when model_store_type is 'oss' (in the config or the environment)")
+        given = {"oss_endpoint": endpoint, "oss_access_id": access_id, "oss_access_key": access_key}
+        for field, variable in OSS_ENVIRONMENT.items():
+            given[field] = given[field] or os.environ.get(variable, "")
+            if not given[field]:
+                raise ConfigError(field, f"is required when model_store_type is 'oss' (or set {variable})")
+        endpoint, access_id, access_key = given["oss_endpoint"], given["oss_access_id"], given["oss_access_key"]
         token = os.environ.get("OSS_SESSION_TOKEN", "")
         self._auth = oss2.StsAuth(access_id, access_key, token) if token else oss2.Auth(access_id, access_key)
         _mask_sdk_logs([access_id, access_key, token])

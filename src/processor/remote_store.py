@@ -24,7 +24,6 @@ RETRY_BASE_SECONDS = 0.2
 
 class StoreTransport(Protocol):
     """The calls a remote store makes; each raises StoreError (transient or not) saying what failed."""
-    scheme: str
 
     def list_files(self, root: str) -> List[FileInfo]:
         """Every file below `root` (a directory path without a trailing slash), recursively."""

@@ -137,8 +137,8 @@ class RedisTables:
     def delete_old_versions(self, keep: int) -> List[int]:
         """Deletes complete versions but the `keep` newest; returns the deleted ones. A version leaves
         the set of complete versions first, so no replica starts serving it while its rows go."""
-        deleted = []
-        for version in self.complete_versions()[:-keep] if keep > 0 else self.complete_versions():
+        deleted, versions = [], self.complete_versions()
+        for version in versions[:-keep] if keep > 0 else versions:
             tables = self.tables(version)
             self.client.zrem(self._versions_key(), str(version))
             for table, meta in tables.items():
