@@ -80,25 +80,38 @@ def soak(swaps: int, threads: int) -> dict:
         with processor.Processor(config) as p:
             stop = threading.Event()
             answers = {"ok": 0, "failed": 0}
+            # A request in flight holds the version it started on, so a count taken right after a swap may
+            # see two; counts are taken between requests, with every worker's lock held.
+            in_request = [threading.Lock() for _ in range(threads)]
 
-            def serve():
+            def serve(lock: threading.Lock):
                 while not stop.is_set():
-                    code, _ = p.process(request)
+                    with lock:
+                        code, _ = p.process(request)
                     answers["ok" if code == 200 else "failed"] += 1
 
-            workers = [threading.Thread(target=serve) for _ in range(threads)]
+            def counts_between_requests() -> dict:
+                for lock in in_request:
+                    lock.acquire()
+                try:
+                    return process_counts()
+                finally:
+                    for lock in in_request:
+                        lock.release()
+
+            workers = [threading.Thread(target=serve, args=(lock,)) for lock in in_request]
             for worker in workers:
                 worker.start()
             started = time.monotonic()
             try:
                 for i in range(swaps + WARMUP_SWAPS):
                     if i == WARMUP_SWAPS:
-                        before = process_counts()
+                        before = counts_between_requests()
                     step = writer.write()
                     p.update()
                     if p.model_info().version_step != step:
                         raise SystemExit(f"swap {i}: serving step {p.model_info().version_step}, expected {step}")
-                after = process_counts()  # with the request threads still running, as before
+                after = counts_between_requests()  # with the request threads alive, as before
             finally:
                 stop.set()
                 for worker in workers:
