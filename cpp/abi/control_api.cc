@@ -31,6 +31,24 @@ Status ParseInt(const std::string& key, const std::string& text, int* value) {
   return Status::Ok();
 }
 
+Status ParseInt64(const std::string& key, const std::string& text, int64_t* value) {
+  errno = 0;
+  char* end = nullptr;
+  const long long parsed = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno) return Status::InvalidArgument("load option '" + key + "' is not an integer: '" + text + "'");
+  *value = parsed;
+  return Status::Ok();
+}
+
+Status ParseFloat(const std::string& key, const std::string& text, float* value) {
+  errno = 0;
+  char* end = nullptr;
+  const float parsed = std::strtof(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || errno) return Status::InvalidArgument("load option '" + key + "' is not a number: '" + text + "'");
+  *value = parsed;
+  return Status::Ok();
+}
+
 std::vector<std::string> SplitCommas(const std::string& text) {
   std::vector<std::string> parts;
   size_t start = 0;
@@ -62,10 +80,27 @@ Status ParseLoadOptions(const char* const* keys, const char* const* values, int 
       if (value != "MOD" && value != "RR") return Status::InvalidArgument("load option 'select_session_policy' is '" + value + "', not MOD or RR");
       options->session.policy = value == "RR" ? processor::SessionPolicy::kRoundRobin : processor::SessionPolicy::kMod;
     }
+    else if (key == "feature_store") options->feature_store.type = value;
+    else if (key == "embedding_names") options->feature_store.selection.names = SplitCommas(value);
+    else if (key == "embedding_min_rows") PROCESSOR_RETURN_IF_ERROR(ParseInt64(key, value, &options->feature_store.selection.min_rows));
+    else if (key == "embedding_default_value") PROCESSOR_RETURN_IF_ERROR(ParseFloat(key, value, &options->feature_store.selection.default_value));
+    else if (key == "redis_url") PROCESSOR_RETURN_IF_ERROR(processor::ParseRedisUrl(value, &options->feature_store.redis.seeds));
+    else if (key == "redis_password") options->feature_store.redis.password = value;
+    else if (key == "read_thread_num") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->feature_store.redis.connections_per_node));
+    else if (key == "redis_model") options->feature_store.model = value;
+    else if (key == "redis_version") PROCESSOR_RETURN_IF_ERROR(ParseInt64(key, value, &options->feature_store.version));
+    else if (key == "redis_partitions") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->feature_store.partitions));
     else return Status::InvalidArgument("unknown load option '" + key + "'");
   }
   if (options->savedmodel_dir.empty()) return Status::InvalidArgument("load option 'savedmodel_dir' is required");
   if (options->session.session_num < 1) return Status::InvalidArgument("load option 'session_num' must be >= 1");
+  const processor::FeatureStoreOptions& store = options->feature_store;
+  if (store.type == "redis" && (store.redis.seeds.empty() || store.model.empty())) {
+    return Status::InvalidArgument("load options 'redis_url' and 'redis_model' are required with feature_store 'redis'");
+  }
+  if (store.partitions < 1 || store.redis.connections_per_node < 1) {
+    return Status::InvalidArgument("load options 'redis_partitions' and 'read_thread_num' must be >= 1");
+  }
   return Status::Ok();
 }
 
@@ -110,6 +145,24 @@ PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* k
     return Status::Ok();
   });
   return result;
+}
+
+PROCESSOR_EXPORT int processor_control_plan_embeddings(const char* const* keys, const char* const* values, int count,
+                                                       void** output, int* output_size, char** error) {
+  return Report("planning the feature store", error, [&] {
+    processor::LoadOptions options;
+    PROCESSOR_RETURN_IF_ERROR(ParseLoadOptions(keys, values, count, &options));
+    std::string bytes;
+    processor::MetaGraphSpec meta_graph;
+    processor::RewritePlan plan;
+    PROCESSOR_RETURN_IF_ERROR(processor::PlanEmbeddings(options, &bytes, &meta_graph, &plan));
+    std::string lines;
+    for (const processor::EmbeddingVariable& embedding : plan.embeddings) {
+      lines += embedding.name + "\t" + std::to_string(embedding.rows) + "\t" + std::to_string(embedding.dim) + "\n";
+    }
+    processor::CopyToMallocBuffer(lines, output, output_size);
+    return Status::Ok();
+  });
 }
 
 PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,

@@ -18,9 +18,17 @@ typedef struct processor_servable processor_servable; /* one loaded model versio
 
 /* Loads a version. Options are key/value strings: savedmodel_dir (required), signature_name, tags
  * (comma-separated), checkpoint_prefix, intra_op_threads, inter_op_threads, use_per_session_threads,
- * inline_execute, update_inter_op_threads, session_num, select_session_policy (MOD or RR). Returns NULL and sets *error on failure; the caller owns the result. */
+ * inline_execute, update_inter_op_threads, session_num, select_session_policy (MOD or RR); the feature
+ * store: feature_store ("local" or "redis"), embedding_names (comma-separated), embedding_min_rows,
+ * embedding_default_value, and for redis: redis_url, redis_password, read_thread_num, redis_model,
+ * redis_version, redis_partitions. Returns NULL and sets *error on failure; the caller owns the result. */
 PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
                                                             int count, char** error);
+/* The embedding variables a load with these options (feature_store set) serves from the store, one
+ * per line: name TAB rows TAB dim, in a buffer from malloc(). Reads the SavedModel's graph only.
+ * Returns 0, or -1 and *error. */
+PROCESSOR_EXPORT int processor_control_plan_embeddings(const char* const* keys, const char* const* values, int count,
+                                                       void** output, int* output_size, char** error);
 /* The serialized tensorflow.ConfigProto a load with these options gives its session (same options as
  * processor_control_load). Returns 0 and a buffer from malloc() in *output, or -1 and *error. */
 PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,

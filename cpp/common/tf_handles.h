@@ -92,6 +92,7 @@ class TfStatus {
     if (ok()) return Status::Ok();
     std::string text = context + ": " + message();
     if (code() == TF_INVALID_ARGUMENT || code() == TF_OUT_OF_RANGE) return Status::InvalidArgument(text);
+    if (code() == TF_UNAVAILABLE) return Status::Unavailable(text);  // a feature store out of reach
     return Status::Internal(text);
   }
 

@@ -123,6 +123,34 @@ Status DeltaApplier::UpdateOp(const DeltaVariable& delta, const Variable& variab
   return Status::Ok();
 }
 
+Status DeltaApplier::Read(const std::string& prefix, const std::vector<std::string>& names,
+                          const std::vector<TF_DataType>& dtypes, std::vector<TensorPtr>* tensors) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ReadLocked(prefix, names, dtypes, tensors, "checkpoint");
+}
+
+Status DeltaApplier::ReadLocked(const std::string& prefix, const std::vector<std::string>& names,
+                                const std::vector<TF_DataType>& dtypes, std::vector<TensorPtr>* tensors,
+                                const char* what) {
+  TF_Operation* restore = nullptr;
+  PROCESSOR_RETURN_IF_ERROR(RestoreOp(names, dtypes, &restore));
+  TensorPtr prefix_tensor(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
+  TF_TString* prefix_value = static_cast<TF_TString*>(TF_TensorData(prefix_tensor.get()));
+  TF_TString_Init(prefix_value);
+  TF_TString_Copy(prefix_value, prefix.data(), prefix.size());
+  std::vector<TF_Output> restored(names.size());
+  for (size_t i = 0; i < names.size(); ++i) restored[i] = TF_Output{restore, static_cast<int>(i)};
+  std::vector<TF_Tensor*> raw(names.size(), nullptr);
+  TF_Tensor* feed = prefix_tensor.get();
+  TfStatus status;
+  TF_SessionRun(session_, run_options_, &prefix_, &feed, 1, restored.data(), raw.data(), static_cast<int>(raw.size()),
+                nullptr, 0, nullptr, status.get());
+  tensors->clear();
+  for (TF_Tensor* t : raw) tensors->emplace_back(t);
+  if (!status.ok()) return Status::InvalidArgument(std::string("cannot read ") + what + " " + Quote(prefix) + ": " + status.message());
+  return Status::Ok();
+}
+
 Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVariable>& deltas) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Variable> variables(deltas.size());
@@ -146,22 +174,8 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
   if (names.empty()) return Status::Ok();
 
   // Read the changed tensors while requests keep running.
-  TF_Operation* restore = nullptr;
-  PROCESSOR_RETURN_IF_ERROR(RestoreOp(names, dtypes, &restore));
-  TensorPtr prefix_tensor(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
-  TF_TString* prefix_value = static_cast<TF_TString*>(TF_TensorData(prefix_tensor.get()));
-  TF_TString_Init(prefix_value);
-  TF_TString_Copy(prefix_value, prefix.data(), prefix.size());
-  std::vector<TF_Output> restored(names.size());
-  for (size_t i = 0; i < names.size(); ++i) restored[i] = TF_Output{restore, static_cast<int>(i)};
-  std::vector<TF_Tensor*> raw(names.size(), nullptr);
-  TF_Tensor* feed = prefix_tensor.get();
-  TfStatus status;
-  TF_SessionRun(session_, run_options_, &prefix_, &feed, 1, restored.data(), raw.data(), static_cast<int>(raw.size()),
-                nullptr, 0, nullptr, status.get());
   std::vector<TensorPtr> tensors;
-  for (TF_Tensor* t : raw) tensors.emplace_back(t);
-  if (!status.ok()) return Status::InvalidArgument("cannot read incremental checkpoint " + Quote(prefix) + ": " + status.message());
+  PROCESSOR_RETURN_IF_ERROR(ReadLocked(prefix, names, dtypes, &tensors, "incremental checkpoint"));
 
   // Check everything before writing anything.
   std::vector<TF_Output> feeds;
@@ -191,6 +205,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
   if (targets.empty()) return Status::Ok();
 
   // Write every variable in one run, with no request in flight.
+  TfStatus status;
   std::unique_lock<WriterPreferringLock> exclusive(*serving_lock_);
   TF_SessionRun(session_, run_options_, feeds.data(), values.data(), static_cast<int>(feeds.size()), nullptr, nullptr, 0,
                 targets.data(), static_cast<int>(targets.size()), nullptr, status.get());

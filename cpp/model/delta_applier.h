@@ -16,6 +16,7 @@
 
 #include "common/rw_lock.h"
 #include "common/status.h"
+#include "common/tf_handles.h"
 #include "model/graph_builder.h"
 
 namespace processor {
@@ -42,6 +43,10 @@ class DeltaApplier {
 
   Status Apply(const std::string& prefix, const std::vector<DeltaVariable>& variables);
 
+  // Reads tensors from a checkpoint through the session (nothing is assigned).
+  Status Read(const std::string& prefix, const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,
+              std::vector<TensorPtr>* tensors);
+
   // The graph's variables (VarHandleOp, VariableV2) with their declared dtype and shape.
   std::vector<VariableSpec> Variables();
 
@@ -60,6 +65,8 @@ class DeltaApplier {
   };
 
   Status Describe(const std::string& name, Variable* variable);
+  Status ReadLocked(const std::string& prefix, const std::vector<std::string>& names,
+                    const std::vector<TF_DataType>& dtypes, std::vector<TensorPtr>* tensors, const char* what);
   Status RestoreOp(const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,
                    TF_Operation** restore);
   Status UpdateOp(const DeltaVariable& delta, const Variable& variable, Update** update);

@@ -1,6 +1,8 @@
 #include "model/meta_graph.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "common/wire_format.h"
 
@@ -10,7 +12,12 @@ namespace {
 using wire::Reader;
 
 // Field numbers of tensorflow/core/protobuf/meta_graph.proto.
-enum : uint32_t { kMetaSaverDef = 3, kMetaCollectionDef = 4, kMetaSignatureDef = 5 };
+enum : uint32_t {
+  kMetaInfoDef = 1, kMetaGraphDef = 2, kMetaSaverDef = 3, kMetaCollectionDef = 4, kMetaSignatureDef = 5,
+  kMetaAssetFileDef = 6
+};
+enum : uint32_t { kSavedModelMetaGraphs = 2, kMetaInfoTags = 4 };
+constexpr char kInitOpSignature[] = "__saved_model_init_op";
 
 void ParseShape(std::string_view bytes, TensorSpec* spec) {
   Reader r(bytes);
@@ -113,6 +120,36 @@ std::vector<std::string> ParseNodeList(std::string_view collection) {
   return names;
 }
 
+std::vector<std::string> ParseTags(std::string_view meta_info) {
+  std::vector<std::string> tags;
+  Reader r(meta_info);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field == kMetaInfoTags && wire_type == wire::kLengthDelimited) tags.emplace_back(r.LengthDelimited());
+    else r.Skip(wire_type);
+  }
+  return tags;
+}
+
+// AssetFileDef: tensor_info = 1 (TensorInfo.name = 1), filename = 2.
+AssetFile ParseAsset(std::string_view bytes) {
+  AssetFile asset;
+  Reader r(bytes);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field == 1 && wire_type == wire::kLengthDelimited) asset.tensor_name = ParseTensorInfo(r.LengthDelimited()).tensor_name;
+    else if (field == 2 && wire_type == wire::kLengthDelimited) asset.filename = std::string(r.LengthDelimited());
+    else r.Skip(wire_type);
+  }
+  return asset;
+}
+
+// "init_all_tables:0" -> "init_all_tables": init ops are run as targets.
+std::string OpName(const std::string& tensor_name) {
+  const size_t colon = tensor_name.rfind(':');
+  return colon == std::string::npos ? tensor_name : tensor_name.substr(0, colon);
+}
+
 }  // namespace
 
 Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
@@ -124,7 +161,13 @@ Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
       continue;
     }
     std::string_view bytes = r.LengthDelimited();
-    if (field == kMetaSaverDef) {
+    if (field == kMetaInfoDef) {
+      spec->tags = ParseTags(bytes);
+    } else if (field == kMetaGraphDef) {
+      spec->graph_def = bytes;
+    } else if (field == kMetaAssetFileDef) {
+      spec->assets.push_back(ParseAsset(bytes));
+    } else if (field == kMetaSaverDef) {
       spec->saver = ParseSaver(bytes);
     } else if (field == kMetaSignatureDef) {
       auto [name, signature] = ParseMapEntry(bytes);
@@ -132,10 +175,62 @@ Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
     } else if (field == kMetaCollectionDef) {
       auto [name, collection] = ParseMapEntry(bytes);
       if (name == "table_initializer") spec->table_initializers = ParseNodeList(collection);
+      if ((name == "saved_model_main_op" || name == "legacy_init_op") && spec->init_op.empty()) {
+        std::vector<std::string> ops = ParseNodeList(collection);
+        if (!ops.empty()) spec->init_op = ops[0];
+      }
     }
   }
   if (!r.ok()) return Status::Internal("the SavedModel's MetaGraphDef is not a valid protocol buffer");
+  auto init_signature = spec->signatures.find(kInitOpSignature);
+  if (init_signature != spec->signatures.end()) {
+    for (const TensorSpec& output : init_signature->second.outputs) {
+      if (output.alias == kInitOpSignature) spec->init_op = OpName(output.tensor_name);
+    }
+  }
   return Status::Ok();
+}
+
+Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vector<std::string>& tags,
+                               std::string* file, std::string_view* meta_graph) {
+  const std::string path = savedmodel_dir + "/saved_model.pb";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::Internal("cannot read '" + path + "' (a SavedModel in text format is not supported here)");
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  *file = bytes.str();
+  std::vector<std::string> wanted(tags);
+  std::sort(wanted.begin(), wanted.end());
+  std::string available;
+  Reader r(*file);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field != kSavedModelMetaGraphs || wire_type != wire::kLengthDelimited) {
+      r.Skip(wire_type);
+      continue;
+    }
+    const std::string_view candidate = r.LengthDelimited();
+    std::vector<std::string> candidate_tags;
+    Reader fields(candidate);
+    uint32_t f, w;
+    while (fields.NextField(&f, &w)) {
+      if (f == kMetaInfoDef && w == wire::kLengthDelimited) candidate_tags = ParseTags(fields.LengthDelimited());
+      else fields.Skip(w);
+    }
+    std::sort(candidate_tags.begin(), candidate_tags.end());
+    if (candidate_tags == wanted) {
+      *meta_graph = candidate;
+      return Status::Ok();
+    }
+    std::string joined;
+    for (const std::string& tag : candidate_tags) joined += (joined.empty() ? "" : ",") + tag;
+    available += (available.empty() ? "{" : ", {") + joined + "}";
+  }
+  if (!r.ok()) return Status::Internal("'" + path + "' is not a valid SavedModel protocol buffer");
+  std::string joined;
+  for (const std::string& tag : wanted) joined += (joined.empty() ? "" : ",") + tag;
+  return Status::Internal("'" + path + "' has no MetaGraphDef tagged {" + joined + "} (it has: " +
+                          (available.empty() ? "none" : available) + ")");
 }
 
 const char* DataTypeName(int dtype) {

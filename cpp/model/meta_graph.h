@@ -30,14 +30,30 @@ struct SaverSpec {
   std::string restore_op_name;       // ...and run this target
 };
 
+struct AssetFile {
+  std::string tensor_name;  // a string placeholder the init op reads the path from
+  std::string filename;     // under <savedmodel_dir>/assets
+};
+
 struct MetaGraphSpec {
   std::map<std::string, SignatureSpec> signatures;
   SaverSpec saver;  // empty names when the MetaGraphDef has no saver_def
   std::vector<std::string> table_initializers;  // op names in the "table_initializer" collection
+  // What a SavedModel loader runs after restoring: the "__saved_model_init_op" signature's output, or
+  // the main_op / legacy_init_op collection's op; empty if none. It is fed `assets`.
+  std::string init_op;
+  std::vector<AssetFile> assets;
+  std::vector<std::string> tags;
+  std::string_view graph_def;  // into the serialized MetaGraphDef
 };
 
-// Parses a serialized MetaGraphDef.
+// Parses a serialized MetaGraphDef (which must outlive `spec`: graph_def points into it).
 Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec);
+
+// Reads <savedmodel_dir>/saved_model.pb into `file` and finds the MetaGraphDef whose tag set is `tags`
+// (as TensorFlow's loader does); `meta_graph` points into `file`.
+Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vector<std::string>& tags,
+                               std::string* file, std::string_view* meta_graph);
 
 // "DT_FLOAT" for 1, "DT_INVALID" for unknown numbers.
 const char* DataTypeName(int dtype);

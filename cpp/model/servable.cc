@@ -6,6 +6,12 @@
 #include <shared_mutex>
 
 #include "common/json_writer.h"
+#include "common/quote.h"
+#include "feature_store/lookup_op.h"
+#if PROCESSOR_WITH_REDIS
+#include "feature_store/redis_table.h"
+#endif
+#include "feature_store/table_registry.h"
 
 namespace processor {
 namespace {
@@ -59,6 +65,14 @@ void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors
   out->push_back(']');
 }
 
+std::string MissingSignature(const MetaGraphSpec& meta_graph, const std::string& signature_name,
+                             const std::string& savedmodel_dir) {
+  std::string available;
+  for (const auto& [name, unused] : meta_graph.signatures) available += (available.empty() ? "'" : ", '") + name + "'";
+  return "SavedModel '" + savedmodel_dir + "' has no signature '" + signature_name + "' (it has: " +
+         (available.empty() ? "none" : available) + ")";
+}
+
 }  // namespace
 
 std::atomic<int64_t> Servable::live_count_{0};
@@ -68,8 +82,6 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
   SessionOptionsPtr session_options;
   PROCESSOR_RETURN_IF_ERROR(MakeSessionOptions(options.session, &session_options));
 
-  std::vector<const char*> tags;
-  for (const std::string& tag : options.tags) tags.push_back(tag.c_str());
   auto run_options = [](int pool, bool full_trace = false) {
     const std::string encoded = EncodeRunOptions(pool, full_trace);
     return BufferPtr(TF_NewBufferFromString(encoded.data(), encoded.size()));
@@ -85,23 +97,18 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
   s->policy_ = options.session.policy;
   s->traced_run_options_ = run_options(options.session.inline_execute ? -1 : 0, /*full_trace=*/true);
   s->graph_.reset(TF_NewGraph());
-  BufferPtr meta_graph_buffer(TF_NewBuffer());
-  TfStatus status;
-  s->session_ = TF_LoadSessionFromSavedModel(session_options.get(), s->update_run_options_.get(), options.savedmodel_dir.c_str(),
-                                             tags.data(), static_cast<int>(tags.size()), s->graph_.get(),
-                                             meta_graph_buffer.get(), status.get());
-  if (!status.ok()) {
-    s->session_ = nullptr;
-    return Status::Internal("cannot load SavedModel '" + options.savedmodel_dir + "': " + status.message());
-  }
+  std::string meta_graph_bytes;
   MetaGraphSpec meta_graph;
-  PROCESSOR_RETURN_IF_ERROR(ParseMetaGraph(
-      std::string_view(static_cast<const char*>(meta_graph_buffer->data), meta_graph_buffer->length), &meta_graph));
+  if (options.feature_store.type.empty()) {
+    PROCESSOR_RETURN_IF_ERROR(s->LoadSavedModel(options, session_options.get(), &meta_graph_bytes, &meta_graph));
+  } else {
+    PROCESSOR_RETURN_IF_ERROR(s->LoadWithFeatureStore(options, session_options.get(), &meta_graph_bytes, &meta_graph));
+  }
 
   s->signature_name_ = options.signature_name;
   PROCESSOR_RETURN_IF_ERROR(s->BindSignature(meta_graph, options.savedmodel_dir));
   s->saver_ = meta_graph.saver;
-  if (!options.checkpoint_prefix.empty()) PROCESSOR_RETURN_IF_ERROR(s->Restore(options.checkpoint_prefix));
+  if (!options.checkpoint_prefix.empty() && !s->feature_store_) PROCESSOR_RETURN_IF_ERROR(s->Restore(options.checkpoint_prefix));
   // Initializers are idempotent for the same data, so running them after the SavedModel's own init op
   // is safe, and it covers graphs that register tables without one.
   PROCESSOR_RETURN_IF_ERROR(s->RunTargets(meta_graph.table_initializers, "table initializers"));
@@ -109,8 +116,153 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
   return Status::Ok();
 }
 
+Status Servable::LoadSavedModel(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
+                                MetaGraphSpec* meta_graph) {
+  std::vector<const char*> tags;
+  for (const std::string& tag : options.tags) tags.push_back(tag.c_str());
+  BufferPtr meta_graph_buffer(TF_NewBuffer());
+  TfStatus status;
+  session_ = TF_LoadSessionFromSavedModel(session_options, update_run_options_.get(), options.savedmodel_dir.c_str(),
+                                          tags.data(), static_cast<int>(tags.size()), graph_.get(),
+                                          meta_graph_buffer.get(), status.get());
+  if (!status.ok()) {
+    session_ = nullptr;
+    return Status::Internal("cannot load SavedModel '" + options.savedmodel_dir + "': " + status.message());
+  }
+  bytes->assign(static_cast<const char*>(meta_graph_buffer->data), meta_graph_buffer->length);
+  return ParseMetaGraph(*bytes, meta_graph);
+}
+
+Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphSpec* meta_graph, RewritePlan* plan) {
+  std::string_view serialized;
+  PROCESSOR_RETURN_IF_ERROR(ReadSavedModelMetaGraph(options.savedmodel_dir, options.tags, bytes, &serialized));
+  PROCESSOR_RETURN_IF_ERROR(ParseMetaGraph(serialized, meta_graph));
+  auto signature = meta_graph->signatures.find(options.signature_name);
+  if (signature == meta_graph->signatures.end()) {
+    return Status::Internal(MissingSignature(*meta_graph, options.signature_name, options.savedmodel_dir));
+  }
+  std::vector<std::string> output_ops;
+  for (const TensorSpec& output : signature->second.outputs) {
+    std::string op;
+    int index = 0;
+    if (ParseTensorName(output.tensor_name, &op, &index)) output_ops.push_back(op);
+  }
+  return PlanRewrite(meta_graph->graph_def, output_ops, options.feature_store.selection, plan).WithContext("feature store");
+}
+
+Status Servable::LoadWithFeatureStore(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
+                                      MetaGraphSpec* meta_graph) {
+  feature_store_ = true;
+  PROCESSOR_RETURN_IF_ERROR(RegisterEmbeddingLookupOp());
+  RewritePlan plan;
+  PROCESSOR_RETURN_IF_ERROR(PlanEmbeddings(options, bytes, meta_graph, &plan));
+  std::map<std::string, std::string> keys;
+  for (const EmbeddingVariable& embedding : plan.embeddings) {
+    table_keys_.push_back(TableRegistry::Global().NewKey(embedding.name));
+    keys[embedding.name] = table_keys_.back();
+  }
+  std::string rewritten;
+  PROCESSOR_RETURN_IF_ERROR(RewriteGraph(meta_graph->graph_def, plan, keys, options.feature_store.selection.default_value,
+                                         &rewritten));
+  BufferPtr graph_def(TF_NewBufferFromString(rewritten.data(), rewritten.size()));
+  std::unique_ptr<TF_ImportGraphDefOptions, CallDeleter<TF_DeleteImportGraphDefOptions>> import(TF_NewImportGraphDefOptions());
+  TfStatus status;
+  TF_GraphImportGraphDef(graph_.get(), graph_def.get(), import.get(), status.get());
+  if (!status.ok()) return Status::Internal("cannot import the feature store's rewritten graph: " + status.message());
+  session_ = TF_NewSession(graph_.get(), session_options, status.get());
+  if (!status.ok()) {
+    session_ = nullptr;
+    return Status::Internal("cannot create a session: " + status.message());
+  }
+  const std::string prefix = options.checkpoint_prefix.empty() ? options.savedmodel_dir + "/variables/variables"
+                                                               : options.checkpoint_prefix;
+  std::vector<DeltaVariable> dense;
+  for (const std::string& name : plan.dense_variables) dense.push_back(DeltaVariable{name, /*sparse=*/false});
+  PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(delta_applier().Apply(prefix, dense), "restoring the dense variables");
+  PROCESSOR_RETURN_IF_ERROR(LoadTables(options.feature_store, plan, prefix, keys));
+  return RunInitOp(*meta_graph, options.savedmodel_dir);
+}
+
+Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePlan& plan, const std::string& prefix,
+                            const std::map<std::string, std::string>& keys) {
+  if (options.type == "redis") return ConnectRedisTables(options, plan, keys);
+  if (options.type != "local") return Status::InvalidArgument("unknown feature store type " + Quote(options.type));
+  std::vector<std::string> names;
+  for (const EmbeddingVariable& embedding : plan.embeddings) names.push_back(embedding.name);
+  std::vector<TensorPtr> tensors;
+  PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
+      delta_applier().Read(prefix, names, std::vector<TF_DataType>(names.size(), TF_FLOAT), &tensors),
+      "reading the embedding tables");
+  for (size_t i = 0; i < names.size(); ++i) {
+    const EmbeddingVariable& embedding = plan.embeddings[i];
+    TF_Tensor* rows = tensors[i].get();
+    if (TF_NumDims(rows) != 2 || TF_Dim(rows, 0) != embedding.rows || TF_Dim(rows, 1) != embedding.dim) {
+      return Status::InvalidArgument("embedding " + Quote(embedding.name) + " in checkpoint " + Quote(prefix) +
+                                     " does not have the graph's shape [" + std::to_string(embedding.rows) + ", " +
+                                     std::to_string(embedding.dim) + "]");
+    }
+    auto table = std::make_shared<LocalTable>(embedding.name, std::move(tensors[i]));
+    TableRegistry::Global().Register(keys.at(embedding.name), table);
+    local_tables_[embedding.name] = std::move(table);
+  }
+  return Status::Ok();
+}
+
+Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const RewritePlan& plan,
+                                    const std::map<std::string, std::string>& keys) {
+#if !PROCESSOR_WITH_REDIS
+  return Status::InvalidArgument("this build of Processor has no Redis feature store: install hiredis "
+                                 "(apt-get install libhiredis-dev) and rebuild");
+#else
+  std::shared_ptr<RedisRouter> router;
+  PROCESSOR_RETURN_IF_ERROR(RedisRouter::Connect(options.redis, &router));
+  // Serve only a complete version (the importer's marker), whatever the control plane believes.
+  const std::string versions_key = "pe:{" + options.model + "}:versions";
+  RedisRouter::Lease lease;
+  PROCESSOR_RETURN_IF_ERROR(router->Borrow(router->NodeFor(versions_key), &lease));
+  ReplyPtr marker;
+  PROCESSOR_RETURN_IF_ERROR(lease->Command({"ZSCORE", versions_key, std::to_string(options.version)}, &marker));
+  if (marker->type != REDIS_REPLY_STRING) {
+    return Status::Unavailable("model " + Quote(options.model) + " version " + std::to_string(options.version) +
+                               " is not complete in Redis");
+  }
+  for (const EmbeddingVariable& embedding : plan.embeddings) {
+    const std::string prefix = "pe:{" + options.model + "/" + std::to_string(options.version) + "/" + embedding.name + "/";
+    TableRegistry::Global().Register(keys.at(embedding.name), std::make_shared<RedisTable>(
+        embedding.name, embedding.dim, prefix, options.partitions, router));
+  }
+  return Status::Ok();
+#endif
+}
+
+Status Servable::RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
+  if (meta_graph.init_op.empty()) return Status::Ok();
+  TF_Operation* init = TF_GraphOperationByName(graph_.get(), meta_graph.init_op.c_str());
+  if (!init) return Status::Internal("the SavedModel's init op " + Quote(meta_graph.init_op) + " is not in its graph");
+  std::vector<TF_Output> ports;
+  OwnedTensors paths;
+  paths.Reset(meta_graph.assets.size());
+  for (size_t i = 0; i < meta_graph.assets.size(); ++i) {
+    const AssetFile& asset = meta_graph.assets[i];
+    ports.emplace_back();
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), asset.tensor_name, &ports.back()), "asset file");
+    const std::string path = savedmodel_dir + "/assets/" + asset.filename;
+    TF_Tensor* tensor = TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString));
+    TF_TString_Init(static_cast<TF_TString*>(TF_TensorData(tensor)));
+    TF_TString_Copy(static_cast<TF_TString*>(TF_TensorData(tensor)), path.data(), path.size());
+    paths.data()[i] = tensor;
+  }
+  const TF_Operation* target = init;
+  TfStatus status;
+  TF_SessionRun(session_, update_run_options_.get(), ports.data(), paths.data(), static_cast<int>(ports.size()), nullptr,
+                nullptr, 0, &target, 1, nullptr, status.get());
+  if (!status.ok()) return Status::Internal("running the SavedModel's init op failed: " + status.message());
+  return Status::Ok();
+}
+
 Servable::~Servable() {
   live_count_.fetch_sub(1, std::memory_order_relaxed);
+  for (const std::string& key : table_keys_) TableRegistry::Global().Unregister(key);
   if (session_) {
     TfStatus status;
     TF_CloseSession(session_, status.get());
@@ -130,12 +282,7 @@ int Servable::Find(const std::vector<BoundTensor>& tensors, std::string_view nam
 
 Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
   auto it = meta_graph.signatures.find(signature_name_);
-  if (it == meta_graph.signatures.end()) {
-    std::string available;
-    for (const auto& [name, unused] : meta_graph.signatures) available += (available.empty() ? "'" : ", '") + name + "'";
-    return Status::Internal("SavedModel '" + savedmodel_dir + "' has no signature '" + signature_name_ +
-                            "' (it has: " + (available.empty() ? "none" : available) + ")");
-  }
+  if (it == meta_graph.signatures.end()) return Status::Internal(MissingSignature(meta_graph, signature_name_, savedmodel_dir));
   for (const TensorSpec& spec : it->second.inputs) {
     BoundTensor bound{spec, {}};
     PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), spec.tensor_name, &bound.port), "signature input '" + spec.alias + "'");
@@ -159,6 +306,9 @@ Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::strin
 }
 
 Status Servable::Restore(const std::string& prefix) {
+  if (feature_store_) {
+    return Status::InvalidArgument("a version serving embeddings from the feature store is loaded whole, not restored in place");
+  }
   const SaverSpec& saver = saver_;
   if (saver.filename_tensor_name.empty() || saver.restore_op_name.empty()) {
     return Status::Internal("the SavedModel has no saver_def, so checkpoint '" + prefix + "' cannot be restored");

@@ -6,6 +6,7 @@
 #include <tensorflow/c/c_api.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,11 +16,25 @@
 #include "common/rw_lock.h"
 #include "common/status.h"
 #include "common/tf_handles.h"
+#include "feature_store/graph_rewrite.h"
+#include "feature_store/local_table.h"
+#include "feature_store/redis_settings.h"
 #include "model/delta_applier.h"
 #include "model/meta_graph.h"
 #include "model/session_settings.h"
 
 namespace processor {
+
+// Where embeddings are served from (see feature_store/graph_rewrite.h).
+struct FeatureStoreOptions {
+  std::string type;  // "": in the session, as saved; "local": in this process's memory; "redis"
+  EmbeddingSelection selection;
+  // "redis": the tables of `model` version `version`, imported beforehand (redis_tables.py).
+  RedisSettings redis;
+  std::string model;
+  int64_t version = 0;
+  int partitions = 16;
+};
 
 struct LoadOptions {
   std::string savedmodel_dir;
@@ -27,12 +42,17 @@ struct LoadOptions {
   std::string signature_name = "serving_default";
   std::string checkpoint_prefix;  // empty: keep the SavedModel's own variables
   SessionSettings session;
+  FeatureStoreOptions feature_store;
 };
 
 struct BoundTensor {
   TensorSpec spec;
   TF_Output port;
 };
+
+// Which variables a load with `options.feature_store` serves from the store (reads the SavedModel's
+// graph; `meta_graph` points into `bytes`).
+Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphSpec* meta_graph, RewritePlan* plan);
 
 class Servable {
  public:
@@ -73,6 +93,17 @@ class Servable {
 
  private:
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
+  // The two ways to a session: TensorFlow's SavedModel loader, or the feature store's rewritten graph
+  // (restoring the dense variables only). Both leave the MetaGraphDef in `meta_graph`, pointing into `bytes`.
+  Status LoadSavedModel(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
+                        MetaGraphSpec* meta_graph);
+  Status LoadWithFeatureStore(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
+                              MetaGraphSpec* meta_graph);
+  Status LoadTables(const FeatureStoreOptions& options, const RewritePlan& plan, const std::string& prefix,
+                    const std::map<std::string, std::string>& keys);
+  Status ConnectRedisTables(const FeatureStoreOptions& options, const RewritePlan& plan,
+                            const std::map<std::string, std::string>& keys);
+  Status RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   static int Find(const std::vector<BoundTensor>& tensors, std::string_view name);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
@@ -97,6 +128,10 @@ class Servable {
   mutable WriterPreferringLock serving_lock_;
   std::once_flag delta_applier_once_;
   std::unique_ptr<DeltaApplier> delta_applier_;
+  // Feature store: the tables this version registered (unregistered when it goes) and, when local, owns.
+  bool feature_store_ = false;
+  std::vector<std::string> table_keys_;
+  std::map<std::string, std::shared_ptr<LocalTable>> local_tables_;
 
   static std::atomic<int64_t> live_count_;
 };

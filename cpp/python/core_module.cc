@@ -160,6 +160,30 @@ py::bytes SessionConfig(const std::map<std::string, std::string>& options) {
   return TakeBuffer(output, output_size);
 }
 
+// (name, rows, dim) of each embedding a feature-store load serves from the store.
+std::vector<std::tuple<std::string, int64_t, int64_t>> PlanEmbeddings(const std::map<std::string, std::string>& options) {
+  OptionArrays arrays(options);
+  void* output = nullptr;
+  int output_size = 0;
+  char* error = nullptr;
+  int code;
+  {
+    py::gil_scoped_release release;
+    code = processor_control_plan_embeddings(arrays.keys.data(), arrays.values.data(), arrays.count(), &output,
+                                             &output_size, &error);
+  }
+  if (code != 0) ThrowLoadFailure(error);
+  const std::string text = TakeBuffer(output, output_size);
+  std::vector<std::tuple<std::string, int64_t, int64_t>> embeddings;
+  for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+    const std::string line = text.substr(start, end - start);
+    const size_t tab = line.find('\t'), second = line.find('\t', tab + 1);
+    embeddings.emplace_back(line.substr(0, tab), std::stoll(line.substr(tab + 1, second - tab - 1)),
+                            std::stoll(line.substr(second + 1)));
+  }
+  return embeddings;
+}
+
 class Model {
  public:
   explicit Model(const std::string& model_name) : handle_(processor_control_new_model(model_name.c_str())) {}
@@ -259,6 +283,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");
 
+  m.def("plan_embeddings", &PlanEmbeddings, py::arg("options"),
+        "(name, rows, dim) of the embeddings a load with these feature-store options serves from the store.");
   m.def("session_config", &SessionConfig, py::arg("options"),
         "The serialized tensorflow.ConfigProto a load with these options gives its session.");
   m.def("live_servables", &processor_control_live_servables,

@@ -1,0 +1,53 @@
+// The feature store's graph rewrite. Before a SavedModel's graph is loaded, its embedding variables
+// (named, or every variable of at least `min_rows` rows the serving path reads only by gathering rows
+// by id) are found, and each of their gathers is replaced by a ProcessorEmbeddingLookup reading a table
+// outside the session. The variables stay in the graph, never restored: only the dense variables the
+// signature reads are.
+#pragma once
+
+#include <tensorflow/c/c_api.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace processor {
+
+struct EmbeddingSelection {
+  std::vector<std::string> names;  // these variables, which must be gathered only
+  int64_t min_rows = 0;            // and, when > 0, every gathered-only variable with this many rows
+  float default_value = 0;         // what ids a table lacks read as
+};
+
+struct GatherSite {
+  std::string node;             // the gather's name, kept by its replacement
+  std::string ids;              // its ids input, "op:index"
+  std::vector<std::string> control_inputs;
+  TF_DataType ids_dtype = TF_INT64;
+};
+
+struct EmbeddingVariable {
+  std::string name;
+  int64_t rows = 0;
+  int64_t dim = 0;
+  std::vector<GatherSite> gathers;
+};
+
+struct RewritePlan {
+  std::vector<EmbeddingVariable> embeddings;
+  std::vector<std::string> dense_variables;  // the other variables the signature's outputs depend on
+};
+
+// Finds the embedding variables of `graph_def` for the signature outputs `output_ops`.
+Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& output_ops,
+                   const EmbeddingSelection& selection, RewritePlan* plan);
+
+// The GraphDef with each gather of `plan` replaced by a lookup of the table registered under
+// `table_keys[variable name]`.
+Status RewriteGraph(std::string_view graph_def, const RewritePlan& plan,
+                    const std::map<std::string, std::string>& table_keys, float default_value, std::string* rewritten);
+
+}  // namespace processor

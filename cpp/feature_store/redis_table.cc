@@ -1,0 +1,125 @@
+#include "feature_store/redis_table.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+namespace processor {
+
+struct RedisTable::PartitionRead {
+  std::string key;
+  std::vector<int64_t> ids;       // distinct; their bytes are the hash fields
+  std::vector<float> rows;        // [ids, dim] once read
+  std::vector<bool> found;
+  std::vector<std::string_view> Command() const {
+    std::vector<std::string_view> argv{"HMGET", key};
+    for (const int64_t& id : ids) argv.emplace_back(reinterpret_cast<const char*>(&id), sizeof(id));  // little-endian hosts
+    return argv;
+  }
+};
+
+namespace {
+
+constexpr int kAttempts = 3;
+
+std::string ReplyText(const redisReply& reply) { return std::string(reply.str ? reply.str : "", reply.str ? reply.len : 0); }
+
+}  // namespace
+
+Status RedisTable::Store(const redisReply& reply, PartitionRead& read) const {
+  if (reply.type != REDIS_REPLY_ARRAY || reply.elements != read.ids.size()) {
+    return Status::Internal("Redis answered HMGET " + read.key + " with " +
+                            (reply.type == REDIS_REPLY_ERROR ? ReplyText(reply) : "an unexpected reply"));
+  }
+  const size_t row_bytes = sizeof(float) * dim();
+  read.rows.resize(read.ids.size() * dim());
+  read.found.assign(read.ids.size(), false);
+  for (size_t i = 0; i < reply.elements; ++i) {
+    const redisReply* value = reply.element[i];
+    if (value->type == REDIS_REPLY_NIL) continue;
+    if (value->type != REDIS_REPLY_STRING || value->len != row_bytes) {
+      return Status::Internal("row " + std::to_string(read.ids[i]) + " in " + read.key + " has " +
+                              std::to_string(value->len) + " bytes, not " + std::to_string(row_bytes) +
+                              " (a table of another shape?)");
+    }
+    std::memcpy(read.rows.data() + i * dim(), value->str, row_bytes);
+    read.found[i] = true;
+  }
+  return Status::Ok();
+}
+
+// "ASK <slot> <host>:<port>": this once, ask that node, after ASKING.
+Status RedisTable::FollowAsk(const std::string& redirect, PartitionRead& read) const {
+  const size_t space = redirect.rfind(' ');
+  std::vector<RedisNode> target;
+  PROCESSOR_RETURN_IF_ERROR(ParseRedisUrl(redirect.substr(space + 1), &target));
+  RedisRouter::Lease lease;
+  PROCESSOR_RETURN_IF_ERROR(router_->Borrow(target[0], &lease));
+  lease->Append({"ASKING"});
+  lease->Append(read.Command());
+  PROCESSOR_RETURN_IF_ERROR(lease->Flush());
+  ReplyPtr asking, reply;
+  PROCESSOR_RETURN_IF_ERROR(lease->Read(&asking));
+  PROCESSOR_RETURN_IF_ERROR(lease->Read(&reply));
+  return Store(*reply, read);
+}
+
+Status RedisTable::ReadOnce(std::vector<PartitionRead>& reads, bool* moved) const {
+  std::map<RedisNode, std::vector<PartitionRead*>> by_node;
+  for (PartitionRead& read : reads) by_node[router_->NodeFor(read.key)].push_back(&read);
+  // Send to every server first, then read: the servers work in parallel.
+  std::vector<std::pair<RedisRouter::Lease, std::vector<PartitionRead*>*>> sent;
+  for (auto& [node, node_reads] : by_node) {
+    RedisRouter::Lease lease;
+    PROCESSOR_RETURN_IF_ERROR(router_->Borrow(node, &lease));
+    for (const PartitionRead* read : node_reads) lease->Append(read->Command());
+    PROCESSOR_RETURN_IF_ERROR(lease->Flush());
+    sent.emplace_back(std::move(lease), &node_reads);
+  }
+  Status first_error;
+  for (auto& [lease, node_reads] : sent) {
+    for (PartitionRead* read : *node_reads) {
+      ReplyPtr reply;
+      PROCESSOR_RETURN_IF_ERROR(lease->Read(&reply));
+      Status stored;
+      const std::string error = reply->type == REDIS_REPLY_ERROR ? ReplyText(*reply) : "";
+      if (error.rfind("MOVED ", 0) == 0) *moved = true;
+      else if (error.rfind("ASK ", 0) == 0) stored = FollowAsk(error, *read);
+      else stored = Store(*reply, *read);
+      if (!stored.ok() && first_error.ok()) first_error = stored;
+    }
+  }
+  return first_error;
+}
+
+Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows) const {
+  std::vector<int64_t> distinct(ids, ids + n);
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  std::map<int, size_t> read_of_partition;
+  std::vector<PartitionRead> reads;
+  for (int64_t id : distinct) {
+    const int partition = static_cast<int>(((id % partitions_) + partitions_) % partitions_);  // numpy's mod
+    auto [it, added] = read_of_partition.emplace(partition, reads.size());
+    if (added) reads.push_back(PartitionRead{PartitionKey(partition), {}, {}, {}});
+    reads[it->second].ids.push_back(id);
+  }
+  for (int attempt = 1;; ++attempt) {
+    bool moved = false;
+    PROCESSOR_RETURN_IF_ERROR(ReadOnce(reads, &moved));
+    if (!moved) break;
+    if (attempt == kAttempts) return Status::Unavailable("the Redis Cluster kept answering MOVED (resharding?)");
+    PROCESSOR_RETURN_IF_ERROR(router_->RefreshSlots());
+  }
+  // Each id's row: found by binary search among the distinct ids of its partition.
+  const size_t row_bytes = sizeof(float) * dim();
+  for (size_t i = 0; i < n; ++i) {
+    const int partition = static_cast<int>(((ids[i] % partitions_) + partitions_) % partitions_);
+    const PartitionRead& read = reads[read_of_partition[partition]];
+    const size_t position = std::lower_bound(read.ids.begin(), read.ids.end(), ids[i]) - read.ids.begin();
+    std::memcpy(rows + i * dim(), read.found[position] ? read.rows.data() + position * dim() : default_row, row_bytes);
+  }
+  return Status::Ok();
+}
+
+}  // namespace processor
