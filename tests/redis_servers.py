@@ -37,13 +37,16 @@ class RedisServer:
         self.port = free_port(with_cluster_bus=cluster)
         self.password = password
         directory.mkdir(parents=True, exist_ok=True)
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(directory)]
+        self.args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                     "--dir", str(directory)]
         if password:
-            args += ["--requirepass", password, "--masterauth", password]
+            self.args += ["--requirepass", password, "--masterauth", password]
         if cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(200):
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server on port {self.port} exited with {self.process.returncode}")
@@ -60,6 +63,14 @@ class RedisServer:
 
     def stop(self) -> None:
         self.process.terminate()
+        self.process.wait(timeout=30)
+
+    def shutdown_saving(self) -> None:
+        """Stops the server after writing its data to disk: start() brings it back with the data."""
+        try:
+            redis.Redis(port=self.port, password=self.password or None).shutdown(save=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it exits
         self.process.wait(timeout=30)
 
 

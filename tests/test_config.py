@@ -41,7 +41,9 @@ def test_every_deeprec_field_is_parsed():
         assert getattr(config, name) == value, name
     processor_additions = {"warmup_iterations", "poll_interval_seconds", "version_policy", "rollback_keep", "model_name",
                            "max_request_bytes", "max_tensor_elements", "local_cache_dir", "download_threads",
-                           "download_retries", "webhdfs_url", "hdfs_user", "request_log"}
+                           "download_retries", "webhdfs_url", "hdfs_user", "request_log", "embedding_names",
+                           "embedding_min_rows", "embedding_default_value", "feature_store_namespace",
+                           "feature_store_partitions"}
     assert set(full) | processor_additions == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
 
 
@@ -163,7 +165,6 @@ def test_secrets_never_appear_in_repr_or_redacted_form():
         assert "SENTINEL" not in text
 
 
-def test_unsupported_stores_are_refused_at_initialize(rec_model):
-    with pytest.raises(processor.ConfigError) as error:
-        processor.Processor(rec_model.config(feature_store_type="redis", redis_url="127.0.0.1:1"))
-    assert error.value.field == "feature_store_type" and "not supported yet" in str(error.value)
+def test_an_unreachable_feature_store_is_named_at_initialize(rec_model):
+    with pytest.raises(processor.ModelLoadError, match="feature store: cannot reach Redis at 127.0.0.1:1"):
+        processor.Processor(rec_model.config(feature_store_type="redis", redis_url="127.0.0.1:1", embedding_min_rows=1000))

@@ -42,7 +42,7 @@ def test_a_serving_run_shows_no_secret(rec_model, batch, caplog, capfd):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"feature_store_type": "redis", "redis_url": "127.0.0.1:6379"},  # refused at initialize: not supported yet
+    {"feature_store_type": "redis", "redis_url": "127.0.0.1:1", "embedding_min_rows": 1000},  # unreachable
     {"model_store_type": "oss", "oss_endpoint": "oss.invalid"},
     {"savedmodel_dir": "/no/such/model"},
 ])
@@ -72,6 +72,7 @@ def test_the_c_abi_shows_no_secret(rec_model, batch, capfd):
                    abi.model_info(handle)[1]]
     finally:
         abi.finalize(handle)
-    refused, _ = abi.initialize(rec_model.config(**SENTINELS, feature_store_type="redis", redis_url="h:1"))
+    refused, _ = abi.initialize(rec_model.config(**SENTINELS, feature_store_type="redis", redis_url="127.0.0.1:1",
+                                                 embedding_min_rows=1000))
     assert refused is None
     assert_no_secret(*outputs, *capfd.readouterr())

@@ -10,6 +10,10 @@
 
 namespace processor {
 
+// Starts the message of a lookup that failed because the store is out of reach. TensorFlow turns a
+// kernel's UNAVAILABLE into INTERNAL, so the servable recognizes it by this text and answers 503.
+inline constexpr char kStoreUnavailable[] = "feature store unavailable: ";
+
 class EmbeddingTable {
  public:
   EmbeddingTable(std::string name, int64_t dim) : name_(std::move(name)), dim_(dim) {}

@@ -117,29 +117,22 @@ bool AsGather(TF_Operation* op, TF_Operation* params, GatherSite* site, std::str
   return true;
 }
 
-// The gathers of a variable on the serving path, or why it is read otherwise.
-bool FindGathers(TF_Operation* variable, const std::unordered_set<TF_Operation*>& serving,
+// The gathers of `source` (a variable, or a whole read of one) on the serving path, or why it is read
+// otherwise. Reads (ReadVariableOp, Identity: `var/read`, read_value()) are followed.
+bool FindGathers(TF_Operation* source, const std::unordered_set<TF_Operation*>& serving,
                  std::vector<GatherSite>* gathers, std::string* why) {
-  for (TF_Operation* consumer : Consumers(variable)) {
+  for (TF_Operation* consumer : Consumers(source)) {
     if (!serving.count(consumer)) continue;  // initializers, savers, optimizers
     const std::string type = TF_OperationOpType(consumer);
-    std::vector<TF_Operation*> candidates{consumer};
-    TF_Operation* params = variable;
-    if (type == "ReadVariableOp" || type == "Identity") {  // a whole read, fine if only gathered from
-      params = consumer;
-      candidates.clear();
-      for (TF_Operation* reader : Consumers(consumer)) {
-        if (serving.count(reader)) candidates.push_back(reader);
-      }
+    if (type == "ReadVariableOp" || type == "Identity") {
+      if (!FindGathers(consumer, serving, gathers, why)) return false;
+      continue;
     }
-    for (TF_Operation* candidate : candidates) {
-      GatherSite site;
-      if (!AsGather(candidate, params, &site, why)) return false;
-      gathers->push_back(std::move(site));
-    }
+    GatherSite site;
+    if (!AsGather(consumer, source, &site, why)) return false;
+    gathers->push_back(std::move(site));
   }
-  if (gathers->empty()) *why = "the signature does not gather from it";
-  return !gathers->empty();
+  return true;
 }
 
 }  // namespace
@@ -179,7 +172,11 @@ Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& o
       table = status.ok() && shape[0] > 0 && shape[1] > 0;
     }
     if (!table) why = "it is not a 2-D variable of known shape";
-    const bool gathered = table && FindGathers(op, serving, &embedding.gathers, &why);
+    bool gathered = table && FindGathers(op, serving, &embedding.gathers, &why);
+    if (gathered && embedding.gathers.empty()) {
+      why = "the signature does not gather from it";
+      gathered = false;
+    }
     const bool chosen = named.count(name) || (selection.min_rows > 0 && embedding.rows >= selection.min_rows);
     if (named.count(name) && !gathered) {
       return Status::InvalidArgument("embedding_names: variable " + Quote(name) + " cannot be served from the feature store: " + why);

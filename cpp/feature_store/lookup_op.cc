@@ -84,7 +84,8 @@ void Compute(void* opaque, TF_OpKernelContext* context) {
     const TF_Code code = looked_up.code() == StatusCode::kUnavailable ? TF_UNAVAILABLE
                          : looked_up.code() == StatusCode::kInvalidArgument ? TF_INVALID_ARGUMENT
                                                                             : TF_INTERNAL;
-    Fail(context, code, "embedding table '" + table.name() + "': " + looked_up.message());
+    Fail(context, code, std::string(code == TF_UNAVAILABLE ? kStoreUnavailable : "") + "embedding table '" +
+                            table.name() + "': " + looked_up.message());
   }
 }
 

@@ -118,6 +118,21 @@ Status RedisRouter::RefreshSlots() {
   return last;
 }
 
+void RedisRouter::DropIdleConnections() {
+  std::vector<RedisConnectionPool*> pools;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [node, pool] : pools_) pools.push_back(pool.get());
+  }
+  for (RedisConnectionPool* pool : pools) {
+    std::vector<std::unique_ptr<RedisConnection>> closing;
+    std::lock_guard<std::mutex> lock(pool->mu);
+    pool->open -= static_cast<int>(pool->idle.size());
+    closing.swap(pool->idle);
+    pool->returned.notify_all();
+  }
+}
+
 RedisNode RedisRouter::NodeFor(std::string_view key) const {
   std::lock_guard<std::mutex> lock(mu_);
   return nodes_[cluster_ ? slot_owner_[Slot(key)] : 0];

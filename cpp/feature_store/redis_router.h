@@ -55,6 +55,8 @@ class RedisRouter {
   bool cluster() const { return cluster_; }
   RedisNode NodeFor(std::string_view key) const;
   Status Borrow(const RedisNode& node, Lease* lease);
+  // Closes every idle connection (after one failed: a restarted server has closed them all).
+  void DropIdleConnections();
   // Rereads the slot map (after MOVED).
   Status RefreshSlots();
   ~RedisRouter();

@@ -106,7 +106,14 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
   }
   for (int attempt = 1;; ++attempt) {
     bool moved = false;
-    PROCESSOR_RETURN_IF_ERROR(ReadOnce(reads, &moved));
+    const Status read = ReadOnce(reads, &moved);
+    // An idle connection may have died with its server (restarted since): the broken ones are dropped,
+    // and a second attempt opens new ones.
+    if (read.code() == StatusCode::kUnavailable && attempt == 1) {
+      router_->DropIdleConnections();  // they died with the same server
+      continue;
+    }
+    PROCESSOR_RETURN_IF_ERROR(read);
     if (!moved) break;
     if (attempt == kAttempts) return Status::Unavailable("the Redis Cluster kept answering MOVED (resharding?)");
     PROCESSOR_RETURN_IF_ERROR(router_->RefreshSlots());

@@ -151,7 +151,8 @@ Status DeltaApplier::ReadLocked(const std::string& prefix, const std::vector<std
   return Status::Ok();
 }
 
-Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVariable>& deltas) {
+Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVariable>& deltas,
+                           const std::function<Status()>& also_under_lock) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Variable> variables(deltas.size());
   std::vector<std::string> names;
@@ -171,7 +172,12 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
     }
     dtypes.push_back(variables[i].dtype);
   }
-  if (names.empty()) return Status::Ok();
+  auto write_only_others = [&]() -> Status {
+    if (!also_under_lock) return Status::Ok();
+    std::unique_lock<WriterPreferringLock> exclusive(*serving_lock_);
+    return also_under_lock();
+  };
+  if (names.empty()) return write_only_others();
 
   // Read the changed tensors while requests keep running.
   std::vector<TensorPtr> tensors;
@@ -202,7 +208,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
     }
     targets.push_back(update->op);
   }
-  if (targets.empty()) return Status::Ok();
+  if (targets.empty()) return write_only_others();
 
   // Write every variable in one run, with no request in flight.
   TfStatus status;
@@ -210,7 +216,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
   TF_SessionRun(session_, run_options_, feeds.data(), values.data(), static_cast<int>(feeds.size()), nullptr, nullptr, 0,
                 targets.data(), static_cast<int>(targets.size()), nullptr, status.get());
   if (!status.ok()) return Status::Internal("applying incremental checkpoint " + Quote(prefix) + " failed: " + status.message());
-  return Status::Ok();
+  return also_under_lock ? also_under_lock() : Status::Ok();
 }
 
 }  // namespace processor

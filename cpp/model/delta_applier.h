@@ -9,6 +9,7 @@
 
 #include <tensorflow/c/c_api.h>
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -41,7 +42,10 @@ class DeltaApplier {
       : graph_(graph), session_(session), run_options_(run_options), serving_lock_(serving_lock),
         builder_(graph, "processor_delta") {}
 
-  Status Apply(const std::string& prefix, const std::vector<DeltaVariable>& variables);
+  // `also_under_lock` (optional) writes what lives outside the session (feature-store tables) in the
+  // same exclusive section, after the variables; it must not fail once the checks are done.
+  Status Apply(const std::string& prefix, const std::vector<DeltaVariable>& variables,
+               const std::function<Status()>& also_under_lock = nullptr);
 
   // Reads tensors from a checkpoint through the session (nothing is assigned).
   Status Read(const std::string& prefix, const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,

@@ -358,6 +358,15 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& v
                   static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
   }
   if (metadata && metadata->data) run_metadata->assign(static_cast<const char*>(metadata->data), metadata->length);
+  if (feature_store_ && !status.ok()) {
+    // The store's words alone, without what TensorFlow appends (the node, the code it replaced).
+    const std::string message = status.message();
+    const size_t start = message.find(kStoreUnavailable);
+    if (start != std::string::npos) {
+      const size_t end = message.find('\n', start);
+      return Status::Unavailable(message.substr(start, end == std::string::npos ? end : end - start));
+    }
+  }
   return status.ToStatus("running the model");
 }
 
@@ -383,7 +392,79 @@ DeltaApplier& Servable::delta_applier() {
 }
 
 Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables) {
-  return delta_applier().Apply(prefix, variables);
+  std::vector<DeltaVariable> in_session;
+  std::vector<std::string> names;
+  std::vector<TF_DataType> dtypes;
+  std::vector<std::pair<const DeltaVariable*, LocalTable*>> in_tables;
+  for (const DeltaVariable& variable : variables) {
+    auto table = local_tables_.find(variable.name);
+    if (table == local_tables_.end()) {
+      in_session.push_back(variable);
+      continue;
+    }
+    in_tables.emplace_back(&variable, table->second.get());
+    if (variable.sparse) {
+      names.push_back(variable.name + "-sparse_incr_keys");
+      dtypes.push_back(variable.key_dtype);
+      names.push_back(variable.name + "-sparse_incr_values");
+    } else {
+      names.push_back(variable.name);
+    }
+    dtypes.push_back(TF_FLOAT);
+  }
+  if (in_tables.empty()) return delta_applier().Apply(prefix, variables);
+
+  // The tables' rows: read and checked now, written with the session's variables under one lock.
+  std::vector<TensorPtr> tensors;
+  PROCESSOR_RETURN_IF_ERROR(delta_applier().Read(prefix, names, dtypes, &tensors));
+  struct RowWrite {
+    LocalTable* table;
+    std::vector<int64_t> ids;
+    const float* rows;
+  };
+  std::vector<RowWrite> writes;
+  size_t next = 0;
+  for (const auto& [variable, table] : in_tables) {
+    RowWrite write{table, {}, nullptr};
+    const TF_Tensor* rows;
+    if (variable->sparse) {
+      const TF_Tensor* keys = tensors[next++].get();
+      rows = tensors[next++].get();
+      const int64_t n = TF_NumDims(keys) == 1 ? TF_Dim(keys, 0) : -1;
+      if (n < 0 || TF_NumDims(rows) != 2 || TF_Dim(rows, 0) != n || TF_Dim(rows, 1) != table->dim()) {
+        return Status::InvalidArgument("delta " + Quote(prefix) + ": the rows of embedding " + Quote(variable->name) +
+                                       " do not fit its table [" + std::to_string(table->rows()) + ", " +
+                                       std::to_string(table->dim()) + "]");
+      }
+      if (TF_TensorType(keys) == TF_INT32) {
+        const int32_t* narrow = static_cast<const int32_t*>(TF_TensorData(keys));
+        write.ids.assign(narrow, narrow + n);
+      } else {
+        const int64_t* wide = static_cast<const int64_t*>(TF_TensorData(keys));
+        write.ids.assign(wide, wide + n);
+      }
+    } else {
+      rows = tensors[next++].get();
+      if (TF_NumDims(rows) != 2 || TF_Dim(rows, 0) != table->rows() || TF_Dim(rows, 1) != table->dim()) {
+        return Status::InvalidArgument("delta " + Quote(prefix) + ": embedding " + Quote(variable->name) +
+                                       " does not have its table's shape");
+      }
+      write.ids.resize(table->rows());
+      for (int64_t id = 0; id < table->rows(); ++id) write.ids[id] = id;
+    }
+    for (int64_t id : write.ids) {
+      if (id < 0 || id >= table->rows()) {
+        return Status::InvalidArgument("delta " + Quote(prefix) + ": embedding " + Quote(variable->name) + " row id " +
+                                       std::to_string(id) + " is outside [0, " + std::to_string(table->rows()) + ")");
+      }
+    }
+    write.rows = static_cast<const float*>(TF_TensorData(rows));
+    writes.push_back(std::move(write));
+  }
+  return delta_applier().Apply(prefix, in_session, [&writes] {
+    for (const RowWrite& write : writes) PROCESSOR_RETURN_IF_ERROR(write.table->WriteRows(write.ids.data(), write.ids.size(), write.rows));
+    return Status::Ok();
+  });
 }
 
 std::vector<VariableSpec> Servable::Variables() { return delta_applier().Variables(); }

@@ -88,6 +88,17 @@ def _sizes(name: str, value: Any) -> List[int]:
     return [_integer(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
+def _names(name: str, value: Any) -> List[str]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        raise ConfigError(name, f"must be a list of variable names (or one comma-separated string), got {_describe(value)}")
+    for i, v in enumerate(value):
+        if not isinstance(v, str) or not v or "," in v:
+            raise ConfigError(f"{name}[{i}]", f"must be a variable name, got {_describe(v)}")
+    return list(value)
+
+
 def _option(default: Any, parse: Callable[[str, Any], Any]) -> Any:
     """A config field with its validator."""
     if isinstance(default, list):
@@ -171,11 +182,19 @@ class ProcessorConfig:
     poll_interval_seconds: Optional[float] = _option(None, _optional(_number))  # None: 5 local, 60 remote; 0: no polling
     version_policy: str = _option("availability_preserving", _choice(VERSION_POLICIES))
     rollback_keep: int = _option(2, _at_least(1))         # earlier versions rollback() can return to
-    feature_store_type: str = _option("local", _choice(FEATURE_STORE_TYPES))  # "redis": parsed, not served yet
-    redis_url: str = _option("", _string)
+    # Feature store: embedding tables served outside the session (see feature_store/). "local" with no
+    # embedding selected keeps them in the session, as saved.
+    feature_store_type: str = _option("local", _choice(FEATURE_STORE_TYPES))
+    embedding_names: List[str] = _option([], _names)     # variables to serve from the store
+    embedding_min_rows: int = _option(0, _integer)        # > 0: also every gathered-only variable this tall
+                                                          # (redis with no selection: every one)
+    embedding_default_value: float = _option(0.0, _number)  # what ids a table lacks read as
+    redis_url: str = _option("", _string)                 # host:port, or several nodes of a Redis Cluster
     redis_password: str = _secret()
-    read_thread_num: int = _option(4, _at_least(1))
-    update_thread_num: int = _option(1, _at_least(1))
+    read_thread_num: int = _option(4, _at_least(1))       # connections per Redis server for lookups
+    update_thread_num: int = _option(1, _at_least(1))     # writers importing a version into Redis
+    feature_store_namespace: str = _option("", _string)   # replicas sharing tables; "": model_name
+    feature_store_partitions: int = _option(16, _at_least(1))  # hashes per table (spread over a cluster)
     serialize_protocol: str = _option("protobuf", _choice(SERIALIZE_PROTOCOLS))
     oss_endpoint: str = _option("", _string)
     oss_access_id: str = _secret()
@@ -194,6 +213,13 @@ class ProcessorConfig:
     ev_storage_size: List[int] = _option([], _sizes)
     request_log: Optional[RequestLogConfig] = _option(None, _optional(_request_log))  # see RequestLogConfig
     unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
+
+    @property
+    def uses_feature_store(self) -> bool:
+        """Whether embeddings are served outside the session: always with Redis (by default every
+        variable the signature only gathers rows from, as DeepRec moves every embedding variable), and
+        locally when some are selected."""
+        return self.feature_store_type == "redis" or bool(self.embedding_names) or self.embedding_min_rows > 0
 
     @property
     def effective_poll_interval(self) -> float:

@@ -17,7 +17,8 @@ from .errors import ConfigError, ModelLoadError, RequestError, StoreError
 from .incremental import plan_delta
 from .session_group import apply_openmp_settings
 from .updater import PollingThread
-from .version_loader import Candidate, LoadedVersion, VersionLoader, VersionRecord, check_checkpoint_fits
+from .version_loader import (Candidate, LoadedVersion, VersionLoader, VersionRecord, check_checkpoint_fits,
+                             store_version_of)
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ class _Failure:
     retry_at: float  # time.monotonic()
 
 
-def _refuse_unsupported(config: ProcessorConfig) -> None:
-    if config.feature_store_type != "local":
-        raise ConfigError("feature_store_type", f"'{config.feature_store_type}' is not supported yet; use 'local'")
-
-
 class Processor:
     """Loads the model the config describes, serves it, and keeps it up to date.
 
@@ -67,7 +63,6 @@ class Processor:
     def __init__(self, config: Union[Mapping[str, Any], str, bytes], model_entry: str = ""):
         self.config = parse_config(config)
         self.model_entry = model_entry
-        _refuse_unsupported(self.config)
         openmp = apply_openmp_settings(self.config)
         if openmp:
             logger.info("exported %s (the TF wheel itself uses no OpenMP)", openmp)
@@ -438,7 +433,12 @@ class Processor:
                 break
             try:
                 local = self._loader.localize_delta(delta)
-                servable.apply_delta(local, plan_delta(local, [name for name, _, _ in servable.variables()]))
+                plan = plan_delta(local, [name for name, _, _ in servable.variables()])
+                store = self._loader.feature_store
+                if store is not None:  # the rows of tables in Redis are written there, once among replicas
+                    plan, changes = store.split_delta(candidate.savedmodel.path, plan)
+                    store.apply_delta(store_version_of(candidate), delta.step, local, changes)
+                servable.apply_delta(local, plan)
             except (ModelLoadError, _core.LoadError) as e:
                 error = ModelLoadError(f"cannot apply delta {delta.prefix}: {e}")
                 self._count_failure(identity, str(error))
@@ -505,6 +505,8 @@ class Processor:
             self._signature = None
         logger.info("serving %s", loaded.record.candidate.describe())
         self._loader.retain(self._history)
+        if self._loader.feature_store is not None:
+            self._loader.feature_store.delete_old_versions(keep=self.config.rollback_keep + 1)
 
     def _trim_history(self) -> None:
         """Keeps the serving version and the `rollback_keep` newest others."""

@@ -12,6 +12,7 @@ from .checkpoint_discovery import STATE_FILE, CheckpointVersion, list_versions, 
 from .checkpoint_index import CheckpointIndexError, read_index
 from .config import ProcessorConfig
 from .errors import ModelLoadError, StoreError
+from .feature_store.store import FeatureStore, store_version
 from .incremental import pending_deltas
 from .model_store import open_model_store
 from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
@@ -52,6 +53,11 @@ class VersionRecord:
 class LoadedVersion:
     servable: _core.Servable
     record: VersionRecord
+
+
+def store_version_of(candidate: Candidate) -> int:
+    """The version number a feature store keeps `candidate`'s tables under."""
+    return store_version(candidate.savedmodel.version, candidate.checkpoint.step if candidate.checkpoint else None)
 
 
 def check_checkpoint_fits(servable: _core.Servable, prefix: str, what: str) -> None:
@@ -104,6 +110,7 @@ class VersionLoader:
             self.cache = ModelCache(self.store, config.local_cache_dir or default_cache_dir(),
                                     config.checkpoint_dir or config.savedmodel_dir, config.download_threads)
         self._warmup = WarmupRequests()
+        self.feature_store = FeatureStore(config) if config.uses_feature_store else None
 
     def discover(self) -> Optional[Candidate]:
         """The newest complete version in the store, or None. A remote store is listed once here
@@ -146,6 +153,8 @@ class VersionLoader:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+        if self.feature_store is not None:
+            self.feature_store.close()
 
     def explain_missing(self) -> str:
         store = self.store
@@ -179,6 +188,13 @@ class VersionLoader:
                    **session_options(self.config)}
         if local.checkpoint is not None:
             options["checkpoint_prefix"] = local.checkpoint.prefix
+        if self.feature_store is not None:
+            options.update(self.feature_store.load_options())
+            try:
+                options.update(self.feature_store.prepare(store_version_of(candidate), candidate.savedmodel.path,
+                                                          options))
+            except ModelLoadError as e:
+                raise ModelLoadError(f"cannot load model version {what}: feature store: {e}") from None
         try:
             servable = _core.load_servable(options)
         except _core.LoadError as e:

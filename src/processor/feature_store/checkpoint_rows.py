@@ -28,6 +28,19 @@ def table_entry(prefix: str, name: str) -> TensorEntry:
     return entry
 
 
+def _open_data(prefix: str, name: str, entry: TensorEntry):
+    """The data shard holding `name`, opened and positioned at its bytes."""
+    shards = glob.glob(f"{glob.escape(prefix)}.data-{entry.shard_id:05d}-of-*")
+    if len(shards) != 1:
+        raise ModelLoadError(f"{prefix}: data shard {entry.shard_id} of '{name}' is missing")
+    f = open(shards[0], "rb")
+    if os.fstat(f.fileno()).st_size < entry.offset + entry.size:
+        f.close()
+        raise ModelLoadError(f"{shards[0]} is truncated: '{name}' needs bytes up to {entry.offset + entry.size}")
+    f.seek(entry.offset)
+    return f
+
+
 def iter_rows(prefix: str, name: str, block_rows: int = 8192) -> Iterator[Tuple[int, np.ndarray]]:
     """(first row id, rows [n, dim]) for consecutive blocks of at most `block_rows` rows."""
     entry = table_entry(prefix, name)
@@ -36,14 +49,26 @@ def iter_rows(prefix: str, name: str, block_rows: int = 8192) -> Iterator[Tuple[
     row_bytes = dim * dtype.itemsize
     if entry.size != rows * row_bytes:
         raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for a [{rows}, {dim}] {dtype} table")
-    shards = glob.glob(f"{glob.escape(prefix)}.data-{entry.shard_id:05d}-of-*")
-    if len(shards) != 1:
-        raise ModelLoadError(f"{prefix}: data shard {entry.shard_id} of '{name}' is missing")
-    with open(shards[0], "rb") as f:
-        if os.fstat(f.fileno()).st_size < entry.offset + entry.size:
-            raise ModelLoadError(f"{shards[0]} is truncated: '{name}' needs bytes up to {entry.offset + entry.size}")
-        f.seek(entry.offset)
+    with _open_data(prefix, name, entry) as f:
         for first in range(0, rows, block_rows):
             count = min(block_rows, rows - first)
             data = f.read(count * row_bytes)
             yield first, np.frombuffer(data, dtype=dtype).reshape(count, dim)
+
+
+def read_tensor(prefix: str, name: str) -> np.ndarray:
+    """A whole numeric tensor (a delta's row ids or rows: small)."""
+    try:
+        entry = read_index(prefix).get(name)
+    except CheckpointIndexError as e:
+        raise ModelLoadError(str(e)) from None
+    if entry is None:
+        raise ModelLoadError(f"{prefix} has no tensor '{name}'")
+    if entry.dtype == predict_pb2.DT_STRING:
+        raise ModelLoadError(f"'{name}' in {prefix} is not numeric")
+    dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+    count = int(np.prod(entry.shape, dtype=np.int64))
+    if entry.size != count * dtype.itemsize:
+        raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for shape {list(entry.shape)} of {dtype}")
+    with _open_data(prefix, name, entry) as f:
+        return np.frombuffer(f.read(entry.size), dtype=dtype).reshape(entry.shape)

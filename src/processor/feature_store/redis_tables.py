@@ -29,7 +29,8 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from .. import tensors
 from ..errors import StoreError
-from .checkpoint_rows import iter_rows, table_entry
+from ..incremental import KEYS_SUFFIX, VALUES_SUFFIX
+from .checkpoint_rows import iter_rows, read_tensor, table_entry
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,11 @@ class RedisTables:
     def _versions_key(self) -> str:
         return f"pe:{{{self.model}}}:versions"
 
-    def _lock_key(self, version: int) -> str:
+    def _lock_key(self, version) -> str:
         return f"pe:{{{self.model}}}:lock:{version}"
+
+    def _deltas_key(self, version: int) -> str:
+        return f"pe:{{{self.model}}}:deltas:{version}"
 
     # ---- versions
 
@@ -117,21 +121,64 @@ class RedisTables:
         """Makes `version` complete in the store: imports it under the lock, or waits while another
         replica does. `tables`: table name -> (checkpoint prefix, variable name). Returns True when this
         replica imported it."""
+        return self._once(lambda: self.is_complete(version), self._lock_key(version),
+                          lambda token: self._import(version, tables, token), f"version {version}", timeout)
+
+    def apply_delta(self, version: int, step: int, prefix: str, changes: Mapping[str, bool],
+                    timeout: float = 600.0) -> bool:
+        """Writes the rows a delta (at `prefix`, step `step`) changes in tables of `version`, once among
+        replicas (marker: the step in `pe:{<model>}:deltas:<version>`). `changes`: table -> sparse (rows
+        by id) or not (the whole table). Only the changed rows are written; each row is replaced
+        atomically, a delta as a whole is not (requests meanwhile may see some rows new, some old)."""
+        marker = self._deltas_key(version)
+
+        def write(token: str) -> None:
+            meta = self.tables(version)
+            for table, sparse in sorted(changes.items()):
+                if table not in meta:
+                    raise StoreError(f"model {self.model} version {version} has no table '{table}' in Redis")
+                rows, dim = meta[table]["rows"], meta[table]["dim"]
+                if meta[table]["partitions"] != self.partitions:
+                    raise StoreError(f"table '{table}' of version {version} has {meta[table]['partitions']} partitions "
+                                     f"in Redis, feature_store_partitions is {self.partitions}")
+                if sparse:
+                    ids = read_tensor(prefix, table + KEYS_SUFFIX).astype(np.int64).reshape(-1)
+                    values = read_tensor(prefix, table + VALUES_SUFFIX)
+                    if values.shape != (len(ids), dim):
+                        raise StoreError(f"delta {prefix}: '{table}' rows have shape {list(values.shape)}, "
+                                         f"the table [{len(ids)}, {dim}] for {len(ids)} ids")
+                    if len(ids) and (ids.min() < 0 or ids.max() >= rows):
+                        raise StoreError(f"delta {prefix}: '{table}' has row ids outside [0, {rows})")
+                    self._write_rows(version, table, ids, values)
+                else:
+                    for first, block in iter_rows(prefix, table, self.block_rows):
+                        self._write_rows(version, table, np.arange(first, first + len(block)), block)
+            self.client.zadd(marker, {str(step): step})
+            logger.info("wrote delta %s (step %d) of model %s version %d to Redis: %s", prefix, step, self.model,
+                        version, ", ".join(sorted(changes)))
+
+        return self._once(lambda: self.client.zscore(marker, str(step)) is not None,
+                          self._lock_key(f"{version}:delta:{step}"), write, f"delta {step} of version {version}",
+                          timeout)
+
+    def _once(self, done, lock_key: str, work, what: str, timeout: float) -> bool:
+        """Runs work(token) under the lock unless done(); waits while another replica holds the lock,
+        and takes over if it expires with the work not done. Returns True when this replica did it."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.is_complete(version):
+            if done():
                 return False
             token = uuid.uuid4().hex
-            if self.client.set(self._lock_key(version), token, nx=True, px=LOCK_TTL_MS):
+            if self.client.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
                 try:
-                    self._import(version, tables, token)
+                    work(token)
                 finally:
-                    self.client.eval(_RELEASE, 1, self._lock_key(version), token)
+                    self.client.eval(_RELEASE, 1, lock_key, token)
                 return True
-            logger.info("model %s version %d is being imported by another replica: waiting", self.model, version)
-            while self.client.exists(self._lock_key(version)) and not self.is_complete(version):
+            logger.info("model %s %s is being written by another replica: waiting", self.model, what)
+            while self.client.exists(lock_key) and not done():
                 if time.monotonic() > deadline:
-                    raise StoreError(f"timed out waiting for another replica to import version {version}")
+                    raise StoreError(f"timed out waiting for another replica to write {what}")
                 time.sleep(WAIT_POLL_SECONDS)
 
     def delete_old_versions(self, keep: int) -> List[int]:
@@ -145,7 +192,7 @@ class RedisTables:
                 keys = [self.partition_key(version, table, p) for p in range(meta["partitions"])]
                 for key in keys:
                     self.client.unlink(key)
-            self.client.delete(self._meta_key(version))
+            self.client.delete(self._meta_key(version), self._deltas_key(version))
             deleted.append(version)
             logger.info("deleted model %s version %d from Redis", self.model, version)
         return deleted
@@ -179,6 +226,18 @@ class RedisTables:
 
     # ---- importing
 
+    def _write_rows(self, version: int, table: str, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Rows by id into their partitions, one pipeline (one HSET per partition)."""
+        ids = np.asarray(ids, dtype="<i8")
+        rows = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<"))
+        partition_of = ids % self.partitions
+        pipe = self.client.pipeline(transaction=False)
+        for p in np.unique(partition_of):
+            positions = np.nonzero(partition_of == p)[0]
+            pipe.hset(self.partition_key(version, table, int(p)),
+                      mapping={ids[i].tobytes(): rows[i].tobytes() for i in positions})
+        pipe.execute()
+
     def _import(self, version: int, tables: Mapping[str, Tuple[str, str]], token: str) -> None:
         started = time.monotonic()
         metadata = {}
@@ -208,14 +267,7 @@ class RedisTables:
 
             def write_block(first: int, block: np.ndarray, table=table, rows=rows) -> None:
                 keep_lock()
-                ids = np.arange(first, first + len(block), dtype="<i8")
-                partition_of = ids % self.partitions
-                pipe = self.client.pipeline(transaction=False)
-                for p in np.unique(partition_of):
-                    positions = np.nonzero(partition_of == p)[0]
-                    pipe.hset(self.partition_key(version, table, int(p)),
-                              mapping={ids[i].tobytes(): block[i].tobytes() for i in positions})
-                pipe.execute()
+                self._write_rows(version, table, np.arange(first, first + len(block)), block)
                 with progress:
                     written[0] += len(block)
                     if written[0] >= next_report[0] * rows:

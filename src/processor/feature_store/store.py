@@ -1,0 +1,137 @@
+"""The control plane's side of serving embeddings from a feature store.
+
+The data plane rewrites the graph and reads the tables (cpp/feature_store/). Here: the load options
+that ask for it, and for Redis what must happen around a load: the version's tables imported by one
+replica (or awaited) before it loads, deltas' changed rows written once among replicas, and versions
+beyond the `rollback_keep` newest deleted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict, List, Optional, Tuple
+
+from .. import _core
+from ..config import ProcessorConfig
+from ..errors import ModelLoadError, StoreError
+
+logger = logging.getLogger(__name__)
+
+DeltaPlan = List[Tuple[str, bool, int]]  # (variable, sparse, key dtype), as incremental.plan_delta gives
+
+
+def store_version(savedmodel_version: int, checkpoint_step: Optional[int]) -> int:
+    """The number a version's tables are kept under in the store: its checkpoint's step, or else its
+    SavedModel's version (0 for an unversioned SavedModel)."""
+    return checkpoint_step if checkpoint_step is not None else max(savedmodel_version, 0)
+
+
+class FeatureStore:
+    def __init__(self, config: ProcessorConfig):
+        self.config = config
+        self.namespace = config.feature_store_namespace or config.model_name
+        self._redis_tables = None
+        self._embeddings: Dict[str, List[str]] = {}  # by SavedModel path
+
+    @property
+    def is_redis(self) -> bool:
+        return self.config.feature_store_type == "redis"
+
+    def load_options(self) -> Dict[str, str]:
+        config = self.config
+        min_rows = config.embedding_min_rows
+        if self.is_redis and not config.embedding_names and not min_rows:
+            min_rows = 1  # every variable the signature only gathers from
+        options = {"feature_store": config.feature_store_type, "embedding_names": ",".join(config.embedding_names),
+                   "embedding_min_rows": str(min_rows),
+                   "embedding_default_value": repr(float(config.embedding_default_value))}
+        if self.is_redis:
+            options.update({"redis_url": config.redis_url, "read_thread_num": str(config.read_thread_num),
+                            "redis_model": self.namespace, "redis_partitions": str(config.feature_store_partitions)})
+            if config.redis_password:
+                options["redis_password"] = config.redis_password
+        return options
+
+    def embeddings(self, savedmodel: str, options: Dict[str, str]) -> List[str]:
+        """The variables a load of this SavedModel (its store path; options name its local copy) serves
+        from the store."""
+        if savedmodel not in self._embeddings:
+            try:
+                planned = _core.plan_embeddings(options)
+            except _core.LoadError as e:
+                raise ModelLoadError(str(e)) from None
+            self._embeddings[savedmodel] = [name for name, _, _ in planned]
+        return self._embeddings[savedmodel]
+
+    def prepare(self, version: int, savedmodel: str, options: Dict[str, str]) -> Dict[str, str]:
+        """What a load of `version` of `savedmodel` (its store path) needs on top of load_options() and
+        the local paths in `options`; for Redis, its tables complete in the store first (imported here,
+        or by another replica)."""
+        if not self.is_redis:
+            return {}
+        prefix = options.get("checkpoint_prefix") or os.path.join(options["savedmodel_dir"], "variables", "variables")
+        embeddings = self.embeddings(savedmodel, options)
+        tables = self._tables()
+        with _store_errors():
+            tables.ensure_version(version, {name: (prefix, name) for name in embeddings})
+            stored = tables.tables(version)
+        missing = [name for name in embeddings if name not in stored]
+        if missing:
+            raise StoreError(f"version {version} in Redis lacks table(s) {', '.join(missing)} (imported from "
+                             f"another graph?)")
+        # The partitions the version was imported with, whatever this replica's config says.
+        return {"redis_version": str(version), "redis_partitions": str(stored[embeddings[0]]["partitions"])}
+
+    def split_delta(self, savedmodel: str, plan: DeltaPlan) -> Tuple[DeltaPlan, Dict[str, bool]]:
+        """(what the session applies, table -> sparse for what the control plane writes to Redis). A
+        local store's tables take their rows in the data plane, like the session's variables."""
+        if not self.is_redis:
+            return plan, {}
+        stored = set(self._embeddings.get(savedmodel, ()))
+        return ([entry for entry in plan if entry[0] not in stored],
+                {name: sparse for name, sparse, _ in plan if name in stored})
+
+    def apply_delta(self, version: int, step: int, prefix: str, changes: Dict[str, bool]) -> None:
+        if changes:
+            with _store_errors():
+                self._tables().apply_delta(version, step, prefix, changes)
+
+    def delete_old_versions(self, keep: int) -> List[int]:
+        """Deletes the store's versions but the `keep` newest; failures are logged, not raised."""
+        if not self.is_redis:
+            return []
+        try:
+            with _store_errors():
+                return self._tables().delete_old_versions(keep)
+        except StoreError as e:
+            logger.warning("cannot delete old versions from Redis: %s", e)
+            return []
+
+    def close(self) -> None:
+        if self._redis_tables is not None:
+            self._redis_tables.client.close()
+            self._redis_tables = None
+
+    def _tables(self):
+        if self._redis_tables is None:
+            from .redis_tables import RedisTables, connect  # redis-py: only when configured
+            self._redis_tables = RedisTables(connect(self.config.redis_url, self.config.redis_password), self.namespace,
+                                             self.config.feature_store_partitions, self.config.update_thread_num)
+        return self._redis_tables
+
+
+class _store_errors:
+    """redis-py's exceptions as StoreError (transient for connection trouble), never with the password."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is None:
+            return False
+        import redis
+        if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+            raise StoreError(f"Redis is unreachable: {type(error).__name__}: {error}", transient=True) from None
+        if isinstance(error, redis.RedisError):
+            raise StoreError(f"Redis: {type(error).__name__}: {error}") from None
+        return False

@@ -1,0 +1,236 @@
+"""Serving embeddings from the feature store: the graph rewritten at load (gathers replaced by
+ProcessorEmbeddingLookup), tables in this process ("local") or in real redis-server processes (one
+server, a 3-master cluster). Outputs are compared with TensorFlow's own for the same checkpoint."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import processor
+from processor import _core
+from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
+from processor.feature_store.redis_tables import RedisTables, connect
+from redis_servers import RedisClusterOfThree, RedisServer
+
+EMBEDDINGS_OF_REC = {"feature_store_type": "local", "embedding_min_rows": 1000}  # user (1000) and item (5000) rows
+PASSWORD = "s3cret-Redis-pass"
+
+
+def assert_outputs_equal(actual: dict, expected: dict) -> None:
+    for name, value in expected.items():
+        np.testing.assert_allclose(actual[name], value, rtol=0, atol=1e-6, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    servers = RedisClusterOfThree(tmp_path_factory.mktemp("redis_cluster"))
+    yield servers
+    servers.stop()
+
+
+# ---- the rewrite, with tables in this process
+
+
+def test_the_plan_names_the_gathered_tables(rec_model):
+    options = {"savedmodel_dir": rec_model.savedmodel_dir, "feature_store": "local"}
+    assert _core.plan_embeddings({**options, "embedding_min_rows": "1000"}) == [
+        ("user_embedding", 1000, 8), ("item_embedding", 5000, 8)]
+    assert _core.plan_embeddings({**options, "embedding_names": "category_embedding"}) == [("category_embedding", 6, 8)]
+
+
+def test_local_tables_serve_tensorflows_outputs(rec_model, reference, batch):
+    with processor.Processor(rec_model.config(**EMBEDDINGS_OF_REC, poll_interval_seconds=0)) as p:
+        assert_outputs_equal(p.predict(batch), reference.predict(rec_model.prefixes()[-1], batch))
+        assert p.model_info().version_step == int(rec_model.prefixes()[-1].rsplit("-", 1)[1])
+
+
+def build_ids_model(path: str, resource_variables: bool) -> dict:
+    """ids -> rows of a [50, 4] table (ResourceGather, or Gather of a ref variable) and, through a read
+    of the whole table and GatherV2, a score. Returns the table and weights saved."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        ids = tf1.placeholder(tf.int64, [None], name="ids")
+        with tf1.variable_scope("ids_model", use_resource=resource_variables):
+            table = tf1.get_variable("table", [50, 4], initializer=tf1.random_normal_initializer(seed=1))
+            weights = tf1.get_variable("weights", [4, 1], initializer=tf1.random_normal_initializer(seed=2))
+        rows = tf.identity(tf.nn.embedding_lookup(table, ids), name="rows")
+        whole = table.read_value() if resource_variables else tf.identity(table)
+        score = tf.squeeze(tf.matmul(tf.gather(whole, ids), weights), axis=1, name="score")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"ids": ids}, outputs={"rows": rows, "score": score})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
+                                                 saver=tf1.train.Saver())
+            builder.save()
+            return {"table": session.run(table), "weights": session.run(weights)}
+
+
+@pytest.mark.parametrize("resource_variables", [True, False], ids=["resource", "ref"])
+def test_ids_the_table_lacks_read_the_default_row(tmp_path, resource_variables):
+    saved = build_ids_model(str(tmp_path / "model"), resource_variables)
+    config = {"savedmodel_dir": str(tmp_path / "model"), "embedding_names": ["ids_model/table"],
+              "embedding_default_value": 0.25, "poll_interval_seconds": 0}
+    ids = np.array([0, 7, 49, 50, -1, 7, 10**12], dtype=np.int64)
+    expected_rows = np.where(((ids >= 0) & (ids < 50))[:, None], saved["table"][np.clip(ids, 0, 49)], 0.25)
+    with processor.Processor(config) as p:
+        outputs = p.predict({"ids": ids})
+    np.testing.assert_array_equal(outputs["rows"], expected_rows.astype(np.float32))
+    np.testing.assert_allclose(outputs["score"], (expected_rows @ saved["weights"])[:, 0], rtol=1e-6)
+
+
+def test_embeddings_that_cannot_be_served_from_the_store_are_named(rec_model):
+    cases = [({"embedding_names": ["fc1/kernel"]}, "'fc1/kernel' cannot be served from the feature store: it is read by "
+                                                   "'fc1/MatMul' (MatMul), not only gathered by id"),
+             ({"embedding_names": ["no_such_variable"]}, "the graph has no variable 'no_such_variable'"),
+             ({"embedding_names": ["global_step"]}, "the signature does not read variable 'global_step'"),
+             ({"embedding_min_rows": 10**6}, "no embedding to serve")]
+    for selection, message in cases:
+        with pytest.raises(processor.ModelLoadError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            processor.Processor(rec_model.config(**selection, poll_interval_seconds=0))
+
+
+def test_local_tables_take_a_deltas_rows_atomically(rec_model, tmp_path, batch):
+    model = rec_model.copy(tmp_path)
+    writer = DeltaTrainer(model)
+    writer.trainer.restore(model.prefixes()[-1])
+    writer.snapshot = writer.values()
+    with processor.Processor(model.config(**EMBEDDINGS_OF_REC, poll_interval_seconds=0)) as p:
+        delta = writer.train_and_save_delta(seed=3)
+        assert p.update()
+        assert p.model_info().delta_step == int(delta.rsplit("-", 1)[1])
+        assert_outputs_equal(p.predict(batch), writer.trainer.predict(batch))
+
+
+# ---- Redis
+
+
+def redis_config(model, url: str, namespace: str, **overrides) -> dict:
+    return model.config(**{"feature_store_type": "redis", "redis_url": url, "embedding_min_rows": 1000,
+                           "feature_store_namespace": namespace, "poll_interval_seconds": 0, **overrides})
+
+
+@pytest.mark.parametrize("where", ["standalone", "cluster"])
+def test_redis_serves_tensorflows_outputs(rec_model, reference, batch, where, request):
+    servers = request.getfixturevalue(where)
+    url = servers.address if where == "standalone" else servers.url
+    # the cluster with DeepRec's default: every table the signature only gathers from, category's too
+    selection = {"embedding_min_rows": 1000} if where == "standalone" else {"embedding_min_rows": 0}
+    with processor.Processor(redis_config(rec_model, url, f"serve-{where}", read_thread_num=2, **selection)) as p:
+        assert_outputs_equal(p.predict(batch), reference.predict(rec_model.prefixes()[-1], batch))
+        # a batch of 512 with repeated ids reads each id once, and still answers per example
+        big = {k: np.concatenate([v] * 86)[:512] for k, v in batch.items()}
+        assert_outputs_equal(p.predict(big), reference.predict(rec_model.prefixes()[-1], big))
+    stored = RedisTables(connect(url), f"serve-{where}").tables(int(rec_model.prefixes()[-1].rsplit("-", 1)[1]))
+    assert sorted(stored) == (["item_embedding", "user_embedding"] if where == "standalone" else
+                              ["category_embedding", "item_embedding", "user_embedding"])
+
+
+def test_versions_switch_whole_under_load_and_old_ones_are_deleted(rec_model, tmp_path, reference, batch, standalone):
+    """Two replicas serve from one namespace; new versions are imported once, every answer under load is
+    exactly one version's, and Redis keeps the serving version and rollback_keep others."""
+    import redis
+    model = rec_model.copy(tmp_path)
+    model.trainer.restore(model.prefixes()[-1])
+    config = redis_config(model, standalone.address, "switch", rollback_keep=1)
+    request = serialize(batch)
+    references = [reference.predict(model.prefixes()[-1], batch)["prob"]]
+    with processor.Processor(config) as first, processor.Processor(config) as second:
+        seen, failures, stop = [], [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                code, body = first.process(request)
+                (seen if code == 200 else failures).append(prob_of(body) if code == 200 else body)
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for seed in range(3):
+                model.trainer.train(5, seed=20 + seed)
+                prefix = model.trainer.save_checkpoint(model.checkpoint_dir)
+                references.append(reference.predict(prefix, batch)["prob"])
+                assert first.update() and second.update()
+                wait_for(lambda: len(seen) > 0 and matching_version(seen[-1], references) == len(references) - 1,
+                         what="answers of the new version")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not failures, failures[:3]
+        versions = [matching_version(prob, references) for prob in seen]
+        assert -1 not in versions, "an answer matched no version: a torn read"
+        assert versions == sorted(versions) and versions[-1] == 3
+        np.testing.assert_allclose(prob_of(second.process(request)[1]), references[-1], atol=1e-6)
+        steps = [int(p.rsplit("-", 1)[1]) for p in model.prefixes()]
+        tables = RedisTables(redis.Redis(port=standalone.port), "switch")
+        assert tables.complete_versions() == steps[-2:]  # the serving version and rollback_keep = 1 other
+        assert not redis.Redis(port=standalone.port).keys(f"pe:{{switch/{steps[-3]}/*")
+
+
+def test_redis_takes_a_deltas_changed_rows_once(rec_model, tmp_path, batch, standalone):
+    import redis
+    model = rec_model.copy(tmp_path)
+    writer = DeltaTrainer(model)
+    writer.trainer.restore(model.prefixes()[-1])
+    writer.snapshot = writer.values()
+    config = redis_config(model, standalone.address, "deltas")
+    with processor.Processor(config) as first, processor.Processor(config) as second:
+        delta = writer.train_and_save_delta(seed=4)
+        step = int(delta.rsplit("-", 1)[1])
+        assert first.update() and second.update()
+        expected = writer.trainer.predict(batch)
+        for p in (first, second):
+            assert p.model_info().delta_step == step
+            assert_outputs_equal(p.predict(batch), expected)
+        version = first.model_info().version_step
+        assert redis.Redis(port=standalone.port).zrange(f"pe:{{deltas}}:deltas:{version}", 0, -1) == [str(step).encode()]
+
+
+def test_redis_restarted_mid_serving_gives_503_then_recovers(rec_model, reference, batch, tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    try:
+        with processor.Processor(redis_config(rec_model, server.address, "restart")) as p:
+            request = serialize(batch)
+            expected = reference.predict(rec_model.prefixes()[-1], batch)["prob"]
+            assert p.process(request)[0] == 200
+            server.shutdown_saving()
+            code, body = p.process(request)
+            assert code == 503, body
+            assert f"Redis at {server.address}" in body.decode() and "embedding table" in body.decode()
+            assert p.model_info().version_step > 0  # the version still serves: nothing was unloaded
+            server.start()
+            code, body = p.process(request)
+            assert code == 200, body
+            np.testing.assert_allclose(prob_of(body), expected, atol=1e-6)
+    finally:
+        server.stop()
+
+
+def test_redis_password(rec_model, reference, batch, tmp_path):
+    server = RedisServer(tmp_path / "redis", password=PASSWORD)
+    try:
+        with processor.Processor(redis_config(rec_model, server.address, "auth", redis_password=PASSWORD)) as p:
+            assert_outputs_equal(p.predict(batch), reference.predict(rec_model.prefixes()[-1], batch))
+        for wrong in ("", "not-the-password"):
+            with pytest.raises(processor.ModelLoadError) as raised:
+                processor.Processor(redis_config(rec_model, server.address, "auth", redis_password=wrong))
+            message = str(raised.value)
+            assert ("needs a password" if not wrong else "refused the password") in message, message
+            assert PASSWORD not in message and (not wrong or wrong not in message)
+    finally:
+        server.stop()
