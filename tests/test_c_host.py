@@ -120,3 +120,27 @@ def test_c_host_serves_a_model_from_oss(c_host, rec_model, reference, tmp_path, 
                                reference.predict(rec_model.prefixes()[-1], batch)["prob"], atol=1e-5)
     info = predict_pb2.ServingModelInfo.FromString((out_dir / "model_info.bin").read_bytes())
     assert info.model_path == "oss://models/rec/checkpoints/model.ckpt-20"
+
+
+def test_c_host_serves_embeddings_from_redis(c_host, rec_model, reference, tmp_path, batch):
+    """The embedded control plane imports the tables with redis-py; lookups go through hiredis."""
+    from lifecycle_helpers import serialize
+    from redis_servers import RedisServer
+    server = RedisServer(tmp_path / "redis", password="c-host-pass")
+    try:
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps(rec_model.config(feature_store_type="redis", redis_url=server.address,
+                                                      redis_password="c-host-pass", poll_interval_seconds=0)))
+        request = tmp_path / "request.bin"
+        request.write_bytes(serialize(batch))
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        result = run_host(c_host, config, "--out", out_dir, request)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "c-host-pass" not in result.stdout + result.stderr
+    response = predict_pb2.PredictResponse.FromString((out_dir / "0.bin").read_bytes())
+    expected = reference.predict(rec_model.prefixes()[-1], batch)
+    for name in expected:
+        np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), expected[name], atol=1e-6)

@@ -234,3 +234,57 @@ def test_redis_password(rec_model, reference, batch, tmp_path):
             assert PASSWORD not in message and (not wrong or wrong not in message)
     finally:
         server.stop()
+
+
+# ---- Monolith hash-table dumps
+
+
+def write_monolith_dump(directory, name: str, shards: int, dim: int, rng) -> dict:
+    """TFRecord shards of EntryDump records with hash-like ids; returns id -> (shard, row)."""
+    from processor.feature_store.table_sources import encode_entry_dump
+    from processor.tfrecord import write_record
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for shard in range(shards):
+        with open(directory / f"{name}-{shard:05d}-of-{shards:05d}", "wb") as f:
+            for _ in range(40):
+                entry_id = int(rng.integers(-2**62, 2**62))
+                row = rng.standard_normal(dim).astype(np.float32)
+                write_record(f, encode_entry_dump(entry_id, row))
+                entries[entry_id] = (shard, row)
+    return entries
+
+
+def test_entry_dumps_parse_packed_or_not_and_bad_ones_are_named(tmp_path):
+    from processor.feature_store.table_sources import MonolithTable, encode_entry_dump, parse_entry_dump
+    row = np.array([1.5, -2.0, 0.25], np.float32)
+    assert parse_entry_dump(encode_entry_dump(-7, row))[0] == -7
+    np.testing.assert_array_equal(parse_entry_dump(encode_entry_dump(-7, row))[1], row)
+    packed = b"\x09" + np.int64(9).tobytes() + b"\x12\x0c" + row.tobytes() + b"\x20\x05"  # + last_update_ts_sec
+    np.testing.assert_array_equal(parse_entry_dump(packed)[1], row)
+    for bad, message in ((b"\x12\x0c" + row.tobytes(), "has no id"), (b"\x09\x01\x02", "not an EntryDump")):
+        with pytest.raises(processor.ModelLoadError, match=message):
+            parse_entry_dump(bad)
+    write_monolith_dump(tmp_path / "dump", "emb", 3, 3, np.random.default_rng(0))
+    os.remove(tmp_path / "dump" / "emb-00001-of-00003")
+    with pytest.raises(processor.ModelLoadError, match="shards of table 'emb' .* are incomplete"):
+        MonolithTable(str(tmp_path / "dump"), "emb")
+
+
+def test_a_monolith_table_serves_the_shards_layout_filters_keep(tmp_path, standalone):
+    build_ids_model(str(tmp_path / "model"), resource_variables=True)
+    entries = write_monolith_dump(tmp_path / "dump", "emb", 4, 4, np.random.default_rng(3))
+    config = {"savedmodel_dir": str(tmp_path / "model"), "feature_store_type": "redis", "redis_url": standalone.address,
+              "feature_store_namespace": "monolith", "embedding_names": ["ids_model/table"],
+              "monolith_tables": {"ids_model/table": str(tmp_path / "dump" / "emb")},
+              "layout_filters": ["emb-{i}-of; i % 2 == 1"], "embedding_default_value": -1.0, "poll_interval_seconds": 0}
+    ids = np.array(list(entries), dtype=np.int64)
+    with processor.Processor(config) as p:
+        rows = p.predict({"ids": ids})["rows"]
+    for entry_id, row in zip(ids, rows):
+        shard, expected = entries[int(entry_id)]
+        np.testing.assert_array_equal(row, expected if shard % 2 == 1 else np.full(4, -1.0, np.float32))
+    write_monolith_dump(tmp_path / "dump3", "emb", 1, 3, np.random.default_rng(4))
+    with pytest.raises(processor.ModelLoadError, match="has rows of 3 numbers, variable 'ids_model/table' of 4"):
+        processor.Processor({**config, "monolith_tables": {"ids_model/table": str(tmp_path / "dump3" / "emb")},
+                             "layout_filters": []})

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from .errors import ConfigError
 
@@ -74,6 +74,14 @@ def _number(name: str, value: Any) -> float:
     return value
 
 
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(name, f"must be a number, got {_describe(value)}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"must be a finite number, got {value}")
+    return float(value)
+
+
 def _boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(name, f"must be true or false, got {_describe(value)}")
@@ -99,10 +107,30 @@ def _names(name: str, value: Any) -> List[str]:
     return list(value)
 
 
+def _table_paths(name: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(name, f"must map variable names to Monolith table paths (<dir>/<table>), got {_describe(value)}")
+    for variable, path in value.items():
+        if not isinstance(path, str) or "/" not in path.rstrip("/"):
+            raise ConfigError(f"{name}.{variable}", f"must be <directory>/<table name>, got {_describe(path)}")
+    return dict(value)
+
+
+def _layout_filters(name: str, value: Any) -> List[str]:
+    from .feature_store.layout_filters import parse_layout_filter
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(name, f"must be a list of 'PATTERN; CONDITION' strings, got {_describe(value)}")
+    for i, text in enumerate(value):
+        parse_layout_filter(text, f"{name}[{i}]")  # raises ConfigError naming what is wrong
+    return list(value)
+
+
 def _option(default: Any, parse: Callable[[str, Any], Any]) -> Any:
     """A config field with its validator."""
-    if isinstance(default, list):
-        return field(default_factory=list, metadata={"parse": parse})
+    if isinstance(default, (list, dict)):
+        return field(default_factory=type(default), metadata={"parse": parse})
     return field(default=default, metadata={"parse": parse})
 
 
@@ -188,13 +216,15 @@ class ProcessorConfig:
     embedding_names: List[str] = _option([], _names)     # variables to serve from the store
     embedding_min_rows: int = _option(0, _integer)        # > 0: also every gathered-only variable this tall
                                                           # (redis with no selection: every one)
-    embedding_default_value: float = _option(0.0, _number)  # what ids a table lacks read as
+    embedding_default_value: float = _option(0.0, _finite)  # what ids a table lacks read as
     redis_url: str = _option("", _string)                 # host:port, or several nodes of a Redis Cluster
     redis_password: str = _secret()
     read_thread_num: int = _option(4, _at_least(1))       # connections per Redis server for lookups
     update_thread_num: int = _option(1, _at_least(1))     # writers importing a version into Redis
     feature_store_namespace: str = _option("", _string)   # replicas sharing tables; "": model_name
     feature_store_partitions: int = _option(16, _at_least(1))  # hashes per table (spread over a cluster)
+    monolith_tables: Dict[str, str] = _option({}, _table_paths)  # variable -> Monolith dump "<dir>/<table>" (redis)
+    layout_filters: List[str] = _option([], _layout_filters)     # which Monolith shards this instance imports
     serialize_protocol: str = _option("protobuf", _choice(SERIALIZE_PROTOCOLS))
     oss_endpoint: str = _option("", _string)
     oss_access_id: str = _secret()
@@ -247,6 +277,8 @@ def _check_consistency(config: ProcessorConfig) -> None:
         raise ConfigError("signature_name", "must not be empty")
     if config.feature_store_type == "redis" and not config.redis_url:
         raise ConfigError("redis_url", "is required when feature_store_type is 'redis'")
+    if config.monolith_tables and config.feature_store_type != "redis":
+        raise ConfigError("monolith_tables", "are imported into Redis: set feature_store_type to 'redis'")
     if config.timeline_trace_count > 0 and not config.timeline_path:
         raise ConfigError("timeline_path", "is required when timeline_trace_count > 0")
     if config.enable_inline_execute and config.inter_op_parallelism_threads > 0:

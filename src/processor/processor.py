@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import _core, predict_pb2, tensors
-from .config import ProcessorConfig, parse_config
+from .config import parse_config
 from .errors import ConfigError, ModelLoadError, RequestError, StoreError
 from .incremental import plan_delta
 from .session_group import apply_openmp_settings

@@ -8,7 +8,6 @@ export in progress) are ignored.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import List, Optional
 

@@ -67,5 +67,23 @@ def write_record(stream: BinaryIO, payload: bytes) -> None:
 
 
 def iter_records(path: str) -> Iterator[bytes]:
+    """The records of a TFRecord file, read one at a time (a file of any size takes one record's memory)."""
     with open(path, "rb") as f:
-        yield from read_records(f.read())
+        index, offset = 0, 0
+        while True:
+            header = f.read(12)
+            if not header:
+                return
+            if len(header) < 12:
+                raise TFRecordError(f"{path}: record {index}: truncated header at byte {offset}")
+            (length,) = struct.unpack("<Q", header[:8])
+            if struct.unpack("<I", header[8:12])[0] != masked_crc32c(header[:8]):
+                raise TFRecordError(f"{path}: record {index}: length checksum mismatch at byte {offset}")
+            payload = f.read(length)
+            footer = f.read(4)
+            if len(payload) < length or len(footer) < 4:
+                raise TFRecordError(f"{path}: record {index}: truncated ({length} bytes announced at byte {offset})")
+            if struct.unpack("<I", footer)[0] != masked_crc32c(payload):
+                raise TFRecordError(f"{path}: record {index}: data checksum mismatch at byte {offset}")
+            yield payload
+            index, offset = index + 1, offset + 16 + length

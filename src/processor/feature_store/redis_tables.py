@@ -27,10 +27,10 @@ import numpy as np
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from .. import tensors
 from ..errors import StoreError
 from ..incremental import KEYS_SUFFIX, VALUES_SUFFIX
-from .checkpoint_rows import iter_rows, read_tensor, table_entry
+from .checkpoint_rows import iter_rows, read_tensor
+from .table_sources import CheckpointTable
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,10 @@ class RedisTables:
         raw = self.client.hget(self._meta_key(version), "tables")
         return json.loads(raw) if raw else {}
 
-    def ensure_version(self, version: int, tables: Mapping[str, Tuple[str, str]], timeout: float = 3600.0) -> bool:
+    def ensure_version(self, version: int, tables: Mapping[str, object], timeout: float = 3600.0) -> bool:
         """Makes `version` complete in the store: imports it under the lock, or waits while another
-        replica does. `tables`: table name -> (checkpoint prefix, variable name). Returns True when this
-        replica imported it."""
+        replica does. `tables`: table name -> a source (table_sources.py), or (checkpoint prefix,
+        variable name). Returns True when this replica imported it."""
         return self._once(lambda: self.is_complete(version), self._lock_key(version),
                           lambda token: self._import(version, tables, token), f"version {version}", timeout)
 
@@ -238,7 +238,7 @@ class RedisTables:
                       mapping={ids[i].tobytes(): rows[i].tobytes() for i in positions})
         pipe.execute()
 
-    def _import(self, version: int, tables: Mapping[str, Tuple[str, str]], token: str) -> None:
+    def _import(self, version: int, tables: Mapping[str, object], token: str) -> None:
         started = time.monotonic()
         metadata = {}
         renewed = [time.monotonic()]
@@ -253,24 +253,27 @@ class RedisTables:
                                      f"be importing it")
                 renewed[0] = time.monotonic()
 
-        for table, (prefix, name) in tables.items():
-            entry = table_entry(prefix, name)
-            rows, dim = entry.shape
-            dtype = np.dtype(tensors.numpy_dtype(entry.dtype))
-            if dtype.kind != "f":
-                raise StoreError(f"table '{table}' ({name} in {prefix}) is {dtype}, not floating point")
+        for table, source in tables.items():
+            if isinstance(source, tuple):  # (checkpoint prefix, variable name)
+                source = CheckpointTable(*source)
+            rows, dim = source.rows, source.dim
             metadata[table] = {"rows": rows, "dim": dim, "partitions": self.partitions,
-                               "dtype": dtype.newbyteorder("<").str, "source": f"{prefix}:{name}"}
+                               "dtype": source.dtype.str, "source": source.source}
             written = [0]
             progress = threading.Lock()
             next_report = [0.1]
 
-            def write_block(first: int, block: np.ndarray, table=table, rows=rows) -> None:
+            def write_block(ids: np.ndarray, block: np.ndarray, table=table, rows=rows) -> None:
                 keep_lock()
-                self._write_rows(version, table, np.arange(first, first + len(block)), block)
+                self._write_rows(version, table, ids, block)
                 with progress:
                     written[0] += len(block)
-                    if written[0] >= next_report[0] * rows:
+                    if rows is None:  # a hash table: its size is known at the end
+                        if written[0] >= next_report[0] * 1_000_000:
+                            logger.info("importing %s version %d table %s: %d rows", self.model, version, table,
+                                        written[0])
+                            next_report[0] += 1
+                    elif written[0] >= next_report[0] * rows:
                         logger.info("importing %s version %d table %s: %d of %d rows (%.0f %%)", self.model, version,
                                     table, written[0], rows, 100.0 * written[0] / rows)
                         next_report[0] = (int(10 * written[0] / rows) + 1) / 10
@@ -278,12 +281,14 @@ class RedisTables:
             # At most 2 blocks per writer in flight: memory stays bounded whatever the table's size.
             with ThreadPoolExecutor(max_workers=self.update_threads, thread_name_prefix="processor-import") as pool:
                 pending = []
-                for first, block in iter_rows(prefix, name, self.block_rows):
-                    pending.append(pool.submit(write_block, first, block.copy()))
+                for ids, block in source.blocks(self.block_rows):
+                    pending.append(pool.submit(write_block, ids, block.copy()))
                     if len(pending) >= 2 * self.update_threads:
                         pending.pop(0).result()
                 for future in pending:
                     future.result()
+            if rows is None:
+                metadata[table]["rows"] = written[0]
         keep_lock()
         self.client.hset(self._meta_key(version), "tables", json.dumps(metadata))
         self.client.zadd(self._versions_key(), {str(version): version})  # the completion marker, last

@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Tuple
 from .. import _core
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
+from .layout_filters import parse_layout_filter
+from .table_sources import MonolithTable
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class FeatureStore:
         self.config = config
         self.namespace = config.feature_store_namespace or config.model_name
         self._redis_tables = None
-        self._embeddings: Dict[str, List[str]] = {}  # by SavedModel path
+        self._embeddings: Dict[str, Dict[str, int]] = {}  # by SavedModel path: variable -> dim
 
     @property
     def is_redis(self) -> bool:
@@ -52,15 +54,15 @@ class FeatureStore:
                 options["redis_password"] = config.redis_password
         return options
 
-    def embeddings(self, savedmodel: str, options: Dict[str, str]) -> List[str]:
-        """The variables a load of this SavedModel (its store path; options name its local copy) serves
-        from the store."""
+    def embeddings(self, savedmodel: str, options: Dict[str, str]) -> Dict[str, int]:
+        """The variables (-> their rows' dim) a load of this SavedModel (its store path; options name its
+        local copy) serves from the store."""
         if savedmodel not in self._embeddings:
             try:
                 planned = _core.plan_embeddings(options)
             except _core.LoadError as e:
                 raise ModelLoadError(str(e)) from None
-            self._embeddings[savedmodel] = [name for name, _, _ in planned]
+            self._embeddings[savedmodel] = {name: dim for name, _, dim in planned}
         return self._embeddings[savedmodel]
 
     def prepare(self, version: int, savedmodel: str, options: Dict[str, str]) -> Dict[str, str]:
@@ -71,23 +73,37 @@ class FeatureStore:
             return {}
         prefix = options.get("checkpoint_prefix") or os.path.join(options["savedmodel_dir"], "variables", "variables")
         embeddings = self.embeddings(savedmodel, options)
+        unknown = sorted(set(self.config.monolith_tables) - set(embeddings))
+        if unknown:
+            raise ModelLoadError(f"monolith_tables names {', '.join(unknown)}, not among the embeddings served from "
+                                 f"Redis ({', '.join(embeddings)})")
+        sources = {name: self._monolith_table(name, dim) if name in self.config.monolith_tables else (prefix, name)
+                   for name, dim in embeddings.items()}
         tables = self._tables()
         with _store_errors():
-            tables.ensure_version(version, {name: (prefix, name) for name in embeddings})
+            tables.ensure_version(version, sources)
             stored = tables.tables(version)
         missing = [name for name in embeddings if name not in stored]
         if missing:
             raise StoreError(f"version {version} in Redis lacks table(s) {', '.join(missing)} (imported from "
                              f"another graph?)")
         # The partitions the version was imported with, whatever this replica's config says.
-        return {"redis_version": str(version), "redis_partitions": str(stored[embeddings[0]]["partitions"])}
+        return {"redis_version": str(version), "redis_partitions": str(stored[next(iter(embeddings))]["partitions"])}
+
+    def _monolith_table(self, variable: str, dim: int) -> MonolithTable:
+        directory, _, name = self.config.monolith_tables[variable].rstrip("/").rpartition("/")
+        table = MonolithTable(directory, name, [parse_layout_filter(text) for text in self.config.layout_filters])
+        if table.dim != dim:
+            raise ModelLoadError(f"Monolith table {table.source} has rows of {table.dim} numbers, variable "
+                                 f"'{variable}' of {dim}")
+        return table
 
     def split_delta(self, savedmodel: str, plan: DeltaPlan) -> Tuple[DeltaPlan, Dict[str, bool]]:
         """(what the session applies, table -> sparse for what the control plane writes to Redis). A
         local store's tables take their rows in the data plane, like the session's variables."""
         if not self.is_redis:
             return plan, {}
-        stored = set(self._embeddings.get(savedmodel, ()))
+        stored = set(self._embeddings.get(savedmodel, {}))
         return ([entry for entry in plan if entry[0] not in stored],
                 {name: sparse for name, sparse, _ in plan if name in stored})
 

@@ -1,0 +1,170 @@
+"""Where an imported table's rows come from, read in blocks of (ids, rows) so that a table of any size
+takes bounded memory:
+
+- CheckpointTable: a 2-D variable of a TF checkpoint; row i has id i.
+- MonolithTable: a Monolith hash-table dump, TFRecord shards `<name>-<i>-of-<n>` of EntryDump records
+  (monolith/native_training/runtime/hash_table/embedding_hash_table.proto: `sfixed64 id = 1`,
+  `repeated float num = 2`, optimizer state and timestamps skipped); `layout_filters` choose which
+  shards this instance loads.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from typing import Iterable, Iterator, List, Tuple
+
+import numpy as np
+
+from .. import tensors
+from ..errors import ModelLoadError
+from ..tfrecord import TFRecordError, iter_records
+from .checkpoint_rows import iter_rows, table_entry
+from .layout_filters import LayoutFilter, select_shards
+
+Block = Tuple[np.ndarray, np.ndarray]  # (int64 ids [n], rows [n, dim])
+
+
+class CheckpointTable:
+    def __init__(self, prefix: str, variable: str):
+        entry = table_entry(prefix, variable)
+        self.prefix, self.variable = prefix, variable
+        self.rows, self.dim = entry.shape
+        self.dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+        if self.dtype.kind != "f":
+            raise ModelLoadError(f"'{variable}' in {prefix} is {self.dtype}, not floating point")
+
+    @property
+    def source(self) -> str:
+        return f"{self.prefix}:{self.variable}"
+
+    def blocks(self, block_rows: int) -> Iterator[Block]:
+        for first, rows in iter_rows(self.prefix, self.variable, block_rows):
+            yield np.arange(first, first + len(rows), dtype=np.int64), rows
+
+
+def parse_entry_dump(record: bytes) -> Tuple[int, np.ndarray]:
+    """(id, num) of a serialized EntryDump; ModelLoadError when it is not one."""
+    entry_id, numbers, pos, end = None, [], 0, len(record)
+    try:
+        while pos < end:
+            tag, pos = _varint(record, pos)
+            field, wire = tag >> 3, tag & 7
+            if field == 1 and wire == 1:
+                (entry_id,) = struct.unpack_from("<q", record, pos)
+                pos += 8
+            elif field == 2 and wire == 5:  # proto2's unpacked repeated float
+                numbers.append(record[pos:pos + 4])
+                pos += 4
+            elif field == 2 and wire == 2:  # packed, as a proto3 writer would
+                length, pos = _varint(record, pos)
+                numbers.append(record[pos:pos + length])
+                pos += length
+            elif wire == 0:
+                _, pos = _varint(record, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 2:
+                length, pos = _varint(record, pos)
+                pos += length
+            elif wire == 5:
+                pos += 4
+            else:
+                raise ValueError(f"wire type {wire}")
+            if pos > end:
+                raise ValueError("truncated")
+    except (ValueError, struct.error, IndexError) as e:
+        raise ModelLoadError(f"not an EntryDump record ({e})") from None
+    if entry_id is None:
+        raise ModelLoadError("an EntryDump record has no id")
+    data = b"".join(numbers)
+    if len(data) % 4:
+        raise ModelLoadError(f"EntryDump {entry_id}: its num field is not float32s")
+    return entry_id, np.frombuffer(data, dtype="<f4")
+
+
+def _varint(data: bytes, pos: int) -> Tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("bad varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+_SHARD = re.compile(r"^(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
+
+
+def monolith_shards(directory: str, name: str) -> List[str]:
+    """Every shard of table `name` in `directory`, in order; ModelLoadError when some are missing."""
+    try:
+        files = sorted(os.listdir(directory))
+    except OSError as e:
+        raise ModelLoadError(f"cannot list Monolith table directory {directory}: {e.strerror}") from None
+    shards = [(m, f) for f in files if (m := _SHARD.match(f)) and m.group("name") == name]
+    if not shards:
+        raise ModelLoadError(f"{directory} has no shard of table '{name}' ({name}-00000-of-0000N)")
+    counts = {int(m.group("count")) for m, _ in shards}
+    indices = sorted(int(m.group("index")) for m, _ in shards)
+    if len(counts) != 1 or indices != list(range(counts.pop())):
+        raise ModelLoadError(f"the shards of table '{name}' in {directory} are incomplete or of different runs: "
+                             f"{', '.join(f for _, f in shards)}")
+    return [os.path.join(directory, f) for _, f in shards]
+
+
+class MonolithTable:
+    def __init__(self, directory: str, name: str, filters: Iterable[LayoutFilter] = ()):
+        self.directory, self.name = directory, name
+        every = monolith_shards(directory, name)
+        self.shards = [os.path.join(directory, f) for f in select_shards([os.path.basename(p) for p in every], filters)]
+        if not self.shards:
+            raise ModelLoadError(f"layout_filters keep no shard of table '{name}' in {directory}")
+        self.dim = self._first_dim()
+        self.rows = None  # not known before reading: hash tables hold arbitrary ids
+        self.dtype = np.dtype("<f4")
+
+    @property
+    def source(self) -> str:
+        return f"monolith:{self.directory}/{self.name} ({len(self.shards)} shards)"
+
+    def _first_dim(self) -> int:
+        for path in self.shards:
+            for record in self._records(path):
+                return len(parse_entry_dump(record)[1])
+        raise ModelLoadError(f"the shards of table '{self.name}' in {self.directory} hold no entry")
+
+    def _records(self, path: str) -> Iterator[bytes]:
+        try:
+            yield from iter_records(path)
+        except TFRecordError as e:
+            raise ModelLoadError(f"Monolith shard {e}") from None
+        except OSError as e:
+            raise ModelLoadError(f"cannot read Monolith shard {path}: {e.strerror}") from None
+
+    def blocks(self, block_rows: int) -> Iterator[Block]:
+        ids: List[int] = []
+        rows: List[np.ndarray] = []
+        for path in self.shards:
+            for record in self._records(path):
+                entry_id, numbers = parse_entry_dump(record)
+                if len(numbers) != self.dim:
+                    raise ModelLoadError(f"{path}: entry {entry_id} has {len(numbers)} numbers, the table {self.dim}")
+                ids.append(entry_id)
+                rows.append(numbers)
+                if len(ids) == block_rows:
+                    yield np.array(ids, dtype=np.int64), np.stack(rows)
+                    ids, rows = [], []
+        if ids:
+            yield np.array(ids, dtype=np.int64), np.stack(rows)
+
+
+def encode_entry_dump(entry_id: int, numbers: np.ndarray) -> bytes:
+    """An EntryDump record as Monolith writes it (proto2: repeated float unpacked); for tests and tools."""
+    out = b"\x09" + struct.pack("<q", entry_id)
+    for value in np.asarray(numbers, dtype="<f4"):
+        out += b"\x15" + value.tobytes()
+    return out
