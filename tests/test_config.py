@@ -43,7 +43,7 @@ def test_every_deeprec_field_is_parsed():
                            "max_request_bytes", "max_tensor_elements", "local_cache_dir", "download_threads",
                            "download_retries", "webhdfs_url", "hdfs_user", "request_log", "embedding_names",
                            "embedding_min_rows", "embedding_default_value", "feature_store_namespace",
-                           "feature_store_partitions"}
+                           "feature_store_partitions", "monolith_tables", "layout_filters"}
     assert set(full) | processor_additions == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
 
 
@@ -80,6 +80,14 @@ BAD_CONFIGS = [
     ({**BASE, "inter_op_parallelism_threads": 2**40}, "inter_op_parallelism_threads", "must be < 2^31"),
     ({**BASE, "feature_store_type": "memcache"}, "feature_store_type", "must be one of 'local', 'redis'"),
     ({**BASE, "feature_store_type": "redis"}, "redis_url", "is required when feature_store_type is 'redis'"),
+    ({**BASE, "embedding_names": 5}, "embedding_names", "must be a list of variable names"),
+    ({**BASE, "embedding_names": ["a", ""]}, "embedding_names[1]", "must be a variable name"),
+    ({**BASE, "embedding_min_rows": -1}, "embedding_min_rows", "must be >= 0"),
+    ({**BASE, "embedding_default_value": float("nan")}, "embedding_default_value", "must be a finite number"),
+    ({**BASE, "feature_store_partitions": 0}, "feature_store_partitions", "must be >= 1"),
+    ({**BASE, "monolith_tables": {"v": "/d/t"}}, "monolith_tables", "are imported into Redis"),
+    ({**BASE, "monolith_tables": {"v": "t"}}, "monolith_tables.v", "must be <directory>/<table name>"),
+    ({**BASE, "layout_filters": ["ps_{i}; __import__('os')"]}, "layout_filters[0]", "not allowed"),
     ({**BASE, "model_store_type": "s3"}, "model_store_type", "must be one of 'local', 'oss', 'hdfs'"),
     ({**BASE, "model_store_type": "oss"}, "oss_endpoint", "is required when model_store_type is 'oss' (or set OSS_ENDPOINT)"),
     ({**OSS, "oss_access_key": ""}, "oss_access_key", "is required when model_store_type is 'oss' (or set OSS_ACCESS_KEY_SECRET)"),
