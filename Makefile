@@ -101,6 +101,7 @@ bench: build
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench
 	$(PY) benchmarks/performance.py
 	$(PY) benchmarks/lifecycle.py
+	$(PY) benchmarks/feature_store.py
 
 build: $(BUILD_STAMP)
 

@@ -1,0 +1,131 @@
+"""The feature store, measured in one run: embeddings in the session vs local tables vs Redis vs a
+3-master Redis Cluster (real redis-server processes on loopback), batch 64 and 512.
+
+    make bench            # or: .venv/bin/python benchmarks/feature_store.py
+
+Reports, per store, median and p99 of
+  lookup    process() of a model that only gathers rows of a 1,000,000-row table (the lookup's cost)
+  model     process() of the example recommendation model with a 1,000,000-row item table
+with the ratio to the same model with its embeddings in the session; and the time to import the
+model's tables into Redis (rows per second). Writes benchmarks/results/feature_store.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from results_file import save_results
+from timing import measure
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import recommendation_model  # noqa: E402
+
+ROWS = 1_000_000
+DIM = 16
+BATCHES = (64, 512)
+ITERATIONS = 300
+
+
+def build_lookup_model(path: str) -> None:
+    """ids -> rows of a [ROWS, DIM] table: nothing but the gather."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        ids = tf1.placeholder(tf.int64, [None], name="ids")
+        table = tf1.get_variable("table", [ROWS, DIM], initializer=tf1.random_normal_initializer(seed=1))
+        rows = tf.identity(tf.nn.embedding_lookup(table, ids), name="rows")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs={"ids": ids},
+                                                                                  outputs={"rows": rows})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
+                                                 saver=tf1.train.Saver())
+            builder.save()
+
+
+def requests(kind: str, batch: int, rng) -> bytes:
+    from lifecycle_helpers import serialize
+    if kind == "lookup":
+        return serialize({"ids": rng.integers(0, ROWS, size=batch, dtype=np.int64)})
+    inputs = recommendation_model.random_batch(batch, rng)
+    inputs["item_id"] = rng.integers(0, ROWS, size=batch, dtype=np.int64)
+    return serialize(inputs)
+
+
+def main() -> None:
+    import processor
+    from redis_servers import RedisClusterOfThree, RedisServer
+
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        print(f"building the models ({ROWS:,}-row tables)...", flush=True)
+        build_lookup_model(str(work / "lookup"))
+        dirs, trainer = recommendation_model.build(str(work / "rec"), steps_per_version=1, versions=1, num_items=ROWS)
+        trainer.close()
+        models = {"lookup": {"savedmodel_dir": str(work / "lookup"), "embedding_names": ["table"]},
+                  "model": {"savedmodel_dir": dirs.savedmodel_dir, "checkpoint_dir": dirs.checkpoint_dir,
+                            "embedding_min_rows": 1000}}
+        standalone = RedisServer(work / "redis")
+        cluster = RedisClusterOfThree(work / "cluster")
+        stores = {"session": {}, "local": {"feature_store_type": "local"},
+                  "redis": {"feature_store_type": "redis", "redis_url": standalone.address},
+                  "cluster": {"feature_store_type": "redis", "redis_url": cluster.url}}
+        results = {"rows": ROWS, "iterations": ITERATIONS, "latency": {}, "import": {}}
+        try:
+            for kind, model in models.items():
+                for store, settings in stores.items():
+                    config = {**model, **settings, "poll_interval_seconds": 0, "feature_store_namespace": f"bench-{kind}"}
+                    if store == "session":
+                        config = {k: v for k, v in config.items() if not k.startswith("embedding_")}
+                    started = time.monotonic()
+                    with processor.Processor(config) as p:
+                        load_seconds = time.monotonic() - started
+                        if store in ("redis", "cluster"):
+                            results["import"][f"{kind}/{store}"] = {"load_seconds": round(load_seconds, 2)}
+                        rng = np.random.default_rng(0)
+                        for batch in BATCHES:
+                            pool = [requests(kind, batch, rng) for _ in range(16)]
+                            cursor = [0]
+
+                            def call():
+                                cursor[0] += 1
+                                code, body = p.process(pool[cursor[0] % len(pool)])
+                                if code != 200:
+                                    raise SystemExit(f"{kind}/{store}: {code} {body[:200]!r}")
+
+                            results["latency"][f"{kind}/{store}/{batch}"] = measure(call, ITERATIONS)
+                            print(f"  {kind:6} {store:8} batch {batch:3}: "
+                                  f"{results['latency'][f'{kind}/{store}/{batch}']['median_ms']:.3f} ms", flush=True)
+        finally:
+            standalone.stop()
+            cluster.stop()
+
+    print(f"\nprocess() latency, ms (median / p99), and the median's ratio to embeddings in the session")
+    print(f"{'':8} {'batch':>5} " + " ".join(f"{store:>22}" for store in stores))
+    for kind in models:
+        for batch in BATCHES:
+            base = results["latency"][f"{kind}/session/{batch}"]["median_ms"]
+            cells = []
+            for store in stores:
+                m = results["latency"][f"{kind}/{store}/{batch}"]
+                cells.append(f"{m['median_ms']:7.3f} / {m['p99_ms']:6.3f} {m['median_ms'] / base:5.2f}x")
+            print(f"{kind:8} {batch:>5} " + " ".join(f"{c:>22}" for c in cells))
+    print("\nfirst load with the import into Redis (1 writer), seconds:")
+    for name, value in results["import"].items():
+        print(f"  {name:16} {value['load_seconds']:8.2f}")
+    print(f"saved {save_results('feature_store', results)}")
+
+
+if __name__ == "__main__":
+    main()
