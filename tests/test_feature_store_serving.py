@@ -288,3 +288,35 @@ def test_a_monolith_table_serves_the_shards_layout_filters_keep(tmp_path, standa
     with pytest.raises(processor.ModelLoadError, match="has rows of 3 numbers, variable 'ids_model/table' of 4"):
         processor.Processor({**config, "monolith_tables": {"ids_model/table": str(tmp_path / "dump3" / "emb")},
                              "layout_filters": []})
+
+
+def test_cluster_redirections_are_followed(rec_model, reference, batch, cluster):
+    """A partition's slot moves to another master while serving: first half-way (the old owner answers
+    ASK for the key already moved), then for good (MOVED, and the slot map is reread)."""
+    import redis
+    nodes = {s.port: redis.Redis(port=s.port) for s in cluster.servers}
+    with processor.Processor(redis_config(rec_model, cluster.url, "redirect")) as p:
+        expected = reference.predict(rec_model.prefixes()[-1], batch)
+        assert_outputs_equal(p.predict(batch), expected)
+        version = p.model_info().version_step
+        key = f"pe:{{redirect/{version}/item_embedding/{int(batch['item_id'][0]) % 16}}}"
+        slot = nodes[cluster.servers[0].port].cluster("keyslot", key)
+        source = next(r for r in nodes.values() if r.cluster("countkeysinslot", slot))
+        target = next(r for r in nodes.values() if r is not source)
+        source_id, target_id = source.cluster("myid"), target.cluster("myid")
+        target_port = target.connection_pool.connection_kwargs["port"]
+
+        target.cluster("setslot", slot, "importing", source_id)
+        source.cluster("setslot", slot, "migrating", target_id)
+        source.migrate("127.0.0.1", target_port, key, 0, 5000)
+        asking_before = target.info("commandstats").get("cmdstat_asking", {}).get("calls", 0)
+        assert_outputs_equal(p.predict(batch), expected)
+        assert target.info("commandstats")["cmdstat_asking"]["calls"] > asking_before, "no ASK was followed"
+
+        for node in nodes.values():
+            node.cluster("setslot", slot, "node", target_id)
+        slot_maps_before = sum(n.info("commandstats").get("cmdstat_cluster|slots", {}).get("calls", 0)
+                               for n in nodes.values())
+        assert_outputs_equal(p.predict(batch), expected)
+        assert sum(n.info("commandstats").get("cmdstat_cluster|slots", {}).get("calls", 0)
+                   for n in nodes.values()) > slot_maps_before, "MOVED did not reread the slot map"

@@ -365,8 +365,9 @@ class Processor:
         previous = self._serving.candidate
         servable = self._serving_servable
         started = time.monotonic()
+        # A feature-store version is loaded whole: its tables are not in the session to restore into.
         same_graph = servable is not None and candidate.checkpoint is not None and \
-            candidate.savedmodel.path == previous.savedmodel.path
+            candidate.savedmodel.path == previous.savedmodel.path and self._loader.feature_store is None
         try:
             if not same_graph:
                 self._unload_serving()
