@@ -149,14 +149,15 @@ def test_versions_switch_whole_under_load_and_old_ones_are_deleted(rec_model, tm
     request = serialize(batch)
     references = [reference.predict(model.prefixes()[-1], batch)["prob"]]
     with processor.Processor(config) as first, processor.Processor(config) as second:
-        seen, failures, stop = [], [], threading.Event()
+        seen_by_thread, failures, stop = [[], []], [], threading.Event()
+        seen = seen_by_thread[0]  # each thread's answers in the order its requests ran
 
-        def client():
+        def client(seen):
             while not stop.is_set():
                 code, body = first.process(request)
                 (seen if code == 200 else failures).append(prob_of(body) if code == 200 else body)
 
-        threads = [threading.Thread(target=client) for _ in range(2)]
+        threads = [threading.Thread(target=client, args=(answers,)) for answers in seen_by_thread]
         for t in threads:
             t.start()
         try:
@@ -172,9 +173,10 @@ def test_versions_switch_whole_under_load_and_old_ones_are_deleted(rec_model, tm
             for t in threads:
                 t.join()
         assert not failures, failures[:3]
-        versions = [matching_version(prob, references) for prob in seen]
-        assert -1 not in versions, "an answer matched no version: a torn read"
-        assert versions == sorted(versions) and versions[-1] == 3
+        for answers in seen_by_thread:
+            versions = [matching_version(prob, references) for prob in answers]
+            assert -1 not in versions, "an answer matched no version: a torn read"
+            assert versions == sorted(versions) and versions[-1] == 3
         np.testing.assert_allclose(prob_of(second.process(request)[1]), references[-1], atol=1e-6)
         steps = [int(p.rsplit("-", 1)[1]) for p in model.prefixes()]
         tables = RedisTables(redis.Redis(port=standalone.port), "switch")

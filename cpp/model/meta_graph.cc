@@ -191,6 +191,14 @@ Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
   return Status::Ok();
 }
 
+std::string MissingSignatureMessage(const MetaGraphSpec& meta_graph, const std::string& signature_name,
+                                    const std::string& savedmodel_dir) {
+  std::string available;
+  for (const auto& [name, unused] : meta_graph.signatures) available += (available.empty() ? "'" : ", '") + name + "'";
+  return "SavedModel '" + savedmodel_dir + "' has no signature '" + signature_name + "' (it has: " +
+         (available.empty() ? "none" : available) + ")";
+}
+
 Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vector<std::string>& tags,
                                std::string* file, std::string_view* meta_graph) {
   const std::string path = savedmodel_dir + "/saved_model.pb";

@@ -50,6 +50,10 @@ struct MetaGraphSpec {
 // Parses a serialized MetaGraphDef (which must outlive `spec`: graph_def points into it).
 Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec);
 
+// "SavedModel '<dir>' has no signature '<name>' (it has: ...)".
+std::string MissingSignatureMessage(const MetaGraphSpec& meta_graph, const std::string& signature_name,
+                                    const std::string& savedmodel_dir);
+
 // Reads <savedmodel_dir>/saved_model.pb into `file` and finds the MetaGraphDef whose tag set is `tags`
 // (as TensorFlow's loader does); `meta_graph` points into `file`.
 Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vector<std::string>& tags,
