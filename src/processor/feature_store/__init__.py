@@ -1,7 +1,8 @@
-"""Embeddings served from a feature store (Redis, Redis Cluster) instead of the session.
+"""Embeddings served from a feature store (local memory, Redis, Redis Cluster) instead of the session.
 
-This package is the import side: versioned, hash-tagged tables in Redis written by one replica at a
-time (layout.py, redis_tables.py), rows streamed from TF checkpoints (checkpoint_rows.py), and the
-`layout_filters` that choose which shards an instance loads. The lookup op and the graph rewrite that
-read these tables while serving are not built yet.
+The data plane rewrites the graph and reads the tables (cpp/feature_store/). This package is the
+control plane's side: store.py (load options, versions imported once among replicas before they load,
+deltas, old versions deleted), redis_tables.py (versioned, hash-tagged tables in Redis written by one
+replica at a time), table_sources.py (rows streamed from TF checkpoints and Monolith dumps),
+checkpoint_rows.py, and layout_filters.py (which Monolith shards an instance loads).
 """
