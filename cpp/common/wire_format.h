@@ -36,6 +36,11 @@ class Reader {
 
   uint64_t Varint() {
     if (pos_ < end_ && *pos_ < 0x80) return *pos_++;  // tags, lengths and small values: one byte
+    if (end_ - pos_ >= 2 && pos_[1] < 0x80) {        // ids below 16384: two
+      const uint64_t value = (pos_[0] & 0x7f) | (uint64_t(pos_[1]) << 7);
+      pos_ += 2;
+      return value;
+    }
     uint64_t value = 0;
     for (int shift = 0; shift < 64; shift += 7) {
       if (pos_ >= end_) return Fail();
