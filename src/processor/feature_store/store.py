@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Tuple
 
 from .. import _core
@@ -80,7 +81,7 @@ class FeatureStore:
         sources = {name: self._monolith_table(name, dim) if name in self.config.monolith_tables else (prefix, name)
                    for name, dim in embeddings.items()}
         tables = self._tables()
-        with _store_errors():
+        with _redis_errors():
             tables.ensure_version(version, sources)
             stored = tables.tables(version)
         missing = [name for name in embeddings if name not in stored]
@@ -109,7 +110,7 @@ class FeatureStore:
 
     def apply_delta(self, version: int, step: int, prefix: str, changes: Dict[str, bool]) -> None:
         if changes:
-            with _store_errors():
+            with _redis_errors():
                 self._tables().apply_delta(version, step, prefix, changes)
 
     def delete_old_versions(self, keep: int) -> List[int]:
@@ -117,7 +118,7 @@ class FeatureStore:
         if not self.is_redis:
             return []
         try:
-            with _store_errors():
+            with _redis_errors():
                 return self._tables().delete_old_versions(keep)
         except StoreError as e:
             logger.warning("cannot delete old versions from Redis: %s", e)
@@ -136,18 +137,17 @@ class FeatureStore:
         return self._redis_tables
 
 
-class _store_errors:
+@contextmanager
+def _redis_errors():
     """redis-py's exceptions as StoreError (transient for connection trouble), never with the password."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        if error is None:
-            return False
+    try:
+        yield
+    except Exception as error:
         import redis
+        if isinstance(error, redis.AuthenticationError):
+            raise StoreError("Redis refused the password (check redis_password)") from None
         if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
             raise StoreError(f"Redis is unreachable: {type(error).__name__}: {error}", transient=True) from None
         if isinstance(error, redis.RedisError):
             raise StoreError(f"Redis: {type(error).__name__}: {error}") from None
-        return False
+        raise
