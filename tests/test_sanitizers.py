@@ -42,14 +42,16 @@ def asan_build():
     return sanitizer_build("asan")
 
 
-def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan"):
+def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan", **settings):
     """Runs a sanitizer build's stress host for `cycles` cycles while new versions keep appearing, with
     half the requests logged (the request log's queue, writer thread and rotation run under the
-    sanitizer too); returns (stdout, stderr, returncode, versions written)."""
+    sanitizer too) and the config's other `settings`; returns (stdout, stderr, returncode, versions
+    written)."""
     library, stress = build or sanitizer_build(sanitizer)
     config = tmp_path / "config.json"
     config.write_text(json.dumps(model.config(poll_interval_seconds=0.02, request_log={
-        "path": str(tmp_path / "requests.tfrecord"), "sample_rate": 0.5, "max_records": 100, "backups": 2})))
+        "path": str(tmp_path / "requests.tfrecord"), "sample_rate": 0.5, "max_records": 100, "backups": 2},
+        **settings)))
     request = tmp_path / "request.bin"
     request.write_bytes(serialize(recommendation_model.random_batch(8, np.random.default_rng(cycles))))
     site_packages = os.path.dirname(os.path.dirname(processor.__file__))
@@ -100,6 +102,30 @@ def test_requests_updates_rollbacks_and_finalize_race_free_under_tsan(rec_model,
     assert stdout.startswith("cycles 4 requests ") and stdout.strip().endswith("failures 0")
     assert versions >= 2
     assert_request_log_is_whole(tmp_path)
+
+
+@pytest.mark.parametrize("sanitizer", ["asan", "tsan"])
+def test_embeddings_from_redis_are_clean_under_sanitizers(sanitizer, rec_model, tmp_path):
+    """The same cycles with the embeddings served from a real Redis: the lookup op's kernels, hiredis
+    replies and connection pools on TF's threads, tables registered and released as versions come and go."""
+    from redis_servers import RedisServer
+    build = sanitizer_build(sanitizer)
+    server = RedisServer(tmp_path / "redis")
+    try:
+        model = rec_model.copy(tmp_path)
+        stdout, stderr, code, versions = run_stress(model, tmp_path, 2, build, sanitizer=sanitizer,
+                                                    feature_store_type="redis", redis_url=server.address,
+                                                    rollback_keep=1)
+        import redis
+        lookups = redis.Redis(port=server.port).info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+    finally:
+        server.stop()
+    assert lookups > 100, f"the requests read {lookups} times from Redis"
+    for error in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer"):
+        assert error not in stderr, stderr[-8000:]
+    assert code == 0, stdout + stderr[-3000:]
+    assert stdout.startswith("cycles 2 requests ") and stdout.strip().endswith("failures 0")
+    assert versions >= 2
 
 
 def assert_request_log_is_whole(directory):
