@@ -44,8 +44,9 @@ def cluster(tmp_path_factory):
 def test_the_plan_names_the_gathered_tables(rec_model):
     options = {"savedmodel_dir": rec_model.savedmodel_dir, "feature_store": "local"}
     assert _core.plan_embeddings({**options, "embedding_min_rows": "1000"}) == [
-        ("user_embedding", 1000, 8), ("item_embedding", 5000, 8)]
-    assert _core.plan_embeddings({**options, "embedding_names": "category_embedding"}) == [("category_embedding", 6, 8)]
+        ("user_embedding", 1000, 8, "user_embedding", 0), ("item_embedding", 5000, 8, "item_embedding", 0)]
+    assert _core.plan_embeddings({**options, "embedding_names": "category_embedding"}) == [
+        ("category_embedding", 6, 8, "category_embedding", 0)]
 
 
 def test_local_tables_serve_tensorflows_outputs(rec_model, reference, batch):
@@ -90,6 +91,44 @@ def test_ids_the_table_lacks_read_the_default_row(tmp_path, resource_variables):
         outputs = p.predict({"ids": ids})
     np.testing.assert_array_equal(outputs["rows"], expected_rows.astype(np.float32))
     np.testing.assert_allclose(outputs["score"], (expected_rows @ saved["weights"])[:, 0], rtol=1e-6)
+
+
+def build_partitioned_model(path: str) -> tuple:
+    """ids -> rows of a [50, 4] table split in 3 parts (saved as slices of one checkpoint tensor);
+    returns (ids, TensorFlow's rows for them)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        ids = tf1.placeholder(tf.int64, [None], name="ids")
+        table = tf1.get_variable("table", [50, 4], partitioner=tf1.fixed_size_partitioner(3),
+                                 initializer=tf1.random_normal_initializer(seed=3))
+        rows = tf.identity(tf.nn.embedding_lookup(table, ids), name="rows")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs={"ids": ids},
+                                                                                  outputs={"rows": rows})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
+                                                 saver=tf1.train.Saver())
+            builder.save()
+            values = np.array([0, 1, 2, 3, 17, 25, 48, 49, 3], dtype=np.int64)
+            return values, session.run(rows, {ids: values})
+
+
+@pytest.mark.parametrize("where", ["local", "redis"])
+def test_partitioned_embeddings_are_one_table_per_part(tmp_path, where, request):
+    ids, expected = build_partitioned_model(str(tmp_path / "model"))
+    config = {"savedmodel_dir": str(tmp_path / "model"), "embedding_min_rows": 10, "poll_interval_seconds": 0}
+    if where == "redis":
+        config.update(feature_store_type="redis", redis_url=request.getfixturevalue("standalone").address,
+                      feature_store_namespace="partitioned")
+    plan = _core.plan_embeddings({"savedmodel_dir": config["savedmodel_dir"], "feature_store": "local",
+                                  "embedding_min_rows": "10"})
+    assert [(name, rows, saved, first) for name, rows, _, saved, first in plan] == [
+        ("table/part_0", 17, "table", 0), ("table/part_1", 17, "table", 17), ("table/part_2", 16, "table", 34)]
+    with processor.Processor(config) as p:
+        np.testing.assert_array_equal(p.predict({"ids": ids})["rows"], expected)
 
 
 def test_embeddings_that_cannot_be_served_from_the_store_are_named(rec_model):

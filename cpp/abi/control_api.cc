@@ -158,7 +158,8 @@ PROCESSOR_EXPORT int processor_control_plan_embeddings(const char* const* keys, 
     PROCESSOR_RETURN_IF_ERROR(processor::PlanEmbeddings(options, &bytes, &meta_graph, &plan));
     std::string lines;
     for (const processor::EmbeddingVariable& embedding : plan.embeddings) {
-      lines += embedding.name + "\t" + std::to_string(embedding.rows) + "\t" + std::to_string(embedding.dim) + "\n";
+      lines += embedding.name + "\t" + std::to_string(embedding.rows) + "\t" + std::to_string(embedding.dim) + "\t" +
+               embedding.saved_name + "\t" + std::to_string(embedding.first_row) + "\n";
     }
     processor::CopyToMallocBuffer(lines, output, output_size);
     return Status::Ok();

@@ -25,7 +25,8 @@ typedef struct processor_servable processor_servable; /* one loaded model versio
 PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
                                                             int count, char** error);
 /* The embedding variables a load with these options (feature_store set) serves from the store, one
- * per line: name TAB rows TAB dim, in a buffer from malloc(). Reads the SavedModel's graph only.
+ * per line: name TAB rows TAB dim TAB the name its rows are saved under TAB its first row there (a
+ * part of a partitioned variable is a slice of the saved one), in a buffer from malloc(). Reads the SavedModel's graph only.
  * Returns 0, or -1 and *error. */
 PROCESSOR_EXPORT int processor_control_plan_embeddings(const char* const* keys, const char* const* values, int count,
                                                        void** output, int* output_size, char** error);

@@ -34,6 +34,11 @@ struct EmbeddingVariable {
   int64_t rows = 0;
   int64_t dim = 0;
   std::vector<GatherSite> gathers;
+  // Where its rows are in a checkpoint: a part of a partitioned variable is rows [first_row,
+  // first_row + rows) of `saved_name`, read with `shape_and_slice`.
+  std::string saved_name;
+  std::string shape_and_slice;
+  int64_t first_row = 0;
 };
 
 struct RewritePlan {

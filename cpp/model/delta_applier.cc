@@ -84,20 +84,22 @@ Status DeltaApplier::Describe(const std::string& name, Variable* variable) {
   return Status::Ok();
 }
 
-Status DeltaApplier::RestoreOp(const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,
-                               TF_Operation** restore) {
+Status DeltaApplier::RestoreOp(const std::vector<std::string>& names, const std::vector<std::string>& slices,
+                               const std::vector<TF_DataType>& dtypes, TF_Operation** restore) {
   std::string key;
-  for (size_t i = 0; i < names.size(); ++i) key += names[i] + '|' + std::to_string(dtypes[i]) + '|';  // '|' is never in op names
+  for (size_t i = 0; i < names.size(); ++i) {
+    key += names[i] + '|' + slices[i] + '|' + std::to_string(dtypes[i]) + '|';  // '|' is never in op names or slices
+  }
   auto cached = restores_.find(key);
   if (cached != restores_.end()) {
     *restore = cached->second;
     return Status::Ok();
   }
   if (!prefix_.oper) PROCESSOR_RETURN_IF_ERROR(builder_.Placeholder(TF_STRING, &prefix_));
-  TF_Output tensor_names, slices;
+  TF_Output tensor_names, shape_and_slices;
   PROCESSOR_RETURN_IF_ERROR(builder_.StringVector(names, &tensor_names));
-  PROCESSOR_RETURN_IF_ERROR(builder_.StringVector(std::vector<std::string>(names.size()), &slices));
-  PROCESSOR_RETURN_IF_ERROR(builder_.RestoreV2(prefix_, tensor_names, slices, dtypes, restore));
+  PROCESSOR_RETURN_IF_ERROR(builder_.StringVector(slices, &shape_and_slices));
+  PROCESSOR_RETURN_IF_ERROR(builder_.RestoreV2(prefix_, tensor_names, shape_and_slices, dtypes, restore));
   restores_[key] = *restore;
   return Status::Ok();
 }
@@ -124,16 +126,18 @@ Status DeltaApplier::UpdateOp(const DeltaVariable& delta, const Variable& variab
 }
 
 Status DeltaApplier::Read(const std::string& prefix, const std::vector<std::string>& names,
-                          const std::vector<TF_DataType>& dtypes, std::vector<TensorPtr>* tensors) {
+                          const std::vector<std::string>& slices, const std::vector<TF_DataType>& dtypes,
+                          std::vector<TensorPtr>* tensors) {
   std::lock_guard<std::mutex> lock(mu_);
-  return ReadLocked(prefix, names, dtypes, tensors, "checkpoint");
+  return ReadLocked(prefix, names, slices, dtypes, tensors, "checkpoint");
 }
 
 Status DeltaApplier::ReadLocked(const std::string& prefix, const std::vector<std::string>& names,
-                                const std::vector<TF_DataType>& dtypes, std::vector<TensorPtr>* tensors,
-                                const char* what) {
+                                const std::vector<std::string>& slices, const std::vector<TF_DataType>& dtypes,
+                                std::vector<TensorPtr>* tensors, const char* what) {
   TF_Operation* restore = nullptr;
-  PROCESSOR_RETURN_IF_ERROR(RestoreOp(names, dtypes, &restore));
+  PROCESSOR_RETURN_IF_ERROR(RestoreOp(names, slices.empty() ? std::vector<std::string>(names.size()) : slices, dtypes,
+                                      &restore));
   TensorPtr prefix_tensor(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
   TF_TString* prefix_value = static_cast<TF_TString*>(TF_TensorData(prefix_tensor.get()));
   TF_TString_Init(prefix_value);
@@ -155,7 +159,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
                            const std::function<Status()>& also_under_lock) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Variable> variables(deltas.size());
-  std::vector<std::string> names;
+  std::vector<std::string> names, slices;
   std::vector<TF_DataType> dtypes;
   for (size_t i = 0; i < deltas.size(); ++i) {
     PROCESSOR_RETURN_IF_ERROR(Describe(deltas[i].name, &variables[i]));
@@ -167,8 +171,10 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
       names.push_back(deltas[i].name + "-sparse_incr_keys");
       dtypes.push_back(deltas[i].key_dtype);
       names.push_back(deltas[i].name + "-sparse_incr_values");
+      slices.resize(names.size());
     } else {
-      names.push_back(deltas[i].name);
+      names.push_back(deltas[i].saved_name.empty() ? deltas[i].name : deltas[i].saved_name);
+      slices.push_back(deltas[i].shape_and_slice);
     }
     dtypes.push_back(variables[i].dtype);
   }
@@ -181,7 +187,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
 
   // Read the changed tensors while requests keep running.
   std::vector<TensorPtr> tensors;
-  PROCESSOR_RETURN_IF_ERROR(ReadLocked(prefix, names, dtypes, &tensors, "incremental checkpoint"));
+  PROCESSOR_RETURN_IF_ERROR(ReadLocked(prefix, names, slices, dtypes, &tensors, "incremental checkpoint"));
 
   // Check everything before writing anything.
   std::vector<TF_Output> feeds;

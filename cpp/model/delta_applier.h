@@ -26,6 +26,9 @@ struct DeltaVariable {
   std::string name;                  // the variable's op name in the graph
   bool sparse = true;                // rows (keys + values) or the whole variable
   TF_DataType key_dtype = TF_INT64;  // of the keys, when sparse
+  // A whole part of a partitioned variable is saved as a slice of its full variable (SavedSlice).
+  std::string saved_name;            // empty: `name`
+  std::string shape_and_slice;       // empty: the whole tensor
 };
 
 struct VariableSpec {
@@ -47,9 +50,10 @@ class DeltaApplier {
   Status Apply(const std::string& prefix, const std::vector<DeltaVariable>& variables,
                const std::function<Status()>& also_under_lock = nullptr);
 
-  // Reads tensors from a checkpoint through the session (nothing is assigned).
-  Status Read(const std::string& prefix, const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,
-              std::vector<TensorPtr>* tensors);
+  // Reads tensors (or slices of them: `slices`, empty for whole tensors) from a checkpoint through the
+  // session; nothing is assigned.
+  Status Read(const std::string& prefix, const std::vector<std::string>& names, const std::vector<std::string>& slices,
+              const std::vector<TF_DataType>& dtypes, std::vector<TensorPtr>* tensors);
 
   // The graph's variables (VarHandleOp, VariableV2) with their declared dtype and shape.
   std::vector<VariableSpec> Variables();
@@ -70,9 +74,10 @@ class DeltaApplier {
 
   Status Describe(const std::string& name, Variable* variable);
   Status ReadLocked(const std::string& prefix, const std::vector<std::string>& names,
-                    const std::vector<TF_DataType>& dtypes, std::vector<TensorPtr>* tensors, const char* what);
-  Status RestoreOp(const std::vector<std::string>& names, const std::vector<TF_DataType>& dtypes,
-                   TF_Operation** restore);
+                    const std::vector<std::string>& slices, const std::vector<TF_DataType>& dtypes,
+                    std::vector<TensorPtr>* tensors, const char* what);
+  Status RestoreOp(const std::vector<std::string>& names, const std::vector<std::string>& slices,
+                   const std::vector<TF_DataType>& dtypes, TF_Operation** restore);
   Status UpdateOp(const DeltaVariable& delta, const Variable& variable, Update** update);
 
   TF_Graph* graph_;

@@ -144,6 +144,71 @@ AssetFile ParseAsset(std::string_view bytes) {
   return asset;
 }
 
+std::vector<int64_t> ParseInts(Reader& r, uint32_t wire_type) {
+  std::vector<int64_t> values;
+  if (wire_type == wire::kLengthDelimited) {
+    Reader packed(r.LengthDelimited());
+    while (packed.remaining() && packed.ok()) values.push_back(static_cast<int64_t>(packed.Varint()));
+  } else {
+    values.push_back(static_cast<int64_t>(r.Varint()));
+  }
+  return values;
+}
+
+// The "variables" collection: a BytesList (field 2) of VariableDef. A VariableDef's variable_name is
+// field 1, its SaveSliceInfoDef field 4 {full_name 1, full_shape 2, var_offset 3, var_shape 4}.
+void ParseSavedSlices(std::string_view collection, std::map<std::string, SavedSlice>* slices) {
+  Reader r(collection);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field != 2 || wire_type != wire::kLengthDelimited) {
+      r.Skip(wire_type);
+      continue;
+    }
+    Reader list(r.LengthDelimited());
+    uint32_t f, w;
+    while (list.NextField(&f, &w)) {
+      if (f != 1 || w != wire::kLengthDelimited) {
+        list.Skip(w);
+        continue;
+      }
+      Reader variable(list.LengthDelimited());
+      std::string name;
+      SavedSlice slice;
+      std::vector<int64_t> full_shape, offset, shape;
+      uint32_t vf, vw;
+      while (variable.NextField(&vf, &vw)) {
+        if (vf == 1 && vw == wire::kLengthDelimited) {
+          name = std::string(variable.LengthDelimited());
+        } else if (vf == 4 && vw == wire::kLengthDelimited) {
+          Reader info(variable.LengthDelimited());
+          uint32_t sf, sw;
+          while (info.NextField(&sf, &sw)) {
+            if (sf == 1 && sw == wire::kLengthDelimited) slice.full_name = std::string(info.LengthDelimited());
+            else if (sf == 2) full_shape = ParseInts(info, sw);
+            else if (sf == 3) offset = ParseInts(info, sw);
+            else if (sf == 4) shape = ParseInts(info, sw);
+            else info.Skip(sw);
+          }
+        } else {
+          variable.Skip(vw);
+        }
+      }
+      if (slice.full_name.empty() || full_shape.empty() || offset.size() != full_shape.size() ||
+          shape.size() != full_shape.size()) {
+        continue;  // not partitioned
+      }
+      for (int64_t dim : full_shape) slice.shape_and_slice += std::to_string(dim) + " ";
+      for (size_t d = 0; d < offset.size(); ++d) {
+        slice.shape_and_slice += (d ? ":" : "") + std::to_string(offset[d]) + "," + std::to_string(shape[d]);
+      }
+      slice.first_row = offset[0];
+      const size_t colon = name.rfind(':');
+      (*slices)[colon == std::string::npos ? name : name.substr(0, colon)] = std::move(slice);
+    }
+  }
+}
+
 // "init_all_tables:0" -> "init_all_tables": init ops are run as targets.
 std::string OpName(const std::string& tensor_name) {
   const size_t colon = tensor_name.rfind(':');
@@ -175,6 +240,7 @@ Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
     } else if (field == kMetaCollectionDef) {
       auto [name, collection] = ParseMapEntry(bytes);
       if (name == "table_initializer") spec->table_initializers = ParseNodeList(collection);
+      if (name == "variables") ParseSavedSlices(collection, &spec->saved_slices);
       if ((name == "saved_model_main_op" || name == "legacy_init_op") && spec->init_op.empty()) {
         std::vector<std::string> ops = ParseNodeList(collection);
         if (!ops.empty()) spec->init_op = ops[0];

@@ -35,6 +35,14 @@ struct AssetFile {
   std::string filename;     // under <savedmodel_dir>/assets
 };
 
+// Where a partitioned variable's slice is saved: TF checkpoints hold the whole variable under its
+// full name, and each part is restored with a shape-and-slice spec.
+struct SavedSlice {
+  std::string full_name;        // "table"
+  std::string shape_and_slice;  // "50 4 0,25:0,4": the full shape, then offset,length per dim
+  int64_t first_row = 0;        // offset along dim 0
+};
+
 struct MetaGraphSpec {
   std::map<std::string, SignatureSpec> signatures;
   SaverSpec saver;  // empty names when the MetaGraphDef has no saver_def
@@ -45,6 +53,7 @@ struct MetaGraphSpec {
   std::vector<AssetFile> assets;
   std::vector<std::string> tags;
   std::string_view graph_def;  // into the serialized MetaGraphDef
+  std::map<std::string, SavedSlice> saved_slices;  // by variable op name, partitioned variables only
 };
 
 // Parses a serialized MetaGraphDef (which must outlive `spec`: graph_def points into it).

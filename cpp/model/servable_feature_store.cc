@@ -27,7 +27,19 @@ Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphS
     int index = 0;
     if (ParseTensorName(output.tensor_name, &op, &index)) output_ops.push_back(op);
   }
-  return PlanRewrite(meta_graph->graph_def, output_ops, options.feature_store.selection, plan).WithContext("feature store");
+  PROCESSOR_RETURN_IF_ERROR(
+      PlanRewrite(meta_graph->graph_def, output_ops, options.feature_store.selection, plan).WithContext("feature store"));
+  for (EmbeddingVariable& embedding : plan->embeddings) {
+    auto slice = meta_graph->saved_slices.find(embedding.name);
+    if (slice == meta_graph->saved_slices.end()) {
+      embedding.saved_name = embedding.name;
+    } else {
+      embedding.saved_name = slice->second.full_name;
+      embedding.shape_and_slice = slice->second.shape_and_slice;
+      embedding.first_row = slice->second.first_row;
+    }
+  }
+  return Status::Ok();
 }
 
 Status Servable::LoadWithFeatureStore(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
@@ -57,7 +69,15 @@ Status Servable::LoadWithFeatureStore(const LoadOptions& options, TF_SessionOpti
   const std::string prefix = options.checkpoint_prefix.empty() ? options.savedmodel_dir + "/variables/variables"
                                                                : options.checkpoint_prefix;
   std::vector<DeltaVariable> dense;
-  for (const std::string& name : plan.dense_variables) dense.push_back(DeltaVariable{name, /*sparse=*/false});
+  for (const std::string& name : plan.dense_variables) {
+    DeltaVariable variable{name, /*sparse=*/false};
+    auto slice = meta_graph->saved_slices.find(name);
+    if (slice != meta_graph->saved_slices.end()) {
+      variable.saved_name = slice->second.full_name;
+      variable.shape_and_slice = slice->second.shape_and_slice;
+    }
+    dense.push_back(std::move(variable));
+  }
   PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(delta_applier().Apply(prefix, dense), "restoring the dense variables");
   PROCESSOR_RETURN_IF_ERROR(LoadTables(options.feature_store, plan, prefix, keys));
   return RunInitOp(*meta_graph, options.savedmodel_dir);
@@ -67,11 +87,14 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
                             const std::map<std::string, std::string>& keys) {
   if (options.type == "redis") return ConnectRedisTables(options, plan, keys);
   if (options.type != "local") return Status::InvalidArgument("unknown feature store type " + Quote(options.type));
-  std::vector<std::string> names;
-  for (const EmbeddingVariable& embedding : plan.embeddings) names.push_back(embedding.name);
+  std::vector<std::string> names, slices;
+  for (const EmbeddingVariable& embedding : plan.embeddings) {
+    names.push_back(embedding.saved_name);
+    slices.push_back(embedding.shape_and_slice);
+  }
   std::vector<TensorPtr> tensors;
   PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
-      delta_applier().Read(prefix, names, std::vector<TF_DataType>(names.size(), TF_FLOAT), &tensors),
+      delta_applier().Read(prefix, names, slices, std::vector<TF_DataType>(names.size(), TF_FLOAT), &tensors),
       "reading the embedding tables");
   for (size_t i = 0; i < names.size(); ++i) {
     const EmbeddingVariable& embedding = plan.embeddings[i];
@@ -165,7 +188,7 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
 
   // The tables' rows: read and checked now, written with the session's variables under one lock.
   std::vector<TensorPtr> tensors;
-  PROCESSOR_RETURN_IF_ERROR(delta_applier().Read(prefix, names, dtypes, &tensors));
+  PROCESSOR_RETURN_IF_ERROR(delta_applier().Read(prefix, names, /*slices=*/{}, dtypes, &tensors));
   struct RowWrite {
     LocalTable* table;
     std::vector<int64_t> ids;

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -160,8 +161,8 @@ py::bytes SessionConfig(const std::map<std::string, std::string>& options) {
   return TakeBuffer(output, output_size);
 }
 
-// (name, rows, dim) of each embedding a feature-store load serves from the store.
-std::vector<std::tuple<std::string, int64_t, int64_t>> PlanEmbeddings(const std::map<std::string, std::string>& options) {
+// (name, rows, dim, saved name, first row) of each embedding a feature-store load serves from the store.
+std::vector<std::tuple<std::string, int64_t, int64_t, std::string, int64_t>> PlanEmbeddings(const std::map<std::string, std::string>& options) {
   OptionArrays arrays(options);
   void* output = nullptr;
   int output_size = 0;
@@ -174,12 +175,15 @@ std::vector<std::tuple<std::string, int64_t, int64_t>> PlanEmbeddings(const std:
   }
   if (code != 0) ThrowLoadFailure(error);
   const std::string text = TakeBuffer(output, output_size);
-  std::vector<std::tuple<std::string, int64_t, int64_t>> embeddings;
+  std::vector<std::tuple<std::string, int64_t, int64_t, std::string, int64_t>> embeddings;
   for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
-    const std::string line = text.substr(start, end - start);
-    const size_t tab = line.find('\t'), second = line.find('\t', tab + 1);
-    embeddings.emplace_back(line.substr(0, tab), std::stoll(line.substr(tab + 1, second - tab - 1)),
-                            std::stoll(line.substr(second + 1)));
+    std::vector<std::string> fields;
+    for (size_t from = start, tab; from <= end; from = tab + 1) {
+      tab = std::min(text.find('\t', from), end);
+      fields.push_back(text.substr(from, tab - from));
+    }
+    embeddings.emplace_back(fields.at(0), std::stoll(fields.at(1)), std::stoll(fields.at(2)), fields.at(3),
+                            std::stoll(fields.at(4)));
   }
   return embeddings;
 }
@@ -284,7 +288,8 @@ PYBIND11_MODULE(_core, m) {
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");
 
   m.def("plan_embeddings", &PlanEmbeddings, py::arg("options"),
-        "(name, rows, dim) of the embeddings a load with these feature-store options serves from the store.");
+        "(name, rows, dim, saved name, first row) of the embeddings a load with these feature-store options serves "
+        "from the store.");
   m.def("session_config", &SessionConfig, py::arg("options"),
         "The serialized tensorflow.ConfigProto a load with these options gives its session.");
   m.def("live_servables", &processor_control_live_servables,

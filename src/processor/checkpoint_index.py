@@ -1,13 +1,15 @@
 """Lists the tensors of a TF checkpoint from its .index file, without TensorFlow.
 
 The index is a LevelDB-format table (uncompressed, as TF writes it) mapping each tensor name to a
-BundleEntryProto (dtype, shape, shard, offset, size); the empty key holds the BundleHeaderProto.
+BundleEntryProto (dtype, shape, shard, offset, size); the empty key holds the BundleHeaderProto. A
+partitioned variable is saved as slices: its own entry holds no bytes, and each slice has an entry of
+its own under a binary key (0, the name in OrderedCode, then the slice's extents, which sort by start).
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 from google.protobuf.message import DecodeError
 
@@ -75,8 +77,31 @@ def _entries(block: bytes):
         pos += value_size
 
 
+def _ordered_code_string(key: bytes, pos: int) -> Tuple[str, int]:
+    """An OrderedCode string (0x00 is escaped as 00 FF, 0xFF as FF 00, the end is 00 01)."""
+    out = bytearray()
+    while pos + 1 < len(key):
+        byte = key[pos]
+        if byte == 0x00 and key[pos + 1] == 0x01:
+            return out.decode("utf-8"), pos + 2
+        if byte in (0x00, 0xFF):
+            pos += 1  # the escape's second byte
+        out.append(byte)
+        pos += 1
+    raise CheckpointIndexError("a slice key's tensor name is not terminated")
+
+
 def read_index(prefix: str) -> Dict[str, TensorEntry]:
     """The tensors of the checkpoint at `prefix`, by name. CheckpointIndexError says what is wrong."""
+    return _read(prefix)[0]
+
+
+def read_slices(prefix: str) -> Dict[str, List[TensorEntry]]:
+    """The saved slices of partitioned variables, by variable name, in the order of their first row."""
+    return _read(prefix)[1]
+
+
+def _read(prefix: str) -> Tuple[Dict[str, TensorEntry], Dict[str, List[TensorEntry]]]:
     try:
         with open(prefix + ".index", "rb") as f:
             data = f.read()
@@ -90,6 +115,7 @@ def read_index(prefix: str) -> Dict[str, TensorEntry]:
     index_offset, pos = _varint(footer, pos)
     index_size, pos = _varint(footer, pos)
     tensors: Dict[str, TensorEntry] = {}
+    slices: Dict[str, List[Tuple[bytes, TensorEntry]]] = {}
     try:
         for _, handle in _entries(_block(data, (index_offset, index_size))):
             offset, p = _varint(handle, 0)
@@ -101,6 +127,12 @@ def read_index(prefix: str) -> Dict[str, TensorEntry]:
                         raise CheckpointIndexError(f"{prefix} is a big-endian checkpoint")
                     continue
                 entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+                if key[0] == 0x00:  # a slice of a partitioned variable
+                    name, extents = _ordered_code_string(key, 1)
+                    slices.setdefault(name, []).append((key[extents:], TensorEntry(
+                        name, entry.dtype, tuple(d.size for d in entry.shape.dim), entry.shard_id, entry.size,
+                        entry.offset)))
+                    continue
                 name = key.decode("utf-8")
                 tensors[name] = TensorEntry(name, entry.dtype, tuple(d.size for d in entry.shape.dim),
                                             entry.shard_id, entry.size, entry.offset)
@@ -108,4 +140,4 @@ def read_index(prefix: str) -> Dict[str, TensorEntry]:
         raise CheckpointIndexError(f"{prefix}.index has a corrupt entry: {e}") from None
     except CheckpointIndexError as e:
         raise CheckpointIndexError(f"{prefix}.index: {e}") from None
-    return tensors
+    return tensors, {name: [entry for _, entry in sorted(parts)] for name, parts in slices.items()}

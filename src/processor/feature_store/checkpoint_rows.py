@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
 from .. import predict_pb2, tensors
-from ..checkpoint_index import CheckpointIndexError, TensorEntry, read_index
+from ..checkpoint_index import CheckpointIndexError, TensorEntry, read_index, read_slices
 from ..errors import ModelLoadError
 
 
@@ -41,19 +41,45 @@ def _open_data(prefix: str, name: str, entry: TensorEntry):
     return f
 
 
-def iter_rows(prefix: str, name: str, block_rows: int = 8192) -> Iterator[Tuple[int, np.ndarray]]:
-    """(first row id, rows [n, dim]) for consecutive blocks of at most `block_rows` rows."""
+def _rows_entry(prefix: str, name: str, first_row: int, count: Optional[int]) -> Tuple[TensorEntry, int, int]:
+    """(the entry holding rows [first_row, first_row + count) of `name`, the first of them in it, how
+    many). A partitioned variable's rows are in its slices (contiguous along dim 0): the slice that
+    starts at first_row must hold exactly those rows."""
     entry = table_entry(prefix, name)
+    rows = entry.shape[0]
+    count = rows - first_row if count is None else count
+    if not (0 <= first_row and 0 <= count and first_row + count <= rows):
+        raise ModelLoadError(f"rows [{first_row}, {first_row + count}) are outside '{name}' in {prefix} ({rows} rows)")
+    if entry.size or not rows:
+        return entry, first_row, count
+    try:
+        parts = read_slices(prefix).get(name, [])
+    except CheckpointIndexError as e:
+        raise ModelLoadError(str(e)) from None
+    start = 0
+    for part in parts:
+        if start == first_row and part.shape[0] == count:
+            return part, 0, count
+        start += part.shape[0]
+    raise ModelLoadError(f"'{name}' in {prefix} has no saved slice of rows [{first_row}, {first_row + count})")
+
+
+def iter_rows(prefix: str, name: str, block_rows: int = 8192, first_row: int = 0,
+              count: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
+    """(row id, rows [n, dim]) for consecutive blocks of at most `block_rows` rows, of rows
+    [first_row, first_row + count) (default: all), ids counted from first_row. A partitioned
+    variable's part is such a range, saved as a slice of the variable."""
+    entry, local_first, count = _rows_entry(prefix, name, first_row, count)
     dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
     rows, dim = entry.shape
     row_bytes = dim * dtype.itemsize
     if entry.size != rows * row_bytes:
         raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for a [{rows}, {dim}] {dtype} table")
     with _open_data(prefix, name, entry) as f:
-        for first in range(0, rows, block_rows):
-            count = min(block_rows, rows - first)
-            data = f.read(count * row_bytes)
-            yield first, np.frombuffer(data, dtype=dtype).reshape(count, dim)
+        f.seek(entry.offset + local_first * row_bytes)
+        for first in range(first_row, first_row + count, block_rows):
+            n = min(block_rows, first_row + count - first)
+            yield first, np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, dim)
 
 
 def read_tensor(prefix: str, name: str) -> np.ndarray:

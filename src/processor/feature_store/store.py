@@ -10,17 +10,27 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .. import _core
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
 from .layout_filters import parse_layout_filter
-from .table_sources import MonolithTable
+from .table_sources import CheckpointTable, MonolithTable
 
 logger = logging.getLogger(__name__)
 
 DeltaPlan = List[Tuple[str, bool, int]]  # (variable, sparse, key dtype), as incremental.plan_delta gives
+
+
+class Embedding(NamedTuple):
+    """A variable served from the store, and where its rows are saved (a part of a partitioned variable
+    is rows [first_row, first_row + rows) of the saved one)."""
+    name: str
+    rows: int
+    dim: int
+    saved_name: str
+    first_row: int
 
 
 def store_version(savedmodel_version: int, checkpoint_step: Optional[int]) -> int:
@@ -34,7 +44,7 @@ class FeatureStore:
         self.config = config
         self.namespace = config.feature_store_namespace or config.model_name
         self._redis_tables = None
-        self._embeddings: Dict[str, Dict[str, int]] = {}  # by SavedModel path: variable -> dim
+        self._embeddings: Dict[str, Dict[str, Embedding]] = {}  # by SavedModel path, then variable
 
     @property
     def is_redis(self) -> bool:
@@ -55,15 +65,15 @@ class FeatureStore:
                 options["redis_password"] = config.redis_password
         return options
 
-    def embeddings(self, savedmodel: str, options: Dict[str, str]) -> Dict[str, int]:
-        """The variables (-> their rows' dim) a load of this SavedModel (its store path; options name its
-        local copy) serves from the store."""
+    def embeddings(self, savedmodel: str, options: Dict[str, str]) -> Dict[str, "Embedding"]:
+        """The variables a load of this SavedModel (its store path; options name its local copy) serves
+        from the store."""
         if savedmodel not in self._embeddings:
             try:
                 planned = _core.plan_embeddings(options)
             except _core.LoadError as e:
                 raise ModelLoadError(str(e)) from None
-            self._embeddings[savedmodel] = {name: dim for name, _, dim in planned}
+            self._embeddings[savedmodel] = {entry[0]: Embedding(*entry) for entry in planned}
         return self._embeddings[savedmodel]
 
     def prepare(self, version: int, savedmodel: str, options: Dict[str, str]) -> Dict[str, str]:
@@ -78,8 +88,8 @@ class FeatureStore:
         if unknown:
             raise ModelLoadError(f"monolith_tables names {', '.join(unknown)}, not among the embeddings served from "
                                  f"Redis ({', '.join(embeddings)})")
-        sources = {name: self._monolith_table(name, dim) if name in self.config.monolith_tables else (prefix, name)
-                   for name, dim in embeddings.items()}
+        sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
+                   CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in embeddings.items()}
         tables = self._tables()
         with _redis_errors():
             tables.ensure_version(version, sources)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from typing import Iterable, Iterator, List, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,20 +26,27 @@ Block = Tuple[np.ndarray, np.ndarray]  # (int64 ids [n], rows [n, dim])
 
 
 class CheckpointTable:
-    def __init__(self, prefix: str, variable: str):
+    """Rows of `variable` in a checkpoint, or rows [first_row, first_row + rows) of it (a part of a
+    partitioned variable, whose ids start at 0)."""
+
+    def __init__(self, prefix: str, variable: str, first_row: int = 0, rows: Optional[int] = None):
         entry = table_entry(prefix, variable)
-        self.prefix, self.variable = prefix, variable
-        self.rows, self.dim = entry.shape
+        self.prefix, self.variable, self.first_row = prefix, variable, first_row
+        self.saved_rows = entry.shape[0]
+        self.rows = self.saved_rows - first_row if rows is None else rows
+        self.dim = entry.shape[1]
         self.dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
         if self.dtype.kind != "f":
             raise ModelLoadError(f"'{variable}' in {prefix} is {self.dtype}, not floating point")
 
     @property
     def source(self) -> str:
-        return f"{self.prefix}:{self.variable}"
+        whole = self.first_row == 0 and self.rows == self.saved_rows
+        return f"{self.prefix}:{self.variable}" + ("" if whole else f"[{self.first_row}:{self.first_row + self.rows}]")
 
     def blocks(self, block_rows: int) -> Iterator[Block]:
-        for first, rows in iter_rows(self.prefix, self.variable, block_rows):
+        for first, rows in iter_rows(self.prefix, self.variable, block_rows, self.first_row, self.rows):
+            first -= self.first_row
             yield np.arange(first, first + len(rows), dtype=np.int64), rows
 
 
