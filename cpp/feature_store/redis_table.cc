@@ -99,7 +99,7 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
   std::map<int, size_t> read_of_partition;
   std::vector<PartitionRead> reads;
   for (int64_t id : distinct) {
-    const int partition = static_cast<int>(((id % partitions_) + partitions_) % partitions_);  // numpy's mod
+    const int partition = PartitionOf(id);
     auto [it, added] = read_of_partition.emplace(partition, reads.size());
     if (added) reads.push_back(PartitionRead{PartitionKey(partition), {}, {}, {}});
     reads[it->second].ids.push_back(id);
@@ -121,8 +121,7 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
   // Each id's row: found by binary search among the distinct ids of its partition.
   const size_t row_bytes = sizeof(float) * dim();
   for (size_t i = 0; i < n; ++i) {
-    const int partition = static_cast<int>(((ids[i] % partitions_) + partitions_) % partitions_);
-    const PartitionRead& read = reads[read_of_partition[partition]];
+    const PartitionRead& read = reads[read_of_partition[PartitionOf(ids[i])]];
     const size_t position = std::lower_bound(read.ids.begin(), read.ids.end(), ids[i]) - read.ids.begin();
     std::memcpy(rows + i * dim(), read.found[position] ? read.rows.data() + position * dim() : default_row, row_bytes);
   }

@@ -27,6 +27,8 @@ class RedisTable : public EmbeddingTable {
  private:
   struct PartitionRead;
   std::string PartitionKey(int partition) const { return key_prefix_ + std::to_string(partition) + "}"; }
+  // numpy's mod, as the importer computes it: negative ids land in [0, partitions) too.
+  int PartitionOf(int64_t id) const { return static_cast<int>(((id % partitions_) + partitions_) % partitions_); }
   // One attempt at reading `reads`; *moved says a server answered MOVED (the slot map is stale).
   Status ReadOnce(std::vector<PartitionRead>& reads, bool* moved) const;
   Status Store(const redisReply& reply, PartitionRead& read) const;
