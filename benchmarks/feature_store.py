@@ -28,30 +28,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import recommendation_model  # noqa: E402
+from model_builders import build_lookup_model  # noqa: E402
 
 ROWS = 1_000_000
 DIM = 16
 BATCHES = (64, 512)
 ITERATIONS = 300
-
-
-def build_lookup_model(path: str) -> None:
-    """ids -> rows of a [ROWS, DIM] table: nothing but the gather."""
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default():
-        ids = tf1.placeholder(tf.int64, [None], name="ids")
-        table = tf1.get_variable("table", [ROWS, DIM], initializer=tf1.random_normal_initializer(seed=1))
-        rows = tf.identity(tf.nn.embedding_lookup(table, ids), name="rows")
-        with tf1.Session(graph=graph) as session:
-            session.run(tf1.global_variables_initializer())
-            builder = tf1.saved_model.Builder(path)
-            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs={"ids": ids},
-                                                                                  outputs={"rows": rows})
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
-                                                 saver=tf1.train.Saver())
-            builder.save()
 
 
 def requests(kind: str, batch: int, rng) -> bytes:
@@ -70,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         print(f"building the models ({ROWS:,}-row tables)...", flush=True)
-        build_lookup_model(str(work / "lookup"))
+        build_lookup_model(str(work / "lookup"), ROWS, DIM)
         dirs, trainer = recommendation_model.build(str(work / "rec"), steps_per_version=1, versions=1, num_items=ROWS)
         trainer.close()
         models = {"lookup": {"savedmodel_dir": str(work / "lookup"), "embedding_names": ["table"]},

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import recommendation_model  # noqa: E402
 from model_builders import build_echo_model  # noqa: E402
+from redis_servers import RedisClusterOfThree, RedisServer  # noqa: E402
 
 
 class BuiltModel:
@@ -76,3 +77,18 @@ def echo_model(tmp_path_factory) -> str:
 @pytest.fixture
 def batch():
     return recommendation_model.random_batch(6, np.random.default_rng(42))
+
+
+# Real redis-server processes (tests/redis_servers.py), one per test module that asks for them.
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory) -> RedisServer:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> RedisClusterOfThree:
+    servers = RedisClusterOfThree(tmp_path_factory.mktemp("redis_cluster"))
+    yield servers
+    servers.stop()

@@ -35,3 +35,27 @@ def build_echo_model(path: str) -> str:
             builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
             builder.save()
     return path
+
+
+def build_lookup_model(path: str, rows: int, dim: int, partitions: int = 1, seed: int = 1,
+                       sample_ids=None):
+    """A SavedModel that is nothing but a gather: ids -> rows of a [rows, dim] table, saved as one
+    checkpoint tensor (in `partitions` slices when > 1). Returns TensorFlow's rows for `sample_ids`,
+    when given."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        ids = tf1.placeholder(tf.int64, [None], name="ids")
+        table = tf1.get_variable("table", [rows, dim], initializer=tf1.random_normal_initializer(seed=seed),
+                                 partitioner=tf1.fixed_size_partitioner(partitions) if partitions > 1 else None)
+        gathered = tf.identity(tf.nn.embedding_lookup(table, ids), name="rows")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs={"ids": ids},
+                                                                                  outputs={"rows": gathered})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
+                                                 saver=tf1.train.Saver())
+            builder.save()
+            return None if sample_ids is None else session.run(gathered, {ids: sample_ids})

@@ -29,6 +29,22 @@ def run_host(c_host, config_path, *args):
                           capture_output=True, text=True, timeout=300)
 
 
+def serve_one_request(c_host, config: dict, batch: dict, tmp_path: Path):
+    """Runs the host on `config` with one request of `batch`; returns the run, and the first response
+    and the model info as the host wrote them."""
+    from lifecycle_helpers import serialize
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    request = tmp_path / "request.bin"
+    request.write_bytes(serialize(batch))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = run_host(c_host, config_path, "--out", out_dir, request)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return (result, predict_pb2.PredictResponse.FromString((out_dir / "0.bin").read_bytes()),
+            predict_pb2.ServingModelInfo.FromString((out_dir / "model_info.bin").read_bytes()))
+
+
 def test_c_host_serves_like_tensorflow_with_an_empty_environment(c_host, rec_model, reference, tmp_path):
     rng = np.random.default_rng(5)
     import recommendation_model
@@ -97,50 +113,33 @@ def test_c_host_bad_config_gets_state_minus_one_and_a_reason(c_host, tmp_path):
 def test_c_host_serves_a_model_from_oss(c_host, rec_model, reference, tmp_path, batch):
     """The embedded control plane loads oss2, requests and OpenSSL in a host that dlopen()s the library."""
     from oss_standin import ACCESS_ID, ACCESS_KEY, OssStandin
-    from lifecycle_helpers import serialize
     server = OssStandin(str(tmp_path / "oss")).start()
     try:
         server.upload_tree(rec_model.savedmodel_dir, "models", "rec/saved_model")
         server.upload_tree(rec_model.checkpoint_dir, "models", "rec/checkpoints", (".index", ".data-", "checkpoint"))
-        config = tmp_path / "config.json"
-        config.write_text(json.dumps({
+        _, response, info = serve_one_request(c_host, {
             "model_store_type": "oss", "savedmodel_dir": "oss://models/rec/saved_model",
             "checkpoint_dir": "oss://models/rec/checkpoints", "oss_endpoint": server.endpoint,
-            "oss_access_id": ACCESS_ID, "oss_access_key": ACCESS_KEY, "local_cache_dir": str(tmp_path / "cache")}))
-        request = tmp_path / "request.bin"
-        request.write_bytes(serialize(batch))
-        out_dir = tmp_path / "out"
-        out_dir.mkdir()
-        result = run_host(c_host, config, "--out", out_dir, request)
+            "oss_access_id": ACCESS_ID, "oss_access_key": ACCESS_KEY, "local_cache_dir": str(tmp_path / "cache")},
+            batch, tmp_path)
     finally:
         server.stop()
-    assert result.returncode == 0, result.stdout + result.stderr
-    response = predict_pb2.PredictResponse.FromString((out_dir / "0.bin").read_bytes())
     np.testing.assert_allclose(tensors.from_array_proto(response.outputs["prob"]),
                                reference.predict(rec_model.prefixes()[-1], batch)["prob"], atol=1e-5)
-    info = predict_pb2.ServingModelInfo.FromString((out_dir / "model_info.bin").read_bytes())
     assert info.model_path == "oss://models/rec/checkpoints/model.ckpt-20"
 
 
 def test_c_host_serves_embeddings_from_redis(c_host, rec_model, reference, tmp_path, batch):
     """The embedded control plane imports the tables with redis-py; lookups go through hiredis."""
-    from lifecycle_helpers import serialize
     from redis_servers import RedisServer
     server = RedisServer(tmp_path / "redis", password="c-host-pass")
     try:
-        config = tmp_path / "config.json"
-        config.write_text(json.dumps(rec_model.config(feature_store_type="redis", redis_url=server.address,
-                                                      redis_password="c-host-pass", poll_interval_seconds=0)))
-        request = tmp_path / "request.bin"
-        request.write_bytes(serialize(batch))
-        out_dir = tmp_path / "out"
-        out_dir.mkdir()
-        result = run_host(c_host, config, "--out", out_dir, request)
+        result, response, _ = serve_one_request(
+            c_host, rec_model.config(feature_store_type="redis", redis_url=server.address,
+                                     redis_password="c-host-pass", poll_interval_seconds=0), batch, tmp_path)
     finally:
         server.stop()
-    assert result.returncode == 0, result.stdout + result.stderr
     assert "c-host-pass" not in result.stdout + result.stderr
-    response = predict_pb2.PredictResponse.FromString((out_dir / "0.bin").read_bytes())
     expected = reference.predict(rec_model.prefixes()[-1], batch)
     for name in expected:
         np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), expected[name], atol=1e-6)

@@ -12,23 +12,9 @@ import processor
 from processor.feature_store.checkpoint_rows import iter_rows
 from processor.feature_store.layout_filters import parse_layout_filter, select_shards
 from processor.feature_store.redis_tables import RedisTables, connect
-from redis_servers import RedisClusterOfThree, RedisServer
+from redis_servers import RedisServer
 
 TABLES = {"items": "item_embedding", "users": "user_embedding"}
-
-
-@pytest.fixture(scope="module")
-def standalone(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    servers = RedisClusterOfThree(tmp_path_factory.mktemp("redis_cluster"))
-    yield servers
-    servers.stop()
 
 
 def tf_table(prefix: str, name: str) -> np.ndarray:

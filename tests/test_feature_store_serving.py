@@ -12,8 +12,9 @@ import pytest
 import processor
 from processor import _core
 from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
+from model_builders import build_lookup_model
 from processor.feature_store.redis_tables import RedisTables, connect
-from redis_servers import RedisClusterOfThree, RedisServer
+from redis_servers import RedisServer
 
 EMBEDDINGS_OF_REC = {"feature_store_type": "local", "embedding_min_rows": 1000}  # user (1000) and item (5000) rows
 PASSWORD = "s3cret-Redis-pass"
@@ -22,20 +23,6 @@ PASSWORD = "s3cret-Redis-pass"
 def assert_outputs_equal(actual: dict, expected: dict) -> None:
     for name, value in expected.items():
         np.testing.assert_allclose(actual[name], value, rtol=0, atol=1e-6, err_msg=name)
-
-
-@pytest.fixture(scope="module")
-def standalone(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    servers = RedisClusterOfThree(tmp_path_factory.mktemp("redis_cluster"))
-    yield servers
-    servers.stop()
 
 
 # ---- the rewrite, with tables in this process
@@ -93,32 +80,11 @@ def test_ids_the_table_lacks_read_the_default_row(tmp_path, resource_variables):
     np.testing.assert_allclose(outputs["score"], (expected_rows @ saved["weights"])[:, 0], rtol=1e-6)
 
 
-def build_partitioned_model(path: str) -> tuple:
-    """ids -> rows of a [50, 4] table split in 3 parts (saved as slices of one checkpoint tensor);
-    returns (ids, TensorFlow's rows for them)."""
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default():
-        ids = tf1.placeholder(tf.int64, [None], name="ids")
-        table = tf1.get_variable("table", [50, 4], partitioner=tf1.fixed_size_partitioner(3),
-                                 initializer=tf1.random_normal_initializer(seed=3))
-        rows = tf.identity(tf.nn.embedding_lookup(table, ids), name="rows")
-        with tf1.Session(graph=graph) as session:
-            session.run(tf1.global_variables_initializer())
-            builder = tf1.saved_model.Builder(path)
-            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs={"ids": ids},
-                                                                                  outputs={"rows": rows})
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
-                                                 saver=tf1.train.Saver())
-            builder.save()
-            values = np.array([0, 1, 2, 3, 17, 25, 48, 49, 3], dtype=np.int64)
-            return values, session.run(rows, {ids: values})
-
-
 @pytest.mark.parametrize("where", ["local", "redis"])
 def test_partitioned_embeddings_are_one_table_per_part(tmp_path, where, request):
-    ids, expected = build_partitioned_model(str(tmp_path / "model"))
+    """A [50, 4] table split in 3 parts, saved as slices of one checkpoint tensor."""
+    ids = np.array([0, 1, 2, 3, 17, 25, 48, 49, 3], dtype=np.int64)
+    expected = build_lookup_model(str(tmp_path / "model"), rows=50, dim=4, partitions=3, seed=3, sample_ids=ids)
     config = {"savedmodel_dir": str(tmp_path / "model"), "embedding_min_rows": 10, "poll_interval_seconds": 0}
     if where == "redis":
         config.update(feature_store_type="redis", redis_url=request.getfixturevalue("standalone").address,

@@ -34,7 +34,8 @@ class TensorEntry:
     offset: int = 0          # where its bytes start in the data shard
 
 
-def _varint(data: bytes, pos: int) -> Tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> Tuple[int, int]:
+    """(value, position after it) of the base-128 varint at `pos` (LevelDB's and protobuf's)."""
     result, shift = 0, 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -66,9 +67,9 @@ def _entries(block: bytes):
         raise CheckpointIndexError("bad restart count")
     pos, key = 0, b""
     while pos < end:
-        shared, pos = _varint(block, pos)
-        unshared, pos = _varint(block, pos)
-        value_size, pos = _varint(block, pos)
+        shared, pos = read_varint(block, pos)
+        unshared, pos = read_varint(block, pos)
+        value_size, pos = read_varint(block, pos)
         if shared > len(key) or pos + unshared + value_size > end:
             raise CheckpointIndexError("corrupt block entry")
         key = key[:shared] + block[pos:pos + unshared]
@@ -110,16 +111,16 @@ def _read(prefix: str) -> Tuple[Dict[str, TensorEntry], Dict[str, List[TensorEnt
     if len(data) < _FOOTER_SIZE or struct.unpack("<Q", data[-8:])[0] != _MAGIC:
         raise CheckpointIndexError(f"{prefix}.index is not a checkpoint index (bad footer)")
     footer = data[-_FOOTER_SIZE:]
-    _, pos = _varint(footer, 0)          # metaindex handle: offset
-    _, pos = _varint(footer, pos)        #                   size
-    index_offset, pos = _varint(footer, pos)
-    index_size, pos = _varint(footer, pos)
+    _, pos = read_varint(footer, 0)          # metaindex handle: offset
+    _, pos = read_varint(footer, pos)        #                   size
+    index_offset, pos = read_varint(footer, pos)
+    index_size, pos = read_varint(footer, pos)
     tensors: Dict[str, TensorEntry] = {}
     slices: Dict[str, List[Tuple[bytes, TensorEntry]]] = {}
     try:
         for _, handle in _entries(_block(data, (index_offset, index_size))):
-            offset, p = _varint(handle, 0)
-            size, _ = _varint(handle, p)
+            offset, p = read_varint(handle, 0)
+            size, _ = read_varint(handle, p)
             for key, value in _entries(_block(data, (offset, size))):
                 if not key:
                     header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import tensors
+from ..checkpoint_index import read_varint
 from ..errors import ModelLoadError
 from ..tfrecord import TFRecordError, iter_records
 from .checkpoint_rows import iter_rows, table_entry
@@ -55,7 +56,7 @@ def parse_entry_dump(record: bytes) -> Tuple[int, np.ndarray]:
     entry_id, numbers, pos, end = None, [], 0, len(record)
     try:
         while pos < end:
-            tag, pos = _varint(record, pos)
+            tag, pos = read_varint(record, pos)
             field, wire = tag >> 3, tag & 7
             if field == 1 and wire == 1:
                 (entry_id,) = struct.unpack_from("<q", record, pos)
@@ -64,15 +65,15 @@ def parse_entry_dump(record: bytes) -> Tuple[int, np.ndarray]:
                 numbers.append(record[pos:pos + 4])
                 pos += 4
             elif field == 2 and wire == 2:  # packed, as a proto3 writer would
-                length, pos = _varint(record, pos)
+                length, pos = read_varint(record, pos)
                 numbers.append(record[pos:pos + length])
                 pos += length
             elif wire == 0:
-                _, pos = _varint(record, pos)
+                _, pos = read_varint(record, pos)
             elif wire == 1:
                 pos += 8
             elif wire == 2:
-                length, pos = _varint(record, pos)
+                length, pos = read_varint(record, pos)
                 pos += length
             elif wire == 5:
                 pos += 4
@@ -88,19 +89,6 @@ def parse_entry_dump(record: bytes) -> Tuple[int, np.ndarray]:
     if len(data) % 4:
         raise ModelLoadError(f"EntryDump {entry_id}: its num field is not float32s")
     return entry_id, np.frombuffer(data, dtype="<f4")
-
-
-def _varint(data: bytes, pos: int) -> Tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("bad varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
 
 
 _SHARD = re.compile(r"^(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
