@@ -192,3 +192,19 @@ def test_predict_accepts_unicode_strings_and_lists(echo):
     outputs = echo.predict(arrays)
     assert outputs["string"].tolist() == ["été".encode(), b"b"]
     assert outputs["int64"].dtype == np.int64 and outputs["int64"].tolist() == [5, -6]
+
+
+def test_strings_of_every_length_round_trip_byte_for_byte(echo):
+    """Strings up to TString's inline capacity (22 bytes) are written into it directly, longer ones
+    through TF_TString_Copy: every length on both sides of the boundary, with NUL and 0xFF bytes, and
+    the last string ending the request buffer."""
+    strings = [bytes((7 * n + j * 31) % 256 for j in range(n)) for n in range(41)] + [b"\0" * 22, b"\xff" * 23]
+    arrays = arrays_of_shape((len(strings),))
+    arrays["string"] = np.empty(len(strings), dtype=object)
+    arrays["string"][:] = strings
+    others = build_request({alias: array for alias, array in arrays.items() if alias != "string"})
+    payload = others.SerializeToString() + build_request({"string": arrays["string"]}).SerializeToString()
+    assert payload.endswith(strings[-1])  # concatenated messages merge: the string entry comes last
+    code, body = echo.process(payload)
+    assert code == 200, body
+    assert_echoed(arrays, body)

@@ -27,6 +27,9 @@ enum ArrayField : uint32_t {
   kBoolVal = 8,
 };
 
+// string_val's tag (one byte), to read a run of strings in one loop.
+constexpr uint8_t kStringValTag = (kStringVal << 3) | wire::kLengthDelimited;
+
 const char* const kFieldNames[] = {"", "dtype", "array_shape", "float_val", "double_val", "int_val",
                                    "string_val", "int64_val", "bool_val"};
 
@@ -171,8 +174,12 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
         if (wire_type != wire::kLengthDelimited) {
           status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
         } else {
-          r.LengthDelimited();
-          array->counts[field] += 1;
+          int64_t strings = 0;
+          do {
+            r.LengthDelimited();
+            ++strings;
+          } while (r.ConsumeTag(kStringValTag));
+          array->counts[field] += strings;
         }
         break;
       default: r.Skip(wire_type);  // unknown fields are skipped, as protobuf does
@@ -242,11 +249,40 @@ void CopyFixed(const ArrayView& array, uint32_t field, size_t width, void* out) 
   });
 }
 
+// Writes a string of at most TF_TString_SmallCapacity bytes straight into TString's inline form, as
+// TF_TString_Copy would, without its type dispatch and its call to memcpy for a few bytes: the
+// overlapping fixed-size copies compile to a handful of moves. Most feature strings are this short.
+void WriteSmallString(const std::string_view s, TF_TString* out) {
+  const size_t n = s.size();
+  const char* src = s.data();
+  TF_TString_Small* small = &out->u.smll;
+  small->size = static_cast<uint8_t>((n << 2) | TF_TSTR_SMALL);
+  char* dst = small->str;
+  if (n >= 8) {
+    std::memcpy(dst, src, 8);
+    if (n > 16) std::memcpy(dst + 8, src + 8, 8);
+    std::memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(dst, src, 4);
+    std::memcpy(dst + n - 4, src + n - 4, 4);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
+  dst[n] = '\0';
+}
+
+// `out` holds fresh TStrings of TF_AllocateTensor (empty, inline): nothing to free before writing.
 void CopyStrings(const ArrayView& array, TF_TString* out) {
   ForEachOccurrence(array, kStringVal, [&](Reader& r, uint32_t) {
-    std::string_view s = r.LengthDelimited();
-    TF_TString_Init(out);
-    TF_TString_Copy(out++, s.data(), s.size());
+    do {  // the run of string_val fields this one starts (ParseArray checked their wire type)
+      const std::string_view s = r.LengthDelimited();
+      if (s.size() <= TF_TString_SmallCapacity) {
+        WriteSmallString(s, out++);
+      } else {
+        TF_TString_Init(out);
+        TF_TString_Copy(out++, s.data(), s.size());
+      }
+    } while (r.ConsumeTag(kStringValTag));
   });
 }
 

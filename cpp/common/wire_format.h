@@ -34,6 +34,16 @@ class Reader {
     return ok_;
   }
 
+  // Consumes the next field's tag if it is `tag` (one byte: fields below 16), so that a run of one
+  // repeated field is read without going through NextField for each value.
+  bool ConsumeTag(uint8_t tag) {
+    if (pos_ < end_ && *pos_ == tag) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+
   uint64_t Varint() {
     if (pos_ < end_ && *pos_ < 0x80) return *pos_++;  // tags, lengths and small values: one byte
     if (end_ - pos_ >= 2 && pos_[1] < 0x80) {        // ids below 16384: two
