@@ -271,7 +271,8 @@ void WriteSmallString(const std::string_view s, TF_TString* out) {
   dst[n] = '\0';
 }
 
-// `out` holds fresh TStrings of TF_AllocateTensor (empty, inline): nothing to free before writing.
+// `out` holds fresh TStrings of TF_AllocateTensor (empty, inline; Reusable never hands back a string
+// tensor): nothing to free before writing.
 void CopyStrings(const ArrayView& array, TF_TString* out) {
   ForEachOccurrence(array, kStringVal, [&](Reader& r, uint32_t) {
     do {  // the run of string_val fields this one starts (ParseArray checked their wire type)
