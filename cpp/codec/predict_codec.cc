@@ -110,6 +110,35 @@ void ForEachOccurrence(const ArrayView& array, uint32_t field, Visit&& visit) {
   }
 }
 
+// Calls fn(uint64_t) for every varint of a packed run that CountPackedVarints accepted: no varint is
+// longer than 10 bytes and the last byte ends one, so reading up to each terminator never passes the
+// end, and no bounds check is needed per byte.
+template <typename Fn>
+void ForEachPackedVarint(std::string_view packed, Fn&& fn) {
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(packed.data());
+  const uint8_t* const end = p + packed.size();
+  while (p < end) {
+    uint64_t value = p[0];
+    if (value < 0x80) {
+      ++p;
+    } else if (p[1] < 0x80) {  // ids below 16384: the common case
+      value = (value & 0x7f) | (uint64_t(p[1]) << 7);
+      p += 2;
+    } else {
+      value &= 0x7f;
+      p += 1;
+      int shift = 7;
+      uint64_t byte;
+      do {
+        byte = *p++;
+        value |= (byte & 0x7f) << shift;
+        shift += 7;
+      } while (byte & 0x80);
+    }
+    fn(value);
+  }
+}
+
 // Calls fn(uint64_t) for every value of varint field `field`, packed or not.
 template <typename Fn>
 void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
@@ -118,8 +147,7 @@ void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
       fn(r.Varint());
       return;
     }
-    Reader packed(r.LengthDelimited());
-    while (packed.remaining()) fn(packed.Varint());
+    ForEachPackedVarint(r.LengthDelimited(), fn);
   });
 }
 
@@ -174,12 +202,7 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
         if (wire_type != wire::kLengthDelimited) {
           status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
         } else {
-          int64_t strings = 0;
-          do {
-            r.LengthDelimited();
-            ++strings;
-          } while (r.ConsumeTag(kStringValTag));
-          array->counts[field] += strings;
+          array->counts[field] += r.LengthDelimitedRun(kStringValTag, [](std::string_view) {});
         }
         break;
       default: r.Skip(wire_type);  // unknown fields are skipped, as protobuf does
@@ -271,20 +294,25 @@ void WriteSmallString(const std::string_view s, TF_TString* out) {
   dst[n] = '\0';
 }
 
-// `out` holds fresh TStrings of TF_AllocateTensor (empty, inline; Reusable never hands back a string
-// tensor): nothing to free before writing.
-void CopyStrings(const ArrayView& array, TF_TString* out) {
+// Writes the strings into `out`: the uninitialized memory of TF_AllocateTensor, or an earlier
+// request's TStrings, which are all inline (MakeTensor's caller keeps no string tensor that went to the
+// heap, and TensorFlow cannot write into a tensor it was fed while the caller holds it): nothing to
+// free. Returns whether any string went to the heap (longer than the inline capacity).
+bool CopyStrings(const ArrayView& array, TF_TString* out) {
+  bool heap = false;
   ForEachOccurrence(array, kStringVal, [&](Reader& r, uint32_t) {
-    do {  // the run of string_val fields this one starts (ParseArray checked their wire type)
-      const std::string_view s = r.LengthDelimited();
+    // The run of string_val fields this one starts (ParseArray checked their wire type).
+    r.LengthDelimitedRun(kStringValTag, [&](std::string_view s) {
       if (s.size() <= TF_TString_SmallCapacity) {
         WriteSmallString(s, out++);
       } else {
+        heap = true;
         TF_TString_Init(out);
         TF_TString_Copy(out++, s.data(), s.size());
       }
-    } while (r.ConsumeTag(kStringValTag));
+    });
   });
+  return heap;
 }
 
 // ---- encoding
@@ -437,13 +465,15 @@ Status ShapeElementCount(const ArrayView& array, int64_t* count) {
 
 namespace {
 
+// Tensors above this size are not kept for the thread's next request: their memory would stay with it.
+constexpr size_t kMaxKeptTensorBytes = 256 << 10;
+
 // `previous` when values of `dtype` and shape `dims` can be written into it in place, else null
-// (deleting it). Writing into the previous request's tensor saves TF's allocation and release, about a
-// sixth of process()'s own instructions. Not strings: overwriting TStrings costs what it saves
-// (measured), and their heap memory would stay with the thread. TF_TensorMaybeMove succeeds only while
-// nothing else (an output aliasing the input) shares the buffer.
+// (deleting it). Writing into the previous request's tensor saves TF's allocation and release (for
+// strings, TF's release visits every element). TF_TensorMaybeMove succeeds only while nothing else (an
+// output aliasing the input) shares the buffer.
 TensorPtr Reusable(TensorPtr previous, TF_DataType dtype, const SmallVector<int64_t, 4>& dims) {
-  if (!previous || dtype == TF_STRING || TF_TensorType(previous.get()) != dtype ||
+  if (!previous || TF_TensorType(previous.get()) != dtype ||
       TF_NumDims(previous.get()) != static_cast<int>(dims.size())) {
     return nullptr;
   }
@@ -458,7 +488,7 @@ TensorPtr Reusable(TensorPtr previous, TF_DataType dtype, const SmallVector<int6
 
 }  // namespace
 
-Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
+Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping) {
   const int value_field = ValueFieldForDtype(array.dtype);
   if (array.dtype == 0) return Status::InvalidArgument("dtype is not set (DT_INVALID)");
   if (value_field == 0) {
@@ -487,6 +517,7 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
   if (!t) return Status::Internal("cannot allocate a tensor of " + std::to_string(n) + " elements");
   void* out = TF_TensorData(t.get());
   Status status;
+  bool heap_strings = false;
   OverwritingTensorFlowInput overwriting(reused);
   switch (dtype) {
     case TF_FLOAT: CopyFixed(array, kFloatVal, 4, out); break;
@@ -505,10 +536,11 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor) {
     case TF_INT16: status = CopyNarrowInts<int16_t>(array, INT16_MIN, INT16_MAX, out); break;
     case TF_INT8: status = CopyNarrowInts<int8_t>(array, INT8_MIN, INT8_MAX, out); break;
     case TF_UINT8: status = CopyNarrowInts<uint8_t>(array, 0, UINT8_MAX, out); break;
-    case TF_STRING: CopyStrings(array, static_cast<TF_TString*>(out)); break;
+    case TF_STRING: heap_strings = CopyStrings(array, static_cast<TF_TString*>(out)); break;
     default: return Status::Internal("unreachable dtype");
   }
   if (!status.ok()) return status.WithContext(DataTypeName(array.dtype));
+  if (worth_keeping) *worth_keeping = !heap_strings && n * element_size <= kMaxKeptTensorBytes;
   *tensor = std::move(t);
   return Status::Ok();
 }

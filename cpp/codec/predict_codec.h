@@ -56,9 +56,10 @@ Status ShapeElementCount(const ArrayView& array, int64_t* count);
 // Copies the values into a tensor of the array's dtype and shape. Checks that the dtype can travel in
 // the protocol, that values sit in the field the dtype uses, that their count matches the shape and
 // that narrow integers are in range. A tensor already in `*tensor` (an earlier request's) is written
-// in place when it has the array's dtype and shape, holds no strings and TensorFlow holds no reference
-// to it; otherwise it is deleted and a new one allocated.
-Status MakeTensor(const ArrayView& array, TensorPtr* tensor);
+// in place when it has the array's dtype and shape and TensorFlow holds no reference to it; otherwise
+// it is deleted and a new one allocated. `*worth_keeping` (if given) says whether keeping the tensor
+// for such reuse costs little memory: it is small and holds no string on the heap.
+Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping = nullptr);
 
 // Serializes a PredictResponse of tensors[i] named names[i] into a buffer from malloc(); the caller
 // frees it.

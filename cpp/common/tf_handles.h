@@ -46,13 +46,12 @@ class OwnedTensors {
     }
     tensors_.resize(count, nullptr);
   }
-  // Deletes the tensors for which keep(tensor) is false.
-  template <typename Keep>
-  void KeepOnly(Keep keep) {
-    for (TF_Tensor*& t : tensors_) {
-      if (t && !keep(t)) {
-        TF_DeleteTensor(t);
-        t = nullptr;
+  // Deletes tensor i unless keep[i] (false beyond keep's size).
+  void KeepOnly(const std::vector<bool>& keep) {
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      if (tensors_[i] && !(i < keep.size() && keep[i])) {
+        TF_DeleteTensor(tensors_[i]);
+        tensors_[i] = nullptr;
       }
     }
   }

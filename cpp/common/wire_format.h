@@ -34,14 +34,36 @@ class Reader {
     return ok_;
   }
 
-  // Consumes the next field's tag if it is `tag` (one byte: fields below 16), so that a run of one
-  // repeated field is read without going through NextField for each value.
-  bool ConsumeTag(uint8_t tag) {
-    if (pos_ < end_ && *pos_ == tag) {
-      ++pos_;
-      return true;
+  // Reads the length-delimited value at the reader, then each one directly after it under the one-byte
+  // `tag` (a run of one repeated field, as serializers write it), calling fn(std::string_view) on each.
+  // Returns how many were read; a malformed one latches the error.
+  template <typename Fn>
+  size_t LengthDelimitedRun(uint8_t tag, Fn&& fn) {
+    const uint8_t* p = pos_;
+    const uint8_t* const end = end_;  // a local: fn's stores could alias the member
+    size_t count = 0;
+    for (;;) {
+      uint64_t size;
+      if (p < end && *p < 0x80) {
+        size = *p++;  // values below 128 bytes: one-byte length
+      } else {
+        pos_ = p;
+        size = Varint();
+        if (!ok_) return count;
+        p = pos_;
+      }
+      if (size > uint64_t(end - p)) {
+        Fail();
+        return count;
+      }
+      fn(std::string_view(reinterpret_cast<const char*>(p), size));
+      p += size;
+      ++count;
+      if (p >= end || *p != tag) break;
+      ++p;
     }
-    return false;
+    pos_ = p;
+    return count;
   }
 
   uint64_t Varint() {

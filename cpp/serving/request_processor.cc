@@ -32,8 +32,6 @@ Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
                                  ShapeString(spec.dims));
 }
 
-constexpr size_t kMaxReusedInputBytes = 256 << 10;
-
 // What one request is parsed and bound into. Each thread keeps one and reuses its capacity, so the
 // request path allocates nothing for bookkeeping; the tensors are released when the request ends.
 struct RequestScratch {
@@ -41,17 +39,16 @@ struct RequestScratch {
   std::vector<const std::string_view*> given_as;  // the request's name for each signature input
   std::vector<TF_Output> input_ports;
   OwnedTensors input_tensors;
+  std::vector<bool> keep_input;  // whether MakeTensor found input i worth keeping for the next request
   std::vector<TF_Output> output_ports;
   std::vector<std::string_view> output_names;
   OwnedTensors output_tensors;
 
-  // Outputs go; inputs stay for the next request to write into (MakeTensor), unless they hold strings
-  // (never reused) or are large enough that keeping them per thread would cost memory.
+  // Outputs go; inputs stay for the next request to write into (MakeTensor), unless keeping them
+  // would hold memory (large ones, strings on the heap).
   void Release() {
     output_tensors.Reset(0);
-    input_tensors.KeepOnly([](TF_Tensor* t) {
-      return TF_TensorType(t) != TF_STRING && TF_TensorByteSize(t) <= kMaxReusedInputBytes;
-    });
+    input_tensors.KeepOnly(keep_input);
   }
 };
 
@@ -64,6 +61,7 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
   given_as.assign(specs.size(), nullptr);
   scratch->input_ports.resize(specs.size());
   scratch->input_tensors.Resize(specs.size());  // an earlier request's tensors, for MakeTensor to reuse
+  scratch->keep_input.assign(specs.size(), false);
   for (const auto& [name, array] : scratch->view.inputs) {
     const int index = servable.FindInput(name);
     if (index < 0) {
@@ -94,9 +92,11 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
                                        std::to_string(limits.max_tensor_elements) + ")");
     }
     if (status.ok()) status = CheckShape(array, spec);
-    if (status.ok()) status = MakeTensor(array, &tensor);
+    bool worth_keeping = false;
+    if (status.ok()) status = MakeTensor(array, &tensor, &worth_keeping);
     if (!status.ok()) return status.WithContext("input " + Quote(spec.alias));
     scratch->input_tensors.Set(index, std::move(tensor));
+    scratch->keep_input[index] = worth_keeping;
     scratch->input_ports[index] = specs[index].port;
   }
   for (size_t i = 0; i < specs.size(); ++i) {
