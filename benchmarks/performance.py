@@ -13,7 +13,9 @@ Paths (same SavedModel, same checkpoint, same request):
 The machine is noisy (2 cores, shared): every path runs in each of R interleaved rounds and the median
 of the rounds is reported. raw_tf_session_run and process_c run in one process, alternating in blocks
 (`latency_bench compare`), so their ratio is not skewed by one process drawing a slower core or a busier
-neighbour: that ratio is reported apart. Results: a table on stdout and benchmarks/results/performance.json.
+neighbour: that ratio is reported apart, once with TF's inter-op pools and once with both sides running
+the graph in the calling thread (`enable_inline_execute`: steadier, as no thread handoff is timed).
+Results: a table on stdout and benchmarks/results/performance.json.
 Targets: process_c <= 1.05x raw; tf2_signature >= 4x process_c at batch 1; 2 threads >= 1.8x one.
 """
 from __future__ import annotations
@@ -57,10 +59,12 @@ def native(mode: str, model: dict, config_path: Path, request: Path, iterations:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def compare(model: dict, config_path: Path, request: Path, iterations: int, rounds: int) -> dict:
-    """raw_tf_session_run and process_c interleaved in one process (see latency_bench.cc)."""
+def compare(model: dict, config_path: Path, request: Path, iterations: int, rounds: int, run_inline: bool = False) -> dict:
+    """raw_tf_session_run and process_c interleaved in one process (see latency_bench.cc); with
+    run_inline, both run the graph in the calling thread (config_path must set enable_inline_execute)."""
     out = subprocess.run([str(BENCH), "compare", str(Path(__import__("processor").library_path())), str(config_path),
-                          model["savedmodel"], model["prefix"], str(request), str(iterations), str(rounds)],
+                          model["savedmodel"], model["prefix"], str(request), str(iterations), str(rounds)] +
+                         (["inline"] if run_inline else []),
                          check=True, capture_output=True, text=True, env=ENV).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {"raw_tf_session_run": result["raw"], "process_c": result["process"], "process_ratio": result["ratio"]}
@@ -94,14 +98,18 @@ def main() -> None:
                       "poll_interval_seconds": 0}
             config_path = work / f"{model['num_items']}.json"
             config_path.write_text(json.dumps(config))
+            inline_config_path = work / f"{model['num_items']}_inline.json"
+            inline_config_path.write_text(json.dumps({**config, "enable_inline_execute": True}))
             for batch_size in (1, 64, 512):
                 batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
                 request_path = work / f"request_{batch_size}.bin"
                 request_path.write_bytes(serialize(batch))
-                rounds, ratios = [], []
+                rounds, ratios, inline_rows = [], [], []
                 for _ in range(args.rounds):
                     row = compare(model, config_path, request_path, args.iterations // 4, 8)
                     ratio = row.pop("process_ratio")
+                    inline_rows.append(compare(model, inline_config_path, request_path, args.iterations // 4, 8,
+                                               run_inline=True))
                     row.update(python_paths(processor, config, request_path.read_bytes(), batch, args.iterations))
                     tf = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tf_baselines.py"), model["savedmodel"],
                                          model["prefix"], str(request_path), str(args.iterations)],
@@ -109,8 +117,11 @@ def main() -> None:
                     row.update(json.loads(tf.stdout.strip().splitlines()[-1]))
                     rounds.append(row)
                     ratios.append(ratio)
-                report["process_to_raw"].append({"model": model_name, "batch": batch_size,
-                                                 "ratio": statistics.median(ratios)})
+                report["process_to_raw"].append({
+                    "model": model_name, "batch": batch_size, "ratio": statistics.median(ratios),
+                    "ratio_inline": statistics.median(r["process_ratio"] for r in inline_rows),
+                    "raw_inline_ms": statistics.median(r["raw_tf_session_run"]["median_ms"] for r in inline_rows),
+                    "process_inline_ms": statistics.median(r["process_c"]["median_ms"] for r in inline_rows)})
                 for path in rounds[0]:
                     report["latency"].append({
                         "model": model_name, "batch": batch_size, "path": path,
@@ -131,9 +142,11 @@ def main() -> None:
     for r in report["latency"]:
         r["ratio_to_raw"] = r["median_ms"] / raw[(r["model"], r["batch"])]
         print(f"{r['model']:<20} {r['batch']:>5} {r['path']:<20} {r['median_ms']:>10.4f} {r['p99_ms']:>8.4f} {r['ratio_to_raw']:>6.2f}x")
-    print(f"\n{'model':<20} {'batch':>5} {'process_c / raw, interleaved in one process':>45}")
+    print(f"\n{'process_c / raw, interleaved in one process':<26} {'pools':>7} {'inline':>7} "
+          f"{'raw inline ms':>14} {'process inline ms':>18}")
     for r in report["process_to_raw"]:
-        print(f"{r['model']:<20} {r['batch']:>5} {r['ratio']:>44.2f}x")
+        print(f"{r['model']:<20} {r['batch']:>5} {r['ratio']:>6.2f}x {r['ratio_inline']:>6.2f}x "
+              f"{r['raw_inline_ms']:>14.4f} {r['process_inline_ms']:>18.4f}")
     print(f"\n{'model':<20} {'path':<20} {'sessions':>8} {'threads':>7} {'req/s':>10}")
     for r in report["throughput"]:
         print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")

@@ -1,10 +1,13 @@
 // Native latency/throughput bench: the physical limit (a bare TF_SessionRun loop on the same graph)
 // against process() as a host calls it.
 //
-//   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS
+//   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS [inline]
 //   latency_bench process LIBRARY CONFIG.json REQUEST.bin ITERATIONS THREADS SECONDS
-//   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS
+//   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline]
 //
+// `inline` runs the bare loop's graph in the calling thread (RunOptions.inter_op_thread_pool = -1), as
+// process() does with "enable_inline_execute": pass it when CONFIG.json sets that, so that both sides
+// run alike.
 // raw/process print one JSON object: median/p99/mean latency in ms over ITERATIONS sequential calls,
 // and requests/s with THREADS threads over SECONDS.
 // compare loads both paths into one process and alternates them in ROUNDS blocks of ITERATIONS calls
@@ -30,6 +33,7 @@
 #include "codec/predict_codec.h"
 #include "common/tf_handles.h"
 #include "model/meta_graph.h"
+#include "model/session_settings.h"
 
 using processor::TensorPtr;
 
@@ -143,7 +147,11 @@ void Compare(const std::function<void()>& raw, const std::function<void()>& proc
 // The bare TensorFlow path: the same SavedModel and checkpoint, inputs decoded once, then TF_SessionRun.
 class RawPath {
  public:
-  RawPath(const char* savedmodel, const char* prefix, const std::string& request) {
+  RawPath(const char* savedmodel, const char* prefix, const std::string& request, bool run_inline) {
+    if (run_inline) {
+      const std::string options = processor::EncodeRunOptions(-1);
+      run_options_.reset(TF_NewBufferFromString(options.data(), options.size()));
+    }
     processor::TfStatus status;
     TF_SessionOptions* options = TF_NewSessionOptions();
     TF_Buffer* meta = TF_NewBuffer();
@@ -183,7 +191,7 @@ class RawPath {
   void Call() {
     std::vector<TF_Tensor*> results(outputs_.size(), nullptr);
     processor::TfStatus status;
-    TF_SessionRun(session_, nullptr, inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
+    TF_SessionRun(session_, run_options_.get(), inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
                   results.data(), static_cast<int>(outputs_.size()), nullptr, 0, nullptr, status.get());
     for (TF_Tensor* t : results) TF_DeleteTensor(t);
   }
@@ -198,6 +206,7 @@ class RawPath {
 
   TF_Graph* graph_ = TF_NewGraph();  // the bench exits without closing the session: nothing to tear down
   TF_Session* session_ = nullptr;
+  processor::BufferPtr run_options_;  // null: TF's defaults
   std::vector<TF_Output> inputs_, outputs_;
   std::vector<TensorPtr> owned_;
   std::vector<TF_Tensor*> values_;
@@ -240,19 +249,26 @@ class ProcessPath {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  if (mode == "compare" && argc == 9) {
+  const auto inline_flag = [&](int index) {
+    if (argc <= index) return false;
+    if (std::strcmp(argv[index], "inline") != 0) Die(std::string("unknown option ") + argv[index]);
+    return true;
+  };
+  if (mode == "compare" && (argc == 9 || argc == 10)) {
     const std::string request = ReadFile(argv[6]);
-    RawPath raw(argv[4], argv[5], request);
+    RawPath raw(argv[4], argv[5], request, inline_flag(9));
     ProcessPath process(argv[2], argv[3], request);
     Compare([&] { raw.Call(); }, [&] { process.Call(); }, std::atoi(argv[7]), std::atoi(argv[8]));
     return 0;
   }
-  if ((mode != "raw" && mode != "process") || argc != 8) Die("usage: latency_bench raw|process|compare ... (see the source)");
+  if ((mode != "raw" || (argc != 8 && argc != 9)) && (mode != "process" || argc != 8)) {
+    Die("usage: latency_bench raw|process|compare ... (see the source)");
+  }
   const std::string request = ReadFile(argv[4]);
   const int iterations = std::atoi(argv[5]), threads = std::atoi(argv[6]);
   const double seconds = std::atof(argv[7]);
   if (mode == "raw") {
-    RawPath raw(argv[2], argv[3], request);
+    RawPath raw(argv[2], argv[3], request, inline_flag(8));
     Report([&] { raw.Call(); }, iterations, threads, seconds);
   } else {
     ProcessPath process(argv[2], argv[3], request);

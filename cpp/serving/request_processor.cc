@@ -52,6 +52,14 @@ struct RequestScratch {
   }
 };
 
+// The calling thread's scratch. Not inlined on purpose: a shared library reaches a thread_local
+// through __tls_get_addr, and with the variable's address known the compiler calls it again at each
+// use after any call (some forty per request); behind this call the address is an ordinary pointer.
+__attribute__((noinline)) RequestScratch& ThreadScratch() {
+  thread_local RequestScratch scratch;
+  return scratch;
+}
+
 // TensorFlow's TensorShape holds at most this many dims and aborts the process beyond it.
 constexpr size_t kMaxRank = 254;
 
@@ -159,7 +167,7 @@ Status ProcessRequest(const Servable* servable, const RequestLimits& limits, con
     CopyToMallocBuffer(servable->signature_json(), output, output_size);
     return Status::Ok();
   }
-  thread_local RequestScratch scratch;
+  RequestScratch& scratch = ThreadScratch();
   struct ReleaseOnExit {
     RequestScratch& scratch;
     ~ReleaseOnExit() { scratch.Release(); }
