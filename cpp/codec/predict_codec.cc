@@ -325,10 +325,9 @@ size_t PackedVarintPayload(const T* values, int64_t n) {
 }
 
 // Bytes of the value field(s) of one tensor inside its ArrayProto; 0 elements write nothing (proto3).
-Status ValuesSize(TF_Tensor* t, int64_t n, size_t* size) {
-  const void* data = TF_TensorData(t);
+Status ValuesSize(TF_DataType dtype, const void* data, int64_t n, size_t* size) {
   size_t payload = 0;
-  switch (TF_TensorType(t)) {
+  switch (dtype) {
     case TF_FLOAT: payload = 4 * n; break;
     case TF_DOUBLE: payload = 8 * n; break;
     case TF_BOOL: payload = n; break;
@@ -344,7 +343,7 @@ Status ValuesSize(TF_Tensor* t, int64_t n, size_t* size) {
       return Status::Ok();
     }
     default:
-      return Status::Internal(std::string("the protocol cannot carry dtype ") + DataTypeName(TF_TensorType(t)));
+      return Status::Internal(std::string("the protocol cannot carry dtype ") + DataTypeName(dtype));
   }
   *size = n ? wire::LengthDelimitedSize(payload) : 0;
   return Status::Ok();
@@ -356,10 +355,9 @@ void PutPackedVarints(wire::Writer& w, uint32_t field, const T* values, int64_t 
   for (int64_t i = 0; i < n; ++i) w.Varint(static_cast<uint64_t>(static_cast<int64_t>(values[i])));
 }
 
-void PutValues(wire::Writer& w, TF_Tensor* t, int64_t n) {
+void PutValues(wire::Writer& w, TF_DataType dtype, const void* data, int64_t n) {
   if (n == 0) return;
-  const void* data = TF_TensorData(t);
-  switch (TF_TensorType(t)) {
+  switch (dtype) {
     case TF_FLOAT: w.LengthDelimitedHeader(kFloatVal, 4 * n); w.Raw(data, 4 * n); break;
     case TF_DOUBLE: w.LengthDelimitedHeader(kDoubleVal, 8 * n); w.Raw(data, 8 * n); break;
     case TF_BOOL: {
@@ -384,15 +382,13 @@ void PutValues(wire::Writer& w, TF_Tensor* t, int64_t n) {
   }
 }
 
-int64_t ElementCount(const TF_Tensor* t) {
-  int64_t n = 1;
-  for (int i = 0; i < TF_NumDims(t); ++i) n *= TF_Dim(t, i);
-  return n;
-}
-
+// One output as the encoder needs it: what TF says about the tensor, asked once (each TF_Dim or
+// TF_TensorType is a call into TF through its tensor interface), and the sizes of its messages.
 struct EncodedArray {
   std::string_view name;
-  TF_Tensor* tensor;
+  TF_DataType dtype;
+  const void* data;
+  size_t first_dim, rank;  // its dims in the encoder's list of all outputs' dims
   int64_t elements;
   size_t shape_payload;  // ArrayShape.dim packed payload
   size_t shape_message;  // ArrayShape body
@@ -426,18 +422,15 @@ Status ParsePredictRequest(const void* data, size_t size, RequestView* request) 
     if (field == 1 && wire_type == wire::kLengthDelimited) {
       request->signature_name = r.LengthDelimited();
     } else if (field == 2 && wire_type == wire::kLengthDelimited) {
-      std::string_view key;
-      ArrayView array;
-      PROCESSOR_RETURN_IF_ERROR(ParseInputEntry(r.LengthDelimited(), &key, &array));
-      bool replaced = false;
-      for (auto& input : request->inputs) {
-        if (input.first == key) {
-          input.second = std::move(array);
-          replaced = true;
+      auto& entry = request->inputs.emplace_back();  // parsed in place: an ArrayView is not small
+      PROCESSOR_RETURN_IF_ERROR(ParseInputEntry(r.LengthDelimited(), &entry.first, &entry.second));
+      for (size_t i = 0; i + 1 < request->inputs.size(); ++i) {
+        if (request->inputs[i].first == entry.first) {  // a key given again: the last one wins
+          request->inputs[i].second = std::move(entry.second);
+          request->inputs.pop_back();
           break;
         }
       }
-      if (!replaced) request->inputs.emplace_back(key, std::move(array));
     } else if (field == 3 && wire_type == wire::kLengthDelimited) {
       request->output_filter.push_back(r.LengthDelimited());
     } else if (field <= 3) {
@@ -549,18 +542,24 @@ Status EncodePredictResponse(const std::vector<std::string_view>& names, const O
                              int* size) {
   ReadingTensorFlowOutputs outputs_written_by_tensorflow;
   SmallVector<EncodedArray, 8> plan;
+  SmallVector<int64_t, 16> dims;
   size_t total = 0;
   for (size_t i = 0; i < names.size(); ++i) {
-    const std::string_view name = names[i];
     TF_Tensor* tensor = tensors[i];
-    EncodedArray a{name, tensor, ElementCount(tensor), 0, 0, 0, 0};
+    const int rank = TF_NumDims(tensor);
+    EncodedArray a{names[i], TF_TensorType(tensor), TF_TensorData(tensor), dims.size(), size_t(rank), 1, 0, 0, 0, 0};
+    for (int d = 0; d < rank; ++d) {
+      const int64_t dim = TF_Dim(tensor, d);
+      dims.push_back(dim);
+      a.elements *= dim;
+      a.shape_payload += wire::VarintSize(static_cast<uint64_t>(dim));
+    }
     size_t values_size = 0;
-    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ValuesSize(tensor, a.elements, &values_size), "output " + Quote(name));
-    for (int i = 0; i < TF_NumDims(tensor); ++i) a.shape_payload += wire::VarintSize(static_cast<uint64_t>(TF_Dim(tensor, i)));
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ValuesSize(a.dtype, a.data, a.elements, &values_size),
+                                           "output " + Quote(a.name));
     a.shape_message = a.shape_payload ? wire::LengthDelimitedSize(a.shape_payload) : 0;
-    const int dtype = TF_TensorType(tensor);
-    a.array_message = 1 + wire::VarintSize(dtype) + wire::LengthDelimitedSize(a.shape_message) + values_size;
-    a.entry_message = wire::LengthDelimitedSize(name.size()) + wire::LengthDelimitedSize(a.array_message);
+    a.array_message = 1 + wire::VarintSize(a.dtype) + wire::LengthDelimitedSize(a.shape_message) + values_size;
+    a.entry_message = wire::LengthDelimitedSize(a.name.size()) + wire::LengthDelimitedSize(a.array_message);
     total += wire::LengthDelimitedSize(a.entry_message);
     plan.push_back(a);
   }
@@ -575,13 +574,13 @@ Status EncodePredictResponse(const std::vector<std::string_view>& names, const O
     w.Bytes(1, a.name);                           // key
     w.LengthDelimitedHeader(2, a.array_message);  // value: ArrayProto
     w.Varint(wire::Tag(kDtype, wire::kVarint));
-    w.Varint(TF_TensorType(a.tensor));
+    w.Varint(a.dtype);
     w.LengthDelimitedHeader(kArrayShape, a.shape_message);  // always present: a scalar has an empty shape
     if (a.shape_payload) {
       w.LengthDelimitedHeader(1, a.shape_payload);
-      for (int i = 0; i < TF_NumDims(a.tensor); ++i) w.Varint(static_cast<uint64_t>(TF_Dim(a.tensor, i)));
+      for (size_t d = a.first_dim; d < a.first_dim + a.rank; ++d) w.Varint(static_cast<uint64_t>(dims[d]));
     }
-    PutValues(w, a.tensor, a.elements);
+    PutValues(w, a.dtype, a.data, a.elements);
   }
   if (static_cast<size_t>(w.position() - buffer) != total) {
     std::free(buffer);

@@ -184,7 +184,9 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
 Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values,
                      const std::vector<TF_Output>& outputs, OwnedTensors* results, std::string* run_metadata) const {
   results->Reset(outputs.size());
-  TfStatus status;
+  // One TF_Status per thread rather than a heap allocation per request; TF_SessionRun sets it either
+  // way (to OK first thing, then to any error).
+  thread_local TfStatus status;
   BufferPtr metadata(run_metadata ? TF_NewBuffer() : nullptr);
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
