@@ -80,6 +80,14 @@ BAD_REQUESTS = {
     "packed varint of 11 bytes across words": (lambda b: request_from_arrays(
         [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 5 + b"\xff" * 10 + b"\x01"))]), 400,
         "a packed varint is longer than 10 bytes"),
+    # The counter reads 16 bytes at a time: an over-long varint across two blocks, and one inside the
+    # second block.
+    "packed varint of 11 bytes across blocks": (lambda b: request_from_arrays(
+        [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 12 + b"\xff" * 10 + b"\x01" * 10))]), 400,
+        "a packed varint is longer than 10 bytes"),
+    "packed varint of 11 bytes inside a block": (lambda b: request_from_arrays(
+        [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 18 + b"\xff" * 10 + b"\x01" * 5))]),
+        400, "a packed varint is longer than 10 bytes"),
     "group wire type": (lambda b: key(2, 3) + b"\x00", 400,
                         "not a valid PredictRequest: field 2 (inputs) has wire type 3 instead of 2"),
     "wrong wire type for inputs": (lambda b: key(2, 0) + varint(5), 400, "field 2 (inputs) has wire type 0"),

@@ -5,6 +5,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "common/quote.h"
 #include "common/shape_string.h"
 #include "common/tsan_annotations.h"
@@ -53,7 +57,8 @@ Status CountFixedValues(Reader& r, uint32_t wire_type, size_t width, int64_t* co
 }
 
 // Counts a packed run of varints (bytes without a continuation bit), checking it is well formed.
-// Eight bytes at a time: the terminators of a word are its bytes whose high bit is clear.
+// Sixteen bytes at a time with SSE2 (part of every x86-64), then eight: the terminators of a block are
+// its bytes whose high bit is clear.
 Status CountPackedVarints(std::string_view packed, int64_t* count) {
   if (packed.empty()) return Status::Ok();
   if (static_cast<uint8_t>(packed.back()) & 0x80) return Status::InvalidArgument("packed varints are truncated");
@@ -61,6 +66,27 @@ Status CountPackedVarints(std::string_view packed, int64_t* count) {
   constexpr uint64_t kHighBits = 0x8080808080808080ull;
   size_t run = 0;  // continuation bytes since the last terminator
   size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i high_bits = _mm_set1_epi8(static_cast<char>(0x80));
+  __m128i sums = _mm_setzero_si128();
+  for (; i + 16 <= packed.size(); i += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed.data() + i));
+    const uint32_t continuing = static_cast<uint32_t>(_mm_movemask_epi8(bytes));  // bit k: byte k's high bit
+    const uint32_t terminators = ~continuing & 0xFFFFu;
+    if (!terminators) return too_long();                                      // 16 bytes of one varint
+    if (run + __builtin_ctz(terminators) >= 10) return too_long();            // the varint ending at the first
+    uint32_t ten = continuing & (continuing >> 1);                            // bit k: bytes k..k+1 continue
+    ten &= ten >> 2;                                                          // k..k+3
+    ten &= ten >> 4;                                                          // k..k+7
+    if (ten & (continuing >> 8) & (continuing >> 9)) return too_long();       // k..k+9, inside the block
+    // A terminator byte's high bit moved to its bottom bit (a 16-bit shift keeps bytes apart), summed
+    // eight bytes at a time.
+    sums = _mm_add_epi64(sums, _mm_sad_epu8(_mm_srli_epi16(_mm_andnot_si128(bytes, high_bits), 7),
+                                            _mm_setzero_si128()));
+    run = static_cast<size_t>(__builtin_clz(terminators) - 16);  // bytes after the last terminator
+  }
+  *count += _mm_cvtsi128_si64(sums) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums));
+#endif
   for (; i + 8 <= packed.size(); i += 8) {
     uint64_t word;
     std::memcpy(&word, packed.data() + i, 8);  // little-endian: byte k is bits 8k..8k+7
