@@ -188,8 +188,7 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
       std::string_view packed = r.LengthDelimited();
       int64_t count = 0;
       PROCESSOR_RETURN_IF_ERROR(CountPackedVarints(packed, &count));
-      Reader values(packed);
-      while (values.remaining()) array->dims.push_back(static_cast<int64_t>(values.Varint()));
+      ForEachPackedVarint(packed, [&](uint64_t dim) { array->dims.push_back(static_cast<int64_t>(dim)); });
     } else if (wire_type == wire::kVarint) {
       array->dims.push_back(static_cast<int64_t>(r.Varint()));
     } else {
