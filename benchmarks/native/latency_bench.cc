@@ -188,7 +188,8 @@ class RawPath {
     for (const auto& output : signature.outputs) outputs_.push_back(Port(output.tensor_name));
   }
 
-  void Call() {
+  // Not inlined, so that a profiler can count exactly one call (make profile).
+  __attribute__((noinline)) void Call() {
     std::vector<TF_Tensor*> results(outputs_.size(), nullptr);
     processor::TfStatus status;
     TF_SessionRun(session_, run_options_.get(), inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
@@ -229,7 +230,7 @@ class ProcessPath {
   }
   ~ProcessPath() { finalize_(model_); }
 
-  void Call() {
+  __attribute__((noinline)) void Call() {
     void* out = nullptr;
     int size = 0;
     if (process_(model_, request_.data(), static_cast<int>(request_.size()), &out, &size) != 200) Die("process failed");
