@@ -11,8 +11,11 @@ requests absorb it in production.
 
 counts whole calls with the graph run in the calling thread on both sides (enable_inline_execute, and
 the bare TF_SessionRun loop with inter_op_thread_pool = -1), so that TF's kernels are counted too, and
-prints process()'s instructions per call against the bare loop's: a noise-free companion to the
-wall-time ratio of make bench.
+prints process()'s instructions per call against the bare loop's: a far steadier companion to the
+wall-time ratio of make bench, though not an exact one: TF's ParallelFor splits a kernel's work
+between the calling thread and its intra-op threads differently from run to run, so counts move by a
+few percent between runs (batch 1, run alone: bare loop 124,600-128,400, process() 132,900-133,300),
+and much more when another process competes for the cores. Run it alone, and more than once.
 """
 from __future__ import annotations
 
@@ -31,9 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
 BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
+EXECUTOR = "executor creation (first request only)"
 FUNCTIONS = {
     "process (total)": r"process \[",
-    "executor creation (first request only)": r"DirectSession::GetOrCreateExecutors",
+    EXECUTOR: r"DirectSession::GetOrCreateExecutors",
     "TF_SessionRun (calling thread)": r"TF_SessionRun \[",
     "ParsePredictRequest": r"ParsePredictRequest",
     "BindInputs (checks + MakeTensor)": r"BindInputs",
@@ -66,45 +70,50 @@ def main() -> None:
         if args.inline:
             compare_inline(work, config, request, args, env)
             return
-        out = work / "callgrind.out"
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=process",
-                        str(BENCH), "process", processor.library_path(), str(config), str(request),
-                        str(args.iterations), "1", "0"], check=True, capture_output=True, env=env)
-        annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)], check=True,
-                                   capture_output=True, text=True).stdout
-    calls = min(args.iterations, 200) + args.iterations  # warmup + measured (latency_bench)
-    counts = {}
-    for label, pattern in FUNCTIONS.items():
-        match = next((line for line in annotated.splitlines() if re.search(pattern, line)), None)
-        counts[label] = int(match.split()[0].replace(",", "")) if match else 0
-    once = counts.pop("executor creation (first request only)")
+        annotated = callgrind_inclusive([str(BENCH), "process", processor.library_path(), str(config), str(request),
+                                         str(args.iterations), "1", "0"], "process", work / "callgrind.out", env)
+    calls = calls_made(args)
+    counts = {label: inclusive_count(annotated, pattern) for label, pattern in FUNCTIONS.items()}
+    once = counts.pop(EXECUTOR)
     for label in ("process (total)", "TF_SessionRun (calling thread)"):  # both include the first request
         counts[label] -= once
     steady = counts["process (total)"]
     print(f"batch {args.batch}, {calls} calls; instructions per call on the calling thread")
-    print(f"  {'executor creation (first request only)':<42} {once:>12,} once")
+    print(f"  {EXECUTOR:<42} {once:>12,} once")
     for label, count in counts.items():
         if count:  # 0: inlined into its caller
             print(f"  {label:<42} {count // calls:>12,}  {100 * count / steady:5.1f} %")
 
 
-def whole_call_instructions(command: list, toggle: str, out: Path, calls: int, env: dict) -> int:
-    """Instructions per call of `toggle` (a latency_bench Call), executor creation excluded."""
+def callgrind_inclusive(command: list, toggle: str, out: Path, env: dict) -> list:
+    """callgrind_annotate's inclusive lines for `command`, counting only inside functions matching `toggle`."""
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", f"--toggle-collect={toggle}",
                     *command], check=True, capture_output=True, env=env)
-    annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)], check=True,
-                               capture_output=True, text=True).stdout.splitlines()
-    def count(pattern: str) -> int:
-        line = next(line for line in annotated if re.search(pattern, line))
-        return int(line.split()[0].replace(",", ""))
-    return (count(r"PROGRAM TOTALS") - count(r"DirectSession::GetOrCreateExecutors")) // calls
+    return subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)], check=True, capture_output=True,
+                          text=True).stdout.splitlines()
+
+
+def inclusive_count(annotated: list, pattern: str) -> int:
+    """The first matching line's instructions; 0 when none matches (the function was inlined)."""
+    match = next((line for line in annotated if re.search(pattern, line)), None)
+    return int(match.split()[0].replace(",", "")) if match else 0
+
+
+def calls_made(args) -> int:
+    return min(args.iterations, 200) + args.iterations  # warmup + measured (latency_bench)
+
+
+def whole_call_instructions(command: list, toggle: str, out: Path, calls: int, env: dict) -> int:
+    """Instructions per call of `toggle` (a latency_bench Call), executor creation excluded."""
+    annotated = callgrind_inclusive(command, toggle, out, env)
+    return (inclusive_count(annotated, r"PROGRAM TOTALS") - inclusive_count(annotated, FUNCTIONS[EXECUTOR])) // calls
 
 
 def compare_inline(work: Path, config: Path, request: Path, args, env: dict) -> None:
     inline_config = work / "config_inline.json"
     inline_config.write_text(json.dumps({**json.loads(config.read_text()), "enable_inline_execute": True}))
     prefix = str(max((work / "checkpoints").glob("*.index"), key=lambda p: int(p.stem.split("-")[-1])))[:-len(".index")]
-    calls = min(args.iterations, 200) + args.iterations
+    calls = calls_made(args)
     common = [str(request), str(args.iterations), "1", "0"]
     import processor
     raw = whole_call_instructions([str(BENCH), "raw", str(work / "saved_model"), prefix, *common, "inline"],
