@@ -137,6 +137,88 @@ def test_packed_varints_of_every_length_round_trip_at_every_offset(echo, offset)
     assert_echoed(arrays, body)
 
 
+def varint_stream(rng, blocks):
+    """Values whose varints mix one-, two- and longer-byte encodings in runs: what the decoder's
+    sixteen-byte fast paths (all one-byte, leading two-byte pairs) see, entered and left everywhere."""
+    buckets = [(0, 128), (128, 16384), (16384, 1 << 21), (1 << 40, 1 << 62), (-(1 << 62), 0)]
+    values = []
+    for _ in range(blocks):
+        kind = rng.integers(0, 6)
+        run = int(rng.integers(1, 40))
+        if kind < 5:
+            low, high = buckets[kind]
+            values += rng.integers(low, high, size=run).tolist()
+        else:  # two-byte values broken at a random place by one other length
+            values += rng.integers(128, 16384, size=run).tolist()
+            low, high = buckets[int(rng.choice([0, 2, 3, 4]))]
+            values.insert(len(values) - int(rng.integers(0, run)), int(rng.integers(low, high)))
+    return values
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mixed_length_varint_runs_round_trip(echo, seed):
+    """int64, int32, int16, uint8 and bool values decoded through the fast paths and the one-at-a-time
+    loop alike, at every alignment of the runs."""
+    rng = np.random.default_rng(seed)
+    arrays = arrays_of_shape((4,))
+    for offset in range(16):
+        values = [1] * offset + varint_stream(rng, 12)
+        arrays["int64"] = np.array(values, dtype=np.int64)
+        arrays["int32"] = np.array([v % (1 << 31) if v >= 0 else -((-v) % (1 << 31)) for v in values], dtype=np.int32)
+        arrays["int16"] = np.array([v % 32768 for v in values], dtype=np.int16)
+        arrays["uint8"] = np.array([v % 256 for v in values], dtype=np.uint8)
+        arrays["bool"] = np.array([v % 3 == 0 for v in values], dtype=np.bool_)
+        code, body = echo.process(build_request(arrays).SerializeToString())
+        assert code == 200, body
+        assert_echoed(arrays, body)
+
+
+def test_an_out_of_range_narrow_int_is_found_inside_a_fast_path_block(echo):
+    """A two-byte value too large for int8 in the middle of a block of two-byte values is still caught."""
+    arrays = arrays_of_shape((4,))
+    request = build_request(arrays)
+    values = [100] * 7 + [300] + [100] * 16  # int8 range ends at 127: 300 is out of it
+    array = predict_pb2.ArrayProto(dtype=predict_pb2.DT_INT8, int_val=values)
+    array.array_shape.dim.append(len(values))
+    request.inputs["int8"].CopyFrom(array)
+    code, body = echo.process(request.SerializeToString())
+    assert code == 400
+    assert body.decode() == "input 'int8': DT_INT8: value 300 is out of range"
+
+
+def test_a_shape_of_many_one_byte_dims_round_trips(echo):
+    """Dims are packed varints too: twenty of them fill a sixteen-byte block of one-byte values."""
+    arrays = arrays_of_shape((1,) * 18 + (2, 2))
+    code, body = echo.process(build_request(arrays).SerializeToString())
+    assert code == 200, body
+    assert_echoed(arrays, body)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_string_runs_of_mixed_lengths_round_trip(echo, seed):
+    """Runs of string_val with short strings (copied sixteen bytes at a time), strings up to the inline
+    capacity and beyond, two-byte lengths (128 bytes and more), empty strings, a run cut in two by an
+    unknown field, and fields after the run, so that every way out of the run's fast loop is taken."""
+    rng = np.random.default_rng(seed)
+    lengths = [int(n) for n in rng.choice([0, 1, 3, 7, 12, 15, 16, 17, 22, 23, 40, 127, 128, 300], size=150)]
+    strings = [bytes(rng.integers(0, 256, size=n, dtype=np.uint8)) for n in lengths]
+    cut = int(rng.integers(1, len(strings)))
+    body = (key(1, 0) + varint(predict_pb2.DT_STRING)
+            + b"".join(length_delimited(6, s) for s in strings[:cut])
+            + key(15, 0) + varint(7)  # an unknown field between two runs of the same repeated field
+            + b"".join(length_delimited(6, s) for s in strings[cut:])
+            + length_delimited(2, key(1, 0) + varint(len(strings)))  # the shape after the values
+            + length_delimited(16, b"tail"))
+    arrays = arrays_of_shape((4,))
+    request = build_request({alias: array for alias, array in arrays.items() if alias != "string"})
+    data = request.SerializeToString() + request_from_arrays([("string", body)])
+    arrays["string"] = np.empty(len(strings), dtype=object)
+    arrays["string"][:] = strings
+    code, response = echo.process(data)
+    assert code == 200, response
+    assert_echoed(arrays, response)
+
+
 def test_large_tensor_round_trips(echo):
     arrays = arrays_of_shape((4,))
     arrays["float"] = np.arange(1_000_000, dtype=np.float32).reshape(1000, 1000)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace processor {
@@ -28,9 +29,14 @@ class Status {
   int http_code() const { return static_cast<int>(code_); }
   const std::string& message() const { return message_; }
 
-  // Prefixes the message with where the error happened ("input 'x': ...").
-  Status WithContext(const std::string& context) const {
-    return ok() ? *this : Status(code_, context + ": " + message_);
+  // Prefixes the message with where the error happened ("input 'x': ..."). A view, so that a literal
+  // context builds no std::string when there is no error.
+  Status WithContext(std::string_view context) const {
+    if (ok()) return *this;
+    std::string text(context);
+    text += ": ";
+    text += message_;
+    return Status(code_, std::move(text));
   }
 
  private:

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -87,9 +88,12 @@ class TfStatus {
   std::string message() const { return TF_Message(status_); }
 
   // Errors TF attributes to the caller's data (bad ids, wrong shapes) are the request's fault.
-  Status ToStatus(const std::string& context) const {
+  // `context` is a view so that a literal costs no std::string on the success path.
+  Status ToStatus(std::string_view context) const {
     if (ok()) return Status::Ok();
-    std::string text = context + ": " + message();
+    std::string text(context);
+    text += ": ";
+    text += message();
     if (code() == TF_INVALID_ARGUMENT || code() == TF_OUT_OF_RANGE) return Status::InvalidArgument(text);
     if (code() == TF_UNAVAILABLE) return Status::Unavailable(text);  // a feature store out of reach
     return Status::Internal(text);

@@ -24,6 +24,12 @@ class Reader {
   bool ok() const { return ok_; }
   size_t remaining() const { return size_t(end_ - pos_); }
 
+  // For a caller that scans bytes this reader has already checked: where it stands, where its input
+  // ends, and how to move it past what the caller consumed (`to` within [position(), end()]).
+  const uint8_t* position() const { return pos_; }
+  const uint8_t* end() const { return end_; }
+  void SkipTo(const uint8_t* to) { pos_ = to; }
+
   // Advances to the next field; false at the end of input or on error.
   bool NextField(uint32_t* field, uint32_t* wire_type) {
     if (pos_ >= end_ || !ok_) return false;
@@ -83,7 +89,8 @@ class Reader {
     return Fail();  // more than 10 bytes
   }
 
-  std::string_view LengthDelimited() {
+  // Always inlined: the parsers call it for every field, and it is a few instructions once inlined.
+  __attribute__((always_inline)) std::string_view LengthDelimited() {
     uint64_t size = Varint();
     if (!ok_ || size > uint64_t(end_ - pos_)) {
       Fail();

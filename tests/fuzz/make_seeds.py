@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -35,6 +37,12 @@ def seeds():
     yield b""  # the signature request
     yield request_from_arrays([("int64", key(1, 0) + varint(9) + length_delimited(7, varint(2**63) * 3))])
     yield key(9, 0) + varint(1) + request.SerializeToString()  # an unknown field first
+    # Runs long enough for the decoder's sixteen-byte paths: two- and one-byte varints, short strings.
+    arrays = arrays_of_shape((40,))
+    arrays["int64"] = np.arange(200, 240, dtype=np.int64)
+    arrays["int32"] = np.arange(40, dtype=np.int32)
+    arrays["string"][:] = [b"s" * (i % 17) for i in range(40)]
+    yield build_request(arrays).SerializeToString()
 
 
 def main() -> None:
