@@ -15,6 +15,10 @@ of the rounds is reported. raw_tf_session_run and process_c run in one process, 
 (`latency_bench compare`), so their ratio is not skewed by one process drawing a slower core or a busier
 neighbour: that ratio is reported apart, once with TF's inter-op pools and once with both sides running
 the graph in the calling thread (`enable_inline_execute`: steadier, as no thread handoff is timed).
+The codec's own wall time is measured in the same way (`latency_bench codec`): parsing the request,
+parsing it and writing its values into the input tensors, and encoding the outputs, each in a loop,
+against the bare inline run: the share of the bare run that decoding and encoding alone add, a floor
+under the process_c / raw ratio.
 Results: a table on stdout and benchmarks/results/performance.json.
 Targets: process_c <= 1.05x raw; tf2_signature >= 4x process_c at batch 1; 2 threads >= 1.8x one.
 """
@@ -70,6 +74,13 @@ def compare(model: dict, config_path: Path, request: Path, iterations: int, roun
     return {"raw_tf_session_run": result["raw"], "process_c": result["process"], "process_ratio": result["ratio"]}
 
 
+def codec(model: dict, request: Path, iterations: int) -> dict:
+    """The codec's stages timed alone, and the bare inline run they are added to (latency_bench codec)."""
+    out = subprocess.run([str(BENCH), "codec", model["savedmodel"], model["prefix"], str(request), str(iterations),
+                          "inline"], check=True, capture_output=True, text=True, env=ENV).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def python_paths(processor_module, config: dict, request_bytes: bytes, batch: dict, iterations: int) -> dict:
     with processor_module.Processor(config) as p:
         return {"processor_process": measure(lambda: p.process(request_bytes), iterations),
@@ -88,7 +99,7 @@ def main() -> None:
     import recommendation_model
     from lifecycle_helpers import serialize
 
-    report = {"latency": [], "process_to_raw": [], "throughput": []}
+    report = {"latency": [], "process_to_raw": [], "codec": [], "throughput": []}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         models = {"example (5k items)": build_model(work / "small", recommendation_model.NUM_ITEMS),
@@ -104,8 +115,9 @@ def main() -> None:
                 batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
                 request_path = work / f"request_{batch_size}.bin"
                 request_path.write_bytes(serialize(batch))
-                rounds, ratios, inline_rows = [], [], []
+                rounds, ratios, inline_rows, codec_rows = [], [], [], []
                 for _ in range(args.rounds):
+                    codec_rows.append(codec(model, request_path, args.iterations))
                     row = compare(model, config_path, request_path, args.iterations // 4, 8)
                     ratio = row.pop("process_ratio")
                     inline_rows.append(compare(model, inline_config_path, request_path, args.iterations // 4, 8,
@@ -122,6 +134,12 @@ def main() -> None:
                     "ratio_inline": statistics.median(r["process_ratio"] for r in inline_rows),
                     "raw_inline_ms": statistics.median(r["raw_tf_session_run"]["median_ms"] for r in inline_rows),
                     "process_inline_ms": statistics.median(r["process_c"]["median_ms"] for r in inline_rows)})
+                stage = {name: 1000 * statistics.median(r[name]["median_ms"] for r in codec_rows)
+                         for name in ("parse", "decode", "encode", "raw")}
+                report["codec"].append({"model": model_name, "batch": batch_size, "parse_us": stage["parse"],
+                                        "decode_us": stage["decode"], "encode_us": stage["encode"],
+                                        "raw_inline_us": stage["raw"],
+                                        "codec_share": (stage["decode"] + stage["encode"]) / stage["raw"]})
                 for path in rounds[0]:
                     report["latency"].append({
                         "model": model_name, "batch": batch_size, "path": path,
@@ -147,6 +165,11 @@ def main() -> None:
     for r in report["process_to_raw"]:
         print(f"{r['model']:<20} {r['batch']:>5} {r['ratio']:>6.2f}x {r['ratio_inline']:>6.2f}x "
               f"{r['raw_inline_ms']:>14.4f} {r['process_inline_ms']:>18.4f}")
+    print(f"\n{'the codec alone (µs)':<26} {'parse':>7} {'decode':>7} {'encode':>7} {'raw inline':>11} "
+          f"{'codec / raw':>12}")
+    for r in report["codec"]:
+        print(f"{r['model']:<20} {r['batch']:>5} {r['parse_us']:>7.2f} {r['decode_us']:>7.2f} {r['encode_us']:>7.2f} "
+              f"{r['raw_inline_us']:>11.1f} {100 * r['codec_share']:>11.1f}%")
     print(f"\n{'model':<20} {'path':<20} {'sessions':>8} {'threads':>7} {'req/s':>10}")
     for r in report["throughput"]:
         print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")

@@ -4,6 +4,7 @@
 //   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS [inline]
 //   latency_bench process LIBRARY CONFIG.json REQUEST.bin ITERATIONS THREADS SECONDS
 //   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline]
+//   latency_bench codec SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS [inline]
 //
 // `inline` runs the bare loop's graph in the calling thread (RunOptions.inter_op_thread_pool = -1), as
 // process() does with "enable_inline_execute": pass it when CONFIG.json sets that, so that both sides
@@ -13,6 +14,10 @@
 // compare loads both paths into one process and alternates them in ROUNDS blocks of ITERATIONS calls
 // (order swapped every round), so that both see the same CPU frequency, cache and neighbour noise;
 // it prints {"raw": {...}, "process": {...}, "ratio": median of the per-round median ratios}.
+// codec times, in one process, what process() adds to the bare run in wall time: parsing the request,
+// parsing it and writing its values into the input tensors (reused from call to call, as process()
+// reuses a thread's), and encoding the model's outputs into a response; then the bare run itself. It
+// prints {"parse": {...}, "decode": {...}, "encode": {...}, "raw": {...}}.
 #include <dlfcn.h>
 #include <tensorflow/c/c_api.h>
 #include <tensorflow/c/tf_tstring.h>
@@ -185,7 +190,20 @@ class RawPath {
         owned_.push_back(std::move(tensor));
       }
     }
-    for (const auto& output : signature.outputs) outputs_.push_back(Port(output.tensor_name));
+    for (const auto& output : signature.outputs) {
+      outputs_.push_back(Port(output.tensor_name));
+      output_names_.push_back(output.alias);
+    }
+  }
+
+  // One run's outputs, named as the signature names them, for the encoder to time.
+  void RunOnce(std::vector<std::string_view>* names, processor::OwnedTensors* results) {
+    results->Reset(outputs_.size());
+    processor::TfStatus status;
+    TF_SessionRun(session_, run_options_.get(), inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
+                  results->data(), static_cast<int>(outputs_.size()), nullptr, 0, nullptr, status.get());
+    if (!status.ok()) Die(status.message());
+    names->assign(output_names_.begin(), output_names_.end());
   }
 
   // Not inlined, so that a profiler can count exactly one call (make profile).
@@ -209,6 +227,7 @@ class RawPath {
   TF_Session* session_ = nullptr;
   processor::BufferPtr run_options_;  // null: TF's defaults
   std::vector<TF_Output> inputs_, outputs_;
+  std::vector<std::string> output_names_;
   std::vector<TensorPtr> owned_;
   std::vector<TF_Tensor*> values_;
 };
@@ -246,6 +265,39 @@ class ProcessPath {
   void* model_ = nullptr;
 };
 
+// The codec's share of process(), stage by stage, against the bare run in the same process.
+void TimeCodec(RawPath& raw, const std::string& request, int iterations) {
+  processor::RequestView view;
+  std::vector<TensorPtr> tensors;
+  const auto parse = [&] {
+    if (!processor::ParsePredictRequest(request.data(), request.size(), &view).ok()) Die("bad request file");
+  };
+  const auto decode = [&] {
+    parse();
+    tensors.resize(view.inputs.size());
+    for (size_t i = 0; i < view.inputs.size(); ++i) {
+      if (!processor::MakeTensor(view.inputs[i].second, &tensors[i]).ok()) Die("bad input");
+    }
+  };
+  std::vector<std::string_view> names;
+  processor::OwnedTensors outputs;
+  raw.RunOnce(&names, &outputs);
+  const auto encode = [&] {
+    void* data = nullptr;
+    int size = 0;
+    if (!processor::EncodePredictResponse(names, outputs, &data, &size).ok()) Die("cannot encode");
+    std::free(data);
+  };
+  const auto run = [&] { raw.Call(); };
+  std::string json = "{";
+  for (const auto& [label, call] : {std::pair<const char*, std::function<void()>>{"parse", parse}, {"decode", decode},
+                                    {"encode", encode}, {"raw", run}}) {
+    WarmUp(call, iterations);
+    json += std::string(json.size() > 1 ? ", " : "") + "\"" + label + "\": " + Json(Sample(call, iterations));
+  }
+  std::printf("%s}\n", json.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -262,8 +314,14 @@ int main(int argc, char** argv) {
     Compare([&] { raw.Call(); }, [&] { process.Call(); }, std::atoi(argv[7]), std::atoi(argv[8]));
     return 0;
   }
+  if (mode == "codec" && (argc == 6 || argc == 7)) {
+    const std::string request = ReadFile(argv[4]);
+    RawPath raw(argv[2], argv[3], request, inline_flag(6));
+    TimeCodec(raw, request, std::atoi(argv[5]));
+    return 0;
+  }
   if ((mode != "raw" || (argc != 8 && argc != 9)) && (mode != "process" || argc != 8)) {
-    Die("usage: latency_bench raw|process|compare ... (see the source)");
+    Die("usage: latency_bench raw|process|compare|codec ... (see the source)");
   }
   const std::string request = ReadFile(argv[4]);
   const int iterations = std::atoi(argv[5]), threads = std::atoi(argv[6]);
