@@ -173,6 +173,20 @@ def test_mixed_length_varint_runs_round_trip(echo, seed):
         assert_echoed(arrays, body)
 
 
+@pytest.mark.parametrize("length", range(1, 11))
+def test_a_varint_of_every_length_round_trips_at_every_distance_from_the_end(echo, length):
+    """Long varints are decoded from one 8-byte load where eight bytes follow their start, byte by byte
+    nearer the end of the packed run: each length, ending the run and followed by 1 to 16 more bytes."""
+    value = -1 if length == 10 else (1 << (7 * length)) - 1  # all bits set: every group must land
+    arrays = arrays_of_shape((4,))
+    for after in range(17):
+        values = [300] * 3 + [value, (1 << (7 * length - 1)) if length < 10 else -(2**63)] + [5] * after
+        arrays["int64"] = np.array(values, dtype=np.int64)
+        code, body = echo.process(build_request(arrays).SerializeToString())
+        assert code == 200, body
+        assert_echoed(arrays, body)
+
+
 def test_an_out_of_range_narrow_int_is_found_inside_a_fast_path_block(echo):
     """A two-byte value too large for int8 in the middle of a block of two-byte values is still caught."""
     arrays = arrays_of_shape((4,))

@@ -162,6 +162,24 @@ inline uint64_t ReadCheckedVarint(const uint8_t*& p) {
   return value;
 }
 
+// A varint of 9 or 10 bytes whose first eight are `word` (the checking pass saw it end inside the
+// input), without a loop over its bytes: the eight 7-bit groups are packed together in three steps.
+// Hashed ids (64-bit feature hashes, the common id in recommendation requests) are such varints.
+inline uint64_t ReadNineOrTenByteVarint(const uint8_t*& p, uint64_t word) {
+  uint64_t x = word & 0x7f7f7f7f7f7f7f7full;
+  x = ((x & 0x7f007f007f007f00ull) >> 1) | (x & 0x007f007f007f007full);
+  x = ((x & 0x3fff00003fff0000ull) >> 2) | (x & 0x00003fff00003fffull);
+  x = ((x & 0x0fffffff00000000ull) >> 4) | (x & 0x000000000fffffffull);
+  x |= uint64_t{p[8] & 0x7fu} << 56;
+  if (p[8] & 0x80) {
+    x |= uint64_t{p[9]} << 63;
+    p += 10;
+  } else {
+    p += 9;
+  }
+  return x;
+}
+
 // Calls fn(uint64_t) for every varint of a packed run that CountPackedVarints accepted.
 template <typename Fn>
 void ForEachPackedVarint(std::string_view packed, Fn&& fn) {
@@ -171,7 +189,8 @@ void ForEachPackedVarint(std::string_view packed, Fn&& fn) {
   // Values below 128 (one byte) and 16384 (two: ids of vocabularies up to that size), sixteen bytes at
   // a time with SSE2: a block whose bytes all end a varint is sixteen values; a block that starts
   // with byte pairs whose first byte continues and second ends starts with that many two-byte values,
-  // all decoded at once in 16-bit lanes. Where neither holds, the block is read one varint at a time.
+  // all decoded at once in 16-bit lanes; a block that starts with a 9- or 10-byte varint (a hashed id)
+  // has it decoded from one 8-byte load. Otherwise the block is read one varint at a time.
   const __m128i low_seven = _mm_set1_epi16(0x007f);
   const __m128i high_seven = _mm_set1_epi16(0x7f00);
   while (end - p >= 16) {
@@ -185,6 +204,15 @@ void ForEachPackedVarint(std::string_view packed, Fn&& fn) {
     const uint32_t not_pairs = continuing ^ 0x5555u;  // 0x5555: bytes 0, 2, 4... continue, 1, 3, 5... end
     const int pairs = not_pairs ? __builtin_ctz(not_pairs) / 2 : 8;
     if (pairs == 0) {
+      if ((continuing & 0xFF) == 0xFF) {  // the first eight bytes continue: a 9- or 10-byte varint
+        uint64_t word;
+        std::memcpy(&word, p, 8);  // little-endian: byte k is bits 8k..8k+7
+        fn(ReadNineOrTenByteVarint(p, word));
+        continue;
+      }
+      // Varints of three to eight bytes, or a one-byte one first: this block one at a time. When
+      // their lengths repeat, the byte loop's branches are predicted and the CPU runs ahead, where a
+      // loop-free decoder would wait for each length to be computed.
       const uint8_t* const block_end = p + 16;
       while (p < block_end) fn(ReadCheckedVarint(p));
       continue;
