@@ -141,13 +141,11 @@ class Reader {
   bool ok_ = true;
 };
 
+// Without a loop (protobuf's formula): the encoder sizes every packed value before writing it, and a
+// hashed id would take ten iterations.
 inline size_t VarintSize(uint64_t value) {
-  size_t size = 1;
-  while (value >= 0x80) {
-    value >>= 7;
-    ++size;
-  }
-  return size;
+  const int bits = 64 - __builtin_clzll(value | 1);  // significant bits, at least one
+  return static_cast<size_t>((bits * 9 + 64) / 64);  // ceil(bits / 7) for bits in 1..64
 }
 
 inline uint32_t Tag(uint32_t field, WireType wire_type) { return (field << 3) | wire_type; }
