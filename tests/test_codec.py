@@ -201,7 +201,8 @@ def test_an_out_of_range_narrow_int_is_found_inside_a_fast_path_block(echo):
 
 
 def test_a_shape_of_many_one_byte_dims_round_trips(echo):
-    """Dims are packed varints too: twenty of them fill a sixteen-byte block of one-byte values."""
+    """Dims are packed varints too, read by a loop of their own: twenty one-byte dims, more than the
+    sixteen that the values' fast path takes at once."""
     arrays = arrays_of_shape((1,) * 18 + (2, 2))
     code, body = echo.process(build_request(arrays).SerializeToString())
     assert code == 200, body

@@ -251,7 +251,12 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
       std::string_view packed = r.LengthDelimited();
       int64_t count = 0;
       PROCESSOR_RETURN_IF_ERROR(CountPackedVarints(packed, &count));
-      ForEachPackedVarint(packed, [&](uint64_t dim) { array->dims.push_back(static_cast<int64_t>(dim)); });
+      // A few dims: the plain loop, not ForEachPackedVarint's sixteen-byte paths, which would only add
+      // code to every request's parse.
+      const uint8_t* p = reinterpret_cast<const uint8_t*>(packed.data());
+      while (p < reinterpret_cast<const uint8_t*>(packed.data() + packed.size())) {
+        array->dims.push_back(static_cast<int64_t>(ReadCheckedVarint(p)));
+      }
     } else if (wire_type == wire::kVarint) {
       array->dims.push_back(static_cast<int64_t>(r.Varint()));
     } else {

@@ -72,21 +72,12 @@ class Reader {
     return count;
   }
 
-  uint64_t Varint() {
-    if (pos_ < end_ && *pos_ < 0x80) return *pos_++;  // tags, lengths and small values: one byte
-    if (end_ - pos_ >= 2 && pos_[1] < 0x80) {        // ids below 16384: two
-      const uint64_t value = (pos_[0] & 0x7f) | (uint64_t(pos_[1]) << 7);
-      pos_ += 2;
-      return value;
-    }
-    uint64_t value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (pos_ >= end_) return Fail();
-      uint8_t byte = *pos_++;
-      value |= uint64_t(byte & 0x7f) << shift;
-      if (!(byte & 0x80)) return value;
-    }
-    return Fail();  // more than 10 bytes
+  // The one-byte case (tags, lengths, small values) inlined at every call, the rest behind a call: the
+  // parsers read a varint per field, and the whole decoder inlined everywhere would crowd out other
+  // inlining.
+  __attribute__((always_inline)) uint64_t Varint() {
+    if (pos_ < end_ && *pos_ < 0x80) return *pos_++;
+    return LongerVarint();
   }
 
   // Always inlined: the parsers call it for every field, and it is a few instructions once inlined.
@@ -130,6 +121,22 @@ class Reader {
   }
 
  private:
+  uint64_t LongerVarint() {
+    if (end_ - pos_ >= 2 && pos_[1] < 0x80) {  // ids below 16384: two
+      const uint64_t value = (pos_[0] & 0x7f) | (uint64_t(pos_[1]) << 7);
+      pos_ += 2;
+      return value;
+    }
+    uint64_t value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ >= end_) return Fail();
+      uint8_t byte = *pos_++;
+      value |= uint64_t(byte & 0x7f) << shift;
+      if (!(byte & 0x80)) return value;
+    }
+    return Fail();  // more than 10 bytes
+  }
+
   uint64_t Fail() {
     ok_ = false;
     pos_ = end_;
@@ -144,6 +151,7 @@ class Reader {
 // Without a loop (protobuf's formula): the encoder sizes every packed value before writing it, and a
 // hashed id would take ten iterations.
 inline size_t VarintSize(uint64_t value) {
+  if (value < 0x80) return 1;  // dims, tags and most lengths
   const int bits = 64 - __builtin_clzll(value | 1);  // significant bits, at least one
   return static_cast<size_t>((bits * 9 + 64) / 64);  // ceil(bits / 7) for bits in 1..64
 }
