@@ -139,7 +139,8 @@ def test_packed_varints_of_every_length_round_trip_at_every_offset(echo, offset)
 
 def varint_stream(rng, blocks):
     """Values whose varints mix one-, two- and longer-byte encodings in runs: what the decoder's
-    sixteen-byte fast paths (all one-byte, leading two-byte pairs) see, entered and left everywhere."""
+    sixteen-byte fast paths (all one-byte, leading two-byte pairs, a leading 9- or 10-byte varint) see,
+    entered and left everywhere."""
     buckets = [(0, 128), (128, 16384), (16384, 1 << 21), (1 << 40, 1 << 62), (-(1 << 62), 0)]
     values = []
     for _ in range(blocks):
@@ -175,8 +176,8 @@ def test_mixed_length_varint_runs_round_trip(echo, seed):
 
 @pytest.mark.parametrize("length", range(1, 11))
 def test_a_varint_of_every_length_round_trips_at_every_distance_from_the_end(echo, length):
-    """Long varints are decoded from one 8-byte load where eight bytes follow their start, byte by byte
-    nearer the end of the packed run: each length, ending the run and followed by 1 to 16 more bytes."""
+    """9- and 10-byte varints are decoded from one 8-byte load where a sixteen-byte block starts with
+    one, byte by byte nearer the end of the packed run: each length, followed by 0 to 16 more values."""
     value = -1 if length == 10 else (1 << (7 * length)) - 1  # all bits set: every group must land
     arrays = arrays_of_shape((4,))
     for after in range(17):

@@ -254,9 +254,8 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
       // A few dims: the plain loop, not ForEachPackedVarint's sixteen-byte paths, which would only add
       // code to every request's parse.
       const uint8_t* p = reinterpret_cast<const uint8_t*>(packed.data());
-      while (p < reinterpret_cast<const uint8_t*>(packed.data() + packed.size())) {
-        array->dims.push_back(static_cast<int64_t>(ReadCheckedVarint(p)));
-      }
+      const uint8_t* const end = p + packed.size();
+      while (p < end) array->dims.push_back(static_cast<int64_t>(ReadCheckedVarint(p)));
     } else if (wire_type == wire::kVarint) {
       array->dims.push_back(static_cast<int64_t>(r.Varint()));
     } else {

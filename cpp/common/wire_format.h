@@ -152,7 +152,7 @@ class Reader {
 // hashed id would take ten iterations.
 inline size_t VarintSize(uint64_t value) {
   if (value < 0x80) return 1;  // dims, tags and most lengths
-  const int bits = 64 - __builtin_clzll(value | 1);  // significant bits, at least one
+  const int bits = 64 - __builtin_clzll(value);  // significant bits (value is not 0)
   return static_cast<size_t>((bits * 9 + 64) / 64);  // ceil(bits / 7) for bits in 1..64
 }
 
