@@ -294,7 +294,7 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
         if (wire_type != wire::kLengthDelimited) {
           status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
         } else {
-          array->counts[field] += r.LengthDelimitedRun(kStringValTag, [](std::string_view) {});
+          array->counts[field] += r.SkipLengthDelimitedRun(kStringValTag);
         }
         break;
       default: r.Skip(wire_type);  // unknown fields are skipped, as protobuf does

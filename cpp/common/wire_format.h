@@ -40,17 +40,15 @@ class Reader {
     return ok_;
   }
 
-  // Reads the length-delimited value at the reader, then each one directly after it under the one-byte
-  // `tag` (a run of one repeated field, as serializers write it), calling fn(std::string_view) on each.
-  // Returns how many were read; a malformed one latches the error.
-  template <typename Fn>
-  size_t LengthDelimitedRun(uint8_t tag, Fn&& fn) {
+  // Skips the length-delimited value at the reader, then each one directly after it under the one-byte
+  // `tag` (a run of one repeated field, as serializers write it), checking each length against the
+  // input. Returns how many it skipped; a malformed one latches the error.
+  size_t SkipLengthDelimitedRun(uint8_t tag) {
     const uint8_t* p = pos_;
-    const uint8_t* const end = end_;  // a local: fn's stores could alias the member
     size_t count = 0;
     for (;;) {
       uint64_t size;
-      if (p < end && *p < 0x80) {
+      if (p < end_ && *p < 0x80) {
         size = *p++;  // values below 128 bytes: one-byte length
       } else {
         pos_ = p;
@@ -58,14 +56,13 @@ class Reader {
         if (!ok_) return count;
         p = pos_;
       }
-      if (size > uint64_t(end - p)) {
+      if (size > uint64_t(end_ - p)) {
         Fail();
         return count;
       }
-      fn(std::string_view(reinterpret_cast<const char*>(p), size));
       p += size;
       ++count;
-      if (p >= end || *p != tag) break;
+      if (p >= end_ || *p != tag) break;
       ++p;
     }
     pos_ = p;
