@@ -201,6 +201,22 @@ def test_an_out_of_range_narrow_int_is_found_inside_a_fast_path_block(echo):
     assert body.decode() == "input 'int8': DT_INT8: value 300 is out of range"
 
 
+@pytest.mark.parametrize("last", [1, 60, 127, 128, 300])
+@pytest.mark.parametrize("before", [0, 5, 200])
+def test_a_string_running_past_its_array_is_refused(echo, before, last):
+    """The parser skips most of a run of short strings without bounds checks (more than 128 bytes from
+    the end, a one-byte length cannot overrun): a string whose length runs one byte past the array
+    must still be refused, after short and long runs, with a one- or two-byte length."""
+    body = (key(1, 0) + varint(predict_pb2.DT_STRING) + length_delimited(2, key(1, 0) + varint(before + 1))
+            + b"".join(length_delimited(6, b"abcde") for _ in range(before))
+            + key(6, 2) + varint(last) + b"x" * (last - 1))
+    arrays = arrays_of_shape((4,))
+    request = build_request({alias: array for alias, array in arrays.items() if alias != "string"})
+    code, response = echo.process(request.SerializeToString() + request_from_arrays([("string", body)]))
+    assert code == 400
+    assert response.decode() == "input 'string': malformed ArrayProto"
+
+
 def test_a_shape_of_many_one_byte_dims_round_trips(echo):
     """Dims are packed varints too, read by a loop of their own: twenty one-byte dims, more than the
     sixteen that the values' fast path takes at once."""

@@ -47,6 +47,17 @@ class Reader {
     const uint8_t* p = pos_;
     size_t count = 0;
     for (;;) {
+      // More than 128 bytes from the end, a one-byte length (under 128) cannot run past it, nor can the
+      // tag after the value: no bounds checks for most of a run of short values.
+      while (end_ - p > 128 && *p < 0x80) {
+        p += 1 + *p;
+        ++count;
+        if (*p != tag) {
+          pos_ = p;
+          return count;
+        }
+        ++p;
+      }
       uint64_t size;
       if (p < end_ && *p < 0x80) {
         size = *p++;  // values below 128 bytes: one-byte length
