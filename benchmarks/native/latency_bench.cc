@@ -200,8 +200,7 @@ class RawPath {
   void RunOnce(std::vector<std::string_view>* names, processor::OwnedTensors* results) {
     results->Reset(outputs_.size());
     processor::TfStatus status;
-    TF_SessionRun(session_, run_options_.get(), inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
-                  results->data(), static_cast<int>(outputs_.size()), nullptr, 0, nullptr, status.get());
+    Run(results->data(), status);
     if (!status.ok()) Die(status.message());
     names->assign(output_names_.begin(), output_names_.end());
   }
@@ -210,12 +209,16 @@ class RawPath {
   __attribute__((noinline)) void Call() {
     std::vector<TF_Tensor*> results(outputs_.size(), nullptr);
     processor::TfStatus status;
-    TF_SessionRun(session_, run_options_.get(), inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
-                  results.data(), static_cast<int>(outputs_.size()), nullptr, 0, nullptr, status.get());
+    Run(results.data(), status);
     for (TF_Tensor* t : results) TF_DeleteTensor(t);
   }
 
  private:
+  void Run(TF_Tensor** results, processor::TfStatus& status) {
+    TF_SessionRun(session_, run_options_.get(), inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
+                  results, static_cast<int>(outputs_.size()), nullptr, 0, nullptr, status.get());
+  }
+
   TF_Output Port(const std::string& name) {
     const size_t colon = name.rfind(':');
     TF_Operation* op = TF_GraphOperationByName(graph_, name.substr(0, colon).c_str());

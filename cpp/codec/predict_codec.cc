@@ -162,10 +162,12 @@ inline uint64_t ReadCheckedVarint(const uint8_t*& p) {
   return value;
 }
 
-// A varint of 9 or 10 bytes whose first eight are `word` (the checking pass saw it end inside the
-// input), without a loop over its bytes: the eight 7-bit groups are packed together in three steps.
-// Hashed ids (64-bit feature hashes, the common id in recommendation requests) are such varints.
-inline uint64_t ReadNineOrTenByteVarint(const uint8_t*& p, uint64_t word) {
+// ReadCheckedVarint for a varint of 9 or 10 bytes, without a loop over its bytes: its first eight are
+// loaded as one word and their 7-bit groups packed together in three steps. Hashed ids (64-bit feature
+// hashes, the common id in recommendation requests) are such varints.
+inline uint64_t ReadNineOrTenByteVarint(const uint8_t*& p) {
+  uint64_t word;
+  std::memcpy(&word, p, 8);  // little-endian: byte k is bits 8k..8k+7
   uint64_t x = word & 0x7f7f7f7f7f7f7f7full;
   x = ((x & 0x7f007f007f007f00ull) >> 1) | (x & 0x007f007f007f007full);
   x = ((x & 0x3fff00003fff0000ull) >> 2) | (x & 0x00003fff00003fffull);
@@ -205,9 +207,7 @@ void ForEachPackedVarint(std::string_view packed, Fn&& fn) {
     const int pairs = not_pairs ? __builtin_ctz(not_pairs) / 2 : 8;
     if (pairs == 0) {
       if ((continuing & 0xFF) == 0xFF) {  // the first eight bytes continue: a 9- or 10-byte varint
-        uint64_t word;
-        std::memcpy(&word, p, 8);  // little-endian: byte k is bits 8k..8k+7
-        fn(ReadNineOrTenByteVarint(p, word));
+        fn(ReadNineOrTenByteVarint(p));
         continue;
       }
       // Varints of three to eight bytes, or a one-byte one first: this block one at a time. When
