@@ -251,6 +251,75 @@ def test_string_runs_of_mixed_lengths_round_trip(echo, seed):
     assert_echoed(arrays, response)
 
 
+def string_array(strings, shape=None) -> bytes:
+    """An ArrayProto of DT_STRING holding `strings` (one string_val field each), shape [len] by default."""
+    dims = shape if shape is not None else [len(strings)]
+    return (key(1, 0) + varint(predict_pb2.DT_STRING) + length_delimited(2, b"".join(key(1, 0) + varint(d) for d in dims))
+            + b"".join(length_delimited(6, s) for s in strings))
+
+
+def echo_strings(echo, entries, expected):
+    """Sends the echo model its other inputs and `entries` (name, ArrayProto bytes) for 'string', and
+    checks that `expected` comes back."""
+    arrays = arrays_of_shape((4,))
+    request = build_request({alias: array for alias, array in arrays.items() if alias != "string"})
+    code, response = echo.process(request.SerializeToString() + request_from_arrays(entries))
+    assert code == 200, response
+    arrays["string"] = np.empty(len(expected), dtype=object)
+    arrays["string"][:] = expected
+    assert_echoed(arrays, response)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_long_runs_of_strings_up_to_the_inline_capacity_round_trip(echo, seed):
+    """The parse writes strings of up to 22 bytes (TString's inline capacity) into its staging as it
+    walks them, 23 bytes copied per string with no branch on the length: every length from 0 to 22 in
+    a run long enough for the unchecked loop, with bytes that look like tags and lengths, and the
+    string ending the request."""
+    rng = np.random.default_rng(seed)
+    strings = [bytes(rng.choice([0x32, 0x00, 0x80, 0xFF, 0x16], size=int(n)).astype(np.uint8))
+               for n in rng.integers(0, 23, size=400)]
+    echo_strings(echo, [("string", string_array(strings))], strings)
+
+
+def test_strings_beyond_the_staging_room_are_read_from_the_request(echo):
+    """A thread stages at most 16,384 strings per request: 20,000 one-byte strings fill the room, and
+    the array is read from the request instead; a request after it is staged again."""
+    many = [bytes([i % 251]) for i in range(20_000)]
+    echo_strings(echo, [("string", string_array(many))], many)
+    few = [b"after", b"", b"the", b"big one"]
+    echo_strings(echo, [("string", string_array(few))], few)
+
+
+def test_a_string_too_long_to_stage_reads_the_whole_array_from_the_request(echo):
+    """Strings staged before a 23-byte one (the first that cannot be inline) are not used: the tensor
+    is built from the request, in order, whether the long string comes early, late or last."""
+    short = [b"s%03d" % i for i in range(60)]
+    for position in (0, 30, 60):
+        strings = short[:position] + [b"L" * 23] + short[position:]
+        echo_strings(echo, [("string", string_array(strings))], strings)
+
+
+def test_staged_strings_of_merged_and_repeated_arrays_round_trip(echo):
+    """Strings staged for one array are contiguous across the pieces that merge into it (two values in
+    one map entry) and across runs; a key given twice uses the last array's own staged strings."""
+    first = [b"a%d" % i for i in range(70)]
+    second = [b"b%d" % i for i in range(50)]
+    merged = (length_delimited(1, b"string") + length_delimited(2, string_array(first, shape=[]))
+              + length_delimited(2, string_array(second, shape=[len(first) + len(second)])))
+    arrays = arrays_of_shape((4,))
+    request = build_request({alias: array for alias, array in arrays.items() if alias != "string"})
+    data = request.SerializeToString() + length_delimited(2, merged)
+    assert list(predict_pb2.PredictRequest.FromString(data).inputs["string"].string_val) == first + second
+    code, response = echo.process(data)
+    assert code == 200, response
+    arrays["string"] = np.empty(len(first) + len(second), dtype=object)
+    arrays["string"][:] = first + second
+    assert_echoed(arrays, response)
+
+    echo_strings(echo, [("string", string_array(first)), ("string", string_array(second))], second)
+
+
 def test_large_tensor_round_trips(echo):
     arrays = arrays_of_shape((4,))
     arrays["float"] = np.arange(1_000_000, dtype=np.float32).reshape(1000, 1000)

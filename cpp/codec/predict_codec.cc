@@ -240,6 +240,100 @@ void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
   });
 }
 
+// Writes a string of at most TF_TString_SmallCapacity bytes straight into TString's inline form, as
+// TF_TString_Copy would, without its type dispatch and its call to memcpy for a few bytes: the
+// overlapping fixed-size copies compile to a handful of moves. Most feature strings are this short.
+void WriteSmallString(const std::string_view s, TF_TString* out) {
+  const size_t n = s.size();
+  const char* src = s.data();
+  TF_TString_Small* small = &out->u.smll;
+  small->size = static_cast<uint8_t>((n << 2) | TF_TSTR_SMALL);
+  char* dst = small->str;
+  if (n >= 8) {
+    std::memcpy(dst, src, 8);
+    if (n > 16) std::memcpy(dst + 8, src + 8, 8);
+    std::memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(dst, src, 4);
+    std::memcpy(dst + n - 4, src + n - 4, 4);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
+  dst[n] = '\0';
+}
+
+// Walks the run of string_val fields at the reader (the first one's length, then each one directly
+// after it under the one-byte tag, as serializers write a repeated field), checking every length
+// against the input, and counts it. Stages each string while every string of the array so far has
+// been staged and it fits (see StringStaging); a malformed length latches the reader's error.
+void ParseStringRun(Reader& r, StringStaging* staging, ArrayView* array) {
+  const uint8_t* p = r.position();
+  const uint8_t* const end = r.end();
+  TF_TString* next = staging->next;  // locals: the char stores below may alias any object in memory
+  TF_TString* const limit = staging->limit;
+  // On while every string of the array so far was staged; they are together, since arrays are
+  // parsed one at a time.
+  bool staging_on = array->staged_count == array->counts[kStringVal];
+  if (staging_on && array->staged_count == 0) array->staged_strings = next;
+  int64_t count = 0;
+  for (;;) {
+    if (staging_on) {
+      // More than 128 bytes from the end, a one-byte length (here at most the inline capacity) cannot
+      // run past it, nor can the 23 bytes copied after it: no bounds checks and no branch on the
+      // length (the bytes copied past the string are ignored) for most of a run of short strings.
+      while (end - p > 128 && *p <= TF_TString_SmallCapacity && next < limit) {
+        const size_t n = *p;
+        TF_TString_Small* small = &next->u.smll;
+        small->size = static_cast<uint8_t>((n << 2) | TF_TSTR_SMALL);
+        std::memcpy(small->str, p + 1, 16);
+        std::memcpy(small->str + 15, p + 16, 8);
+        small->str[n] = '\0';
+        ++next;
+        ++count;
+        p += 1 + n;
+        if (*p != kStringValTag) goto run_ended;
+        ++p;
+      }
+    } else {
+      while (end - p > 128 && *p < 0x80) {  // as above, only counting
+        p += 1 + *p;
+        ++count;
+        if (*p != kStringValTag) goto run_ended;
+        ++p;
+      }
+    }
+    {
+      uint64_t size;
+      if (p < end && *p < 0x80) {
+        size = *p++;
+      } else {
+        r.SkipTo(p);
+        size = r.Varint();
+        if (!r.ok()) return;
+        p = r.position();
+      }
+      if (size > uint64_t(end - p)) {
+        r.MarkMalformed();
+        return;
+      }
+      if (staging_on && size <= TF_TString_SmallCapacity && next < limit) {
+        WriteSmallString(std::string_view(reinterpret_cast<const char*>(p), size), next++);
+      } else {
+        staging_on = false;
+      }
+      p += size;
+      ++count;
+      if (p >= end || *p != kStringValTag) break;
+      ++p;
+    }
+  }
+run_ended:
+  r.SkipTo(p);
+  array->counts[kStringVal] += count;
+  array->staged_count += next - staging->next;  // short of the count for good once one string missed
+  staging->next = next;
+}
+
 // Appends the dims of an ArrayShape (a repeated array_shape merges its dims, as in protobuf).
 Status ParseShape(std::string_view bytes, ArrayView* array) {
   Reader r(bytes);
@@ -266,7 +360,7 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
   return Status::Ok();
 }
 
-Status ParseArray(std::string_view bytes, ArrayView* array) {
+Status ParseArray(std::string_view bytes, StringStaging* staging, ArrayView* array) {
   array->pieces.push_back(bytes);
   Reader r(bytes);
   uint32_t field, wire_type;
@@ -294,7 +388,7 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
         if (wire_type != wire::kLengthDelimited) {
           status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
         } else {
-          array->counts[field] += r.SkipLengthDelimitedRun(kStringValTag);
+          ParseStringRun(r, staging, array);
         }
         break;
       default: r.Skip(wire_type);  // unknown fields are skipped, as protobuf does
@@ -307,7 +401,7 @@ Status ParseArray(std::string_view bytes, ArrayView* array) {
 
 // A map<string, ArrayProto> entry. The key may follow the value on the wire, so values are parsed last;
 // several value occurrences merge into one ArrayProto, as protobuf does.
-Status ParseInputEntry(std::string_view bytes, std::string_view* key, ArrayView* array) {
+Status ParseInputEntry(std::string_view bytes, StringStaging* staging, std::string_view* key, ArrayView* array) {
   Reader r(bytes);
   uint32_t field, wire_type;
   std::string_view first_value;
@@ -323,13 +417,13 @@ Status ParseInputEntry(std::string_view bytes, std::string_view* key, ArrayView*
   }
   if (!r.ok()) return Status::InvalidArgument("malformed inputs map entry");
   if (values <= 1) {  // the common case: no second pass over the entry
-    if (values == 1) PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ParseArray(first_value, array), "input " + Quote(*key));
+    if (values == 1) PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ParseArray(first_value, staging, array), "input " + Quote(*key));
     return Status::Ok();
   }
   Reader again(bytes);
   while (again.NextField(&field, &wire_type)) {
     if (field == 2 && wire_type == wire::kLengthDelimited) {
-      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ParseArray(again.LengthDelimited(), array), "input " + Quote(*key));
+      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ParseArray(again.LengthDelimited(), staging, array), "input " + Quote(*key));
     } else {
       again.Skip(wire_type);
     }
@@ -362,28 +456,6 @@ void CopyFixed(const ArrayView& array, uint32_t field, size_t width, void* out) 
     if (!bytes.empty()) std::memcpy(dst, bytes.data(), bytes.size());
     dst += bytes.size();
   });
-}
-
-// Writes a string of at most TF_TString_SmallCapacity bytes straight into TString's inline form, as
-// TF_TString_Copy would, without its type dispatch and its call to memcpy for a few bytes: the
-// overlapping fixed-size copies compile to a handful of moves. Most feature strings are this short.
-void WriteSmallString(const std::string_view s, TF_TString* out) {
-  const size_t n = s.size();
-  const char* src = s.data();
-  TF_TString_Small* small = &out->u.smll;
-  small->size = static_cast<uint8_t>((n << 2) | TF_TSTR_SMALL);
-  char* dst = small->str;
-  if (n >= 8) {
-    std::memcpy(dst, src, 8);
-    if (n > 16) std::memcpy(dst + 8, src + 8, 8);
-    std::memcpy(dst + n - 8, src + n - 8, 8);
-  } else if (n >= 4) {
-    std::memcpy(dst, src, 4);
-    std::memcpy(dst + n - 4, src + n - 4, 4);
-  } else {
-    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
-  }
-  dst[n] = '\0';
 }
 
 // Copies the run of string_val fields whose first length is at `p` (ParseArray has checked the run:
@@ -539,6 +611,7 @@ int ValueFieldForDtype(int dtype) {
 
 Status ParsePredictRequest(const void* data, size_t size, RequestView* request) {
   request->Clear();
+  request->strings.Reset(size);
   if (size > 0 && data == nullptr) return Status::InvalidArgument("input_data is NULL but input_size is " + std::to_string(size));
   Reader r(data, size);
   uint32_t field, wire_type;
@@ -547,7 +620,7 @@ Status ParsePredictRequest(const void* data, size_t size, RequestView* request) 
       request->signature_name = r.LengthDelimited();
     } else if (field == 2 && wire_type == wire::kLengthDelimited) {
       auto& entry = request->inputs.emplace_back();  // parsed in place: an ArrayView is not small
-      PROCESSOR_RETURN_IF_ERROR(ParseInputEntry(r.LengthDelimited(), &entry.first, &entry.second));
+      PROCESSOR_RETURN_IF_ERROR(ParseInputEntry(r.LengthDelimited(), &request->strings, &entry.first, &entry.second));
       for (size_t i = 0; i + 1 < request->inputs.size(); ++i) {
         if (request->inputs[i].first == entry.first) {  // a key given again: the last one wins
           request->inputs[i].second = std::move(entry.second);
@@ -653,7 +726,13 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping
     case TF_INT16: status = CopyNarrowInts<int16_t>(array, INT16_MIN, INT16_MAX, out); break;
     case TF_INT8: status = CopyNarrowInts<int8_t>(array, INT8_MIN, INT8_MAX, out); break;
     case TF_UINT8: status = CopyNarrowInts<uint8_t>(array, 0, UINT8_MAX, out); break;
-    case TF_STRING: heap_strings = CopyStrings(array, static_cast<TF_TString*>(out)); break;
+    case TF_STRING:
+      if (array.staged_count == n) {
+        if (n) std::memcpy(out, array.staged_strings, n * sizeof(TF_TString));  // inline TStrings are plain bytes
+      } else {
+        heap_strings = CopyStrings(array, static_cast<TF_TString*>(out));
+      }
+      break;
     default: return Status::Internal("unreachable dtype");
   }
   if (!status.ok()) return status.WithContext(DataTypeName(array.dtype));

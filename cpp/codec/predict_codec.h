@@ -3,13 +3,18 @@
 // Decoding happens in two steps so that a request is checked against the signature before any tensor
 // memory is allocated: ParsePredictRequest() only records where each value lives in the caller's buffer
 // (string_views, no copies); MakeTensor() then copies the values once, straight into a TF_Tensor.
+// Short strings are the exception: the parse must walk them anyway, so it writes them into a
+// thread's StringStaging as it goes, and MakeTensor copies them as bytes.
 // Encoding sizes the response first and writes it once into a single malloc'd buffer.
 #pragma once
 
 #include <tensorflow/c/c_api.h>
+#include <tensorflow/c/tf_tstring.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,12 +36,48 @@ struct ArrayView {
   SmallVector<std::string_view, 2> pieces;
   // Values per ArrayProto field number: 3 float, 4 double, 5 int, 6 string, 7 int64, 8 bool.
   int64_t counts[9] = {};
+  // Its string_val values in TString's inline form, written by the parse (see StringStaging): usable
+  // when staged_count equals counts[6], that is when every one was short enough and found room.
+  const TF_TString* staged_strings = nullptr;
+  int64_t staged_count = 0;
+};
+
+// Where the parse writes the strings of one request. A run of repeated strings is a chain of
+// lengths, each locating the next, so every walk over it waits on each length in turn: the parse's
+// walk writes each string as it passes (the writes do not lengthen the chain) and building the
+// tensor copies bytes instead of walking the request again. A thread keeps its staging from request
+// to request; strings that find no room are read from the request, as longer strings always are.
+class StringStaging {
+ public:
+  // At most this many strings (24 bytes each) are staged per request: a thread keeps up to 384 KiB.
+  static constexpr size_t kMaxStrings = 1 << 14;
+
+  // Drops what was staged and makes room for the strings of a request of `request_bytes` (each
+  // takes at least two bytes on the wire), up to kMaxStrings. Room never moves during a parse, so the
+  // views' pointers stay valid until the next Reset.
+  void Reset(size_t request_bytes) {
+    const size_t wanted = std::min(request_bytes / 2, kMaxStrings);
+    if (wanted > capacity_) {
+      buffer_.reset(new TF_TString[wanted]);  // trivial type: no pages touched until staged
+      capacity_ = wanted;
+    }
+    next = buffer_.get();
+    limit = next + capacity_;
+  }
+
+  TF_TString* next = nullptr;   // where the next staged string goes
+  TF_TString* limit = nullptr;  // the end of the room
+
+ private:
+  std::unique_ptr<TF_TString[]> buffer_;
+  size_t capacity_ = 0;
 };
 
 struct RequestView {
   std::string_view signature_name;
   std::vector<std::pair<std::string_view, ArrayView>> inputs;  // in wire order, keys unique (last wins)
   std::vector<std::string_view> output_filter;
+  StringStaging strings;
 
   // Empties the view but keeps its capacity, so a thread can parse request after request without
   // allocating.

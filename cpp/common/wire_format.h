@@ -29,6 +29,8 @@ class Reader {
   const uint8_t* position() const { return pos_; }
   const uint8_t* end() const { return end_; }
   void SkipTo(const uint8_t* to) { pos_ = to; }
+  // For such a caller that found the input malformed: latches the error.
+  void MarkMalformed() { Fail(); }
 
   // Advances to the next field; false at the end of input or on error.
   bool NextField(uint32_t* field, uint32_t* wire_type) {
@@ -38,46 +40,6 @@ class Reader {
     *wire_type = static_cast<uint32_t>(tag & 7);
     if (*field == 0 || tag > 0xFFFFFFFFu) ok_ = false;
     return ok_;
-  }
-
-  // Skips the length-delimited value at the reader, then each one directly after it under the one-byte
-  // `tag` (a run of one repeated field, as serializers write it), checking each length against the
-  // input. Returns how many it skipped; a malformed one latches the error.
-  size_t SkipLengthDelimitedRun(uint8_t tag) {
-    const uint8_t* p = pos_;
-    size_t count = 0;
-    for (;;) {
-      // More than 128 bytes from the end, a one-byte length (under 128) cannot run past it, nor can the
-      // tag after the value: no bounds checks for most of a run of short values.
-      while (end_ - p > 128 && *p < 0x80) {
-        p += 1 + *p;
-        ++count;
-        if (*p != tag) {
-          pos_ = p;
-          return count;
-        }
-        ++p;
-      }
-      uint64_t size;
-      if (p < end_ && *p < 0x80) {
-        size = *p++;  // values below 128 bytes: one-byte length
-      } else {
-        pos_ = p;
-        size = Varint();
-        if (!ok_) return count;
-        p = pos_;
-      }
-      if (size > uint64_t(end_ - p)) {
-        Fail();
-        return count;
-      }
-      p += size;
-      ++count;
-      if (p >= end_ || *p != tag) break;
-      ++p;
-    }
-    pos_ = p;
-    return count;
   }
 
   // The one-byte case (tags, lengths, small values) inlined at every call, the rest behind a call: the
