@@ -14,7 +14,10 @@ The machine is noisy (2 cores, shared): every path runs in each of R interleaved
 of the rounds is reported. raw_tf_session_run and process_c run in one process, alternating in blocks
 (`latency_bench compare`), so their ratio is not skewed by one process drawing a slower core or a busier
 neighbour: that ratio is reported apart, once with TF's inter-op pools and once with both sides running
-the graph in the calling thread (`enable_inline_execute`: steadier, as no thread handoff is timed).
+the graph in the calling thread (`enable_inline_execute`: steadier, as no thread handoff is timed),
+and once more inline against a bare loop that also decodes each request into its input tensors and
+encodes the outputs with this project's codec (`compare ... decoding`): what the serving machinery
+(checks, version lookup, metrics, buffers) costs on top of the codec.
 The codec's own wall time is measured in the same way (`latency_bench codec`): parsing the request,
 parsing it and writing its values into the input tensors, and encoding the outputs, each in a loop,
 against the bare inline run: the share of the bare run that decoding and encoding alone add, a floor
@@ -63,12 +66,14 @@ def native(mode: str, model: dict, config_path: Path, request: Path, iterations:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def compare(model: dict, config_path: Path, request: Path, iterations: int, rounds: int, run_inline: bool = False) -> dict:
+def compare(model: dict, config_path: Path, request: Path, iterations: int, rounds: int, run_inline: bool = False,
+            decoding: bool = False) -> dict:
     """raw_tf_session_run and process_c interleaved in one process (see latency_bench.cc); with
-    run_inline, both run the graph in the calling thread (config_path must set enable_inline_execute)."""
+    run_inline, both run the graph in the calling thread (config_path must set enable_inline_execute);
+    with decoding, the bare loop also decodes the request and encodes the response at every call."""
     out = subprocess.run([str(BENCH), "compare", str(Path(__import__("processor").library_path())), str(config_path),
                           model["savedmodel"], model["prefix"], str(request), str(iterations), str(rounds)] +
-                         (["inline"] if run_inline else []),
+                         (["inline"] if run_inline else []) + (["decoding"] if decoding else []),
                          check=True, capture_output=True, text=True, env=ENV).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {"raw_tf_session_run": result["raw"], "process_c": result["process"], "process_ratio": result["ratio"]}
@@ -115,13 +120,15 @@ def main() -> None:
                 batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
                 request_path = work / f"request_{batch_size}.bin"
                 request_path.write_bytes(serialize(batch))
-                rounds, ratios, inline_rows, codec_rows = [], [], [], []
+                rounds, ratios, inline_rows, decoding_rows, codec_rows = [], [], [], [], []
                 for _ in range(args.rounds):
                     codec_rows.append(codec(model, request_path, args.iterations))
                     row = compare(model, config_path, request_path, args.iterations // 4, 8)
                     ratio = row.pop("process_ratio")
                     inline_rows.append(compare(model, inline_config_path, request_path, args.iterations // 4, 8,
                                                run_inline=True))
+                    decoding_rows.append(compare(model, inline_config_path, request_path, args.iterations // 4, 8,
+                                                 run_inline=True, decoding=True))
                     row.update(python_paths(processor, config, request_path.read_bytes(), batch, args.iterations))
                     tf = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tf_baselines.py"), model["savedmodel"],
                                          model["prefix"], str(request_path), str(args.iterations)],
@@ -132,6 +139,7 @@ def main() -> None:
                 report["process_to_raw"].append({
                     "model": model_name, "batch": batch_size, "ratio": statistics.median(ratios),
                     "ratio_inline": statistics.median(r["process_ratio"] for r in inline_rows),
+                    "ratio_inline_to_decoding_raw": statistics.median(r["process_ratio"] for r in decoding_rows),
                     "raw_inline_ms": statistics.median(r["raw_tf_session_run"]["median_ms"] for r in inline_rows),
                     "process_inline_ms": statistics.median(r["process_c"]["median_ms"] for r in inline_rows)})
                 stage = {name: 1000 * statistics.median(r[name]["median_ms"] for r in codec_rows)
@@ -161,10 +169,10 @@ def main() -> None:
         r["ratio_to_raw"] = r["median_ms"] / raw[(r["model"], r["batch"])]
         print(f"{r['model']:<20} {r['batch']:>5} {r['path']:<20} {r['median_ms']:>10.4f} {r['p99_ms']:>8.4f} {r['ratio_to_raw']:>6.2f}x")
     print(f"\n{'process_c / raw, interleaved in one process':<26} {'pools':>7} {'inline':>7} "
-          f"{'raw inline ms':>14} {'process inline ms':>18}")
+          f"{'raw inline ms':>14} {'process inline ms':>18} {'/ raw decoding too':>19}")
     for r in report["process_to_raw"]:
         print(f"{r['model']:<20} {r['batch']:>5} {r['ratio']:>6.2f}x {r['ratio_inline']:>6.2f}x "
-              f"{r['raw_inline_ms']:>14.4f} {r['process_inline_ms']:>18.4f}")
+              f"{r['raw_inline_ms']:>14.4f} {r['process_inline_ms']:>18.4f} {r['ratio_inline_to_decoding_raw']:>18.3f}x")
     print(f"\n{'the codec alone (µs)':<26} {'parse':>7} {'decode':>7} {'encode':>7} {'raw inline':>11} "
           f"{'codec / raw':>12}")
     for r in report["codec"]:

@@ -3,7 +3,7 @@
 //
 //   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS [inline]
 //   latency_bench process LIBRARY CONFIG.json REQUEST.bin ITERATIONS THREADS SECONDS
-//   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline]
+//   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline] [decoding]
 //   latency_bench codec SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS [inline]
 //
 // `inline` runs the bare loop's graph in the calling thread (RunOptions.inter_op_thread_pool = -1), as
@@ -13,7 +13,10 @@
 // and requests/s with THREADS threads over SECONDS.
 // compare loads both paths into one process and alternates them in ROUNDS blocks of ITERATIONS calls
 // (order swapped every round), so that both see the same CPU frequency, cache and neighbour noise;
-// it prints {"raw": {...}, "process": {...}, "ratio": median of the per-round median ratios}.
+// it prints {"raw": {...}, "process": {...}, "ratio": median of the per-round median ratios}. With
+// `decoding`, the bare loop also decodes the request into its input tensors and encodes the outputs
+// into a response at every call, with this project's codec: the ratio is then what the serving
+// machinery (checks, version lookup, metrics, buffers) costs beyond the codec.
 // codec times, in one process, what process() adds to the bare run in wall time: parsing the request,
 // parsing it and writing its values into the input tensors (reused from call to call, as process()
 // reuses a thread's), and encoding the model's outputs into a response; then the bare run itself. It
@@ -30,6 +33,8 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -152,7 +157,7 @@ void Compare(const std::function<void()>& raw, const std::function<void()>& proc
 // The bare TensorFlow path: the same SavedModel and checkpoint, inputs decoded once, then TF_SessionRun.
 class RawPath {
  public:
-  RawPath(const char* savedmodel, const char* prefix, const std::string& request, bool run_inline) {
+  RawPath(const char* savedmodel, const char* prefix, const std::string& request, bool run_inline) : request_(request) {
     if (run_inline) {
       const std::string options = processor::EncodeRunOptions(-1);
       run_options_.reset(TF_NewBufferFromString(options.data(), options.size()));
@@ -190,10 +195,12 @@ class RawPath {
         owned_.push_back(std::move(tensor));
       }
     }
+    if (inputs_.size() != view.inputs.size()) Die("the request names an input the signature lacks");
     for (const auto& output : signature.outputs) {
       outputs_.push_back(Port(output.tensor_name));
       output_names_.push_back(output.alias);
     }
+    output_name_views_.assign(output_names_.begin(), output_names_.end());
   }
 
   // One run's outputs, named as the signature names them, for the encoder to time.
@@ -202,7 +209,7 @@ class RawPath {
     processor::TfStatus status;
     Run(results->data(), status);
     if (!status.ok()) Die(status.message());
-    names->assign(output_names_.begin(), output_names_.end());
+    *names = output_name_views_;
   }
 
   // Not inlined, so that a profiler can count exactly one call (make profile).
@@ -211,6 +218,25 @@ class RawPath {
     processor::TfStatus status;
     Run(results.data(), status);
     for (TF_Tensor* t : results) TF_DeleteTensor(t);
+  }
+
+  // Call() with the request decoded into the input tensors first (written in place, as process()
+  // writes a thread's) and the outputs encoded into a response after.
+  __attribute__((noinline)) void CallDecoding() {
+    if (!processor::ParsePredictRequest(request_.data(), request_.size(), &view_).ok()) Die("bad request file");
+    for (size_t i = 0; i < owned_.size(); ++i) {  // the view lists the inputs in the order the constructor took them
+      if (!processor::MakeTensor(view_.inputs[i].second, &owned_[i]).ok()) Die("bad input");
+      values_[i] = owned_[i].get();
+    }
+    processor::OwnedTensors results;
+    results.Reset(outputs_.size());
+    processor::TfStatus status;
+    Run(results.data(), status);
+    if (!status.ok()) Die(status.message());
+    void* response = nullptr;
+    int size = 0;
+    if (!processor::EncodePredictResponse(output_name_views_, results, &response, &size).ok()) Die("cannot encode");
+    std::free(response);
   }
 
  private:
@@ -231,6 +257,9 @@ class RawPath {
   processor::BufferPtr run_options_;  // null: TF's defaults
   std::vector<TF_Output> inputs_, outputs_;
   std::vector<std::string> output_names_;
+  std::vector<std::string_view> output_name_views_;
+  const std::string request_;
+  processor::RequestView view_;
   std::vector<TensorPtr> owned_;
   std::vector<TF_Tensor*> values_;
 };
@@ -305,16 +334,24 @@ void TimeCodec(RawPath& raw, const std::string& request, int iterations) {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  const auto inline_flag = [&](int index) {
-    if (argc <= index) return false;
-    if (std::strcmp(argv[index], "inline") != 0) Die(std::string("unknown option ") + argv[index]);
-    return true;
+  // The option words from argv[first] on, each one of `allowed`.
+  const auto options = [&](int first, std::initializer_list<std::string> allowed) {
+    std::set<std::string> words;
+    for (int i = first; i < argc; ++i) {
+      if (std::find(allowed.begin(), allowed.end(), argv[i]) == allowed.end()) Die(std::string("unknown option ") + argv[i]);
+      words.insert(argv[i]);
+    }
+    return words;
   };
-  if (mode == "compare" && (argc == 9 || argc == 10)) {
+  const auto inline_flag = [&](int index) { return options(index, {"inline"}).count("inline") > 0; };
+  if (mode == "compare" && argc >= 9 && argc <= 11) {
     const std::string request = ReadFile(argv[6]);
-    RawPath raw(argv[4], argv[5], request, inline_flag(9));
+    const std::set<std::string> chosen = options(9, {"inline", "decoding"});
+    RawPath raw(argv[4], argv[5], request, chosen.count("inline") > 0);
     ProcessPath process(argv[2], argv[3], request);
-    Compare([&] { raw.Call(); }, [&] { process.Call(); }, std::atoi(argv[7]), std::atoi(argv[8]));
+    const std::function<void()> bare = chosen.count("decoding") ? std::function<void()>([&] { raw.CallDecoding(); })
+                                                                 : std::function<void()>([&] { raw.Call(); });
+    Compare(bare, [&] { process.Call(); }, std::atoi(argv[7]), std::atoi(argv[8]));
     return 0;
   }
   if (mode == "codec" && (argc == 6 || argc == 7)) {
