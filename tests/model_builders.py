@@ -59,3 +59,25 @@ def build_lookup_model(path: str, rows: int, dim: int, partitions: int = 1, seed
                                                  saver=tf1.train.Saver())
             builder.save()
             return None if sample_ids is None else session.run(gathered, {ids: sample_ids})
+
+
+def build_wide_model(path: str, features: int) -> str:
+    """A SavedModel of `features` float inputs, alias "feature_<i>" for placeholder "f<i>": its outputs
+    are the inputs stacked in order ("stacked", [batch, features]) and each weighted by its number
+    ("weighted", the sum of (i + 1) * feature_i), so that an input bound to the wrong name shows."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    tf1.disable_eager_execution()
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = {f"feature_{i}": tf1.placeholder(tf.float32, [None], name=f"f{i}") for i in range(features)}
+        columns = [inputs[f"feature_{i}"] for i in range(features)]
+        stacked = tf.stack(columns, axis=1, name="stacked")
+        weighted = tf.add_n([(i + 1.0) * column for i, column in enumerate(columns)], name="weighted")
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
+                inputs=inputs, outputs={"stacked": stacked, "weighted": weighted})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    return path

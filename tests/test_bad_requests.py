@@ -88,6 +88,12 @@ BAD_REQUESTS = {
     "packed varint of 11 bytes inside a block": (lambda b: request_from_arrays(
         [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 18 + b"\xff" * 10 + b"\x01" * 5))]),
         400, "a packed varint is longer than 10 bytes"),
+    "truncated packed dims": (lambda b: request_from_arrays(
+        [("user_id", key(1, 0) + varint(9) + length_delimited(2, length_delimited(1, b"\x02\x80")))]), 400,
+        "input 'user_id': array_shape: packed varints are truncated"),
+    "packed dim of 11 bytes": (lambda b: request_from_arrays(
+        [("user_id", key(1, 0) + varint(9) + length_delimited(2, length_delimited(1, b"\x80" * 10 + b"\x01")))]), 400,
+        "input 'user_id': array_shape: a packed varint is longer than 10 bytes"),
     "group wire type": (lambda b: key(2, 3) + b"\x00", 400,
                         "not a valid PredictRequest: field 2 (inputs) has wire type 3 instead of 2"),
     "wrong wire type for inputs": (lambda b: key(2, 0) + varint(5), 400, "field 2 (inputs) has wire type 0"),

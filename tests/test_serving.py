@@ -165,3 +165,52 @@ def test_an_output_aliasing_its_input_is_not_overwritten_by_the_next_request(ech
             outputs = p.predict(inputs)
             for alias, value in inputs.items():
                 np.testing.assert_array_equal(outputs[alias], value, err_msg=alias)
+
+
+def test_a_signature_of_hundreds_of_inputs_binds_each_by_alias_or_tensor_name(tmp_path):
+    """Inputs are looked up in a sorted table of the signature's names: 300 inputs, sent in a shuffled
+    order, some by alias and some by tensor name (names of every length, so that the table's order by
+    length then bytes is exercised), each land on their own placeholder."""
+    from model_builders import build_wide_model
+    features = 300
+    path = build_wide_model(str(tmp_path / "wide"), features)
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((features, 5)).astype(np.float32)
+    request = predict_pb2.PredictRequest()
+    for i in rng.permutation(features):
+        name = f"f{i}:0" if i % 3 == 0 else f"feature_{i}"
+        tensors.to_array_proto(values[i], request.inputs[name])
+    with processor.Processor({"savedmodel_dir": path}) as p:
+        code, body = p.process(request.SerializeToString())
+        assert code == 200, body
+        outputs = {name: tensors.from_array_proto(array) for name, array in predict_pb2.PredictResponse.FromString(body).outputs.items()}
+        np.testing.assert_array_equal(outputs["stacked"], values.T)
+        np.testing.assert_allclose(outputs["weighted"], (np.arange(1, features + 1)[:, None] * values).sum(axis=0), rtol=1e-5)
+
+        del request.inputs["feature_1"]
+        request.inputs["feature_1:0"].CopyFrom(request.inputs["feature_2"])  # neither alias nor tensor name
+        code, body = p.process(request.SerializeToString())
+    assert code == 400
+    message = body.decode()
+    assert message.startswith("unknown input 'feature_1:0'; the signature's inputs are 'feature_"), message
+    assert message.endswith(" and 280 more") and message.split("inputs are ")[1].count("'feature_") == 20, message
+
+
+def test_an_alias_wins_over_a_tensor_name_spelled_the_same(tmp_path):
+    """Alias "x:0" names placeholder y, while placeholder x (tensor name "x:0") has alias "other":
+    a request naming "x:0" feeds y, as the signature's aliases come first."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        y = tf1.placeholder(tf.float32, [None], name="y")
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(str(tmp_path / "clash"))
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"x:0": y, "other": x}, outputs={"difference": tf.subtract(x, y, name="difference")})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    with processor.Processor({"savedmodel_dir": str(tmp_path / "clash")}) as p:
+        outputs = p.predict({"x:0": np.array([1.0], np.float32), "other": np.array([10.0], np.float32)})
+    np.testing.assert_array_equal(outputs["difference"], [9.0])

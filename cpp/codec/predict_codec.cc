@@ -342,14 +342,15 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
     if (field != 1) {
       r.Skip(wire_type);
     } else if (wire_type == wire::kLengthDelimited) {
-      std::string_view packed = r.LengthDelimited();
-      int64_t count = 0;
-      PROCESSOR_RETURN_IF_ERROR(CountPackedVarints(packed, &count));
-      // A few dims: the plain loop, not ForEachPackedVarint's sixteen-byte paths, which would only add
-      // code to every request's parse.
-      const uint8_t* p = reinterpret_cast<const uint8_t*>(packed.data());
-      const uint8_t* const end = p + packed.size();
-      while (p < end) array->dims.push_back(static_cast<int64_t>(ReadCheckedVarint(p)));
+      // A few dims: read and checked in one pass by the reader, not counted first as values are.
+      const std::string_view packed = r.LengthDelimited();
+      Reader dims(packed);
+      while (dims.remaining() > 0) array->dims.push_back(static_cast<int64_t>(dims.Varint()));
+      if (!dims.ok()) {
+        int64_t count = 0;
+        const Status why = CountPackedVarints(packed, &count);  // the counter names what is wrong
+        return why.ok() ? Status::InvalidArgument("malformed packed dims") : why;
+      }
     } else if (wire_type == wire::kVarint) {
       array->dims.push_back(static_cast<int64_t>(r.Varint()));
     } else {
@@ -621,13 +622,6 @@ Status ParsePredictRequest(const void* data, size_t size, RequestView* request) 
     } else if (field == 2 && wire_type == wire::kLengthDelimited) {
       auto& entry = request->inputs.emplace_back();  // parsed in place: an ArrayView is not small
       PROCESSOR_RETURN_IF_ERROR(ParseInputEntry(r.LengthDelimited(), &request->strings, &entry.first, &entry.second));
-      for (size_t i = 0; i + 1 < request->inputs.size(); ++i) {
-        if (request->inputs[i].first == entry.first) {  // a key given again: the last one wins
-          request->inputs[i].second = std::move(entry.second);
-          request->inputs.pop_back();
-          break;
-        }
-      }
     } else if (field == 3 && wire_type == wire::kLengthDelimited) {
       request->output_filter.push_back(r.LengthDelimited());
     } else if (field <= 3) {

@@ -75,7 +75,9 @@ class StringStaging {
 
 struct RequestView {
   std::string_view signature_name;
-  std::vector<std::pair<std::string_view, ArrayView>> inputs;  // in wire order, keys unique (last wins)
+  // In wire order. A key may come again: protobuf's map semantics make the last one count, which the
+  // caller applies (looking keys up once per request rather than comparing each with the others).
+  std::vector<std::pair<std::string_view, ArrayView>> inputs;
   std::vector<std::string_view> output_filter;
   StringStaging strings;
 

@@ -48,7 +48,7 @@ class OwnedTensors {
     tensors_.resize(count, nullptr);
   }
   // Deletes tensor i unless keep[i] (false beyond keep's size).
-  void KeepOnly(const std::vector<bool>& keep) {
+  void KeepOnly(const std::vector<char>& keep) {
     for (size_t i = 0; i < tensors_.size(); ++i) {
       if (tensors_[i] && !(i < keep.size() && keep[i])) {
         TF_DeleteTensor(tensors_[i]);

@@ -105,14 +105,13 @@ Servable::~Servable() {
   }
 }
 
-int Servable::Find(const std::vector<BoundTensor>& tensors, std::string_view name) {
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (tensors[i].spec.alias == name) return static_cast<int>(i);
+TensorNameIndex Servable::IndexNames(const std::vector<BoundTensor>& tensors) {
+  std::vector<std::string_view> aliases, tensor_names;
+  for (const BoundTensor& t : tensors) {
+    aliases.push_back(t.spec.alias);
+    tensor_names.push_back(t.spec.tensor_name);
   }
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (tensors[i].spec.tensor_name == name) return static_cast<int>(i);
-  }
-  return -1;
+  return TensorNameIndex(aliases, tensor_names);
 }
 
 Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
@@ -128,6 +127,8 @@ Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::strin
     PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), spec.tensor_name, &bound.port), "signature output '" + spec.alias + "'");
     outputs_.push_back(std::move(bound));
   }
+  input_names_ = IndexNames(inputs_);  // views into the specs, which stay as they are from here on
+  output_names_ = IndexNames(outputs_);
   signature_json_ = "{\"signature_name\":";
   AppendJsonString(&signature_json_, signature_name_);
   signature_json_ += ",\"method_name\":";

@@ -22,6 +22,7 @@
 #include "model/delta_applier.h"
 #include "model/meta_graph.h"
 #include "model/session_settings.h"
+#include "model/tensor_name_index.h"
 
 namespace processor {
 
@@ -73,8 +74,8 @@ class Servable {
   const std::string& signature_json() const { return signature_json_; }
 
   // Index into inputs()/outputs() of an alias or tensor name; -1 if there is none.
-  int FindInput(std::string_view name) const { return Find(inputs_, name); }
-  int FindOutput(std::string_view name) const { return Find(outputs_, name); }
+  int FindInput(std::string_view name) const { return input_names_.Find(name); }
+  int FindOutput(std::string_view name) const { return output_names_.Find(name); }
 
   // Runs the session. `results` receives owned tensors, one per output (on failure too: TF may have
   // filled some). With `run_metadata`, the run is fully traced and its serialized RunMetadata (step
@@ -104,7 +105,7 @@ class Servable {
   Status ConnectRedisTables(const FeatureStoreOptions& options, const RewritePlan& plan,
                             const std::map<std::string, std::string>& keys);
   Status RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
-  static int Find(const std::vector<BoundTensor>& tensors, std::string_view name);
+  static TensorNameIndex IndexNames(const std::vector<BoundTensor>& tensors);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
   DeltaApplier& delta_applier();
@@ -122,6 +123,7 @@ class Servable {
   std::string signature_name_;
   std::vector<BoundTensor> inputs_;
   std::vector<BoundTensor> outputs_;
+  TensorNameIndex input_names_, output_names_;
   std::string signature_json_;
   SaverSpec saver_;
   // Requests hold it shared; a delta's write holds it exclusively.

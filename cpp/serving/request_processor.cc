@@ -14,9 +14,13 @@
 namespace processor {
 namespace {
 
+// The signature's names for an error message: the first twenty, and how many more (models with
+// hundreds of inputs would otherwise bury the error under them).
 std::string Names(const std::vector<BoundTensor>& tensors) {
+  constexpr size_t kListed = 20;
   std::string names;
-  for (const BoundTensor& t : tensors) names += (names.empty() ? "" : ", ") + Quote(t.spec.alias);
+  for (size_t i = 0; i < tensors.size() && i < kListed; ++i) names += (i ? ", " : "") + Quote(tensors[i].spec.alias);
+  if (tensors.size() > kListed) names += " and " + std::to_string(tensors.size() - kListed) + " more";
   return names;
 }
 
@@ -36,10 +40,10 @@ Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
 // request path allocates nothing for bookkeeping; the tensors are released when the request ends.
 struct RequestScratch {
   RequestView view;
-  std::vector<const std::string_view*> given_as;  // the request's name for each signature input
+  std::vector<int> entry_of;  // per signature input, the request's entry for it
   std::vector<TF_Output> input_ports;
   OwnedTensors input_tensors;
-  std::vector<bool> keep_input;  // whether MakeTensor found input i worth keeping for the next request
+  std::vector<char> keep_input;  // whether MakeTensor found input i worth keeping for the next request
   std::vector<TF_Output> output_ports;
   std::vector<std::string_view> output_names;
   OwnedTensors output_tensors;
@@ -63,25 +67,36 @@ __attribute__((noinline)) RequestScratch& ThreadScratch() {
 // TensorFlow's TensorShape holds at most this many dims and aborts the process beyond it.
 constexpr size_t kMaxRank = 254;
 
+// Binds the request's inputs to the signature's in two passes: names first (unknown, given twice,
+// missing), so that an input given again under the same key is dropped before any tensor is made
+// for it (protobuf's map semantics: the last one wins), then each input's checks and tensor.
 Status BindInputs(const Servable& servable, const RequestLimits& limits, RequestScratch* scratch) {
   const auto& specs = servable.inputs();
-  std::vector<const std::string_view*>& given_as = scratch->given_as;
-  given_as.assign(specs.size(), nullptr);
-  scratch->input_ports.resize(specs.size());
-  scratch->input_tensors.Resize(specs.size());  // an earlier request's tensors, for MakeTensor to reuse
-  scratch->keep_input.assign(specs.size(), false);
-  for (const auto& [name, array] : scratch->view.inputs) {
+  const auto& entries = scratch->view.inputs;
+  std::vector<int>& entry_of = scratch->entry_of;  // signature input -> its entry in the request, or -1
+  entry_of.assign(specs.size(), -1);
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const std::string_view name = entries[k].first;
     const int index = servable.FindInput(name);
     if (index < 0) {
       return Status::InvalidArgument("unknown input " + Quote(name) + "; the signature's inputs are " +
                                      Names(specs));
     }
-    const TensorSpec& spec = specs[index].spec;
-    if (given_as[index]) {
-      return Status::InvalidArgument("input " + Quote(spec.alias) + " is given twice (as " +
-                                     Quote(*given_as[index]) + " and " + Quote(name) + ")");
+    if (entry_of[index] >= 0 && entries[entry_of[index]].first != name) {
+      return Status::InvalidArgument("input " + Quote(specs[index].spec.alias) + " is given twice (as " +
+                                     Quote(entries[entry_of[index]].first) + " and " + Quote(name) + ")");
     }
-    given_as[index] = &name;
+    entry_of[index] = static_cast<int>(k);
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (entry_of[i] < 0) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
+  }
+  scratch->input_ports.resize(specs.size());
+  scratch->input_tensors.Resize(specs.size());  // an earlier request's tensors, for MakeTensor to reuse
+  scratch->keep_input.assign(specs.size(), false);
+  for (size_t index = 0; index < specs.size(); ++index) {
+    const ArrayView& array = entries[entry_of[index]].second;
+    const TensorSpec& spec = specs[index].spec;
     Status status;
     int64_t elements = 0;
     TensorPtr tensor = scratch->input_tensors.Take(index);
@@ -106,9 +121,6 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
     scratch->input_tensors.Set(index, std::move(tensor));
     scratch->keep_input[index] = worth_keeping;
     scratch->input_ports[index] = specs[index].port;
-  }
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (!given_as[i]) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
   }
   return Status::Ok();
 }
