@@ -2,6 +2,7 @@
 // against process() as a host calls it.
 //
 //   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS [inline]
+//   (CHECKPOINT_PREFIX "": the SavedModel's own variables)
 //   latency_bench process LIBRARY CONFIG.json REQUEST.bin ITERATIONS THREADS SECONDS
 //   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline] [decoding]
 //   latency_bench codec SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS [inline]
@@ -172,16 +173,7 @@ class RawPath {
     processor::MetaGraphSpec spec;
     processor::ParseMetaGraph(std::string_view(static_cast<const char*>(meta->data), meta->length), &spec);
     TF_DeleteBuffer(meta);
-    // Restore the checkpoint through the saver, as any TF server does.
-    TensorPtr path(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
-    TF_TString_Init(static_cast<TF_TString*>(TF_TensorData(path.get())));
-    TF_TString_Copy(static_cast<TF_TString*>(TF_TensorData(path.get())), prefix, std::strlen(prefix));
-    TF_Output filename = Port(spec.saver.filename_tensor_name);
-    TF_Tensor* path_value = path.get();
-    const TF_Operation* restore = TF_GraphOperationByName(graph_, spec.saver.restore_op_name.c_str());
-    TF_SessionRun(session_, nullptr, &filename, &path_value, 1, nullptr, nullptr, 0, &restore, 1, nullptr, status.get());
-    if (!status.ok()) Die(status.message());
-
+    if (*prefix) Restore(spec, prefix);  // "": the SavedModel's own variables (or none)
     const processor::SignatureSpec& signature = spec.signatures.at("serving_default");
     processor::RequestView view;
     if (!processor::ParsePredictRequest(request.data(), request.size(), &view).ok()) Die("bad request file");
@@ -201,6 +193,19 @@ class RawPath {
       output_names_.push_back(output.alias);
     }
     output_name_views_.assign(output_names_.begin(), output_names_.end());
+  }
+
+  // Restores the checkpoint through the saver, as any TF server does.
+  void Restore(const processor::MetaGraphSpec& spec, const char* prefix) {
+    TensorPtr path(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
+    TF_TString_Init(static_cast<TF_TString*>(TF_TensorData(path.get())));
+    TF_TString_Copy(static_cast<TF_TString*>(TF_TensorData(path.get())), prefix, std::strlen(prefix));
+    TF_Output filename = Port(spec.saver.filename_tensor_name);
+    TF_Tensor* path_value = path.get();
+    const TF_Operation* restore = TF_GraphOperationByName(graph_, spec.saver.restore_op_name.c_str());
+    processor::TfStatus status;
+    TF_SessionRun(session_, nullptr, &filename, &path_value, 1, nullptr, nullptr, 0, &restore, 1, nullptr, status.get());
+    if (!status.ok()) Die(status.message());
   }
 
   // One run's outputs, named as the signature names them, for the encoder to time.

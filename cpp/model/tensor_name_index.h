@@ -1,17 +1,18 @@
 // TensorNameIndex: a signature's inputs or outputs by the names a request may use for them.
 #pragma once
 
-#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace processor {
 
-// Every request looks each of its inputs up by name, and recommendation models have hundreds: a
-// sorted table (shorter names first, so that most comparisons look at lengths alone) keeps a lookup
-// at a few comparisons where a scan would make one per input. The names are views into the specs,
-// which outlive the index.
+// Every request looks each of its inputs up by name, and recommendation models have hundreds: a hash
+// table (open addressing, at most half full, each slot keeping its name's hash so that a probe past
+// another name costs no string comparison) finds one in a hash and, almost always, one comparison,
+// where a scan would compare names once per input. The names are views into the specs, which outlive
+// the index.
 class TensorNameIndex {
  public:
   TensorNameIndex() = default;
@@ -19,34 +20,65 @@ class TensorNameIndex {
   // `aliases[i]` and `tensor_names[i]` name tensor i. An alias wins over a tensor name that is the
   // same string, and the first of equal names wins, as a scan in that order would find them.
   TensorNameIndex(const std::vector<std::string_view>& aliases, const std::vector<std::string_view>& tensor_names) {
+    size_t capacity = 4;
+    while (capacity < 2 * (aliases.size() + tensor_names.size())) capacity *= 2;
+    slots_.assign(capacity, Slot{});
     for (const auto* names : {&aliases, &tensor_names}) {
-      for (size_t i = 0; i < names->size(); ++i) entries_.push_back(Entry{(*names)[i], static_cast<int>(i)});
+      for (size_t i = 0; i < names->size(); ++i) Insert((*names)[i], static_cast<int>(i));
     }
-    // Stable, so that of equal names the one listed first stays first, and unique keeps it.
-    std::stable_sort(entries_.begin(), entries_.end(), [](const Entry& a, const Entry& b) { return Less(a.name, b.name); });
-    entries_.erase(std::unique(entries_.begin(), entries_.end(),
-                               [](const Entry& a, const Entry& b) { return a.name == b.name; }),
-                   entries_.end());
   }
 
   // The index of the tensor `name` names; -1 if none.
   int Find(std::string_view name) const {
-    auto it = std::lower_bound(entries_.begin(), entries_.end(), name,
-                               [](const Entry& entry, std::string_view n) { return Less(entry.name, n); });
-    return it != entries_.end() && it->name == name ? it->index : -1;
+    if (slots_.empty()) return -1;
+    const uint64_t hash = Hash(name);
+    const size_t mask = slots_.size() - 1;
+    for (size_t slot = hash & mask;; slot = (slot + 1) & mask) {
+      const Slot& s = slots_[slot];
+      if (s.index < 0) return -1;
+      if (s.hash == hash && s.name == name) return s.index;
+    }
   }
 
  private:
-  struct Entry {
+  struct Slot {
     std::string_view name;
-    int index;
+    uint64_t hash = 0;
+    int index = -1;  // -1: empty
   };
 
-  static bool Less(std::string_view a, std::string_view b) {
-    return a.size() != b.size() ? a.size() < b.size() : a < b;
+  // Eight bytes at a time, each word mixed in by a multiply: names are short, and a request hashes
+  // every one of its inputs' names.
+  static uint64_t Hash(std::string_view name) {
+    const char* p = name.data();
+    size_t n = name.size();
+    uint64_t hash = 0x9E3779B97F4A7C15ull ^ n;
+    for (; n >= 8; p += 8, n -= 8) {
+      uint64_t word;
+      std::memcpy(&word, p, 8);
+      hash = (hash ^ word) * 0xFF51AFD7ED558CCDull;
+      hash ^= hash >> 32;
+    }
+    uint64_t tail = 0;
+    for (size_t i = 0; i < n; ++i) tail |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+    hash = (hash ^ tail) * 0xC4CEB9FE1A85EC53ull;
+    return hash ^ (hash >> 29);
   }
 
-  std::vector<Entry> entries_;
+  void Insert(std::string_view name, int index) {
+    const uint64_t hash = Hash(name);
+    const size_t mask = slots_.size() - 1;
+    for (size_t slot = hash & mask;; slot = (slot + 1) & mask) {
+      Slot& s = slots_[slot];
+      if (s.index < 0) {
+        s = Slot{name, hash, index};
+        return;
+      }
+      if (s.hash == hash && s.name == name) return;  // named before: the earlier one wins
+    }
+  }
+
+  std::vector<Slot> slots_;
 };
 
 }  // namespace processor
