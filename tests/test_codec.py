@@ -415,3 +415,15 @@ def test_requests_of_one_shape_in_a_row_each_get_their_own_values(echo):
         code, body = echo.process(build_request(arrays).SerializeToString())
         assert code == 200, body
         assert_echoed(arrays, body)
+
+
+def test_requests_whose_shapes_change_but_not_their_sizes_each_get_their_shape(echo):
+    """A thread's kept input tensor is reused only for the same dtype and dims, which the binder
+    records instead of asking TensorFlow: six elements as [2,3], [3,2], [6], [1,6] and [2,3] again
+    must each come back in their own shape."""
+    for number, shape in enumerate([(2, 3), (3, 2), (6,), (1, 6), (2, 3)]):
+        arrays = arrays_of_shape(shape)
+        arrays["float"] = (np.arange(6, dtype=np.float32) + number).reshape(shape)
+        code, body = echo.process(build_request(arrays).SerializeToString())
+        assert code == 200, body
+        assert_echoed(arrays, body)

@@ -37,11 +37,12 @@ constexpr uint8_t kStringValTag = (kStringVal << 3) | wire::kLengthDelimited;
 const char* const kFieldNames[] = {"", "dtype", "array_shape", "float_val", "double_val", "int_val",
                                    "string_val", "int64_val", "bool_val"};
 
-// Counts a fixed-width repeated field (float, double), packed or not.
-Status CountFixedValues(Reader& r, uint32_t wire_type, size_t width, int64_t* count) {
+// Counts a fixed-width repeated field (float, double), packed (setting *packed_run to its bytes) or not.
+Status CountFixedValues(Reader& r, uint32_t wire_type, size_t width, int64_t* count, std::string_view* packed_run) {
   const uint32_t unpacked_type = width == 4 ? wire::kFixed32 : wire::kFixed64;
   if (wire_type == wire::kLengthDelimited) {
     std::string_view packed = r.LengthDelimited();
+    *packed_run = packed;
     if (packed.size() % width) {
       return Status::InvalidArgument("packed length " + std::to_string(packed.size()) + " is not a multiple of " +
                                      std::to_string(width));
@@ -113,9 +114,12 @@ Status CountPackedVarints(std::string_view packed, int64_t* count) {
   return Status::Ok();
 }
 
-// Counts a varint repeated field (int32, int64, bool), packed or not.
-Status CountVarintValues(Reader& r, uint32_t wire_type, int64_t* count) {
-  if (wire_type == wire::kLengthDelimited) return CountPackedVarints(r.LengthDelimited(), count);
+// Counts a varint repeated field (int32, int64, bool), packed (setting *packed_run to its bytes) or not.
+Status CountVarintValues(Reader& r, uint32_t wire_type, int64_t* count, std::string_view* packed_run) {
+  if (wire_type == wire::kLengthDelimited) {
+    *packed_run = r.LengthDelimited();
+    return CountPackedVarints(*packed_run, count);
+  }
   if (wire_type != wire::kVarint) return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
   r.Varint();
   *count += 1;
@@ -231,6 +235,10 @@ void ForEachPackedVarint(std::string_view packed, Fn&& fn) {
 // Calls fn(uint64_t) for every value of varint field `field`, packed or not.
 template <typename Fn>
 void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
+  if (array.only_run_field == field) {
+    ForEachPackedVarint(array.only_run, fn);
+    return;
+  }
   ForEachOccurrence(array, field, [&](Reader& r, uint32_t wire_type) {
     if (wire_type != wire::kLengthDelimited) {
       fn(r.Varint());
@@ -380,11 +388,21 @@ Status ParseArray(std::string_view bytes, StringStaging* staging, ArrayView* arr
           status = ParseShape(r.LengthDelimited(), array);
         }
         break;
-      case kFloatVal: status = CountFixedValues(r, wire_type, 4, &array->counts[field]); break;
-      case kDoubleVal: status = CountFixedValues(r, wire_type, 8, &array->counts[field]); break;
+      case kFloatVal:
+      case kDoubleVal:
       case kIntVal:
       case kInt64Val:
-      case kBoolVal: status = CountVarintValues(r, wire_type, &array->counts[field]); break;
+      case kBoolVal: {
+        std::string_view packed_run;  // stays null for an unpacked value
+        status = field == kFloatVal || field == kDoubleVal
+                     ? CountFixedValues(r, wire_type, field == kFloatVal ? 4 : 8, &array->counts[field], &packed_run)
+                     : CountVarintValues(r, wire_type, &array->counts[field], &packed_run);
+        // One packed run, the usual case, is all MakeTensor needs to know of where the values are.
+        const bool only_one = array->value_occurrences++ == 0 && packed_run.data() != nullptr;
+        array->only_run_field = only_one ? field : 0;
+        array->only_run = packed_run;
+        break;
+      }
       case kStringVal:
         if (wire_type != wire::kLengthDelimited) {
           status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
@@ -452,6 +470,10 @@ Status CopyNarrowInts(const ArrayView& array, int64_t lo, int64_t hi, void* out)
 // Copies float_val/double_val (packed runs in one memcpy each) into `out`.
 void CopyFixed(const ArrayView& array, uint32_t field, size_t width, void* out) {
   char* dst = static_cast<char*>(out);
+  if (array.only_run_field == field) {
+    if (!array.only_run.empty()) std::memcpy(dst, array.only_run.data(), array.only_run.size());
+    return;
+  }
   ForEachOccurrence(array, field, [&](Reader& r, uint32_t wire_type) {
     std::string_view bytes = wire_type == wire::kLengthDelimited ? r.LengthDelimited() : r.Fixed(width);
     if (!bytes.empty()) std::memcpy(dst, bytes.data(), bytes.size());
@@ -652,17 +674,27 @@ namespace {
 // Tensors above this size are not kept for the thread's next request: their memory would stay with it.
 constexpr size_t kMaxKeptTensorBytes = 256 << 10;
 
+bool SameDims(const SmallVector<int64_t, 4>& a, const SmallVector<int64_t, 4>& b) {
+  return a.size() == b.size() && std::equal(a.data(), a.data() + a.size(), b.data());
+}
+
 // `previous` when values of `dtype` and shape `dims` can be written into it in place, else null
 // (deleting it). Writing into the previous request's tensor saves TF's allocation and release (for
-// strings, TF's release visits every element). TF_TensorMaybeMove succeeds only while nothing else (an
-// output aliasing the input) shares the buffer.
-TensorPtr Reusable(TensorPtr previous, TF_DataType dtype, const SmallVector<int64_t, 4>& dims) {
-  if (!previous || TF_TensorType(previous.get()) != dtype ||
-      TF_NumDims(previous.get()) != static_cast<int>(dims.size())) {
-    return nullptr;
-  }
-  for (size_t i = 0; i < dims.size(); ++i) {
-    if (TF_Dim(previous.get(), static_cast<int>(i)) != dims[i]) return nullptr;
+// strings, TF's release visits every element). With `known` (what the caller recorded of it), the
+// shape is not asked of TensorFlow, a call per dim. TF_TensorMaybeMove succeeds only while nothing
+// else (an output aliasing the input, a variable assigned from it) shares the buffer.
+TensorPtr Reusable(TensorPtr previous, TF_DataType dtype, const SmallVector<int64_t, 4>& dims,
+                   const KeptTensorShape* known) {
+  if (!previous) return nullptr;
+  if (known) {
+    if (known->dtype != dtype || !SameDims(known->dims, dims)) return nullptr;
+  } else {
+    if (TF_TensorType(previous.get()) != dtype || TF_NumDims(previous.get()) != static_cast<int>(dims.size())) {
+      return nullptr;
+    }
+    for (size_t i = 0; i < dims.size(); ++i) {
+      if (TF_Dim(previous.get(), static_cast<int>(i)) != dims[i]) return nullptr;
+    }
   }
   TF_Tensor* shared = previous.release();
   TF_Tensor* moved = TF_TensorMaybeMove(shared);
@@ -670,9 +702,22 @@ TensorPtr Reusable(TensorPtr previous, TF_DataType dtype, const SmallVector<int6
   return TensorPtr(moved);
 }
 
+// The protocol's dtypes' element sizes, without a call into TensorFlow.
+size_t ElementSize(TF_DataType dtype) {
+  switch (dtype) {
+    case TF_DOUBLE:
+    case TF_INT64: return 8;
+    case TF_FLOAT:
+    case TF_INT32: return 4;
+    case TF_INT16: return 2;
+    case TF_STRING: return sizeof(TF_TString);
+    default: return 1;  // TF_BOOL, TF_INT8, TF_UINT8 (MakeTensor takes no other)
+  }
+}
+
 }  // namespace
 
-Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping) {
+Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping, KeptTensorShape* shape) {
   const int value_field = ValueFieldForDtype(array.dtype);
   if (array.dtype == 0) return Status::InvalidArgument("dtype is not set (DT_INVALID)");
   if (value_field == 0) {
@@ -694,8 +739,8 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping
   }
 
   const TF_DataType dtype = static_cast<TF_DataType>(array.dtype);
-  const size_t element_size = dtype == TF_STRING ? sizeof(TF_TString) : TF_DataTypeSize(dtype);
-  TensorPtr t = Reusable(std::move(*tensor), dtype, array.dims);
+  const size_t element_size = ElementSize(dtype);
+  TensorPtr t = Reusable(std::move(*tensor), dtype, array.dims, shape);
   const bool reused = t != nullptr;
   if (!reused) t.reset(TF_AllocateTensor(dtype, array.dims.data(), static_cast<int>(array.dims.size()), n * element_size));
   if (!t) return Status::Internal("cannot allocate a tensor of " + std::to_string(n) + " elements");
@@ -731,6 +776,10 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping
   }
   if (!status.ok()) return status.WithContext(DataTypeName(array.dtype));
   if (worth_keeping) *worth_keeping = !heap_strings && n * element_size <= kMaxKeptTensorBytes;
+  if (shape && !reused) {
+    shape->dtype = dtype;
+    shape->dims = array.dims;
+  }
   *tensor = std::move(t);
   return Status::Ok();
 }

@@ -36,6 +36,11 @@ struct ArrayView {
   SmallVector<std::string_view, 2> pieces;
   // Values per ArrayProto field number: 3 float, 4 double, 5 int, 6 string, 7 int64, 8 bool.
   int64_t counts[9] = {};
+  // Numeric values that came as one packed run (as serializers write them) are read from it
+  // directly: only_run_field is then that field, and 0 when there were more runs or unpacked values.
+  int value_occurrences = 0;
+  uint32_t only_run_field = 0;
+  std::string_view only_run;
   // Its string_val values in TString's inline form, written by the parse (see StringStaging): usable
   // when staged_count equals counts[6], that is when every one was short enough and found room.
   const TF_TString* staged_strings = nullptr;
@@ -96,13 +101,22 @@ Status ParsePredictRequest(const void* data, size_t size, RequestView* request);
 // Number of elements the array's shape calls for; InvalidArgument on negative dims or overflow.
 Status ShapeElementCount(const ArrayView& array, int64_t* count);
 
+// What a caller that keeps a tensor for MakeTensor to reuse knows of it: its dtype and dims, as
+// MakeTensor made it, so that reusing it asks TensorFlow only whether it is still the sole holder.
+struct KeptTensorShape {
+  TF_DataType dtype = TF_FLOAT;
+  SmallVector<int64_t, 4> dims;
+};
+
 // Copies the values into a tensor of the array's dtype and shape. Checks that the dtype can travel in
 // the protocol, that values sit in the field the dtype uses, that their count matches the shape and
 // that narrow integers are in range. A tensor already in `*tensor` (an earlier request's) is written
 // in place when it has the array's dtype and shape and TensorFlow holds no reference to it; otherwise
 // it is deleted and a new one allocated. `*worth_keeping` (if given) says whether keeping the tensor
-// for such reuse costs little memory: it is small and holds no string on the heap.
-Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping = nullptr);
+// for such reuse costs little memory: it is small and holds no string on the heap. With `shape`, the
+// caller's record of the tensor in `*tensor`, which MakeTensor keeps up to date.
+Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping = nullptr,
+                  KeptTensorShape* shape = nullptr);
 
 // Serializes a PredictResponse of tensors[i] named names[i] into a buffer from malloc(); the caller
 // frees it.

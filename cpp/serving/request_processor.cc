@@ -43,6 +43,7 @@ struct RequestScratch {
   std::vector<int> entry_of;  // per signature input, the request's entry for it
   std::vector<TF_Output> input_ports;
   OwnedTensors input_tensors;
+  std::vector<KeptTensorShape> input_shapes;  // of each kept input tensor, so reusing it asks TF less
   std::vector<char> keep_input;  // whether MakeTensor found input i worth keeping for the next request
   std::vector<TF_Output> output_ports;
   std::vector<std::string_view> output_names;
@@ -93,6 +94,7 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
   }
   scratch->input_ports.resize(specs.size());
   scratch->input_tensors.Resize(specs.size());  // an earlier request's tensors, for MakeTensor to reuse
+  scratch->input_shapes.resize(specs.size());
   scratch->keep_input.assign(specs.size(), false);
   for (size_t index = 0; index < specs.size(); ++index) {
     const ArrayView& array = entries[entry_of[index]].second;
@@ -116,7 +118,7 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
     }
     if (status.ok()) status = CheckShape(array, spec);
     bool worth_keeping = false;
-    if (status.ok()) status = MakeTensor(array, &tensor, &worth_keeping);
+    if (status.ok()) status = MakeTensor(array, &tensor, &worth_keeping, &scratch->input_shapes[index]);
     if (!status.ok()) return status.WithContext("input " + Quote(spec.alias));
     scratch->input_tensors.Set(index, std::move(tensor));
     scratch->keep_input[index] = worth_keeping;
