@@ -22,6 +22,9 @@ The codec's own wall time is measured in the same way (`latency_bench codec`): p
 parsing it and writing its values into the input tensors, and encoding the outputs, each in a loop,
 against the bare inline run: the share of the bare run that decoding and encoding alone add, a floor
 under the process_c / raw ratio.
+A third model has 300 float inputs and nothing else (tests/model_builders.py build_wide_model), as
+recommendation models with hundreds of features have: there the cost per input shows, TensorFlow's in
+the bare loop and ours in process(). It runs the inline comparisons and the codec alone.
 Results: a table on stdout and benchmarks/results/performance.json.
 Targets: process_c <= 1.05x raw; tf2_signature >= 4x process_c at batch 1; 2 threads >= 1.8x one.
 """
@@ -86,6 +89,37 @@ def codec(model: dict, request: Path, iterations: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def wide_request_rounds(work: Path, args, report: dict, features: int = 300) -> None:
+    """process() against the bare loop on a model of `features` float inputs, inline, plain and
+    decoding too, and the codec alone, at batch 1, 64 and 512."""
+    from model_builders import build_wide_model
+    from processor import predict_pb2, tensors
+    model = {"savedmodel": build_wide_model(str(work / "wide"), features), "prefix": ""}
+    config_path = work / "wide_inline.json"
+    config_path.write_text(json.dumps({"savedmodel_dir": model["savedmodel"], "enable_inline_execute": True}))
+    rng = np.random.default_rng(features)
+    for batch_size in (1, 64, 512):
+        request = predict_pb2.PredictRequest()
+        for i in rng.permutation(features):
+            tensors.to_array_proto(rng.standard_normal(batch_size).astype(np.float32), request.inputs[f"feature_{i}"])
+        request_path = work / f"wide_{batch_size}.bin"
+        request_path.write_bytes(request.SerializeToString())
+        iterations = max(200, args.iterations // (4 if batch_size == 512 else 1))
+        plain, decoding, stages = [], [], []
+        for _ in range(args.rounds):
+            plain.append(compare(model, config_path, request_path, iterations // 4, 8, run_inline=True))
+            decoding.append(compare(model, config_path, request_path, iterations // 4, 8, run_inline=True, decoding=True))
+            stages.append(codec(model, request_path, iterations))
+        stage = {name: statistics.median(r[name]["median_ms"] for r in stages) for name in ("decode", "encode", "raw")}
+        report["wide"].append({
+            "features": features, "batch": batch_size,
+            "ratio_inline": statistics.median(r["process_ratio"] for r in plain),
+            "ratio_inline_to_decoding_raw": statistics.median(r["process_ratio"] for r in decoding),
+            "raw_inline_ms": statistics.median(r["raw_tf_session_run"]["median_ms"] for r in plain),
+            "process_inline_ms": statistics.median(r["process_c"]["median_ms"] for r in plain),
+            "codec_share": (stage["decode"] + stage["encode"]) / stage["raw"]})
+
+
 def python_paths(processor_module, config: dict, request_bytes: bytes, batch: dict, iterations: int) -> dict:
     with processor_module.Processor(config) as p:
         return {"processor_process": measure(lambda: p.process(request_bytes), iterations),
@@ -104,7 +138,7 @@ def main() -> None:
     import recommendation_model
     from lifecycle_helpers import serialize
 
-    report = {"latency": [], "process_to_raw": [], "codec": [], "throughput": []}
+    report = {"latency": [], "process_to_raw": [], "codec": [], "throughput": [], "wide": []}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         models = {"example (5k items)": build_model(work / "small", recommendation_model.NUM_ITEMS),
@@ -163,6 +197,8 @@ def main() -> None:
                     report["throughput"].append({"model": model_name, "batch": 64, "path": path, "session_num": session_num,
                                                  "threads": threads, "requests_per_s": statistics.median(rates)})
 
+        wide_request_rounds(work, args, report)
+
     print(f"{'model':<20} {'batch':>5} {'path':<20} {'median ms':>10} {'p99 ms':>8} {'/ raw':>7}")
     raw = {(r["model"], r["batch"]): r["median_ms"] for r in report["latency"] if r["path"] == "raw_tf_session_run"}
     for r in report["latency"]:
@@ -178,6 +214,11 @@ def main() -> None:
     for r in report["codec"]:
         print(f"{r['model']:<20} {r['batch']:>5} {r['parse_us']:>7.2f} {r['decode_us']:>7.2f} {r['encode_us']:>7.2f} "
               f"{r['raw_inline_us']:>11.1f} {100 * r['codec_share']:>11.1f}%")
+    print(f"\n{'300 float inputs':<20} {'batch':>5} {'raw inline ms':>14} {'process inline ms':>18} {'/ raw':>7} "
+          f"{'/ raw decoding too':>19} {'decode + encode / raw':>22}")
+    for r in report["wide"]:
+        print(f"{'':<20} {r['batch']:>5} {r['raw_inline_ms']:>14.4f} {r['process_inline_ms']:>18.4f} "
+              f"{r['ratio_inline']:>6.2f}x {r['ratio_inline_to_decoding_raw']:>18.3f}x {100 * r['codec_share']:>21.1f}%")
     print(f"\n{'model':<20} {'path':<20} {'sessions':>8} {'threads':>7} {'req/s':>10}")
     for r in report["throughput"]:
         print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")

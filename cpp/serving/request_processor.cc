@@ -41,6 +41,7 @@ Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
 struct RequestScratch {
   RequestView view;
   std::vector<int> entry_of;  // per signature input, the request's entry for it
+  std::vector<int> input_of;  // per request entry, its signature input
   std::vector<TF_Output> input_ports;
   OwnedTensors input_tensors;
   std::vector<KeptTensorShape> input_shapes;  // of each kept input tensor, so reusing it asks TF less
@@ -68,14 +69,17 @@ __attribute__((noinline)) RequestScratch& ThreadScratch() {
 // TensorFlow's TensorShape holds at most this many dims and aborts the process beyond it.
 constexpr size_t kMaxRank = 254;
 
-// Binds the request's inputs to the signature's in two passes: names first (unknown, given twice,
-// missing), so that an input given again under the same key is dropped before any tensor is made
-// for it (protobuf's map semantics: the last one wins), then each input's checks and tensor.
+// Binds the request's inputs to the signature's in two passes: names first (unknown, given twice),
+// so that an input given again under the same key is dropped before any tensor is made for it
+// (protobuf's map semantics: the last one wins); then, in the request's order, each input's checks
+// and tensor; then what is missing.
 Status BindInputs(const Servable& servable, const RequestLimits& limits, RequestScratch* scratch) {
   const auto& specs = servable.inputs();
   const auto& entries = scratch->view.inputs;
   std::vector<int>& entry_of = scratch->entry_of;  // signature input -> its entry in the request, or -1
+  std::vector<int>& input_of = scratch->input_of;  // request entry -> its signature input
   entry_of.assign(specs.size(), -1);
+  input_of.resize(entries.size());
   for (size_t k = 0; k < entries.size(); ++k) {
     const std::string_view name = entries[k].first;
     const int index = servable.FindInput(name);
@@ -88,16 +92,16 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
                                      Quote(entries[entry_of[index]].first) + " and " + Quote(name) + ")");
     }
     entry_of[index] = static_cast<int>(k);
-  }
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (entry_of[i] < 0) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
+    input_of[k] = index;
   }
   scratch->input_ports.resize(specs.size());
   scratch->input_tensors.Resize(specs.size());  // an earlier request's tensors, for MakeTensor to reuse
   scratch->input_shapes.resize(specs.size());
   scratch->keep_input.assign(specs.size(), false);
-  for (size_t index = 0; index < specs.size(); ++index) {
-    const ArrayView& array = entries[entry_of[index]].second;
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const int index = input_of[k];
+    if (entry_of[index] != static_cast<int>(k)) continue;  // given again later: that one counts
+    const ArrayView& array = entries[k].second;
     const TensorSpec& spec = specs[index].spec;
     Status status;
     int64_t elements = 0;
@@ -123,6 +127,9 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
     scratch->input_tensors.Set(index, std::move(tensor));
     scratch->keep_input[index] = worth_keeping;
     scratch->input_ports[index] = specs[index].port;
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (entry_of[i] < 0) return Status::InvalidArgument("missing input " + Quote(specs[i].spec.alias));
   }
   return Status::Ok();
 }
