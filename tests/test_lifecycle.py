@@ -57,6 +57,10 @@ def test_swaps_under_load_are_atomic_and_only_move_forward(rec_model, reference,
             for i in range(4):
                 prefixes.append(new_version(model, seed=i + 1))
                 wait_for(lambda: p.model_info().model_path == prefixes[-1], what=f"version {i + 1}")
+            # Two more answers per client: the second began after the last swap, so it saw that version.
+            answered = {index: len(probs) for index, probs in seen.items()}
+            wait_for(lambda: failures or all(len(seen[i]) >= answered[i] + 2 for i in seen),
+                     what="two answers per client after the last swap")
         finally:
             stop.set()
             for t in threads:
