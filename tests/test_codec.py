@@ -94,6 +94,59 @@ def test_unknown_fields_are_skipped_everywhere(echo):
     assert_echoed(arrays, body)
 
 
+def array_fields(array: predict_pb2.ArrayProto) -> dict:
+    """An ArrayProto's dtype, array_shape and values fields, each serialized alone (concatenated in any
+    order they are the same message to protobuf), and its dims split over two array_shapes (which
+    protobuf merges)."""
+    shape = predict_pb2.ArrayProto(array_shape=array.array_shape) if array.HasField("array_shape") else None
+    values = predict_pb2.ArrayProto()
+    values.CopyFrom(array)
+    values.ClearField("dtype")
+    values.ClearField("array_shape")
+    dims = list(array.array_shape.dim)
+    split = b"".join(predict_pb2.ArrayProto(array_shape=predict_pb2.ArrayShape(dim=part)).SerializeToString()
+                     for part in (dims[:1], dims[1:]))
+    return {"dtype": predict_pb2.ArrayProto(dtype=array.dtype).SerializeToString(),
+            "shape": shape.SerializeToString() if shape is not None else b"",
+            "split shape": split if shape is not None else b"",
+            "values": values.SerializeToString()}
+
+
+def entry_value_first(name: str, array_bytes: bytes) -> bytes:
+    return length_delimited(2, length_delimited(2, array_bytes) + length_delimited(1, name.encode()))
+
+
+# Serializers write an entry as key, value and an ArrayProto as dtype, shape, values, which the parser
+# reads by matching bytes; every other layout must mean the same to it as to protobuf.
+LAYOUTS = {
+    "as serializers write it": lambda f: f["dtype"] + f["shape"] + f["values"],
+    "values, shape, dtype": lambda f: f["values"] + f["shape"] + f["dtype"],
+    "shape, dtype, values": lambda f: f["shape"] + f["dtype"] + f["values"],
+    "dtype twice, the last wins": lambda f: predict_pb2.ArrayProto(dtype=predict_pb2.DT_HALF).SerializeToString()
+    + f["shape"] + f["values"] + f["dtype"],
+    "unknown field first": lambda f: key(15, 0) + varint(3) + f["dtype"] + f["shape"] + f["values"],
+    "unknown field inside the shape": lambda f: f["dtype"] + (
+        length_delimited(2, key(9, 0) + varint(1) + f["shape"][2:]) if f["shape"] else b"") + f["values"],
+    "dims split over two shapes": lambda f: f["dtype"] + f["split shape"] + f["values"],
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(3,), (2, 200), (130,), ()], ids=str)
+def test_every_field_order_and_layout_means_what_protobuf_reads(echo, layout, shape):
+    arrays = arrays_of_shape(shape)
+    request = build_request(arrays)
+    laid_out = [(alias, LAYOUTS[layout](array_fields(request.inputs[alias]))) for alias in arrays]
+    for data in (request_from_arrays(laid_out),
+                 b"".join(entry_value_first(alias, array_bytes) for alias, array_bytes in laid_out)):
+        parsed = predict_pb2.PredictRequest.FromString(data)
+        parsed.DiscardUnknownFields()
+        assert parsed == request  # the reference runtime reads the same message
+        code, body = echo.process(data)
+        assert code == 200, body
+        assert_echoed(arrays, body)
+
+
 def test_repeated_map_key_last_wins_like_protobuf(echo):
     arrays = arrays_of_shape((2,))
     request = build_request(arrays)

@@ -98,8 +98,19 @@ struct RequestView {
 // Parses a serialized PredictRequest. Fails with InvalidArgument naming what is malformed.
 Status ParsePredictRequest(const void* data, size_t size, RequestView* request);
 
+// What is wrong with a shape ShapeElementCount refuses.
+Status ShapeElementCountError(const ArrayView& array);
+
 // Number of elements the array's shape calls for; InvalidArgument on negative dims or overflow.
-Status ShapeElementCount(const ArrayView& array, int64_t* count);
+// Inline: every input's shape is counted by the binder and by MakeTensor.
+inline Status ShapeElementCount(const ArrayView& array, int64_t* count) {
+  int64_t n = 1;
+  for (int64_t dim : array.dims) {
+    if (dim < 0 || __builtin_mul_overflow(n, dim, &n)) return ShapeElementCountError(array);
+  }
+  *count = n;
+  return Status::Ok();
+}
 
 // What a caller that keeps a tensor for MakeTensor to reuse knows of it: its dtype and dims, as
 // MakeTensor made it, so that reusing it asks TensorFlow only whether it is still the sole holder.

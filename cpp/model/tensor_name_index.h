@@ -36,7 +36,7 @@ class TensorNameIndex {
     for (size_t slot = hash & mask;; slot = (slot + 1) & mask) {
       const Slot& s = slots_[slot];
       if (s.index < 0) return -1;
-      if (s.hash == hash && s.name == name) return s.index;
+      if (s.hash == hash && SameName(s.name, name)) return s.index;
     }
   }
 
@@ -60,9 +60,36 @@ class TensorNameIndex {
       hash ^= hash >> 32;
     }
     uint64_t tail = 0;
-    for (size_t i = 0; i < n; ++i) tail |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+    if (n > 0 && name.size() >= 8) {  // the last eight bytes, the ones already mixed in shifted out
+      std::memcpy(&tail, p + n - 8, 8);
+      tail >>= 8 * (8 - n);
+    } else {
+      for (size_t i = 0; i < n; ++i) tail |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+    }
     hash = (hash ^ tail) * 0xC4CEB9FE1A85EC53ull;
     return hash ^ (hash >> 29);
+  }
+
+  // string_view's ==, without a call to memcmp for names of up to 16 bytes.
+  static bool SameName(std::string_view a, std::string_view b) {
+    const size_t n = a.size();
+    if (n != b.size()) return false;
+    if (n > 16) return std::memcmp(a.data(), b.data(), n) == 0;
+    if (n >= 8) return Load<uint64_t>(a.data()) == Load<uint64_t>(b.data()) &&
+                       Load<uint64_t>(a.data() + n - 8) == Load<uint64_t>(b.data() + n - 8);
+    if (n >= 4) return Load<uint32_t>(a.data()) == Load<uint32_t>(b.data()) &&
+                       Load<uint32_t>(a.data() + n - 4) == Load<uint32_t>(b.data() + n - 4);
+    for (size_t i = 0; i < n; ++i) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
+  }
+
+  template <typename Word>
+  static Word Load(const char* p) {
+    Word word;
+    std::memcpy(&word, p, sizeof(Word));
+    return word;
   }
 
   void Insert(std::string_view name, int index) {
@@ -74,7 +101,7 @@ class TensorNameIndex {
         s = Slot{name, hash, index};
         return;
       }
-      if (s.hash == hash && s.name == name) return;  // named before: the earlier one wins
+      if (s.hash == hash && SameName(s.name, name)) return;  // named before: the earlier one wins
     }
   }
 
