@@ -470,8 +470,9 @@ bool SplitCanonicalEntry(std::string_view bytes, std::string_view* key, std::str
   return true;
 }
 
-// A map<string, ArrayProto> entry. Otherwise than serializers write it, the key may follow the value,
-// so values are parsed last, and several value occurrences merge into one ArrayProto, as in protobuf.
+// A map<string, ArrayProto> entry. In other layouts than serializers write, the key may follow the
+// value (so values are parsed last) and several value occurrences merge into one ArrayProto, as in
+// protobuf.
 Status ParseInputEntry(std::string_view bytes, StringStaging* staging, std::string_view* key, ArrayView* array) {
   std::string_view canonical_value;
   if (SplitCanonicalEntry(bytes, key, &canonical_value)) {

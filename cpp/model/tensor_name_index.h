@@ -54,15 +54,12 @@ class TensorNameIndex {
     size_t n = name.size();
     uint64_t hash = 0x9E3779B97F4A7C15ull ^ n;
     for (; n >= 8; p += 8, n -= 8) {
-      uint64_t word;
-      std::memcpy(&word, p, 8);
-      hash = (hash ^ word) * 0xFF51AFD7ED558CCDull;
+      hash = (hash ^ Load<uint64_t>(p)) * 0xFF51AFD7ED558CCDull;
       hash ^= hash >> 32;
     }
     uint64_t tail = 0;
     if (n > 0 && name.size() >= 8) {  // the last eight bytes, the ones already mixed in shifted out
-      std::memcpy(&tail, p + n - 8, 8);
-      tail >>= 8 * (8 - n);
+      tail = Load<uint64_t>(p + n - 8) >> (8 * (8 - n));
     } else {
       for (size_t i = 0; i < n; ++i) tail |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
     }
