@@ -81,3 +81,23 @@ def build_wide_model(path: str, features: int) -> str:
             builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
             builder.save()
     return path
+
+
+def build_counting_model(path: str, tag: int) -> str:
+    """A SavedModel that counts to its input "n" in a while loop (so a request takes as long as the
+    caller asks) and answers "count" (= n) and "tag" (= `tag`, telling versions apart)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    tf1.disable_eager_execution()
+    graph = tf.Graph()
+    with graph.as_default():
+        n = tf1.placeholder(tf.int64, [], name="n")
+        count = tf.identity(tf.while_loop(lambda i: i < n, lambda i: i + 1, [tf.constant(0, tf.int64)])[0], name="count")
+        answer_tag = tf.identity(tf.constant(tag, tf.int64), name="tag")
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"n": n}, outputs={"count": count, "tag": answer_tag})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    return path

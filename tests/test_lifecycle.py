@@ -13,6 +13,7 @@ import processor
 from processor import _core
 from abi import CAbi
 from lifecycle_helpers import matching_version, prob_of, serialize, wait_for
+from model_builders import build_counting_model
 
 FAST_POLL = {"poll_interval_seconds": 0.05}
 
@@ -73,6 +74,32 @@ def test_swaps_under_load_are_atomic_and_only_move_forward(rec_model, reference,
         assert order == sorted(order), f"thread {index} saw versions go backwards"
         assert len(probs) > 20
     assert max(max(matching_version(pr, references) for pr in probs) for probs in seen.values()) == len(prefixes) - 1
+
+
+def test_a_request_keeps_its_version_while_a_swap_serves_the_next_and_releases_the_old_after_it(tmp_path):
+    """A request holds the version it started on until it answers: a swap meanwhile serves the new
+    version to new requests at once, and the old version is released only once that request is done."""
+    base = tmp_path / "models"
+    build_counting_model(str(base / "1"), tag=1)
+    gc.collect()
+    baseline = _core.live_servables()
+    with processor.Processor({"savedmodel_dir": str(base), "poll_interval_seconds": 0.05}) as p:
+        assert int(p.predict({"n": 0})["tag"]) == 1
+        long_request = {}
+        thread = threading.Thread(target=lambda: long_request.update(p.predict({"n": 2_000_000})))  # seconds
+        thread.start()
+        threading.Event().wait(0.3)  # it has begun: the thread only had to enter process()
+        build_counting_model(str(base / "2"), tag=2)
+        wait_for(lambda: p.model_info().savedmodel_version == 2, what="version 2 to serve")
+        quick = p.predict({"n": 5})
+        assert thread.is_alive(), "the long request ended before the swap: make it longer"
+        assert (int(quick["tag"]), int(quick["count"])) == (2, 5)
+        assert _core.live_servables() == baseline + 2  # the long request still holds version 1
+        thread.join()
+        assert (int(long_request["tag"]), int(long_request["count"])) == (1, 2_000_000)
+        wait_for(lambda: gc.collect() is not None and _core.live_servables() == baseline + 1,
+                 what="version 1 to be released")
+        assert int(p.predict({"n": 0})["tag"]) == 2
 
 
 def publish(model, staging, seed, damage=None):

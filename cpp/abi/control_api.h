@@ -62,10 +62,12 @@ PROCESSOR_EXPORT long long processor_control_live_servables(void);
  * control plane). */
 PROCESSOR_EXPORT void* processor_control_new_model(const char* model_name);
 PROCESSOR_EXPORT void processor_control_delete_model(void* model);
-/* Makes `servable` the serving version atomically, with its serialized ServingModelInfo (borrowed). */
+/* Makes `servable` the serving version atomically, with its serialized ServingModelInfo (borrowed). New
+ * requests get it at once; returns once the requests still on the replaced version have answered, and
+ * releases that version. Must not be called from inside process(). */
 PROCESSOR_EXPORT void processor_control_install(void* model, processor_servable* servable, const void* model_info,
                                                 int model_info_size);
-/* Replaces the serving version's ServingModelInfo. */
+/* Replaces the serving version's ServingModelInfo; waits as processor_control_install does. */
 PROCESSOR_EXPORT void processor_control_set_model_info(void* model, const void* model_info, int model_info_size);
 /* Traces `count` requests, every `interval` from step `start`, into <path>/timeline-<step>.json
  * (Chrome trace format). count 0 turns tracing off. */
@@ -81,7 +83,7 @@ PROCESSOR_EXPORT void processor_control_set_limits(void* model, long long max_re
 PROCESSOR_EXPORT int processor_control_set_request_log(void* model, const char* path, double sample_rate,
                                                        long long max_records, long long max_bytes, int backups,
                                                        char** error);
-/* Stops serving: process() answers 503 until the next install. */
+/* Stops serving: process() answers 503 until the next install. Waits as processor_control_install does. */
 PROCESSOR_EXPORT void processor_control_unload(void* model);
 
 #ifdef __cplusplus

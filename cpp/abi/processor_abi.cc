@@ -53,12 +53,16 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
   }
   auto* handle = static_cast<ModelHandle*>(model_buf);
   const auto started = std::chrono::steady_clock::now();
-  std::shared_ptr<const processor::ServingVersion> version = handle->versions.Current();
   int64_t step = 0;
   const bool traced = handle->timeline.ShouldTrace(&step);
   std::string run_metadata;
-  const int code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
-                                           input_size, output_data, output_size, traced ? &run_metadata : nullptr);
+  int code;
+  {
+    const processor::VersionManager::Hold hold(handle->versions);
+    code = processor::ServeRequest(hold.version() ? hold.version()->servable.get() : nullptr, handle->limits(),
+                                   input_data, input_size, output_data, output_size,
+                                   traced ? &run_metadata : nullptr);
+  }
   const auto elapsed = std::chrono::steady_clock::now() - started;
   handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
   if (code == PROCESSOR_OK && input_size > 0) handle->request_log.Offer(input_data, static_cast<size_t>(input_size));
@@ -75,11 +79,11 @@ PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data,
   *output_size = 0;
   try {
     if (!model_buf) return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
-    auto version = static_cast<ModelHandle*>(model_buf)->versions.Current();
-    if (!version) {
+    const processor::VersionManager::Hold hold(static_cast<ModelHandle*>(model_buf)->versions);
+    if (!hold.version()) {
       return processor::ReplyWithStatus(Status::Unavailable("no model version is ready to serve"), output_data, output_size);
     }
-    processor::CopyToMallocBuffer(version->model_info, output_data, output_size);
+    processor::CopyToMallocBuffer(hold.version()->model_info, output_data, output_size);
     return PROCESSOR_OK;
   } catch (...) {
     return processor::ReplyWithStatus(Status::Internal("unexpected exception"), output_data, output_size);
@@ -93,10 +97,13 @@ PROCESSOR_EXPORT int get_metrics(void* model_buf, void** output_data, int* outpu
   try {
     if (!model_buf) return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
     auto* handle = static_cast<ModelHandle*>(model_buf);
-    auto version = handle->versions.Current();
-    processor::CopyToMallocBuffer(
-        processor::RenderMetrics(handle->model_name, handle->metrics.Read(), version ? version->model_info : ""),
-        output_data, output_size);
+    std::string model_info;
+    {
+      const processor::VersionManager::Hold hold(handle->versions);
+      if (hold.version()) model_info = hold.version()->model_info;
+    }
+    processor::CopyToMallocBuffer(processor::RenderMetrics(handle->model_name, handle->metrics.Read(), model_info),
+                                  output_data, output_size);
     return PROCESSOR_OK;
   } catch (...) {
     return processor::ReplyWithStatus(Status::Internal("unexpected exception"), output_data, output_size);

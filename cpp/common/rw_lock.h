@@ -15,6 +15,8 @@
 #include <mutex>
 #include <thread>
 
+#include "common/thread_slot.h"
+
 namespace processor {
 
 class WriterPreferringLock {
@@ -54,14 +56,11 @@ class WriterPreferringLock {
   }
 
  private:
-  static constexpr int kSlots = 64;
   struct alignas(64) Slot {
     std::atomic<int64_t> readers{0};
   };
 
-  static int ThreadSlot();  // the calling thread's slot, fixed for its lifetime
-
-  std::array<Slot, kSlots> slots_;
+  std::array<Slot, kThreadSlots> slots_;
   std::atomic<bool> writer_{false};
   std::mutex writer_mutex_;
   std::mutex wait_mutex_;

@@ -197,17 +197,24 @@ class Model {
 
   uintptr_t address() const { return reinterpret_cast<uintptr_t>(handle_); }
 
+  // A swap waits for the requests still on the version it replaces: without the GIL, which a Python
+  // host's other threads need meanwhile.
   void Install(const Servable& servable, const py::bytes& model_info) {
     std::string info = model_info;
+    py::gil_scoped_release release;
     processor_control_install(handle_, servable.get(), info.data(), static_cast<int>(info.size()));
   }
 
   void SetModelInfo(const py::bytes& model_info) {
     std::string info = model_info;
+    py::gil_scoped_release release;
     processor_control_set_model_info(handle_, info.data(), static_cast<int>(info.size()));
   }
 
-  void Unload() { processor_control_unload(handle_); }
+  void Unload() {
+    py::gil_scoped_release release;
+    processor_control_unload(handle_);
+  }
 
   void SetLimits(long long max_request_bytes, long long max_tensor_elements) {
     processor_control_set_limits(handle_, max_request_bytes, max_tensor_elements);

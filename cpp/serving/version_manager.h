@@ -1,10 +1,15 @@
-// VersionManager: which version serves now. Swaps are atomic; readers never block a swap and a swap
-// never waits for readers: each request holds the version it started on until it ends.
+// VersionManager: which version serves now. Requests hold the version they started on without a lock
+// or a shared reference count (a hold is two atomic adds on the thread's own cache line); a swap
+// publishes the new version at once and then waits for the requests still holding the old one, so the
+// old version is released on the control plane's thread, never on a request's.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
+#include "common/grace_period.h"
 #include "model/servable.h"
 
 namespace processor {
@@ -16,24 +21,56 @@ struct ServingVersion {
 
 class VersionManager {
  public:
-  // The version serving now, or null when none is ready.
-  std::shared_ptr<const ServingVersion> Current() const { return std::atomic_load(&current_); }
+  // A request's hold on the version serving when the hold began: that version stays alive until the
+  // hold ends. Holds never block, and are not to be kept while calling the manager's swaps.
+  class Hold {
+   public:
+    explicit Hold(const VersionManager& manager)
+        : manager_(manager),
+          token_(manager.readers_.Enter()),
+          version_(manager.current_.load(std::memory_order_seq_cst)) {}
+    ~Hold() { manager_.readers_.Exit(token_); }
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
 
+    // The version, or null when none is ready.
+    const ServingVersion* version() const { return version_; }
+
+   private:
+    const VersionManager& manager_;
+    const GracePeriod::ReadToken token_;
+    const ServingVersion* const version_;
+  };
+
+  // Each swap returns once no request holds the version it replaced, and releases that version.
   void Install(std::shared_ptr<const Servable> servable, std::string model_info) {
-    std::atomic_store(&current_, std::shared_ptr<const ServingVersion>(
-                                     new ServingVersion{std::move(servable), std::move(model_info)}));
+    std::lock_guard<std::mutex> lock(swap_mutex_);
+    Replace(std::make_unique<const ServingVersion>(ServingVersion{std::move(servable), std::move(model_info)}));
   }
 
   // Replaces the model info of the serving version (counters change between versions).
   void SetModelInfo(std::string model_info) {
-    std::shared_ptr<const ServingVersion> current = Current();
-    if (current) Install(current->servable, std::move(model_info));
+    std::lock_guard<std::mutex> lock(swap_mutex_);
+    if (serving_) Replace(std::make_unique<const ServingVersion>(ServingVersion{serving_->servable, std::move(model_info)}));
   }
 
-  void Unload() { std::atomic_store(&current_, std::shared_ptr<const ServingVersion>()); }
+  void Unload() {
+    std::lock_guard<std::mutex> lock(swap_mutex_);
+    Replace(nullptr);
+  }
 
  private:
-  std::shared_ptr<const ServingVersion> current_;
+  void Replace(std::unique_ptr<const ServingVersion> next) {
+    std::unique_ptr<const ServingVersion> previous = std::move(serving_);
+    serving_ = std::move(next);
+    current_.store(serving_.get(), std::memory_order_seq_cst);
+    readers_.Synchronize();  // no request can still read `previous`, which goes here
+  }
+
+  mutable GracePeriod readers_;
+  std::atomic<const ServingVersion*> current_{nullptr};  // what requests read: serving_, published
+  std::mutex swap_mutex_;                                 // one swap at a time; guards serving_
+  std::unique_ptr<const ServingVersion> serving_;
 };
 
 }  // namespace processor

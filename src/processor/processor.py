@@ -233,8 +233,9 @@ class Processor:
     # ---- lifecycle
 
     def close(self) -> None:
-        """Stops polling, stops serving (process() answers 503 from now on) and releases the model once
-        no request holds it. Does not wait for a load in progress: its result is discarded. Idempotent."""
+        """Stops polling, stops serving (process() answers 503 from now on) and releases the model, once the
+        requests still on it have answered. Does not wait for a load in progress: its result is discarded.
+        Idempotent."""
         if self._poller is not None:
             self._poller.stop()
         with self._state_lock:
@@ -388,7 +389,7 @@ class Processor:
     def _unload_serving(self) -> None:
         with self._state_lock:
             self._live_model().unload()
-            self._serving_servable = None  # the last reference: its memory goes when requests end
+            self._serving_servable = None  # the last reference (unload() waited for the requests on it)
 
     def _bring_back(self, candidate: Candidate, servable: Optional[_core.Servable]) -> None:
         """Serves `candidate` again after a failed resource-preserving update: restored into `servable`
@@ -492,7 +493,8 @@ class Processor:
             pinned=self._pin is not None).SerializeToString()
 
     def _install(self, loaded: LoadedVersion, delta_step: int = -1) -> None:
-        """Makes `loaded` serve. Once swapped out, its servable is freed when its last request ends."""
+        """Makes `loaded` serve. New requests get it at once; the install returns once the requests still
+        on the version it replaced have answered, and that version is released here, off the request path."""
         with self._state_lock:
             model = self._live_model()  # closed meanwhile: the load is discarded
             self._serving = loaded.record
