@@ -15,8 +15,10 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <thread>
 
+#include "common/logging.h"
 #include "common/thread_slot.h"
 
 namespace processor {
@@ -51,14 +53,27 @@ class GracePeriod {
 
   // Returns once every reader that entered before the call has exited. Must not be called by a reader
   // (it would wait for itself). Readers are requests, so the wait lasts as long as the longest request
-  // in flight: yielding at first, then sleeping.
-  void Synchronize() {
+  // in flight: yielding at first, then sleeping, and saying so in the log (naming `what` waits) every
+  // ten seconds that it lasts, since a stuck request would hold the writer with it.
+  void Synchronize(const char* what) {
     std::lock_guard<std::mutex> lock(writer_mutex_);  // one epoch move at a time
     const uint64_t old_parity = epoch_.fetch_add(1, std::memory_order_seq_cst) & 1;
+    const auto started = std::chrono::steady_clock::now();
+    auto next_report = started + std::chrono::seconds(10);
     for (const Slot& slot : slots_) {
       for (int spins = 0; slot.readers[old_parity].load(std::memory_order_seq_cst) != 0; ++spins) {
-        if (spins < 100) std::this_thread::yield();
-        else std::this_thread::sleep_for(std::chrono::microseconds(50));
+        if (spins < 100) {
+          std::this_thread::yield();
+          continue;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= next_report) {
+          next_report = now + std::chrono::seconds(10);
+          const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - started).count();
+          Log(LogLevel::kWarning,
+              std::string(what) + " has waited " + std::to_string(waited) + " s for requests that began before it");
+        }
       }
     }
   }

@@ -51,7 +51,8 @@ class VersionManager {
   // Replaces the model info of the serving version (counters change between versions).
   void SetModelInfo(std::string model_info) {
     std::lock_guard<std::mutex> lock(swap_mutex_);
-    if (serving_) Replace(std::make_unique<const ServingVersion>(ServingVersion{serving_->servable, std::move(model_info)}));
+    if (!serving_) return;
+    Replace(std::make_unique<const ServingVersion>(ServingVersion{serving_->servable, std::move(model_info)}));
   }
 
   void Unload() {
@@ -64,7 +65,7 @@ class VersionManager {
     std::unique_ptr<const ServingVersion> previous = std::move(serving_);
     serving_ = std::move(next);
     current_.store(serving_.get(), std::memory_order_seq_cst);
-    readers_.Synchronize();  // no request can still read `previous`, which goes here
+    readers_.Synchronize("a version swap");  // no request can still read `previous`, which goes here
   }
 
   mutable GracePeriod readers_;
