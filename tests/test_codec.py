@@ -335,6 +335,48 @@ def test_long_runs_of_strings_up_to_the_inline_capacity_round_trip(echo, seed):
     echo_strings(echo, [("string", string_array(strings))], strings)
 
 
+# A long run of short strings is walked as two chains, the second from a point past the middle that
+# looks like a string's start (a tag before it, four short strings after); it counts only if the
+# first chain lands on it. These runs make the second chain start where it must be dropped, or stop
+# early, or make the first chain end before the middle.
+FAKE_STARTS = (b"\x32\x00" * 11)[:22]  # inside a string: a tag, then empty strings each under a tag
+
+
+@pytest.mark.parametrize("case", ["every string looks like strings", "half do", "one does, past the middle",
+                                  "a long string in the second half", "a long string right after the middle",
+                                  "the run ends before the middle", "strings of 0 and 1 byte, packed tightest"])
+def test_runs_walked_as_two_chains_round_trip_whatever_their_middle_looks_like(echo, case):
+    rng = np.random.default_rng(len(case))
+    short = [bytes(rng.integers(0, 256, size=int(n), dtype=np.uint8)) for n in rng.integers(0, 12, size=300)]
+    tail = b""
+    if case == "every string looks like strings":
+        strings = [FAKE_STARTS[:int(n)] for n in rng.integers(8, 23, size=300)]
+    elif case == "half do":
+        strings = [FAKE_STARTS if i % 2 else s for i, s in enumerate(short)]
+    elif case == "one does, past the middle":
+        strings = short[:160] + [FAKE_STARTS] + short[160:]
+    elif case == "a long string in the second half":
+        strings = short[:220] + [b"x" * 40] + short[220:]
+    elif case == "a long string right after the middle":
+        strings = short[:150] + [b"y" * 23] + short[150:]
+    elif case == "the run ends before the middle":  # other fields after it, with bytes that look like strings
+        strings = short[:20]
+        tail = length_delimited(15, FAKE_STARTS * 60)
+    else:  # as many strings as the first half can hold: the second chain's room must start past them
+        strings = [bytes([i % 256])[:i % 3] for i in range(600)]
+    echo_strings(echo, [("string", string_array(strings) + tail)], strings)
+
+
+def test_arrays_walked_as_two_chains_one_after_another_round_trip(echo):
+    """A run split in two, and two arrays in one request (the key given twice: the last counts), each
+    long enough to be split: each array's staging starts where the one before ended (a second chain's
+    strings are moved down to follow the first chain's)."""
+    first = [b"first %d" % i for i in range(200)]
+    second = [b"second %d" % i for i in range(300)]
+    echo_strings(echo, [("string", string_array(first + second))], first + second)
+    echo_strings(echo, [("string", string_array(second)), ("string", string_array(first))], first)
+
+
 def test_strings_beyond_the_staging_room_are_read_from_the_request(echo):
     """A thread stages at most 16,384 strings per request: 20,000 one-byte strings fill the room, and
     the array is read from the request instead; a request after it is staged again."""

@@ -270,6 +270,97 @@ void WriteSmallString(const std::string_view s, TF_TString* out) {
   dst[n] = '\0';
 }
 
+// Writes the string whose one-byte length is at `p` (at most the inline capacity) in TString's inline
+// form. Reads 24 bytes from `p` whatever the length (the bytes past the string are ignored), so `p`
+// must lie more than 128 bytes before the input's end, as the callers check.
+inline void StageShortString(const uint8_t* p, TF_TString* out) {
+  const size_t n = *p;
+  TF_TString_Small* small = &out->u.smll;
+  small->size = static_cast<uint8_t>((n << 2) | TF_TSTR_SMALL);
+  std::memcpy(small->str, p + 1, 16);
+  std::memcpy(small->str + 15, p + 16, 8);
+  small->str[n] = '\0';
+}
+
+// Whether `count` short strings follow `p` as a run does: each length at most the inline capacity
+// and a string_val tag after each string. `p` lies more than 128 bytes before the input's end.
+inline bool LooksLikeShortStrings(const uint8_t* p, int count) {
+  for (int i = 0; i < count; ++i) {
+    if (*p > TF_TString_SmallCapacity) return false;
+    p += 1 + *p;
+    if (*p != kStringValTag) return false;
+    ++p;
+  }
+  return true;
+}
+
+// A run of short strings is a chain in which each length locates the next, so a walk over it waits on
+// each length in turn. A long run is walked as two chains side by side, which takes little more time
+// than one: from `p`, and from the first point past the middle that looks like a string's start (a
+// tag before it, four short strings after). The second chain's strings count only if the first,
+// walked up to that point, lands on it exactly: then it is a string's start and the two chains are
+// the one walk cut in two; otherwise the first chain's strings are kept and the second's dropped.
+// Stages what it keeps from `*next` on and moves `*next` past it; returns where the walk stands: at a
+// string's length, or (with *ended) just past the run's last string. Needs `end - p` > 384.
+const uint8_t* WalkShortStringsInTwo(const uint8_t* p, const uint8_t* const end, TF_TString** next,
+                                     TF_TString* const room_end, bool* ended) {
+  const uint8_t* const walk_end = end - 128;  // as the single walk: nothing read crosses `end`
+  // Each string takes two bytes or more: the first chain stages at most (middle - p) / 2 of them,
+  // the second at most (walk_end - middle) / 2 + 1.
+  if (room_end - *next < (walk_end - p) / 2 + 2) return p;
+  const uint8_t* middle = p + (walk_end - p) / 2;
+  const uint8_t* const search_end = middle + 64;  // before walk_end: `end - p` > 384
+  while (middle < search_end && !(middle[-1] == kStringValTag && LooksLikeShortStrings(middle, 4))) ++middle;
+  if (middle == search_end) return p;
+  TF_TString* first = *next;
+  TF_TString* const second_start = first + (middle - p) / 2 + 1;
+  TF_TString* second = second_start;
+  const uint8_t* q = middle;
+  bool first_ended = false;
+  bool second_ended = false;
+  while (p < middle && q < walk_end && *p <= TF_TString_SmallCapacity && *q <= TF_TString_SmallCapacity) {
+    const size_t first_size = *p;  // read before the stores, which may alias anything
+    const size_t second_size = *q;
+    StageShortString(p, first++);
+    StageShortString(q, second++);
+    p += 1 + first_size;
+    q += 1 + second_size;
+    if (*p != kStringValTag || *q != kStringValTag) {  // a branch, not arithmetic: the chains stay short
+      first_ended = *p != kStringValTag;
+      second_ended = *q != kStringValTag;
+      p += !first_ended;
+      q += !second_ended;
+      break;
+    }
+    ++p;
+    ++q;
+  }
+  while (!first_ended && p < middle && *p <= TF_TString_SmallCapacity) {
+    const size_t size = *p;
+    StageShortString(p, first++);
+    p += 1 + size;
+    if (*p != kStringValTag) first_ended = true;
+    else ++p;
+  }
+  if (first_ended || p != middle) {  // the second chain did not start at a string: only the first counts
+    *next = first;
+    *ended = first_ended;
+    return p;
+  }
+  while (!second_ended && q < walk_end && *q <= TF_TString_SmallCapacity) {
+    const size_t size = *q;
+    StageShortString(q, second++);
+    q += 1 + size;
+    if (*q != kStringValTag) second_ended = true;
+    else ++q;
+  }
+  const size_t second_count = second - second_start;
+  std::memmove(static_cast<void*>(first), second_start, second_count * sizeof(TF_TString));
+  *next = first + second_count;
+  *ended = second_ended;
+  return q;
+}
+
 // Walks the run of string_val fields at the reader (the first one's length, then each one directly
 // after it under the one-byte tag, as serializers write a repeated field), checking every length
 // against the input, and counts it. Stages each string while every string of the array so far has
@@ -286,19 +377,21 @@ void ParseStringRun(Reader& r, StringStaging* staging, ArrayView* array) {
   int64_t count = 0;
   for (;;) {
     if (staging_on) {
+      if (end - p > 384) {
+        TF_TString* const before = next;
+        bool ended = false;
+        p = WalkShortStringsInTwo(p, end, &next, limit, &ended);
+        count += next - before;
+        if (ended) goto run_ended;
+      }
       // More than 128 bytes from the end, a one-byte length (here at most the inline capacity) cannot
       // run past it, nor can the 23 bytes copied after it: no bounds checks and no branch on the
       // length (the bytes copied past the string are ignored) for most of a run of short strings.
       while (end - p > 128 && *p <= TF_TString_SmallCapacity && next < limit) {
-        const size_t n = *p;
-        TF_TString_Small* small = &next->u.smll;
-        small->size = static_cast<uint8_t>((n << 2) | TF_TSTR_SMALL);
-        std::memcpy(small->str, p + 1, 16);
-        std::memcpy(small->str + 15, p + 16, 8);
-        small->str[n] = '\0';
-        ++next;
+        const size_t size = *p;  // read before the stores, which may alias anything
+        StageShortString(p, next++);
         ++count;
-        p += 1 + n;
+        p += 1 + size;
         if (*p != kStringValTag) goto run_ended;
         ++p;
       }
