@@ -294,6 +294,25 @@ inline bool LooksLikeShortStrings(const uint8_t* p, int count) {
   return true;
 }
 
+// Walks a run on from the length at `p`, staging each string at `*out` on, while the walk stands
+// before `stop` (more than 128 bytes before the input's end) and the strings are short. Returns where
+// it stands: at a length, or (with *ended) just past the run's last string.
+inline const uint8_t* WalkShortStrings(const uint8_t* p, const uint8_t* const stop, TF_TString** out, bool* ended) {
+  TF_TString* next = *out;  // a local: the char stores below may alias any object in memory
+  while (p < stop && *p <= TF_TString_SmallCapacity) {
+    const size_t size = *p;
+    StageShortString(p, next++);
+    p += 1 + size;
+    if (*p != kStringValTag) {
+      *ended = true;
+      break;
+    }
+    ++p;
+  }
+  *out = next;
+  return p;
+}
+
 // A run of short strings is a chain in which each length locates the next, so a walk over it waits on
 // each length in turn. A long run is walked as two chains side by side, which takes little more time
 // than one: from `p`, and from the first point past the middle that looks like a string's start (a
@@ -335,25 +354,13 @@ const uint8_t* WalkShortStringsInTwo(const uint8_t* p, const uint8_t* const end,
     ++p;
     ++q;
   }
-  while (!first_ended && p < middle && *p <= TF_TString_SmallCapacity) {
-    const size_t size = *p;
-    StageShortString(p, first++);
-    p += 1 + size;
-    if (*p != kStringValTag) first_ended = true;
-    else ++p;
-  }
+  if (!first_ended) p = WalkShortStrings(p, middle, &first, &first_ended);
   if (first_ended || p != middle) {  // the second chain did not start at a string: only the first counts
     *next = first;
     *ended = first_ended;
     return p;
   }
-  while (!second_ended && q < walk_end && *q <= TF_TString_SmallCapacity) {
-    const size_t size = *q;
-    StageShortString(q, second++);
-    q += 1 + size;
-    if (*q != kStringValTag) second_ended = true;
-    else ++q;
-  }
+  if (!second_ended) q = WalkShortStrings(q, walk_end, &second, &second_ended);
   const size_t second_count = second - second_start;
   std::memmove(static_cast<void*>(first), second_start, second_count * sizeof(TF_TString));
   *next = first + second_count;
