@@ -384,24 +384,20 @@ void ParseStringRun(Reader& r, StringStaging* staging, ArrayView* array) {
   int64_t count = 0;
   for (;;) {
     if (staging_on) {
-      if (end - p > 384) {
-        TF_TString* const before = next;
-        bool ended = false;
-        p = WalkShortStringsInTwo(p, end, &next, limit, &ended);
-        count += next - before;
-        if (ended) goto run_ended;
-      }
+      TF_TString* const before = next;
+      bool ended = false;
+      if (end - p > 384) p = WalkShortStringsInTwo(p, end, &next, limit, &ended);
       // More than 128 bytes from the end, a one-byte length (here at most the inline capacity) cannot
       // run past it, nor can the 23 bytes copied after it: no bounds checks and no branch on the
       // length (the bytes copied past the string are ignored) for most of a run of short strings.
-      while (end - p > 128 && *p <= TF_TString_SmallCapacity && next < limit) {
-        const size_t size = *p;  // read before the stores, which may alias anything
-        StageShortString(p, next++);
-        ++count;
-        p += 1 + size;
-        if (*p != kStringValTag) goto run_ended;
-        ++p;
+      // Each string takes two bytes or more: a walk of at most twice the room left fits in it.
+      if (!ended && end - p > 128) {
+        const ptrdiff_t room = limit - next;
+        const uint8_t* const stop = (end - 128 - p) / 2 < room ? end - 128 : p + 2 * room;
+        p = WalkShortStrings(p, stop, &next, &ended);
       }
+      count += next - before;
+      if (ended) goto run_ended;
     } else {
       while (end - p > 128 && *p < 0x80) {  // as above, only counting
         p += 1 + *p;
