@@ -248,16 +248,14 @@ void ForEachVarint(const ArrayView& array, uint32_t field, Fn&& fn) {
   });
 }
 
-// Writes a string of at most TF_TString_SmallCapacity bytes straight into TString's inline form, as
-// TF_TString_Copy would, without its type dispatch and its call to memcpy for a few bytes: the
-// overlapping fixed-size copies compile to a handful of moves. Most feature strings are this short.
-void WriteSmallString(const std::string_view s, TF_TString* out) {
-  const size_t n = s.size();
-  const char* src = s.data();
-  TF_TString_Small* small = &out->u.smll;
-  small->size = static_cast<uint8_t>((n << 2) | TF_TSTR_SMALL);
-  char* dst = small->str;
-  if (n >= 8) {
+// memcpy, but up to 24 bytes (a short string, the values of a small input) in a few overlapping
+// fixed-size moves instead of a call: a request has one such copy per input, or per string.
+inline void CopyBytes(void* out, const void* in, size_t n) {
+  char* dst = static_cast<char*>(out);
+  const char* src = static_cast<const char*>(in);
+  if (n > 24) {
+    std::memcpy(dst, src, n);
+  } else if (n >= 8) {
     std::memcpy(dst, src, 8);
     if (n > 16) std::memcpy(dst + 8, src + 8, 8);
     std::memcpy(dst + n - 8, src + n - 8, 8);
@@ -267,7 +265,16 @@ void WriteSmallString(const std::string_view s, TF_TString* out) {
   } else {
     for (size_t i = 0; i < n; ++i) dst[i] = src[i];
   }
-  dst[n] = '\0';
+}
+
+// Writes a string of at most TF_TString_SmallCapacity bytes straight into TString's inline form, as
+// TF_TString_Copy would, without its type dispatch and its call to memcpy. Most feature strings are
+// this short.
+void WriteSmallString(const std::string_view s, TF_TString* out) {
+  TF_TString_Small* small = &out->u.smll;
+  small->size = static_cast<uint8_t>((s.size() << 2) | TF_TSTR_SMALL);
+  CopyBytes(small->str, s.data(), s.size());
+  small->str[s.size()] = '\0';
 }
 
 // Writes the string whose one-byte length is at `p` (at most the inline capacity) in TString's inline
@@ -619,30 +626,6 @@ Status CopyNarrowInts(const ArrayView& array, int64_t lo, int64_t hi, void* out)
   });
   if (!in_range) return Status::InvalidArgument("value " + std::to_string(bad) + " is out of range");
   return Status::Ok();
-}
-
-// memcpy, but up to 16 bytes (the values of a small input: a float or a few) in a few moves instead of
-// a call: a request with hundreds of inputs has hundreds of them.
-inline void CopyBytes(void* out, const void* in, size_t n) {
-  char* dst = static_cast<char*>(out);
-  const char* src = static_cast<const char*>(in);
-  if (n > 16) {
-    std::memcpy(dst, src, n);
-  } else if (n >= 8) {  // two overlapping words
-    uint64_t head, tail;
-    std::memcpy(&head, src, 8);
-    std::memcpy(&tail, src + n - 8, 8);
-    std::memcpy(dst, &head, 8);
-    std::memcpy(dst + n - 8, &tail, 8);
-  } else if (n >= 4) {
-    uint32_t head, tail;
-    std::memcpy(&head, src, 4);
-    std::memcpy(&tail, src + n - 4, 4);
-    std::memcpy(dst, &head, 4);
-    std::memcpy(dst + n - 4, &tail, 4);
-  } else {
-    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
-  }
 }
 
 // Copies float_val/double_val (packed runs in one copy each) into `out`.
