@@ -80,12 +80,12 @@ BAD_REQUESTS = {
     "packed varint of 11 bytes across words": (lambda b: request_from_arrays(
         [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 5 + b"\xff" * 10 + b"\x01"))]), 400,
         "a packed varint is longer than 10 bytes"),
-    # The counter reads 16 bytes at a time: an over-long varint across two blocks, and one inside the
-    # second block.
-    "packed varint of 11 bytes across blocks": (lambda b: request_from_arrays(
+    # A run shorter than the counter's 64-byte blocks is read 8 bytes at a time: over-long varints
+    # starting at several places in a word.
+    "packed varint of 11 bytes after 12 bytes": (lambda b: request_from_arrays(
         [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 12 + b"\xff" * 10 + b"\x01" * 10))]), 400,
         "a packed varint is longer than 10 bytes"),
-    "packed varint of 11 bytes inside a block": (lambda b: request_from_arrays(
+    "packed varint of 11 bytes after 18 bytes": (lambda b: request_from_arrays(
         [("user_id", key(1, 0) + varint(9) + length_delimited(7, b"\x01" * 18 + b"\xff" * 10 + b"\x01" * 5))]),
         400, "a packed varint is longer than 10 bytes"),
     "truncated packed dims": (lambda b: request_from_arrays(

@@ -190,6 +190,26 @@ def test_packed_varints_of_every_length_round_trip_at_every_offset(echo, offset)
     assert_echoed(arrays, body)
 
 
+def test_packed_varints_are_counted_and_checked_wherever_they_fall_in_a_64_byte_block(echo):
+    """The counter reads a packed run 64 bytes at a time, then 8, then byte by byte, carrying a varint's
+    length from one block to the next: a 10-byte varint (the longest there is) counts once, and an
+    11-byte one is refused, inside a block, across a block's edge and in the tail."""
+    others = build_request({alias: array for alias, array in arrays_of_shape((4,)).items() if alias != "int64"})
+    for offset in range(150):
+        for longest, accepted in ((b"\xff" * 9 + b"\x01", True), (b"\xff" * 10 + b"\x01", False)):
+            ones_after = 160 - offset
+            count = offset + 1 + ones_after
+            body = (key(1, 0) + varint(predict_pb2.DT_INT64) + length_delimited(2, length_delimited(1, varint(count)))
+                    + length_delimited(7, b"\x01" * offset + longest + b"\x01" * ones_after))
+            code, response = echo.process(others.SerializeToString() + request_from_arrays([("int64", body)]))
+            if accepted:
+                assert code == 200, (offset, response)
+                got = tensors.from_array_proto(predict_pb2.PredictResponse.FromString(response).outputs["int64"])
+                assert got.tolist() == [1] * offset + [-1] + [1] * ones_after, offset
+            else:
+                assert (code, response) == (400, b"input 'int64': int64_val: a packed varint is longer than 10 bytes"), offset
+
+
 def varint_stream(rng, blocks):
     """Values whose varints mix one-, two- and longer-byte encodings in runs: what the decoder's
     sixteen-byte fast paths (all one-byte, leading two-byte pairs, a leading 9- or 10-byte varint) see,

@@ -43,6 +43,14 @@ def seeds():
     arrays["int32"] = np.arange(40, dtype=np.int32)
     arrays["string"][:] = [b"s" * (i % 17) for i in range(40)]
     yield build_request(arrays).SerializeToString()
+    # Two-byte values decoded eight at a time up to a longer varint near the run's end, where fewer
+    # than eight values are left to write.
+    yield build_request({"int64": np.array(list(range(200, 230)) + [-1], dtype=np.int64)}).SerializeToString()
+    # A run long enough to be walked as two chains, with strings of every inline length (0 to 22
+    # bytes) and a few longer ones.
+    strings = arrays_of_shape((300,))["string"]
+    strings[:] = [bytes([97 + i % 26]) * (i % 26) for i in range(300)]
+    yield build_request({"string": strings}).SerializeToString()
 
 
 def main() -> None:

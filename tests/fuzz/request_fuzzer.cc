@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 
+#include <tensorflow/c/tf_tstring.h>
+
 #include "codec/predict_codec.h"
 #include "common/wire_format.h"
 #include "model/servable.h"
@@ -35,6 +37,17 @@ processor::RequestLimits FuzzLimits() {
   std::abort();
 }
 
+// TString keeps a zero after the bytes of its inline and heap forms, the two MakeTensor writes, and
+// kernels that read a string as a C string rely on it.
+void CheckTerminated(TF_Tensor* tensor) {
+  const auto* strings = static_cast<const TF_TString*>(TF_TensorData(tensor));
+  for (int64_t i = 0; i < TF_TensorElementCount(tensor); ++i) {
+    if (TF_TString_GetDataPointer(&strings[i])[TF_TString_GetSize(&strings[i])] != '\0') {
+      Finding("string " + std::to_string(i) + " of a tensor is not terminated by a zero");
+    }
+  }
+}
+
 // Decodes every input as MakeTensor would, signature or not.
 void DecodeAlone(const uint8_t* data, size_t size) {
   processor::RequestView view;
@@ -47,6 +60,7 @@ void DecodeAlone(const uint8_t* data, size_t size) {
     processor::Status status = processor::MakeTensor(input.second, &tensor);
     if (status.ok() != static_cast<bool>(tensor)) Finding("MakeTensor's status and result disagree");
     if (!status.ok() && status.message().empty()) Finding("MakeTensor failed without a message");
+    if (status.ok() && TF_TensorType(tensor.get()) == TF_STRING) CheckTerminated(tensor.get());
   }
 }
 
