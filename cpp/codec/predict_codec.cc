@@ -71,18 +71,15 @@ Status CountPackedVarints(std::string_view packed, int64_t* count) {
 #if defined(__SSE2__)
   const __m128i high_bits = _mm_set1_epi8(static_cast<char>(0x80));
   __m128i sums = _mm_setzero_si128();
-  // A terminator byte's high bit moved to its bottom bit (a 16-bit shift keeps bytes apart), summed
-  // eight bytes at a time.
-  const auto add_terminators = [&](__m128i bytes) {
-    sums = _mm_add_epi64(sums, _mm_sad_epu8(_mm_srli_epi16(_mm_andnot_si128(bytes, high_bits), 7),
-                                            _mm_setzero_si128()));
-  };
   for (; i + 64 <= packed.size(); i += 64) {
     uint64_t continuing = 0;  // bit k: byte k's high bit
     for (int part = 0; part < 4; ++part) {
       const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed.data() + i + 16 * part));
       continuing |= uint64_t(static_cast<uint32_t>(_mm_movemask_epi8(bytes))) << (16 * part);
-      add_terminators(bytes);
+      // A terminator byte's high bit moved to its bottom bit (a 16-bit shift keeps bytes apart),
+      // summed eight bytes at a time.
+      sums = _mm_add_epi64(sums, _mm_sad_epu8(_mm_srli_epi16(_mm_andnot_si128(bytes, high_bits), 7),
+                                              _mm_setzero_si128()));
     }
     uint64_t ten = continuing & (continuing >> 1);                      // bit k: bytes k..k+1 continue
     ten &= ten >> 2;                                                    // k..k+3
