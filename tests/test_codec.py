@@ -179,9 +179,9 @@ def test_negative_int32_travel_as_ten_byte_varints(echo):
 
 @pytest.mark.parametrize("offset", range(16))
 def test_packed_varints_of_every_length_round_trip_at_every_offset(echo, offset):
-    """The decoder counts packed varints 64, then eight bytes at a time, and decodes them sixteen at a
-    time: a varint of each length (1 to 10 bytes) must count once wherever it falls in a block or a
-    word."""
+    """The decoder counts packed varints 64, then eight bytes at a time, and decodes them sixteen
+    bytes at a time: a varint of each length (1 to 10 bytes) must count once wherever it falls in a
+    block or a word."""
     arrays = arrays_of_shape((4,))
     lengths = [(1 << (7 * k)) - 1 for k in range(1, 10)] + [-1, 0, 2**63 - 1, -(2**63)]
     values = np.array([0] * offset + lengths + lengths[::-1] + [128] * offset, dtype=np.int64)
