@@ -44,13 +44,15 @@ def asan_build():
 
 def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan", **settings):
     """Runs a sanitizer build's stress host for `cycles` cycles while new versions keep appearing, with
-    half the requests logged (the request log's queue, writer thread and rotation run under the
-    sanitizer too) and the config's other `settings`; returns (stdout, stderr, returncode, versions
-    written)."""
+    every request logged (the request log's queue, writer thread and rotation run under the sanitizer
+    too) and the config's other `settings`; returns (stdout, stderr, returncode, versions written).
+    Every request, not a sample: under TSan on a slow machine a cycle may serve only a request or two
+    per thread (each new version's first run creates its executors), and a sample of them could be
+    empty in every log file kept."""
     library, stress = build or sanitizer_build(sanitizer)
     config = tmp_path / "config.json"
     config.write_text(json.dumps(model.config(poll_interval_seconds=0.02, request_log={
-        "path": str(tmp_path / "requests.tfrecord"), "sample_rate": 0.5, "max_records": 100, "backups": 2},
+        "path": str(tmp_path / "requests.tfrecord"), "sample_rate": 1.0, "max_records": 100, "backups": 2},
         **settings)))
     request = tmp_path / "request.bin"
     request.write_bytes(serialize(recommendation_model.random_batch(8, np.random.default_rng(cycles))))
