@@ -1,15 +1,16 @@
 // Native latency/throughput bench: the physical limit (a bare TF_SessionRun loop on the same graph)
 // against process() as a host calls it.
 //
-//   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS [inline]
+//   latency_bench raw SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS THREADS SECONDS [inline] [callable]
 //   (CHECKPOINT_PREFIX "": the SavedModel's own variables)
 //   latency_bench process LIBRARY CONFIG.json REQUEST.bin ITERATIONS THREADS SECONDS
-//   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline] [decoding]
+//   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline] [decoding] [callable]
 //   latency_bench codec SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS [inline]
 //
 // `inline` runs the bare loop's graph in the calling thread (RunOptions.inter_op_thread_pool = -1), as
 // process() does with "enable_inline_execute": pass it when CONFIG.json sets that, so that both sides
-// run alike.
+// run alike. `callable` runs the bare loop through TensorFlow's callable interface (Session::RunCallable,
+// as process() does) instead of TF_SessionRun: the limit of the C++ API rather than of the C API.
 // raw/process print one JSON object: median/p99/mean latency in ms over ITERATIONS sequential calls,
 // and requests/s with THREADS threads over SECONDS.
 // compare loads both paths into one process and alternates them in ROUNDS blocks of ITERATIONS calls
@@ -43,6 +44,7 @@
 
 #include "codec/predict_codec.h"
 #include "common/tf_handles.h"
+#include "model/callable_runner.h"
 #include "model/meta_graph.h"
 #include "model/session_settings.h"
 
@@ -158,7 +160,8 @@ void Compare(const std::function<void()>& raw, const std::function<void()>& proc
 // The bare TensorFlow path: the same SavedModel and checkpoint, inputs decoded once, then TF_SessionRun.
 class RawPath {
  public:
-  RawPath(const char* savedmodel, const char* prefix, const std::string& request, bool run_inline) : request_(request) {
+  RawPath(const char* savedmodel, const char* prefix, const std::string& request, bool run_inline, bool use_callable = false)
+      : request_(request) {
     if (run_inline) {
       const std::string options = processor::EncodeRunOptions(-1);
       run_options_.reset(TF_NewBufferFromString(options.data(), options.size()));
@@ -193,6 +196,18 @@ class RawPath {
       output_names_.push_back(output.alias);
     }
     output_name_views_.assign(output_names_.begin(), output_names_.end());
+    if (use_callable) {
+      std::vector<std::string> feeds, fetches;
+      for (const auto& [name, array] : view.inputs) {
+        for (const auto& input : signature.inputs) {
+          if (input.alias == name) feeds.push_back(input.tensor_name);
+        }
+      }
+      for (const auto& output : signature.outputs) fetches.push_back(output.tensor_name);
+      const processor::Status made = processor::CallableRunner::Create(
+          session_, feeds, fetches, run_inline ? -1 : processor::CallableRunner::kDefaultPool, &callable_);
+      if (!made.ok()) Die(made.message());
+    }
   }
 
   // Restores the checkpoint through the saver, as any TF server does.
@@ -246,6 +261,7 @@ class RawPath {
 
  private:
   void Run(TF_Tensor** results, processor::TfStatus& status) {
+    if (callable_) return callable_->Run(values_.data(), results, status.get());
     TF_SessionRun(session_, run_options_.get(), inputs_.data(), values_.data(), static_cast<int>(inputs_.size()), outputs_.data(),
                   results, static_cast<int>(outputs_.size()), nullptr, 0, nullptr, status.get());
   }
@@ -260,6 +276,7 @@ class RawPath {
   TF_Graph* graph_ = TF_NewGraph();  // the bench exits without closing the session: nothing to tear down
   TF_Session* session_ = nullptr;
   processor::BufferPtr run_options_;  // null: TF's defaults
+  std::unique_ptr<processor::CallableRunner> callable_;  // null: TF_SessionRun
   std::vector<TF_Output> inputs_, outputs_;
   std::vector<std::string> output_names_;
   std::vector<std::string_view> output_name_views_;
@@ -349,10 +366,10 @@ int main(int argc, char** argv) {
     return words;
   };
   const auto inline_flag = [&](int index) { return options(index, {"inline"}).count("inline") > 0; };
-  if (mode == "compare" && argc >= 9 && argc <= 11) {
+  if (mode == "compare" && argc >= 9 && argc <= 12) {
     const std::string request = ReadFile(argv[6]);
-    const std::set<std::string> chosen = options(9, {"inline", "decoding"});
-    RawPath raw(argv[4], argv[5], request, chosen.count("inline") > 0);
+    const std::set<std::string> chosen = options(9, {"inline", "decoding", "callable"});
+    RawPath raw(argv[4], argv[5], request, chosen.count("inline") > 0, chosen.count("callable") > 0);
     ProcessPath process(argv[2], argv[3], request);
     const std::function<void()> bare = chosen.count("decoding") ? std::function<void()>([&] { raw.CallDecoding(); })
                                                                  : std::function<void()>([&] { raw.Call(); });
@@ -365,14 +382,15 @@ int main(int argc, char** argv) {
     TimeCodec(raw, request, std::atoi(argv[5]));
     return 0;
   }
-  if ((mode != "raw" || (argc != 8 && argc != 9)) && (mode != "process" || argc != 8)) {
+  if ((mode != "raw" || argc < 8 || argc > 10) && (mode != "process" || argc != 8)) {
     Die("usage: latency_bench raw|process|compare|codec ... (see the source)");
   }
   const std::string request = ReadFile(argv[4]);
   const int iterations = std::atoi(argv[5]), threads = std::atoi(argv[6]);
   const double seconds = std::atof(argv[7]);
   if (mode == "raw") {
-    RawPath raw(argv[2], argv[3], request, inline_flag(8));
+    const std::set<std::string> chosen = options(8, {"inline", "callable"});
+    RawPath raw(argv[2], argv[3], request, chosen.count("inline") > 0, chosen.count("callable") > 0);
     Report([&] { raw.Call(); }, iterations, threads, seconds);
   } else {
     ProcessPath process(argv[2], argv[3], request);

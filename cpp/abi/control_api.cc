@@ -194,6 +194,11 @@ PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* serv
   return Report("restoring", error, [&] { return servable->servable->Restore(prefix ? prefix : ""); });
 }
 
+PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable, const char** reason) {
+  if (reason) *reason = servable->servable->callable_error().c_str();
+  return servable->servable->run_interface();
+}
+
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size) {
   std::string lines;

@@ -48,6 +48,10 @@ PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* serv
  * the graph does not know the rank; -1 for an unknown dim), in a buffer from malloc(). Returns 0. */
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size);
+/* How this version's requests reach TensorFlow: "callable" (TF's callable interface) or "session_run"
+ * (TF_SessionRun, when TensorFlow made no callable at load). A static string. With "session_run",
+ * *reason (if not NULL) is set to why, borrowed while the servable lives. */
+PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable, const char** reason);
 /* Releases the caller's reference; requests and models still holding the version keep it alive. */
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
 /* Serves a request on this version alone (for warmup), with process()'s contract and default limits. */

@@ -35,6 +35,16 @@ void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors
   out->push_back(']');
 }
 
+// Each serving pool's RunOptions.inter_op_thread_pool: -1 is the caller's thread; kDefaultPool, TF's
+// defaults (pool 0, with no RunOptions to parse per run).
+std::vector<int> ServingPools(const SessionSettings& settings) {
+  if (settings.inline_execute) return {-1};
+  if (settings.session_num == 1) return {CallableRunner::kDefaultPool};
+  std::vector<int> pools;
+  for (int pool = 0; pool < settings.session_num; ++pool) pools.push_back(pool);
+  return pools;
+}
+
 }  // namespace
 
 std::atomic<int64_t> Servable::live_count_{0};
@@ -49,12 +59,8 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
     return BufferPtr(TF_NewBufferFromString(encoded.data(), encoded.size()));
   };
   s->update_run_options_ = run_options(UpdatePoolIndex(options.session));
-  if (options.session.inline_execute) {
-    s->serving_run_options_.push_back(run_options(-1));  // -1: the caller's thread
-  } else if (options.session.session_num == 1) {
-    s->serving_run_options_.emplace_back();  // no RunOptions: pool 0 is TF's default, and nothing to parse per run
-  } else {
-    for (int pool = 0; pool < options.session.session_num; ++pool) s->serving_run_options_.push_back(run_options(pool));
+  for (int pool : ServingPools(options.session)) {
+    s->serving_run_options_.push_back(pool == CallableRunner::kDefaultPool ? BufferPtr() : run_options(pool));
   }
   s->policy_ = options.session.policy;
   s->traced_run_options_ = run_options(options.session.inline_execute ? -1 : 0, /*full_trace=*/true);
@@ -74,6 +80,7 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
   // Initializers are idempotent for the same data, so running them after the SavedModel's own init op
   // is safe, and it covers graphs that register tables without one.
   PROCESSOR_RETURN_IF_ERROR(s->RunTargets(meta_graph.table_initializers, "table initializers"));
+  s->MakeCallables(options.session);
   *servable = std::move(s);
   return Status::Ok();
 }
@@ -97,6 +104,7 @@ Status Servable::LoadSavedModel(const LoadOptions& options, TF_SessionOptions* s
 
 Servable::~Servable() {
   live_count_.fetch_sub(1, std::memory_order_relaxed);
+  serving_callables_.clear();  // released while the session is open
   for (const std::string& key : table_keys_) TableRegistry::Global().Unregister(key);
   if (session_) {
     TfStatus status;
@@ -182,18 +190,50 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
   return Status::Ok();
 }
 
+void Servable::MakeCallables(const SessionSettings& settings) {
+  std::vector<std::string> feeds, fetches;
+  for (const BoundTensor& input : inputs_) feeds.push_back(input.spec.tensor_name);
+  for (const BoundTensor& output : outputs_) fetches.push_back(output.spec.tensor_name);
+  for (int pool : ServingPools(settings)) {
+    std::unique_ptr<CallableRunner> runner;
+    Status made = CallableRunner::Create(session_, feeds, fetches, pool, &runner);
+    if (!made.ok()) {
+      callable_error_ = made.message();
+      serving_callables_.clear();
+      return;
+    }
+    serving_callables_.push_back(std::move(runner));
+  }
+}
+
+bool Servable::IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const {
+  if (inputs.size() != inputs_.size() || outputs.size() != outputs_.size()) return false;
+  const auto same = [](const TF_Output& a, const TF_Output& b) { return a.oper == b.oper && a.index == b.index; };
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!same(inputs[i], inputs_[i].port)) return false;
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (!same(outputs[i], outputs_[i].port)) return false;
+  }
+  return true;
+}
+
 Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values,
                      const std::vector<TF_Output>& outputs, OwnedTensors* results, std::string* run_metadata) const {
   results->Reset(outputs.size());
-  // One TF_Status per thread rather than a heap allocation per request; TF_SessionRun sets it either
-  // way (to OK first thing, then to any error).
+  // One TF_Status per thread rather than a heap allocation per request; both ways of running set it
+  // (to OK, or to the error).
   thread_local TfStatus status;
   BufferPtr metadata(run_metadata ? TF_NewBuffer() : nullptr);
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    TF_SessionRun(session_, run_metadata ? traced_run_options_.get() : ChooseServingRunOptions(), inputs.data(),
-                  values.data(), static_cast<int>(inputs.size()), outputs.data(), results->data(),
-                  static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
+    if (!run_metadata && !serving_callables_.empty() && IsWholeSignature(inputs, outputs)) {
+      serving_callables_[ChooseServingPool()]->Run(values.data(), results->data(), status.get());
+    } else {
+      TF_SessionRun(session_, run_metadata ? traced_run_options_.get() : serving_run_options_[ChooseServingPool()].get(),
+                    inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(), results->data(),
+                    static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
+    }
   }
   if (metadata && metadata->data) run_metadata->assign(static_cast<const char*>(metadata->data), metadata->length);
   if (feature_store_ && !status.ok()) {
@@ -208,9 +248,9 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& v
   return status.ToStatus("running the model");
 }
 
-const TF_Buffer* Servable::ChooseServingRunOptions() const {
+size_t Servable::ChooseServingPool() const {
   const size_t pools = serving_run_options_.size();
-  if (pools == 1) return serving_run_options_[0].get();
+  if (pools == 1) return 0;
   size_t pool;
   if (policy_ == SessionPolicy::kRoundRobin) {
     pool = round_robin_.fetch_add(1, std::memory_order_relaxed) % pools;
@@ -219,7 +259,7 @@ const TF_Buffer* Servable::ChooseServingRunOptions() const {
     thread_local const size_t thread_number = next_thread.fetch_add(1, std::memory_order_relaxed);
     pool = thread_number % pools;
   }
-  return serving_run_options_[pool].get();
+  return pool;
 }
 
 DeltaApplier& Servable::delta_applier() {

@@ -19,6 +19,7 @@
 #include "feature_store/graph_rewrite.h"
 #include "feature_store/local_table.h"
 #include "feature_store/redis_settings.h"
+#include "model/callable_runner.h"
 #include "model/delta_applier.h"
 #include "model/meta_graph.h"
 #include "model/session_settings.h"
@@ -72,6 +73,10 @@ class Servable {
   const std::vector<BoundTensor>& outputs() const { return outputs_; }
   // JSON description of the signature (what process() answers to an empty request).
   const std::string& signature_json() const { return signature_json_; }
+  // How requests reach TensorFlow: "callable" (TF's callable interface, made at load), or "session_run"
+  // (TF_SessionRun, when TensorFlow made no callable; callable_error() says why).
+  const char* run_interface() const { return serving_callables_.empty() ? "session_run" : "callable"; }
+  const std::string& callable_error() const { return callable_error_; }
 
   // Index into inputs()/outputs() of an alias or tensor name; -1 if there is none.
   int FindInput(std::string_view name) const { return input_names_.Find(name); }
@@ -79,7 +84,8 @@ class Servable {
 
   // Runs the session. `results` receives owned tensors, one per output (on failure too: TF may have
   // filled some). With `run_metadata`, the run is fully traced and its serialized RunMetadata (step
-  // stats) stored there.
+  // stats) stored there. A run of the whole signature, untraced, goes through the callable; others
+  // (an output_filter, a timeline step) through TF_SessionRun.
   Status Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
              OwnedTensors* results, std::string* run_metadata = nullptr) const;
 
@@ -109,13 +115,19 @@ class Servable {
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
   DeltaApplier& delta_applier();
-  // The session group: the RunOptions of the pool this request runs on.
-  const TF_Buffer* ChooseServingRunOptions() const;
+  // Made last in Load, when the session holds the whole graph; on failure serving_callables_ stays empty.
+  void MakeCallables(const SessionSettings& settings);
+  bool IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const;
+  // The session group: the pool this request runs on.
+  size_t ChooseServingPool() const;
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
   // One RunOptions per serving pool (or one running ops in the caller's thread; null: TF's defaults).
   std::vector<BufferPtr> serving_run_options_;
+  // One callable per serving pool, running the whole signature (empty: TensorFlow made none).
+  std::vector<std::unique_ptr<CallableRunner>> serving_callables_;
+  std::string callable_error_;
   BufferPtr traced_run_options_;
   SessionPolicy policy_ = SessionPolicy::kMod;
   mutable std::atomic<uint64_t> round_robin_{0};

@@ -96,6 +96,12 @@ class Servable {
   }
 
   // (name, dtype, shape or None when the graph does not know the rank)
+  std::pair<std::string, std::string> RunInterface() const {
+    const char* reason = nullptr;
+    const std::string interface = processor_control_servable_run_interface(servable_.get(), &reason);
+    return {interface, reason ? reason : ""};
+  }
+
   std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>>> Variables() const {
     void* output = nullptr;
     int size = 0;
@@ -287,6 +293,9 @@ PYBIND11_MODULE(_core, m) {
            "Serves a serialized PredictRequest on this version alone; returns (code, bytes).")
       .def("apply_delta", &Servable::ApplyDelta, py::arg("prefix"), py::arg("variables"),
            "Applies an incremental checkpoint atomically; variables are (name, sparse, key dtype). Raises LoadError.")
+      .def_property_readonly("run_interface", &Servable::RunInterface,
+                             "(\"callable\" or \"session_run\", why TensorFlow made no callable or \"\"): how requests "
+                             "reach TensorFlow.")
       .def("variables", &Servable::Variables, "The graph's variables: (name, dtype, shape or None).")
       .def("restore", &Servable::Restore, py::arg("prefix"),
            "Restores a checkpoint into the live session (not atomic for requests in flight). Raises LoadError.");

@@ -201,6 +201,9 @@ class VersionLoader:
             raise ModelLoadError(f"cannot load model version {what}: {e}") from None
         if local.checkpoint is not None:
             check_checkpoint_fits(servable, local.checkpoint.prefix, what)
+        interface, reason = servable.run_interface
+        if interface != "callable":
+            logger.warning("model version %s runs through TF_SessionRun, which is slower per request: %s", what, reason)
         warmup_path = warmup_file(self.config.warmup_file_name, local.savedmodel.path)
         if warmup_path:
             run_warmup(servable, self._warmup.get(warmup_path), self.config.warmup_iterations, what)

@@ -1,0 +1,108 @@
+"""Requests reach TensorFlow through its callable interface (Session::RunCallable), one callable per
+serving pool made at load; what no callable covers (an output_filter, a traced step, a signature
+TensorFlow makes no callable for) goes through TF_SessionRun. Both give TensorFlow's answers."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import processor
+import recommendation_model
+from lifecycle_helpers import serialize
+from processor import _core, predict_pb2, tensors
+from processor.config import parse_config
+from processor.version_loader import session_options
+
+TOLERANCE = 1e-5
+
+
+def load(savedmodel_dir: str, prefix: str | None = None, **settings):
+    options = {**session_options(parse_config({"savedmodel_dir": savedmodel_dir, **settings})),
+               "savedmodel_dir": savedmodel_dir}
+    if prefix:
+        options["checkpoint_prefix"] = prefix
+    return _core.load_servable(options)
+
+
+def serve(servable, batch: dict, output_filter=()) -> tuple[int, dict | str]:
+    request = predict_pb2.PredictRequest.FromString(serialize(batch))
+    request.output_filter.extend(output_filter)
+    code, body = servable.process(request.SerializeToString())
+    if code != 200:
+        return code, body.decode()
+    response = predict_pb2.PredictResponse.FromString(body)
+    return code, {name: tensors.from_array_proto(array) for name, array in response.outputs.items()}
+
+
+def assert_matches(outputs: dict, expected: dict):
+    assert sorted(outputs) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(outputs[name], value, rtol=TOLERANCE, atol=TOLERANCE, err_msg=name)
+
+
+@pytest.mark.parametrize("settings", [{}, {"enable_inline_execute": True},
+                                      {"session_num": 2, "select_session_policy": "RR"},
+                                      {"session_num": 3, "select_session_policy": "MOD"}],
+                         ids=["defaults", "inline", "two pools RR", "three pools MOD"])
+def test_whole_signature_runs_through_a_callable_and_answers_as_tensorflow(rec_model, reference, settings):
+    prefix = rec_model.prefixes()[-1]
+    servable = load(rec_model.savedmodel_dir, prefix, **settings)
+    assert servable.run_interface == ("callable", "")
+    rng = np.random.default_rng(7)
+    # Batches of changing sizes, so that round robin visits every pool's callable and a thread's kept
+    # input tensors are written again with other values, then replaced by other shapes.
+    for size in (6, 6, 6, 3, 1, 3):
+        batch = recommendation_model.random_batch(size, rng)
+        code, outputs = serve(servable, batch)
+        assert code == 200, outputs
+        assert_matches(outputs, reference.predict(prefix, batch))
+        # An output_filter fetches fewer tensors than the callable: TF_SessionRun runs it.
+        code, filtered = serve(servable, batch, ["logits", "prob"])
+        assert code == 200, filtered
+        assert_matches(filtered, reference.predict(prefix, batch, ["logits", "prob"]))
+
+
+def test_tensorflows_errors_come_back_from_the_callable_as_from_session_run(rec_model, batch):
+    servable = load(rec_model.savedmodel_dir, rec_model.prefixes()[-1])
+    bad = {**batch, "item_id": batch["item_id"][:3]}  # each input fits the signature, but not the others
+    code, message = serve(servable, bad)
+    assert code == 400
+    assert message.startswith("running the model: ConcatOp : Dimension 0 in both shapes must be equal")
+    assert serve(servable, batch)[0] == 200  # the thread's next request: its status was reset
+    assert serve(servable, bad, ["prob"]) == (code, message)
+
+
+def build_fed_and_fetched_model(path: str) -> str:
+    """A signature that returns its input as one output: TensorFlow makes no callable for it."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        doubled = tf.identity(x * 2.0, name="doubled")
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"x": x}, outputs={"echo": x, "doubled": doubled})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    return path
+
+
+def test_without_a_callable_requests_go_through_session_run_and_the_load_says_why(tmp_path, caplog):
+    path = build_fed_and_fetched_model(str(tmp_path / "saved_model"))
+    servable = load(path)
+    assert servable.run_interface == ("session_run", "TensorFlow made no callable: x:0 is both fed and fetched.")
+    x = np.array([1.5, -2.0], np.float32)
+    code, outputs = serve(servable, {"x": x}, ["doubled"])
+    assert code == 200, outputs
+    np.testing.assert_array_equal(outputs["doubled"], 2 * x)
+    # TF_SessionRun refuses the whole signature for the same reason
+    assert serve(servable, {"x": x}) == (400, "running the model: x:0 is both fed and fetched.")
+    with caplog.at_level(logging.WARNING, logger="processor"):
+        with processor.Processor({"savedmodel_dir": path}) as p:
+            np.testing.assert_array_equal(p.predict({"x": x}, output_filter=["doubled"])["doubled"], 2 * x)
+    assert "runs through TF_SessionRun, which is slower per request: TensorFlow made no callable: x:0 is both fed " \
+           "and fetched." in caplog.text
