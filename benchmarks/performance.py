@@ -24,6 +24,9 @@ The codec's own wall time is measured in the same way (`latency_bench codec`): p
 parsing it and writing its values into the input tensors, and encoding the outputs, each in a loop,
 against the bare inline run: the share of the bare run that decoding and encoding alone add, a floor
 under the process_c / raw ratio.
+process() runs the model through TensorFlow's callable interface (Session::RunCallable), which the C
+API lacks; inline, it is also compared with a bare RunCallable loop (`compare ... inline callable`):
+the limit of TensorFlow's C++ API, below the C API's TF_SessionRun.
 A third model has 300 float inputs and nothing else (tests/model_builders.py build_wide_model), as
 recommendation models with hundreds of features have: there the cost per input shows, TensorFlow's in
 the bare loop and ours in process(). It runs the inline comparisons and the codec alone.
@@ -72,13 +75,15 @@ def native(mode: str, model: dict, config_path: Path, request: Path, iterations:
 
 
 def compare(model: dict, config_path: Path, request: Path, iterations: int, rounds: int, run_inline: bool = False,
-            decoding: bool = False) -> dict:
+            decoding: bool = False, use_callable: bool = False) -> dict:
     """raw_tf_session_run and process_c interleaved in one process (see latency_bench.cc); with
     run_inline, both run the graph in the calling thread (config_path must set enable_inline_execute);
-    with decoding, the bare loop also decodes the request and encodes the response at every call."""
+    with decoding, the bare loop also decodes the request and encodes the response at every call; with
+    use_callable, the bare loop runs through Session::RunCallable instead of TF_SessionRun."""
     out = subprocess.run([str(BENCH), "compare", str(Path(__import__("processor").library_path())), str(config_path),
                           model["savedmodel"], model["prefix"], str(request), str(iterations), str(rounds)] +
-                         (["inline"] if run_inline else []) + (["decoding"] if decoding else []),
+                         (["inline"] if run_inline else []) + (["decoding"] if decoding else []) +
+                         (["callable"] if use_callable else []),
                          check=True, capture_output=True, text=True, env=ENV).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {"raw_tf_session_run": result["raw"], "process_c": result["process"], "process_ratio": result["ratio"]}
@@ -107,15 +112,18 @@ def wide_request_rounds(work: Path, args, report: dict, features: int = 300) -> 
         request_path = work / f"wide_{batch_size}.bin"
         request_path.write_bytes(request.SerializeToString())
         iterations = max(200, args.iterations // (4 if batch_size == 512 else 1))
-        plain, decoding, stages = [], [], []
+        plain, callable_plain, decoding, stages = [], [], [], []
         for _ in range(args.rounds):
             plain.append(compare(model, config_path, request_path, iterations // 4, 8, run_inline=True))
+            callable_plain.append(compare(model, config_path, request_path, iterations // 4, 8, run_inline=True,
+                                          use_callable=True))
             decoding.append(compare(model, config_path, request_path, iterations // 4, 8, run_inline=True, decoding=True))
             stages.append(codec(model, request_path, iterations))
         stage = {name: statistics.median(r[name]["median_ms"] for r in stages) for name in ("decode", "encode", "raw")}
         report["wide"].append({
             "features": features, "batch": batch_size,
             "ratio_inline": statistics.median(r["process_ratio"] for r in plain),
+            "ratio_inline_to_callable_raw": statistics.median(r["process_ratio"] for r in callable_plain),
             "ratio_inline_to_decoding_raw": statistics.median(r["process_ratio"] for r in decoding),
             "raw_inline_ms": statistics.median(r["raw_tf_session_run"]["median_ms"] for r in plain),
             "process_inline_ms": statistics.median(r["process_c"]["median_ms"] for r in plain),
@@ -156,7 +164,8 @@ def main() -> None:
                 batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
                 request_path = work / f"request_{batch_size}.bin"
                 request_path.write_bytes(serialize(batch))
-                rounds, ratios, inline_rows, decoding_rows, codec_rows, pools_decoding = [], [], [], [], [], []
+                rounds, ratios, inline_rows, callable_rows, decoding_rows, codec_rows, pools_decoding = (
+                    [], [], [], [], [], [], [])
                 for _ in range(args.rounds):
                     codec_rows.append(codec(model, request_path, args.iterations))
                     row = compare(model, config_path, request_path, args.iterations // 4, 8)
@@ -165,6 +174,8 @@ def main() -> None:
                                                   decoding=True)["process_ratio"])
                     inline_rows.append(compare(model, inline_config_path, request_path, args.iterations // 4, 8,
                                                run_inline=True))
+                    callable_rows.append(compare(model, inline_config_path, request_path, args.iterations // 4, 8,
+                                                 run_inline=True, use_callable=True))
                     decoding_rows.append(compare(model, inline_config_path, request_path, args.iterations // 4, 8,
                                                  run_inline=True, decoding=True))
                     row.update(python_paths(processor, config, request_path.read_bytes(), batch, args.iterations))
@@ -178,6 +189,7 @@ def main() -> None:
                     "model": model_name, "batch": batch_size, "ratio": statistics.median(ratios),
                     "ratio_to_decoding_raw": statistics.median(pools_decoding),
                     "ratio_inline": statistics.median(r["process_ratio"] for r in inline_rows),
+                    "ratio_inline_to_callable_raw": statistics.median(r["process_ratio"] for r in callable_rows),
                     "ratio_inline_to_decoding_raw": statistics.median(r["process_ratio"] for r in decoding_rows),
                     "raw_inline_ms": statistics.median(r["raw_tf_session_run"]["median_ms"] for r in inline_rows),
                     "process_inline_ms": statistics.median(r["process_c"]["median_ms"] for r in inline_rows)})
@@ -210,9 +222,11 @@ def main() -> None:
         r["ratio_to_raw"] = r["median_ms"] / raw[(r["model"], r["batch"])]
         print(f"{r['model']:<20} {r['batch']:>5} {r['path']:<20} {r['median_ms']:>10.4f} {r['p99_ms']:>8.4f} {r['ratio_to_raw']:>6.2f}x")
     print(f"\n{'process_c / raw, interleaved in one process':<26} {'pools':>7} {'inline':>7} "
-          f"{'raw inline ms':>14} {'process inline ms':>18} {'/ raw decoding too: pools':>26} {'inline':>7}")
+          f"{'/ RunCallable inline':>21} {'raw inline ms':>14} {'process inline ms':>18} "
+          f"{'/ raw decoding too: pools':>26} {'inline':>7}")
     for r in report["process_to_raw"]:
         print(f"{r['model']:<20} {r['batch']:>5} {r['ratio']:>6.2f}x {r['ratio_inline']:>6.2f}x "
+              f"{r['ratio_inline_to_callable_raw']:>20.3f}x "
               f"{r['raw_inline_ms']:>14.4f} {r['process_inline_ms']:>18.4f} {r['ratio_to_decoding_raw']:>25.3f}x "
               f"{r['ratio_inline_to_decoding_raw']:>6.3f}x")
     print(f"\n{'the codec alone (µs)':<26} {'parse':>7} {'decode':>7} {'encode':>7} {'raw inline':>11} "
@@ -221,10 +235,11 @@ def main() -> None:
         print(f"{r['model']:<20} {r['batch']:>5} {r['parse_us']:>7.2f} {r['decode_us']:>7.2f} {r['encode_us']:>7.2f} "
               f"{r['raw_inline_us']:>11.1f} {100 * r['codec_share']:>11.1f}%")
     print(f"\n{'300 float inputs':<20} {'batch':>5} {'raw inline ms':>14} {'process inline ms':>18} {'/ raw':>7} "
-          f"{'/ raw decoding too':>19} {'decode + encode / raw':>22}")
+          f"{'/ RunCallable':>14} {'/ raw decoding too':>19} {'decode + encode / raw':>22}")
     for r in report["wide"]:
         print(f"{'':<20} {r['batch']:>5} {r['raw_inline_ms']:>14.4f} {r['process_inline_ms']:>18.4f} "
-              f"{r['ratio_inline']:>6.2f}x {r['ratio_inline_to_decoding_raw']:>18.3f}x {100 * r['codec_share']:>21.1f}%")
+              f"{r['ratio_inline']:>6.2f}x {r['ratio_inline_to_callable_raw']:>13.3f}x "
+              f"{r['ratio_inline_to_decoding_raw']:>18.3f}x {100 * r['codec_share']:>21.1f}%")
     print(f"\n{'model':<20} {'path':<20} {'sessions':>8} {'threads':>7} {'req/s':>10}")
     for r in report["throughput"]:
         print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")

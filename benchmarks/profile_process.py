@@ -3,18 +3,20 @@ inside process() on the calling thread (TF's inter-op threads run the kernels; t
 
     make profile        # or: .venv/bin/python benchmarks/profile_process.py [--batch 64]
 
-Instruction counts are repeatable (unlike wall time on a shared machine). The first request after a
-load pays TensorFlow's executor creation (graph optimization); it is reported apart, since warmup
-requests absorb it in production.
+Instruction counts are repeatable (unlike wall time on a shared machine). process() runs the model
+through TensorFlow's callable interface, whose executors (graph optimization) are made at load; when
+a run does create executors inside process() (TF_SessionRun's first run of a set of ports), that is
+reported apart, since warmup requests absorb it in production.
 
     .venv/bin/python benchmarks/profile_process.py --inline [--batch 64]
 
 counts whole calls with the graph run in the calling thread on both sides (enable_inline_execute, and
-the bare TF_SessionRun loop with inter_op_thread_pool = -1), so that TF's kernels are counted too, and
-prints process()'s instructions per call against the bare loop's: a far steadier companion to the
+the bare loops with inter_op_thread_pool = -1), so that TF's kernels are counted too, and prints
+process()'s instructions per call against two bare loops': TF_SessionRun (the C API's limit) and
+Session::RunCallable (the C++ API's, which process() uses). It is a far steadier companion to the
 wall-time ratio of make bench, though not an exact one: TF's ParallelFor splits a kernel's work
 between the calling thread and its intra-op threads differently from run to run, so counts move by a
-few percent between runs (batch 1, run alone: bare loop 124,600-128,400, process() 132,900-133,300),
+few percent between runs (batch 1, run alone, before callables: bare loop 124,600-128,400, process() 132,900-133,300),
 and much more when another process competes for the cores. Run it alone, and more than once.
 """
 from __future__ import annotations
@@ -34,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
 BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
-EXECUTOR = "executor creation (first request only)"
+EXECUTOR = "executor creation (first run only)"
 FUNCTIONS = {
     "process (total)": r"process \[",
-    EXECUTOR: r"DirectSession::GetOrCreateExecutors",
-    "TF_SessionRun (calling thread)": r"TF_SessionRun \[",
+    EXECUTOR: r"DirectSession::(GetOr)?CreateExecutors",
+    "CallableRunner::Run (tensor handoff + TF's run)": r"CallableRunner::Run\(",
+    "TF's run (calling thread)": r"DirectSession::Run(Callable)?\(",
     "ParsePredictRequest": r"ParsePredictRequest",
     "BindInputs (checks + MakeTensor)": r"BindInputs",
     "MakeTensor": r"MakeTensor",
@@ -75,14 +78,15 @@ def main() -> None:
     calls = calls_made(args)
     counts = {label: inclusive_count(annotated, pattern) for label, pattern in FUNCTIONS.items()}
     once = counts.pop(EXECUTOR)
-    for label in ("process (total)", "TF_SessionRun (calling thread)"):  # both include the first request
+    for label in ("process (total)", "TF's run (calling thread)"):  # both include any executor creation
         counts[label] -= once
     steady = counts["process (total)"]
     print(f"batch {args.batch}, {calls} calls; instructions per call on the calling thread")
-    print(f"  {EXECUTOR:<42} {once:>12,} once")
+    if once:
+        print(f"  {EXECUTOR:<48} {once:>12,} once")
     for label, count in counts.items():
         if count:  # 0: inlined into its caller
-            print(f"  {label:<42} {count // calls:>12,}  {100 * count / steady:5.1f} %")
+            print(f"  {label:<48} {count // calls:>12,}  {100 * count / steady:5.1f} %")
 
 
 def callgrind_inclusive(command: list, toggle: str, out: Path, env: dict) -> list:
@@ -118,13 +122,16 @@ def compare_inline(work: Path, config: Path, request: Path, args, env: dict) -> 
     calls = calls_made(args)
     common = [str(request), str(args.iterations), "1", "0"]
     import processor
-    raw = whole_call_instructions([str(BENCH), "raw", str(work / "saved_model"), prefix, *common, "inline"],
-                                  "*RawPath::Call*", work / "raw.out", calls, env)
+    raw_command = [str(BENCH), "raw", str(work / "saved_model"), prefix, *common, "inline"]
+    raw = whole_call_instructions(raw_command, "*RawPath::Call*", work / "raw.out", calls, env)
+    callable_raw = whole_call_instructions([*raw_command, "callable"], "*RawPath::Call*", work / "callable.out",
+                                           calls, env)
     served = whole_call_instructions([str(BENCH), "process", processor.library_path(), str(inline_config), *common],
                                      "*ProcessPath::Call*", work / "process.out", calls, env)
     print(f"batch {args.batch}, graph in the calling thread; instructions per call, TF's kernels included")
     print(f"  {'bare TF_SessionRun loop':<28} {raw:>12,}")
-    print(f"  {'process()':<28} {served:>12,}  {served / raw:.3f}x")
+    print(f"  {'bare RunCallable loop':<28} {callable_raw:>12,}  {callable_raw / raw:.3f}x")
+    print(f"  {'process()':<28} {served:>12,}  {served / raw:.3f}x  ({served / callable_raw:.3f}x RunCallable)")
 
 
 if __name__ == "__main__":
