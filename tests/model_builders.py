@@ -17,6 +17,18 @@ ECHO_DTYPES = {
 }
 
 
+def save_predict_signature(session, path: str, inputs: dict, outputs: dict, saver=None) -> None:
+    """Saves `session`'s graph (and variables) at `path` as a SavedModel tagged "serve" whose
+    "serving_default" predict signature maps `inputs` and `outputs` (alias -> tensor)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    builder = tf1.saved_model.Builder(path)
+    signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs=inputs, outputs=outputs)
+    builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
+                                         saver=saver)
+    builder.save()
+
+
 def build_echo_model(path: str) -> str:
     """A SavedModel whose signature returns each input unchanged: one input per protocol dtype, any shape."""
     import tensorflow as tf
@@ -30,10 +42,7 @@ def build_echo_model(path: str) -> str:
             inputs[alias] = placeholder
             outputs[alias] = tf.identity(placeholder, name=f"out_{alias}")
         with tf1.Session(graph=graph) as session:
-            builder = tf1.saved_model.Builder(path)
-            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs=inputs, outputs=outputs)
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
-            builder.save()
+            save_predict_signature(session, path, inputs, outputs)
     return path
 
 
@@ -52,12 +61,7 @@ def build_lookup_model(path: str, rows: int, dim: int, partitions: int = 1, seed
         gathered = tf.identity(tf.nn.embedding_lookup(table, ids), name="rows")
         with tf1.Session(graph=graph) as session:
             session.run(tf1.global_variables_initializer())
-            builder = tf1.saved_model.Builder(path)
-            signature = tf1.saved_model.signature_def_utils.predict_signature_def(inputs={"ids": ids},
-                                                                                  outputs={"rows": gathered})
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
-                                                 saver=tf1.train.Saver())
-            builder.save()
+            save_predict_signature(session, path, {"ids": ids}, {"rows": gathered}, saver=tf1.train.Saver())
             return None if sample_ids is None else session.run(gathered, {ids: sample_ids})
 
 
@@ -75,11 +79,7 @@ def build_wide_model(path: str, features: int) -> str:
         stacked = tf.stack(columns, axis=1, name="stacked")
         weighted = tf.add_n([(i + 1.0) * column for i, column in enumerate(columns)], name="weighted")
         with tf1.Session(graph=graph) as session:
-            builder = tf1.saved_model.Builder(path)
-            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
-                inputs=inputs, outputs={"stacked": stacked, "weighted": weighted})
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
-            builder.save()
+            save_predict_signature(session, path, inputs, {"stacked": stacked, "weighted": weighted})
     return path
 
 
@@ -95,9 +95,19 @@ def build_counting_model(path: str, tag: int) -> str:
         count = tf.identity(tf.while_loop(lambda i: i < n, lambda i: i + 1, [tf.constant(0, tf.int64)])[0], name="count")
         answer_tag = tf.identity(tf.constant(tag, tf.int64), name="tag")
         with tf1.Session(graph=graph) as session:
-            builder = tf1.saved_model.Builder(path)
-            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
-                inputs={"n": n}, outputs={"count": count, "tag": answer_tag})
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
-            builder.save()
+            save_predict_signature(session, path, {"n": n}, {"count": count, "tag": answer_tag})
+    return path
+
+
+def build_fed_and_fetched_model(path: str) -> str:
+    """A signature that returns its input as one output ("echo" = "x", "doubled" = 2x): TensorFlow
+    makes no callable for it (a tensor both fed and fetched)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        doubled = tf.identity(x * 2.0, name="doubled")
+        with tf1.Session(graph=graph) as session:
+            save_predict_signature(session, path, {"x": x}, {"echo": x, "doubled": doubled})
     return path

@@ -11,6 +11,7 @@ import pytest
 import processor
 import recommendation_model
 from lifecycle_helpers import serialize
+from model_builders import build_fed_and_fetched_model
 from processor import _core, predict_pb2, tensors
 from processor.config import parse_config
 from processor.version_loader import session_options
@@ -72,23 +73,6 @@ def test_tensorflows_errors_come_back_from_the_callable_as_from_session_run(rec_
     assert message.startswith("running the model: ConcatOp : Dimension 0 in both shapes must be equal")
     assert serve(servable, batch)[0] == 200  # the thread's next request: its status was reset
     assert serve(servable, bad, ["prob"]) == (code, message)
-
-
-def build_fed_and_fetched_model(path: str) -> str:
-    """A signature that returns its input as one output: TensorFlow makes no callable for it."""
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf1.placeholder(tf.float32, [None], name="x")
-        doubled = tf.identity(x * 2.0, name="doubled")
-        with tf1.Session(graph=graph) as session:
-            builder = tf1.saved_model.Builder(path)
-            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
-                inputs={"x": x}, outputs={"echo": x, "doubled": doubled})
-            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
-            builder.save()
-    return path
 
 
 def test_without_a_callable_requests_go_through_session_run_and_the_load_says_why(tmp_path, caplog):
