@@ -157,7 +157,8 @@ void Compare(const std::function<void()>& raw, const std::function<void()>& proc
               ratios.front(), ratios.back());
 }
 
-// The bare TensorFlow path: the same SavedModel and checkpoint, inputs decoded once, then TF_SessionRun.
+// The bare TensorFlow path: the same SavedModel and checkpoint, inputs decoded once, then TF_SessionRun
+// (or, with `callable`, Session::RunCallable).
 class RawPath {
  public:
   RawPath(const char* savedmodel, const char* prefix, const std::string& request, bool run_inline, bool use_callable = false)
