@@ -181,12 +181,14 @@ class RawPath {
     const processor::SignatureSpec& signature = spec.signatures.at("serving_default");
     processor::RequestView view;
     if (!processor::ParsePredictRequest(request.data(), request.size(), &view).ok()) Die("bad request file");
+    std::vector<std::string> feeds, fetches;  // for the callable
     for (const auto& [name, array] : view.inputs) {
       for (const auto& input : signature.inputs) {
         if (input.alias != name) continue;
         TensorPtr tensor;
         if (!processor::MakeTensor(array, &tensor).ok()) Die("bad input " + std::string(name));
         inputs_.push_back(Port(input.tensor_name));
+        feeds.push_back(input.tensor_name);
         values_.push_back(tensor.get());
         owned_.push_back(std::move(tensor));
       }
@@ -195,16 +197,10 @@ class RawPath {
     for (const auto& output : signature.outputs) {
       outputs_.push_back(Port(output.tensor_name));
       output_names_.push_back(output.alias);
+      fetches.push_back(output.tensor_name);
     }
     output_name_views_.assign(output_names_.begin(), output_names_.end());
     if (use_callable) {
-      std::vector<std::string> feeds, fetches;
-      for (const auto& [name, array] : view.inputs) {
-        for (const auto& input : signature.inputs) {
-          if (input.alias == name) feeds.push_back(input.tensor_name);
-        }
-      }
-      for (const auto& output : signature.outputs) fetches.push_back(output.tensor_name);
       const processor::Status made = processor::CallableRunner::Create(
           session_, feeds, fetches, run_inline ? -1 : processor::CallableRunner::kDefaultPool, &callable_);
       if (!made.ok()) Die(made.message());
