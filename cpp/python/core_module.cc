@@ -95,13 +95,13 @@ class Servable {
     if (code != 0) ThrowLoadFailure(error);
   }
 
-  // (name, dtype, shape or None when the graph does not know the rank)
   std::pair<std::string, std::string> RunInterface() const {
     const char* reason = nullptr;
     const std::string interface = processor_control_servable_run_interface(servable_.get(), &reason);
     return {interface, reason ? reason : ""};
   }
 
+  // (name, dtype, shape or None when the graph does not know the rank)
   std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>>> Variables() const {
     void* output = nullptr;
     int size = 0;
