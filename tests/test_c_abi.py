@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,13 +100,27 @@ def test_python_mirror_of_the_abi(rec_model, batch):
     assert processor.process(None, b"")[0] == 503
 
 
-def test_library_exports_only_c_symbols():
-    out = subprocess.run(["nm", "-D", "--defined-only", processor.library_path()], check=True,
-                         capture_output=True, text=True).stdout
-    names = sorted(line.split()[-1] for line in out.splitlines() if line.strip())
-    public = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize", "rollback", "get_metrics"}
-    assert public <= set(names)
-    assert all(n in public or n.startswith("processor_control_") for n in names), names
+PUBLIC = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize", "rollback", "get_metrics"}
+ALLOCATOR = {"malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign", "valloc", "pvalloc",
+             "malloc_usable_size"}
+
+
+def defined_symbols(path: str) -> set:
+    out = subprocess.run(["nm", "-D", "--defined-only", path], check=True, capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_library_exports_the_abi_alone_and_needs_only_libc():
+    assert defined_symbols(processor.library_path()) == PUBLIC
+    needed = subprocess.run(["readelf", "-d", processor.library_path()], check=True, capture_output=True,
+                            text=True).stdout
+    assert [line.split("[")[1].rstrip("]") for line in needed.splitlines() if "(NEEDED)" in line] == ["libc.so.6"]
+
+
+def test_engine_exports_only_c_symbols():
+    names = defined_symbols(str(Path(processor.library_path()).with_name("libserving_processor_engine.so")))
+    assert PUBLIC | ALLOCATOR <= names
+    assert all(n in PUBLIC | ALLOCATOR or n.startswith("processor_control_") for n in names), sorted(names)
 
 
 def test_include_dir_and_library_path_point_at_installed_files():
