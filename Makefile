@@ -102,6 +102,7 @@ bench: build
 	$(PY) benchmarks/performance.py
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/feature_store.py
+	$(PY) benchmarks/embedding.py
 
 build: $(BUILD_STAMP)
 

@@ -7,8 +7,14 @@
  * run on many threads at once, also while the model updates itself. finalize() must not race with
  * other calls on the same handle (like free()).
  *
- * Memory: every buffer the library returns through an `output_data` pointer comes from malloc(); the
- * caller owns it and releases it with free() or free_buffer().
+ * Memory: every buffer the library returns through an `output_data` pointer is the caller's, and comes
+ * from the process's malloc() (a replacement such as jemalloc or tcmalloc included, when the dynamic
+ * linker sees it). Release it with free_buffer(); free() is correct too, except in a host that links a
+ * private allocator it does not export.
+ *
+ * Loading: dlopen() this library with any flags, or link it. It needs libc alone, and loads TensorFlow
+ * isolated from the host's own libraries (protobuf, gRPC, abseil, re2, zlib, OpenSSL): see
+ * docs/embedding.md.
  */
 #ifndef PROCESSOR_H_
 #define PROCESSOR_H_
@@ -66,7 +72,7 @@ PROCESSOR_EXPORT int get_metrics(void* model_buf, void** output_data, int* outpu
  * PROCESSOR_UNAVAILABLE for a NULL or finalized handle. The reason of a failure is logged. */
 PROCESSOR_EXPORT int rollback(void* model_buf, long long version);
 
-/* Releases a buffer returned by this library; same as free(). NULL is ignored. */
+/* Releases a buffer returned by this library (the process's free()). NULL is ignored. */
 PROCESSOR_EXPORT void free_buffer(void* buffer);
 
 /* Stops the model's background work and releases the handle from initialize(). Requests already

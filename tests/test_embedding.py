@@ -158,3 +158,38 @@ def test_jemalloc_host_serves_embeddings_from_redis(host_builder, rec_model, ref
     newest = rec_model.prefixes()[-1]
     assert assert_answers_match(answers, {newest: reference.predict(newest, batch)}) == {newest}
     assert "embed-pass" not in json.dumps(summary) + stderr
+
+
+PYTHON_HOST = r"""
+import json, sys
+import grpc, google.protobuf, tensorflow as tf   # each with its own protobuf, imported first
+sys.path.insert(0, sys.argv[3])
+import processor
+from abi import CAbi
+from processor import predict_pb2, tensors
+config, request = json.loads(sys.argv[1]), open(sys.argv[2], "rb").read()
+prob = lambda answer: tensors.from_array_proto(predict_pb2.PredictResponse.FromString(answer).outputs["prob"]).tolist()
+with processor.Processor(config) as p:
+    direct_code, direct = p.process(request)
+abi = CAbi()                                       # the shim, through ctypes, in the same process
+handle, state = abi.initialize(config)
+code, answer = abi.process(handle, request)
+abi.finalize(handle)
+print(json.dumps({"state": state, "codes": [direct_code, code], "direct": prob(direct), "abi": prob(answer)}))
+"""
+
+
+def test_python_process_with_tensorflow_and_grpc_imported_first(rec_model, reference, batch, tmp_path):
+    """`import processor` and the C ABI through ctypes, after grpc, protobuf and tensorflow."""
+    pytest.importorskip("grpc", reason="grpcio is not installed (requirements.txt lists it)")
+    import sys
+    (tmp_path / "request.bin").write_bytes(serialize(batch))
+    result = subprocess.run([sys.executable, "-c", PYTHON_HOST, json.dumps(rec_model.config(poll_interval_seconds=0)),
+                             str(tmp_path / "request.bin"), str(ROOT / "tests")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["state"] == 0 and summary["codes"] == [200, 200]
+    expected = reference.predict(rec_model.prefixes()[-1], batch)["prob"]
+    np.testing.assert_allclose(summary["direct"], expected, atol=1e-5)
+    np.testing.assert_allclose(summary["abi"], expected, atol=1e-5)
