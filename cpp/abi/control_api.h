@@ -1,7 +1,7 @@
 /* The control plane's private view of the data plane.
  *
  * Used only by the Python binding (processor._core) that ships in the same package; not installed,
- * not stable. It is plain C so that libserving_processor.so exports nothing but C symbols.
+ * not stable. It is plain C so that libserving_processor_engine.so exports nothing but C symbols.
  * Strings are borrowed for the call. Errors come back as a message from malloc() that the caller frees
  * with free_buffer().
  */

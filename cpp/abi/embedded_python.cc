@@ -86,7 +86,7 @@ std::string Dirname(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-// <site-packages>/processor/libserving_processor.so -> <site-packages>
+// <site-packages>/processor/libserving_processor_engine.so -> <site-packages>
 std::string SitePackagesOfThisLibrary() {
   Dl_info info;
   if (!dladdr(reinterpret_cast<void*>(&StartControlPlane), &info) || !info.dli_fname) return "";

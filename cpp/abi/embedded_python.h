@@ -2,7 +2,7 @@
 //
 // initialize() in a process without Python starts an interpreter (once per process), loading libpython
 // with dlopen(); in a process that already runs Python it uses that interpreter. The library never links
-// libpython, so a Python host and a C host load the very same file.
+// libpython, so a Python host (processor._core) and a C host (through the shim) load the very same engine.
 #pragma once
 
 #include <string>

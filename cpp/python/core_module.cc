@@ -1,5 +1,5 @@
 // processor._core: the pybind11 binding the Python control plane drives the data plane with.
-// It speaks to libserving_processor.so only through C (processor.h and abi/control_api.h).
+// It speaks to the engine (libserving_processor_engine.so) only through C (processor.h and abi/control_api.h).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -285,7 +285,7 @@ class Model {
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "Processor's data plane (libserving_processor.so), as the control plane sees it.";
+  m.doc() = "Processor's data plane (libserving_processor_engine.so), as the control plane sees it.";
   py::register_exception<LoadFailure>(m, "LoadError", PyExc_RuntimeError);
 
   py::class_<Servable, std::shared_ptr<Servable>>(m, "Servable", "One loaded model version.")
