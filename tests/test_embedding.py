@@ -60,16 +60,18 @@ def host_builder(tmp_path_factory):
 
 
 def run_host(binary, mode, library, config: dict, batch, out_dir: Path, threads=2, seconds=1.0, during=None):
-    """Runs the host (under env -i); `during` runs while it serves. Returns (summary, distinct answers)."""
+    """Runs the host (under env -i); `during` runs once it serves. Returns (summary, distinct answers, stderr)."""
     out_dir.mkdir()
     (out_dir / "config.json").write_text(json.dumps(config))
     (out_dir / "request.bin").write_bytes(serialize(batch))
     host = subprocess.Popen(["env", "-i", binary, mode, library, str(out_dir / "config.json"),
                              str(out_dir / "request.bin"), str(out_dir), str(threads), str(seconds)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if during:
+    first = host.stdout.readline()
+    if during and first == "initialized\n":
         during()
     stdout, stderr = host.communicate(timeout=300)
+    stdout = first + stdout
     assert host.returncode == 0, f"exit {host.returncode}\n{stdout}\n{stderr[-3000:]}"
     summary = json.loads(stdout.strip().splitlines()[-1])
     answers = [predict_pb2.PredictResponse.FromString(p.read_bytes()) for p in sorted(out_dir.glob("answer-*.bin"))]
@@ -122,7 +124,6 @@ def test_host_with_a_malloc_replacement_serves_while_versions_swap(host_builder,
     expected = {model.prefixes()[-1]: reference.predict(model.prefixes()[-1], batch)}
 
     def publish_versions():
-        time.sleep(2.5)  # TensorFlow's start and the first version's load
         for seed in range(3):
             model.trainer.train(3, seed=100 + seed)
             prefix = model.trainer.save_checkpoint(model.checkpoint_dir)
@@ -131,7 +132,7 @@ def test_host_with_a_malloc_replacement_serves_while_versions_swap(host_builder,
 
     summary, answers, stderr = run_host(host_builder(allocator), "local", processor.library_path(),
                                         model.config(poll_interval_seconds=0.1), batch, tmp_path / "out",
-                                        threads=4, seconds=7.0, during=publish_versions)
+                                        threads=4, seconds=9.0, during=publish_versions)
     assert summary["failed"] == 0, summary
     assert summary["bad_request_code"] == 400
     seen = assert_answers_match(answers, expected)

@@ -8,7 +8,8 @@
 // (RTLD_LAZY), or linked (the host was linked with -lserving_processor; LIBRARY is not opened).
 // It parses REQUEST.bin with its own protobuf, sends it back re-serialized from THREADS threads for
 // SECONDS, parses every 200 answer with its own protobuf, releases every buffer with free(), and writes
-// each distinct answer to OUT_DIR/answer-<i>.bin. A malformed request must get 400. Last line, JSON:
+// each distinct answer to OUT_DIR/answer-<i>.bin. A malformed request must get 400. It prints
+// "initialized" once initialize() returned; last line, JSON:
 // {"requests": N, "ok": N, "failed": N, "distinct": N, "bad_request_code": C, "first_failure": "..."}.
 #include <dlfcn.h>
 
@@ -103,6 +104,8 @@ int main(int argc, char** argv) {
   int state = 1;
   void* model = abi.initialize("", config.c_str(), &state);
   if (!model || state != 0) Die("initialize failed, state " + std::to_string(state));
+  std::printf("initialized\n");
+  std::fflush(stdout);
 
   void* out = nullptr;
   int size = 0;
