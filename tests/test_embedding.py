@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,10 @@ from processor import predict_pb2, tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOCATORS = {"system": [], "jemalloc": ["-ljemalloc"], "tcmalloc": ["-ltcmalloc"]}
+
+
+def allocator_installed(name: str) -> bool:
+    return any(Path("/usr/lib").glob(f"*/lib{name}.so"))
 
 
 def missing_system_parts():
@@ -118,7 +121,7 @@ def test_the_engine_loaded_directly_crashes_such_a_host(host_builder, rec_model,
 @pytest.mark.parametrize("allocator", ["jemalloc", "tcmalloc"])
 def test_host_with_a_malloc_replacement_serves_while_versions_swap(host_builder, allocator, rec_model, reference,
                                                                   batch, tmp_path):
-    if not list(Path("/usr/lib").glob(f"*/lib{allocator}.so")):
+    if not allocator_installed(allocator):
         pytest.skip(f"lib{allocator}.so is not installed (.ci/run installs libjemalloc-dev and libgoogle-perftools-dev)")
     model = rec_model.copy(tmp_path / "model")
     expected = {model.prefixes()[-1]: reference.predict(model.prefixes()[-1], batch)}
@@ -142,7 +145,7 @@ def test_host_with_a_malloc_replacement_serves_while_versions_swap(host_builder,
 
 def test_jemalloc_host_serves_embeddings_from_redis(host_builder, rec_model, reference, batch, tmp_path):
     """hiredis strdup()s through libc (the host's jemalloc) and free()s through the engine: one heap."""
-    if not Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so").exists() and not list(Path("/usr/lib").glob("*/libjemalloc.so")):
+    if not allocator_installed("jemalloc"):
         pytest.skip("libjemalloc.so is not installed (.ci/run installs libjemalloc-dev)")
     from redis_servers import RedisServer
     if not shutil.which("redis-server"):
@@ -194,3 +197,36 @@ def test_python_process_with_tensorflow_and_grpc_imported_first(rec_model, refer
     expected = reference.predict(rec_model.prefixes()[-1], batch)["prob"]
     np.testing.assert_allclose(summary["direct"], expected, atol=1e-5)
     np.testing.assert_allclose(summary["abi"], expected, atol=1e-5)
+
+
+NO_HANDLE_CALLS = r"""
+import ctypes, json, sys
+def calls(path):
+    lib = ctypes.CDLL(path)
+    out, size = ctypes.c_void_p(), ctypes.c_int()
+    answers = []
+    for name in ("process", "get_serving_model_info", "get_metrics"):
+        args = (None, b"x", 1) if name == "process" else (None,)
+        code = getattr(lib, name)(*args, ctypes.byref(out), ctypes.byref(size))
+        answers.append([code, ctypes.string_at(out.value, size.value).decode()])
+        lib.free_buffer(out)
+    lib.rollback.argtypes = [ctypes.c_void_p, ctypes.c_longlong]
+    answers.append([lib.rollback(None, -1), ""])
+    lib.finalize(None)
+    return answers
+print(json.dumps({"shim": calls(sys.argv[1]), "engine": calls(sys.argv[2])}))
+"""
+
+
+def test_shim_answers_a_null_handle_as_the_engine_does_before_loading_it():
+    """Before any initialize() the shim has no engine and answers NULL handles itself, with the
+    engine's codes and message (the message is written in both)."""
+    import sys
+    engine = str(Path(processor.library_path()).with_name("libserving_processor_engine.so"))
+    result = subprocess.run([sys.executable, "-c", NO_HANDLE_CALLS, processor.library_path(), engine],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "loaded the engine" not in result.stderr  # the shim answered without loading it
+    assert answers["shim"] == answers["engine"]
+    assert answers["shim"][0] == [503, "model_buf is NULL: initialize() failed or was not called"]

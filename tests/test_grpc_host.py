@@ -2,7 +2,7 @@
 plain flags, built with the system malloc and with jemalloc, driven by a real gRPC client (grpcio)."""
 from __future__ import annotations
 
-import os
+import json
 import re
 import shutil
 import signal
@@ -45,7 +45,6 @@ class Server:
     """A running grpc_host (under env -i) and a channel to it."""
 
     def __init__(self, binary: str, config: dict, tmp_path: Path, threads: int = 8):
-        import json
         config_path = tmp_path / "config.json"
         config_path.write_text(json.dumps(config))
         self.log = open(tmp_path / "grpc_host.stderr", "w+")
