@@ -1,0 +1,3 @@
+module processor.example/go_host
+
+go 1.19
