@@ -91,10 +91,16 @@ def test_c_host_bench_mode_reports_throughput_and_latency(c_host, rec_model, tmp
     line = next(l for l in result.stdout.splitlines() if l.startswith("bench: "))
     import re
     match = re.fullmatch(r"bench: (\d+) requests in ([\d.]+) s on 2 thread\(s\): (\d+) requests/s, p50 ([\d.]+) ms, "
-                         r"p99 ([\d.]+) ms, max ([\d.]+) ms, 0 errors", line)
+                         r"p99 ([\d.]+) ms, max ([\d.]+) ms, mean ([\d.]+) ms, 0 errors", line)
     assert match, line
-    count, seconds, rate, p50, p99, worst = map(float, match.groups())
+    count, seconds, rate, p50, p99, worst, mean = map(float, match.groups())
     assert count > 10 and abs(rate - count / seconds) <= 0.02 * rate and 0 < p50 <= p99 <= worst
+    assert 0 < mean <= worst
+    # IDLE_US: each thread sleeps between requests (2 ms here: at most 250 requests in 0.5 s)
+    idle = run_host(c_host, config, "--bench", request, "0.5", "1", "2000")
+    assert idle.returncode == 0, idle.stdout + idle.stderr
+    line = next(l for l in idle.stdout.splitlines() if l.startswith("bench: "))
+    assert 10 < int(line.split()[1]) <= 250, line
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"\xff\xfe")
     failed = run_host(c_host, config, "--bench", bad, "0.2", "1")

@@ -2,6 +2,7 @@
 plain flags, built with the system malloc and with jemalloc, driven by a real gRPC client (grpcio)."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,8 +31,8 @@ def hosts(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("grpc_host")
     jemalloc = any(Path("/usr/lib").glob("*/libjemalloc.so"))
     subprocess.run(["make", "-s", "-j2", "-C", str(EXAMPLE), f"OUT={out}", f"PROCESSOR_INCLUDE={processor.include_dir()}",
-                    "jemalloc" if jemalloc else "all"], check=True)
-    built = {"system": str(out / "grpc_host")}
+                    "jemalloc" if jemalloc else "all", "load"], check=True)
+    built = {"system": str(out / "grpc_host"), "load": str(out / "grpc_load")}
     if jemalloc:
         built["jemalloc"] = str(out / "grpc_host-jemalloc")
     return built
@@ -45,6 +46,7 @@ class Server(HostProcess):
         self.channel = grpc.insecure_channel(self.address)
         self.predict = self.channel.unary_unary("/processor.Processor/Predict")
         self.model_info = self.channel.unary_unary("/processor.Processor/GetModelInfo")
+        self.metrics = self.channel.unary_unary("/processor.Processor/GetMetrics")
 
     def stop(self, timeout: float = 30.0):
         self.channel.close()
@@ -96,11 +98,45 @@ def test_grpc_host_serves_like_tensorflow_maps_errors_and_stops_on_sigterm(serve
     assert error.value.code() == grpc.StatusCode.INTERNAL
     # the model keeps serving after the errors
     np.testing.assert_allclose(outputs_of(server.predict(serialize(batch), timeout=30))["prob"], served["prob"])
+    # the library's metrics through GetMetrics (a Metrics message: field 1, the Prometheus text)
+    metrics = server.metrics(b"", timeout=30)
+    assert metrics[0] == 0x0A
+    text = metrics.decode(errors="replace")
+    assert ':tensorflow:serving:request_count{model_name="default",status="OK"} 2\n' in text
+    assert ':tensorflow:serving:request_count{model_name="default",status="INVALID_ARGUMENT"} 2\n' in text
 
     code, seconds, rest = server.stop()
     assert code == 0 and "stopped" in rest, server.stderr()[-3000:]
     assert seconds < 10
     assert "processor closed" in server.stderr()
+
+
+def test_grpc_load_reports_the_hosts_rate_latency_and_the_librarys_own_time(hosts, serve, rec_model, batch, tmp_path):
+    server = serve("system", rec_model.config())
+    request = tmp_path / "request.bin"
+    request.write_bytes(serialize(batch))
+    out = subprocess.run([hosts["load"], server.address, str(request), "1", "2"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    bench, library = out.stdout.splitlines()
+    match = re.fullmatch(r"bench: (\d+) requests in ([\d.]+) s on 2 connection\(s\): (\d+) requests/s, "
+                         r"p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms, 0 errors", bench)
+    assert match, bench
+    count, p50, p99, worst = int(match[1]), float(match[4]), float(match[5]), float(match[6])
+    assert count > 10 and 0 < p50 <= p99 <= worst
+    match = re.fullmatch(r"library: mean ([\d.]+) ms over (\d+) requests", library)
+    assert match and int(match[2]) == count and 0 < float(match[1]) < worst, library
+    info = subprocess.run([hosts["load"], server.address, str(request), "0.5", "1", "--model-info"],
+                          capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "library:" not in info.stdout and ", 0 errors" in info.stdout, info.stdout
+    # a request the library rejects is counted as an error, with the library's message, and fails the run
+    unknown = predict_pb2.PredictRequest()
+    unknown.inputs["nope"].dtype = predict_pb2.DT_FLOAT
+    request.write_bytes(unknown.SerializeToString())
+    failed = subprocess.run([hosts["load"], server.address, str(request), "0.3", "1"], capture_output=True, text=True,
+                            timeout=60)
+    assert failed.returncode == 1 and "bench: no request answered OK" in failed.stdout
+    assert "grpc_load: 3: unknown input 'nope'" in failed.stderr
 
 
 @pytest.mark.parametrize("variant", ["system", "jemalloc"])

@@ -2,13 +2,15 @@
  * request files, and prints (and optionally saves) the responses. No Python, no TensorFlow headers.
  *
  *   c_host LIBRARY CONFIG.json [--out DIR] REQUEST.bin...
- *   c_host LIBRARY CONFIG.json --bench REQUEST.bin [SECONDS [THREADS]]
+ *   c_host LIBRARY CONFIG.json --bench REQUEST.bin [SECONDS [THREADS [IDLE_US]]]
  *
  * For each request it prints "REQUEST -> CODE, N bytes" (and the message when CODE != 200) and, with
  * --out, writes the response to DIR/<index>.bin. It also prints the signature (an empty request) and
  * the size of the ServingModelInfo, then finalizes. Exit status: 0 when every call behaved, 1 otherwise.
  * --bench sends one request file from THREADS threads (default 1) for SECONDS (default 5) and prints
- * requests/s and latency percentiles; any answer but 200 is an error and fails the run.
+ * requests/s, latency percentiles and the mean; any answer but 200 is an error and fails the run. With
+ * IDLE_US, each thread sleeps that many microseconds between requests (not timed), as a server's threads
+ * wait for the network: a request then finds the caches and TensorFlow's threads cold.
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -69,6 +71,7 @@ typedef struct {
   const char* request;
   int request_size;
   double deadline;
+  long idle_us;
   double* latencies;
   long count, capacity, errors;
 } bench_thread;
@@ -93,6 +96,10 @@ static void* bench_loop(void* arg) {
       b->latencies = grown;
     }
     b->latencies[b->count++] = elapsed;
+    if (b->idle_us > 0) {
+      const struct timespec idle = {b->idle_us / 1000000, (b->idle_us % 1000000) * 1000};
+      nanosleep(&idle, NULL);
+    }
   }
   return NULL;
 }
@@ -104,14 +111,14 @@ static int compare_doubles(const void* a, const void* b) {
 
 /* Prints requests/s and latency percentiles; returns the number of failed calls. */
 static long bench(process_fn process_request, free_fn free_response, void* model, const char* request,
-                  int request_size, double seconds, int threads) {
+                  int request_size, double seconds, int threads, long idle_us) {
   bench_thread* workers = calloc(threads, sizeof(bench_thread));
   pthread_t* ids = calloc(threads, sizeof(pthread_t));
   if (!workers || !ids) return 1;
   const double started = now_seconds();
   for (int t = 0; t < threads; ++t) {
     workers[t] = (bench_thread){process_request, free_response, model, request, request_size, started + seconds,
-                                NULL, 0, 0, 0};
+                                idle_us, NULL, 0, 0, 0};
     pthread_create(&ids[t], NULL, bench_loop, &workers[t]);
   }
   long total = 0, errors = 0;
@@ -130,9 +137,11 @@ static long bench(process_fn process_request, free_fn free_response, void* model
   }
   if (all && total) {
     qsort(all, total, sizeof(double), compare_doubles);
+    double sum = 0;
+    for (long i = 0; i < total; ++i) sum += all[i];
     printf("bench: %ld requests in %.2f s on %d thread(s): %.0f requests/s, p50 %.3f ms, p99 %.3f ms, "
-           "max %.3f ms, %ld errors\n", total, elapsed, threads, total / elapsed, all[total / 2] * 1e3,
-           all[total * 99 / 100] * 1e3, all[total - 1] * 1e3, errors);
+           "max %.3f ms, mean %.3f ms, %ld errors\n", total, elapsed, threads, total / elapsed, all[total / 2] * 1e3,
+           all[total * 99 / 100] * 1e3, all[total - 1] * 1e3, sum / total * 1e3, errors);
   } else {
     printf("bench: no request answered 200 (%ld errors)\n", errors);
   }
@@ -145,13 +154,15 @@ static long bench(process_fn process_request, free_fn free_response, void* model
 int main(int argc, char** argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: %s LIBRARY CONFIG.json [--out DIR] REQUEST.bin...\n"
-                    "       %s LIBRARY CONFIG.json --bench REQUEST.bin [SECONDS [THREADS]]\n", argv[0], argv[0]);
+                    "       %s LIBRARY CONFIG.json --bench REQUEST.bin [SECONDS [THREADS [IDLE_US]]]\n", argv[0],
+            argv[0]);
     return 2;
   }
   const char* out_dir = NULL;
   const char* bench_request = NULL;
   double bench_seconds = 5;
   int bench_threads = 1;
+  long bench_idle_us = 0;
   int first_request = 3;
   if (argc > 4 && strcmp(argv[3], "--out") == 0) {
     out_dir = argv[4];
@@ -160,8 +171,9 @@ int main(int argc, char** argv) {
     bench_request = argv[4];
     if (argc > 5) bench_seconds = atof(argv[5]);
     if (argc > 6) bench_threads = atoi(argv[6]);
-    if (bench_seconds <= 0 || bench_threads < 1) {
-      fprintf(stderr, "--bench: SECONDS must be > 0 and THREADS >= 1\n");
+    if (argc > 7) bench_idle_us = atol(argv[7]);
+    if (bench_seconds <= 0 || bench_threads < 1 || bench_idle_us < 0) {
+      fprintf(stderr, "--bench: SECONDS must be > 0, THREADS >= 1 and IDLE_US >= 0\n");
       return 2;
     }
     first_request = argc;
@@ -220,7 +232,8 @@ int main(int argc, char** argv) {
     long size = 0;
     char* request = read_file(bench_request, &size);
     if (!request) return 1;
-    failures += bench(process_request, free_response, model, request, (int)size, bench_seconds, bench_threads) != 0;
+    failures += bench(process_request, free_response, model, request, (int)size, bench_seconds, bench_threads,
+                      bench_idle_us) != 0;
     free(request);
   }
 

@@ -3,11 +3,11 @@
 //
 //   grpc_host LIBRARY CONFIG.json [--address HOST:PORT] [--threads N]
 //
-// Serves processor.Processor (processor_service.proto): Predict and GetModelInfo, from up to N server
-// threads (default 8). The library's codes become gRPC codes (400 INVALID_ARGUMENT, 503 UNAVAILABLE,
-// anything else INTERNAL) with the library's message. Prints "listening on HOST:PORT" once it serves
-// (port 0 picks a free one); SIGTERM or SIGINT stops it: in-flight calls finish (up to 5 s), the model
-// is finalized, it prints "stopped" and exits 0. Build: make (see Makefile).
+// Serves processor.Processor (processor_service.proto): Predict, GetModelInfo and GetMetrics, from up
+// to N server threads (default 8). The library's codes become gRPC codes (400 INVALID_ARGUMENT, 503
+// UNAVAILABLE, anything else INTERNAL) with the library's message. Prints "listening on HOST:PORT"
+// once it serves (port 0 picks a free one); SIGTERM or SIGINT stops it: in-flight calls finish (up to
+// 5 s), the model is finalized, it prints "stopped" and exits 0. Build: make (see Makefile).
 #include <dlfcn.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -32,6 +32,7 @@ struct Library {
   void* (*initialize)(const char*, const char*, int*);
   int (*process)(void*, const void*, int, void**, int*);
   int (*get_serving_model_info)(void*, void**, int*);
+  int (*get_metrics)(void*, void**, int*);
   void (*free_buffer)(void*);
   void (*finalize)(void*);
 
@@ -44,9 +45,10 @@ struct Library {
     initialize = reinterpret_cast<decltype(initialize)>(dlsym(handle, "initialize"));
     process = reinterpret_cast<decltype(process)>(dlsym(handle, "process"));
     get_serving_model_info = reinterpret_cast<decltype(get_serving_model_info)>(dlsym(handle, "get_serving_model_info"));
+    get_metrics = reinterpret_cast<decltype(get_metrics)>(dlsym(handle, "get_metrics"));
     free_buffer = reinterpret_cast<decltype(free_buffer)>(dlsym(handle, "free_buffer"));
     finalize = reinterpret_cast<decltype(finalize)>(dlsym(handle, "finalize"));
-    return initialize && process && get_serving_model_info && free_buffer && finalize;
+    return initialize && process && get_serving_model_info && get_metrics && free_buffer && finalize;
   }
 };
 
@@ -99,6 +101,15 @@ class ProcessorService final : public processor::Processor::Service {
     if (code != PROCESSOR_OK) return ToGrpc(code, answer);
     return answer.ParseInto(info) ? grpc::Status::OK
                                   : grpc::Status(grpc::StatusCode::INTERNAL, "unparsable ServingModelInfo");
+  }
+
+  grpc::Status GetMetrics(grpc::ServerContext*, const processor::MetricsRequest*,
+                          processor::Metrics* metrics) override {
+    Answer answer(library_);
+    const int code = library_.get_metrics(model_, answer.data(), answer.size());
+    if (code != PROCESSOR_OK) return ToGrpc(code, answer);
+    metrics->set_text(answer.text());
+    return grpc::Status::OK;
   }
 
  private:

@@ -1,0 +1,131 @@
+// A closed-loop load client for grpc_host: CONNECTIONS threads, each with its own channel, send one
+// serialized PredictRequest for SECONDS and keep every latency; prints the same line as c_host --bench
+// (requests/s, p50, p99, max, errors), so the two compare directly (benchmarks/embedding.py).
+// It also prints the library's own mean time in process() over the run ("library: mean X ms"), from
+// the host's GetMetrics before and after. With --model-info the threads call GetModelInfo instead:
+// the round trip of gRPC itself, as the library answers it without running the model.
+//
+//   grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info]]]
+//
+// Exit status 0 when every call answered OK. Build: make load (see Makefile).
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "processor_service.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The sum (microseconds) and count of the library's request_latency histogram, from GetMetrics.
+struct LatencyTotals {
+  double sum_us = 0, count = 0;
+};
+
+double Value(const std::string& text, const std::string& name) {
+  double total = 0;
+  for (size_t at = text.find(name); at != std::string::npos; at = text.find(name, at + 1)) {
+    if (at > 0 && text[at - 1] != '\n') continue;
+    const size_t space = text.find(' ', text.find('}', at));
+    total += std::atof(text.c_str() + space + 1);
+  }
+  return total;
+}
+
+bool FetchLatency(processor::Processor::Stub* stub, LatencyTotals* totals) {
+  grpc::ClientContext context;
+  processor::Metrics metrics;
+  if (!stub->GetMetrics(&context, processor::MetricsRequest(), &metrics).ok()) return false;
+  totals->sum_us = Value(metrics.text(), ":tensorflow:serving:request_latency_sum{");
+  totals->count = Value(metrics.text(), ":tensorflow:serving:request_latency_count{");
+  return true;
+}
+
+struct Worker {
+  std::vector<double> latencies;  // seconds
+  long errors = 0;
+  std::string first_error;
+};
+
+void Run(const std::string& address, int index, const tensorflow::eas::PredictRequest& request, bool model_info,
+         Clock::time_point deadline, Worker* worker) {
+  grpc::ChannelArguments arguments;
+  arguments.SetInt("processor.load.connection", index);  // a distinct argument: a connection of its own
+  auto stub = processor::Processor::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments));
+  while (Clock::now() < deadline) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    tensorflow::eas::PredictResponse response;
+    tensorflow::eas::ServingModelInfo info;
+    const auto started = Clock::now();
+    const grpc::Status status = model_info ? stub->GetModelInfo(&context, processor::ModelInfoRequest(), &info)
+                                           : stub->Predict(&context, request, &response);
+    const std::chrono::duration<double> elapsed = Clock::now() - started;
+    if (status.ok()) {
+      worker->latencies.push_back(elapsed.count());
+    } else if (worker->errors++ == 0) {
+      worker->first_error = std::to_string(status.error_code()) + ": " + status.error_message();
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info]]]\n");
+    return 2;
+  }
+  const double seconds = argc > 3 ? std::atof(argv[3]) : 5;
+  const int connections = argc > 4 ? std::atoi(argv[4]) : 1;
+  const bool model_info = argc > 5 && std::string(argv[5]) == "--model-info";
+  std::ifstream in(argv[2], std::ios::binary);
+  const std::string wire((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  tensorflow::eas::PredictRequest request;
+  if (!in || !request.ParseFromString(wire) || seconds <= 0 || connections < 1) {
+    std::fprintf(stderr, "grpc_load: %s is not a PredictRequest, or SECONDS <= 0 or CONNECTIONS < 1\n", argv[2]);
+    return 2;
+  }
+  auto metrics_stub = processor::Processor::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
+  LatencyTotals before, after;
+  const bool library_times = !model_info && FetchLatency(metrics_stub.get(), &before);
+  std::vector<Worker> workers(connections);
+  std::vector<std::thread> threads;
+  const auto started = Clock::now();
+  const auto deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  for (int i = 0; i < connections; ++i) threads.emplace_back(Run, argv[1], i, std::cref(request), model_info, deadline,
+                                                           &workers[i]);
+  for (auto& t : threads) t.join();
+  const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+  std::vector<double> all;
+  long errors = 0;
+  for (const Worker& w : workers) {
+    all.insert(all.end(), w.latencies.begin(), w.latencies.end());
+    errors += w.errors;
+    if (!w.first_error.empty()) std::fprintf(stderr, "grpc_load: %s\n", w.first_error.c_str());
+  }
+  if (all.empty()) {
+    std::printf("bench: no request answered OK (%ld errors)\n", errors);
+    return 1;
+  }
+  std::sort(all.begin(), all.end());
+  const size_t n = all.size();
+  std::printf("bench: %zu requests in %.2f s on %d connection(s): %.0f requests/s, p50 %.3f ms, p99 %.3f ms, "
+              "max %.3f ms, %ld errors\n", n, elapsed, connections, n / elapsed, all[n / 2] * 1e3,
+              all[n * 99 / 100] * 1e3, all[n - 1] * 1e3, errors);
+  if (library_times && FetchLatency(metrics_stub.get(), &after) && after.count > before.count) {
+    std::printf("library: mean %.3f ms over %.0f requests\n",
+                (after.sum_us - before.sum_us) / (after.count - before.count) / 1e3, after.count - before.count);
+  }
+  return errors ? 1 : 0;
+}
