@@ -111,3 +111,52 @@ def build_fed_and_fetched_model(path: str) -> str:
         with tf1.Session(graph=graph) as session:
             save_predict_signature(session, path, {"x": x}, {"echo": x, "doubled": doubled})
     return path
+
+
+VOCABULARY = ["cars", "books", "games"]
+
+
+def build_vocabulary_model(path: str, vocabulary_path: str, main_op: bool = True) -> None:
+    """A TF1 SavedModel as Estimator exports write it: a tf.compat.v1.feature_column vocabulary file
+    (categorical_column_with_vocabulary_file, one OOV bucket) read from `vocabulary_path` at training
+    time, the SavedModelBuilder copying it into assets/ and recording it in the legacy
+    "saved_model_assets" collection (asset_file_def stays empty; tensorflow/python/saved_model/
+    builder_impl.py, _SavedModelBuilder._add_collections / _maybe_save_assets). Outputs: "index" (each
+    category's vocabulary index) and "embedding" (its row of a [4, 3] embedding_column table, which the
+    feature store can serve). With `main_op`, tables are initialized by the SavedModel's main op, as
+    tf.compat.v1.saved_model.main_op.main_op() does; without, by nothing but the table_initializer
+    collection."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        category = tf1.placeholder(tf.string, [None], name="category")
+        column = tf1.feature_column.categorical_column_with_vocabulary_file(
+            "category", vocabulary_file=vocabulary_path, vocabulary_size=len(VOCABULARY), num_oov_buckets=1)
+        one_hot = tf1.feature_column.input_layer({"category": category}, [tf1.feature_column.indicator_column(column)])
+        index = tf.argmax(one_hot, axis=1, name="index")
+        embedding = tf1.feature_column.input_layer(
+            {"category": category},
+            [tf1.feature_column.embedding_column(column, 3, initializer=tf1.random_normal_initializer(seed=4))])
+        embedding = tf.identity(embedding, name="embedding")
+        with tf1.Session(graph=graph) as session:
+            session.run([tf1.global_variables_initializer(), tf1.tables_initializer()])
+            builder = tf1.saved_model.Builder(path)
+            signature = tf1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"category": category}, outputs={"index": index, "embedding": embedding})
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature},
+                assets_collection=tf1.get_collection(tf1.GraphKeys.ASSET_FILEPATHS),
+                main_op=tf1.saved_model.main_op.main_op() if main_op else None, saver=tf1.train.Saver())
+            builder.save()
+
+
+def tensorflow_outputs(savedmodel_dir: str, feeds: dict, outputs=("index", "embedding")) -> dict:
+    """What TensorFlow's own SavedModel loader serves for `feeds` (alias -> value)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph, tf1.Session(graph=graph) as session:
+        meta_graph = tf1.saved_model.loader.load(session, ["serve"], savedmodel_dir)
+        signature = meta_graph.signature_def["serving_default"]
+        return session.run({name: signature.outputs[name].name for name in outputs},
+                           {signature.inputs[alias].name: value for alias, value in feeds.items()})

@@ -144,6 +144,35 @@ AssetFile ParseAsset(std::string_view bytes) {
   return asset;
 }
 
+// The legacy "saved_model_assets" collection TF1's SavedModelBuilder writes: CollectionDef.any_list (5)
+// of Any {type_url 1, value 2}, each value an AssetFileDef.
+std::vector<AssetFile> ParseAssetCollection(std::string_view collection) {
+  std::vector<AssetFile> assets;
+  Reader r(collection);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field != 5 || wire_type != wire::kLengthDelimited) {
+      r.Skip(wire_type);
+      continue;
+    }
+    Reader list(r.LengthDelimited());
+    uint32_t f, w;
+    while (list.NextField(&f, &w)) {
+      if (f != 1 || w != wire::kLengthDelimited) {
+        list.Skip(w);
+        continue;
+      }
+      Reader any(list.LengthDelimited());
+      uint32_t af, aw;
+      while (any.NextField(&af, &aw)) {
+        if (af == 2 && aw == wire::kLengthDelimited) assets.push_back(ParseAsset(any.LengthDelimited()));
+        else any.Skip(aw);
+      }
+    }
+  }
+  return assets;
+}
+
 std::vector<int64_t> ParseInts(Reader& r, uint32_t wire_type) {
   std::vector<int64_t> values;
   if (wire_type == wire::kLengthDelimited) {
@@ -218,6 +247,7 @@ std::string OpName(const std::string& tensor_name) {
 }  // namespace
 
 Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
+  std::vector<AssetFile> collected_assets;
   Reader r(serialized);
   uint32_t field, wire_type;
   while (r.NextField(&field, &wire_type)) {
@@ -241,6 +271,7 @@ Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
       auto [name, collection] = ParseMapEntry(bytes);
       if (name == "table_initializer") spec->table_initializers = ParseNodeList(collection);
       if (name == "variables") ParseSavedSlices(collection, &spec->saved_slices);
+      if (name == "saved_model_assets") collected_assets = ParseAssetCollection(collection);
       if ((name == "saved_model_main_op" || name == "legacy_init_op") && spec->init_op.empty()) {
         std::vector<std::string> ops = ParseNodeList(collection);
         if (!ops.empty()) spec->init_op = ops[0];
@@ -248,6 +279,8 @@ Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
     }
   }
   if (!r.ok()) return Status::Internal("the SavedModel's MetaGraphDef is not a valid protocol buffer");
+  // TensorFlow's loader (saved_model/loader.cc, GetAssetFileDefs): asset_file_def, else the collection.
+  if (spec->assets.empty()) spec->assets = std::move(collected_assets);
   auto init_signature = spec->signatures.find(kInitOpSignature);
   if (init_signature != spec->signatures.end()) {
     for (const TensorSpec& output : init_signature->second.outputs) {

@@ -50,6 +50,7 @@ struct MetaGraphSpec {
   // What a SavedModel loader runs after restoring: the "__saved_model_init_op" signature's output, or
   // the main_op / legacy_init_op collection's op; empty if none. It is fed `assets`.
   std::string init_op;
+  // asset_file_def, or when that is empty the legacy "saved_model_assets" collection (TF1's builder).
   std::vector<AssetFile> assets;
   std::vector<std::string> tags;
   std::string_view graph_def;  // into the serialized MetaGraphDef

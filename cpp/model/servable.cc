@@ -79,7 +79,8 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
   if (!options.checkpoint_prefix.empty() && !s->feature_store_) PROCESSOR_RETURN_IF_ERROR(s->Restore(options.checkpoint_prefix));
   // Initializers are idempotent for the same data, so running them after the SavedModel's own init op
   // is safe, and it covers graphs that register tables without one.
-  PROCESSOR_RETURN_IF_ERROR(s->RunTargets(meta_graph.table_initializers, "table initializers"));
+  PROCESSOR_RETURN_IF_ERROR(
+      s->RunTargets(meta_graph.table_initializers, "table initializers", meta_graph, options.savedmodel_dir));
   s->MakeCallables(options.session);
   *servable = std::move(s);
   return Status::Ok();
@@ -175,7 +176,8 @@ Status Servable::Restore(const std::string& prefix) {
   return Status::Ok();
 }
 
-Status Servable::RunTargets(const std::vector<std::string>& op_names, const std::string& what) {
+Status Servable::RunTargets(const std::vector<std::string>& op_names, const std::string& what,
+                            const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
   if (op_names.empty()) return Status::Ok();
   std::vector<const TF_Operation*> targets;
   for (const std::string& name : op_names) {
@@ -183,9 +185,25 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
     if (!op) return Status::Internal(what + ": the graph has no op '" + name + "'");
     targets.push_back(op);
   }
+  // Each asset's path tensor gets this SavedModel's assets/ copy, as TensorFlow's loader feeds it to
+  // the init op: vocabularies are read from the SavedModel wherever it was moved, never from the
+  // training-time path the graph holds.
+  std::vector<TF_Output> ports;
+  OwnedTensors paths;
+  paths.Reset(meta_graph.assets.size());
+  for (size_t i = 0; i < meta_graph.assets.size(); ++i) {
+    const AssetFile& asset = meta_graph.assets[i];
+    ports.emplace_back();
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), asset.tensor_name, &ports.back()), "asset file");
+    const std::string path = savedmodel_dir + "/assets/" + asset.filename;
+    TF_Tensor* tensor = TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString));
+    TF_TString_Init(static_cast<TF_TString*>(TF_TensorData(tensor)));
+    TF_TString_Copy(static_cast<TF_TString*>(TF_TensorData(tensor)), path.data(), path.size());
+    paths.data()[i] = tensor;
+  }
   TfStatus status;
-  TF_SessionRun(session_, update_run_options_.get(), nullptr, nullptr, 0, nullptr, nullptr, 0, targets.data(),
-                static_cast<int>(targets.size()), nullptr, status.get());
+  TF_SessionRun(session_, update_run_options_.get(), ports.data(), paths.data(), static_cast<int>(ports.size()),
+                nullptr, nullptr, 0, targets.data(), static_cast<int>(targets.size()), nullptr, status.get());
   if (!status.ok()) return Status::Internal("running " + what + " failed: " + status.message());
   return Status::Ok();
 }

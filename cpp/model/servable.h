@@ -113,7 +113,9 @@ class Servable {
   Status RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   static TensorNameIndex IndexNames(const std::vector<BoundTensor>& tensors);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
-  Status RunTargets(const std::vector<std::string>& op_names, const std::string& what);
+  // Runs `op_names` with the SavedModel's asset paths fed (see the definition).
+  Status RunTargets(const std::vector<std::string>& op_names, const std::string& what, const MetaGraphSpec& meta_graph,
+                    const std::string& savedmodel_dir);
   DeltaApplier& delta_applier();
   // Made last in Load, when the session holds the whole graph; on failure serving_callables_ stays empty.
   void MakeCallables(const SessionSettings& settings);

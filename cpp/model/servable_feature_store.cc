@@ -140,27 +140,7 @@ Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const Re
 
 Status Servable::RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
   if (meta_graph.init_op.empty()) return Status::Ok();
-  TF_Operation* init = TF_GraphOperationByName(graph_.get(), meta_graph.init_op.c_str());
-  if (!init) return Status::Internal("the SavedModel's init op " + Quote(meta_graph.init_op) + " is not in its graph");
-  std::vector<TF_Output> ports;
-  OwnedTensors paths;
-  paths.Reset(meta_graph.assets.size());
-  for (size_t i = 0; i < meta_graph.assets.size(); ++i) {
-    const AssetFile& asset = meta_graph.assets[i];
-    ports.emplace_back();
-    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), asset.tensor_name, &ports.back()), "asset file");
-    const std::string path = savedmodel_dir + "/assets/" + asset.filename;
-    TF_Tensor* tensor = TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString));
-    TF_TString_Init(static_cast<TF_TString*>(TF_TensorData(tensor)));
-    TF_TString_Copy(static_cast<TF_TString*>(TF_TensorData(tensor)), path.data(), path.size());
-    paths.data()[i] = tensor;
-  }
-  const TF_Operation* target = init;
-  TfStatus status;
-  TF_SessionRun(session_, update_run_options_.get(), ports.data(), paths.data(), static_cast<int>(ports.size()), nullptr,
-                nullptr, 0, &target, 1, nullptr, status.get());
-  if (!status.ok()) return Status::Internal("running the SavedModel's init op failed: " + status.message());
-  return Status::Ok();
+  return RunTargets({meta_graph.init_op}, "the SavedModel's init op", meta_graph, savedmodel_dir);
 }
 
 Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables) {
