@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 
 import numpy as np
+import pytest
 
 import processor
 from processor.savedmodel_discovery import newest_savedmodel
@@ -95,3 +97,88 @@ def test_new_savedmodel_version_without_the_signature_fails_and_the_old_one_serv
         assert (info.savedmodel_version, info.updates_failed) == (1, 1)
         np.testing.assert_allclose(p.predict(batch)["prob"], first_model.predict(batch)["prob"], atol=1e-6)
     first_model.close()
+
+
+def arrive(source, destination, order: str, pause: float) -> None:
+    """Copies a SavedModel the way copying tools leave it on the way: `order` says what is there for
+    `pause` seconds before the rest arrives (cp -r, gsutil and hdfs dfs -get write saved_model.pb before
+    variables/)."""
+    variables = os.path.join(destination, "variables")
+    os.makedirs(destination)
+    if order != "empty_dir":
+        shutil.copy(os.path.join(source, "saved_model.pb"), destination)
+    if order == "empty_variables":
+        os.makedirs(variables)
+    if order == "index_first":
+        os.makedirs(variables)
+        shutil.copy(os.path.join(source, "variables", "variables.index"), variables)
+    time.sleep(pause)
+    if order == "empty_dir":
+        shutil.copy(os.path.join(source, "saved_model.pb"), destination)
+        time.sleep(pause)
+    os.makedirs(variables, exist_ok=True)
+    for name in sorted(os.listdir(os.path.join(source, "variables")), reverse=True):  # data before index
+        shutil.copy(os.path.join(source, "variables", name), variables)
+
+
+@pytest.mark.parametrize("order", ["graph_first", "empty_variables", "empty_dir", "index_first"])
+def test_a_version_still_being_copied_never_serves_and_serves_once_whole(tmp_path, batch, order):
+    """TF Serving #1086/#631: a version whose saved_model.pb arrived before its variables must not be
+    loaded (TensorFlow's loader would skip the restore), and must serve as soon as it is whole."""
+    base = tmp_path / "models"
+    first_model, first = export(tmp_path, "a", (32, 16), steps=2)
+    second_model, second = export(tmp_path, "b", (8,), steps=4)
+    expected = [first_model.predict(batch)["prob"], second_model.predict(batch)["prob"]]
+    shutil.copytree(first, base / "1")
+    answers, failures = [], []
+    stop = threading.Event()
+    with processor.Processor({"savedmodel_dir": str(base), "poll_interval_seconds": 0.1}) as p:
+        def client():
+            while not stop.is_set():
+                try:
+                    answers.append(p.predict(batch)["prob"])
+                except Exception as e:  # noqa: BLE001 - every failure is the test's finding
+                    failures.append(repr(e))
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        try:
+            arrive(second, str(base / "2"), order, pause=1.5)
+            whole = time.monotonic()
+            wait_for(lambda: p.model_info().savedmodel_version == 2, timeout=30, what="SavedModel version 2")
+            took = time.monotonic() - whole
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            thread.join()
+        info = p.model_info()
+    first_model.close()
+    second_model.close()
+    assert failures == [], failures[:3]
+    versions = [next((i for i, e in enumerate(expected) if np.allclose(a, e, atol=1e-6)), -1) for a in answers]
+    assert -1 not in versions and versions[-1] == 1 and len(answers) > 20
+    assert versions == sorted(versions)  # version 1 until the swap, version 2 after: nothing else
+    assert info.updates_failed == 0 and info.updates_applied == 1
+    assert took < 5, f"version 2 served {took:.1f} s after its last file arrived"
+
+
+def test_a_graph_with_variables_needs_its_variables(tmp_path, echo_model):
+    """Discovery (local stores) and the data plane (every store) agree: a SavedModel whose graph has
+    variables to restore is not whole without variables/variables.index; one without variables is."""
+    model, source = export(tmp_path, "a", (8,), steps=1)
+    model.close()
+    base = tmp_path / "models"
+    shutil.copytree(source, base / "4")
+    shutil.rmtree(base / "4" / "variables")
+    version = newest_savedmodel(str(base))
+    assert version is None
+    (base / "4" / "variables").mkdir()  # created empty, to be filled
+    assert newest_savedmodel(str(base)) is None
+    # with a checkpoint_dir the checkpoint is restored: the SavedModel's variables are not needed
+    assert newest_savedmodel(str(base), restores_variables=False).version == 4
+    shutil.copytree(echo_model, base / "5")  # no variables at all: whole as it is
+    assert newest_savedmodel(str(base)).version == 5
+    # the data plane refuses it too (a remote store's version is only checked there)
+    with pytest.raises(processor.ModelLoadError, match=r"SavedModel '.*/4' has variables to restore but no "
+                                                       r"variables/variables.index: an incomplete copy\?"):
+        processor.Processor({"savedmodel_dir": str(base / "4"), "poll_interval_seconds": 0})

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "abi/model_handle.h"
+#include "model/meta_graph.h"
 #include "serving/request_processor.h"
 
 using processor::ModelHandle;
@@ -164,6 +165,16 @@ PROCESSOR_EXPORT int processor_control_plan_embeddings(const char* const* keys, 
     processor::CopyToMallocBuffer(lines, output, output_size);
     return Status::Ok();
   });
+}
+
+PROCESSOR_EXPORT int processor_control_savedmodel_restores_variables(const void* saved_model, int size) {
+  if (!saved_model || size <= 0) return 0;
+  try {
+    return processor::SavedModelRestoresVariables(
+               std::string_view(static_cast<const char*>(saved_model), static_cast<size_t>(size))) ? 1 : 0;
+  } catch (...) {
+    return 0;  // out of memory: the load itself decides
+  }
 }
 
 PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,

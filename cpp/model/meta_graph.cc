@@ -298,6 +298,27 @@ std::string MissingSignatureMessage(const MetaGraphSpec& meta_graph, const std::
          (available.empty() ? "none" : available) + ")";
 }
 
+bool SavedModelRestoresVariables(std::string_view saved_model) {
+  Reader r(saved_model);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field != kSavedModelMetaGraphs || wire_type != wire::kLengthDelimited) {
+      r.Skip(wire_type);
+      continue;
+    }
+    Reader meta_graph(r.LengthDelimited());
+    uint32_t f, w;
+    while (meta_graph.NextField(&f, &w)) {
+      if (f == kMetaSaverDef && w == wire::kLengthDelimited) {
+        if (!ParseSaver(meta_graph.LengthDelimited()).restore_op_name.empty()) return true;
+      } else {
+        meta_graph.Skip(w);
+      }
+    }
+  }
+  return false;
+}
+
 Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vector<std::string>& tags,
                                std::string* file, std::string_view* meta_graph) {
   const std::string path = savedmodel_dir + "/saved_model.pb";

@@ -69,6 +69,11 @@ std::string MissingSignatureMessage(const MetaGraphSpec& meta_graph, const std::
 Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vector<std::string>& tags,
                                std::string* file, std::string_view* meta_graph);
 
+// Whether a serialized SavedModel (saved_model.pb) has a MetaGraphDef whose saver_def names a restore op:
+// its graph has variables. TensorFlow's loader restores them only when variables/variables.index
+// exists, and otherwise serves the graph with its variables uninitialized.
+bool SavedModelRestoresVariables(std::string_view saved_model);
+
 // "DT_FLOAT" for 1, "DT_INVALID" for unknown numbers.
 const char* DataTypeName(int dtype);
 

@@ -2,9 +2,12 @@
 
 #include <tensorflow/c/tf_tstring.h>
 
+#include <unistd.h>
+
 #include <shared_mutex>
 
 #include "common/json_writer.h"
+#include "common/quote.h"
 #include "feature_store/table_registry.h"
 #include "model/graph_names.h"
 
@@ -73,6 +76,14 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
     PROCESSOR_RETURN_IF_ERROR(s->LoadWithFeatureStore(options, session_options.get(), &meta_graph_bytes, &meta_graph));
   }
 
+  // TensorFlow's loader serves a graph whose variables/ is missing as if it had none, every request then
+  // failing on uninitialized variables: a SavedModel still being copied (TF Serving #1086, #631).
+  const bool restores_from_savedmodel = options.feature_store.type.empty() && options.checkpoint_prefix.empty();
+  if (restores_from_savedmodel && !meta_graph.saver.restore_op_name.empty() &&
+      access((options.savedmodel_dir + "/variables/variables.index").c_str(), R_OK) != 0) {
+    return Status::Internal("SavedModel " + Quote(options.savedmodel_dir) + " has variables to restore but no " +
+                            "variables/variables.index: an incomplete copy?");
+  }
   s->signature_name_ = options.signature_name;
   PROCESSOR_RETURN_IF_ERROR(s->BindSignature(meta_graph, options.savedmodel_dir));
   s->saver_ = meta_graph.saver;

@@ -167,6 +167,11 @@ py::bytes SessionConfig(const std::map<std::string, std::string>& options) {
   return TakeBuffer(output, output_size);
 }
 
+bool SavedModelRestoresVariables(const py::bytes& saved_model) {
+  const std::string_view bytes(saved_model);
+  return processor_control_savedmodel_restores_variables(bytes.data(), static_cast<int>(bytes.size())) != 0;
+}
+
 // (name, rows, dim, saved name, first row) of each embedding a feature-store load serves from the store.
 std::vector<std::tuple<std::string, int64_t, int64_t, std::string, int64_t>> PlanEmbeddings(const std::map<std::string, std::string>& options) {
   OptionArrays arrays(options);
@@ -306,6 +311,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("plan_embeddings", &PlanEmbeddings, py::arg("options"),
         "(name, rows, dim, saved name, first row) of the embeddings a load with these feature-store options serves "
         "from the store.");
+  m.def("savedmodel_restores_variables", &SavedModelRestoresVariables, py::arg("saved_model"),
+        "Whether saved_model.pb's bytes describe a graph with variables to restore (a saver_def).");
   m.def("session_config", &SessionConfig, py::arg("options"),
         "The serialized tensorflow.ConfigProto a load with these options gives its session.");
   m.def("live_servables", &processor_control_live_servables,

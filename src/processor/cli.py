@@ -30,7 +30,8 @@ def _versions(config) -> dict:
         savedmodels = [{"path": config.savedmodel_dir, "version": None, "complete": True, "reason": ""}]
     else:
         savedmodels = [{"path": v.path, "version": v.version, "complete": v.complete, "reason": v.reason}
-                       for v in list_savedmodel_versions(store, config.savedmodel_dir)]
+                       for v in list_savedmodel_versions(store, config.savedmodel_dir,
+                                                         restores_variables=not config.checkpoint_dir)]
     checkpoints, deltas = [], []
     if config.checkpoint_dir:
         found = list_versions(store, config.checkpoint_dir)

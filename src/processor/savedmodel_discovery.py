@@ -2,8 +2,12 @@
 
 A versioned base (the TF Serving layout) holds `<integer version>/saved_model.pb`. A version is complete
 when its saved_model.pb is a readable non-empty file and, if it has a `variables/` directory, its
-variables index and every data shard are readable. Directories that are not integers (temp dirs of an
-export in progress) are ignored.
+variables index and every data shard are readable. When its variables are what is restored (no
+`checkpoint_dir`), a version whose graph has variables (a saver_def) but whose `variables/` is missing
+or empty is incomplete too: copying tools write saved_model.pb first (TF Serving #1086, #631). That is
+judged from a local saved_model.pb; a remote version is judged by the data plane once downloaded, which
+refuses to load such a version. Directories that are not integers (temp dirs of an export in progress)
+are ignored.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import List, Optional
 
+from . import _core
 from .checkpoint_discovery import check_version
 from .model_store import LocalModelStore, ModelStore
 
@@ -31,7 +36,18 @@ def has_saved_model(store: ModelStore, path: str) -> bool:
     return any(store.is_readable_file(store.join(path, name)) for name in SAVED_MODEL_FILES)
 
 
-def check_savedmodel(store: ModelStore, path: str, version: int) -> SavedModelVersion:
+def graph_restores_variables(store: ModelStore, graph: str) -> bool:
+    """Whether a local binary saved_model.pb describes a graph with variables to restore."""
+    if store.is_remote or not graph.endswith(".pb"):
+        return False
+    try:
+        with open(graph, "rb") as f:
+            return _core.savedmodel_restores_variables(f.read())
+    except OSError:
+        return False
+
+
+def check_savedmodel(store: ModelStore, path: str, version: int, restores_variables: bool = True) -> SavedModelVersion:
     graph = next((store.join(path, n) for n in SAVED_MODEL_FILES if store.is_readable_file(store.join(path, n))), None)
     if graph is None:
         return SavedModelVersion(path, version, False, "no readable saved_model.pb")
@@ -42,22 +58,26 @@ def check_savedmodel(store: ModelStore, path: str, version: int) -> SavedModelVe
         checked = check_version(store, store.join(variables, "variables"))
         if not checked.complete:
             return SavedModelVersion(path, version, False, f"variables: {checked.reason}")
+    elif restores_variables and graph_restores_variables(store, graph):
+        return SavedModelVersion(path, version, False, "its graph has variables but variables/ is missing or empty")
     return SavedModelVersion(path, version, True)
 
 
-def list_savedmodel_versions(store: ModelStore, base: str) -> List[SavedModelVersion]:
-    versions = [check_savedmodel(store, store.join(base, name), int(name))
+def list_savedmodel_versions(store: ModelStore, base: str, restores_variables: bool = True) -> List[SavedModelVersion]:
+    versions = [check_savedmodel(store, store.join(base, name), int(name), restores_variables)
                 for name in store.list_dir(base) if name.isdigit() and store.is_dir(store.join(base, name))]
     return sorted(versions, key=lambda v: v.version)
 
 
-def newest_savedmodel(savedmodel_dir: str, store: Optional[ModelStore] = None) -> Optional[SavedModelVersion]:
-    """savedmodel_dir itself when it holds a SavedModel; else its newest complete integer version."""
+def newest_savedmodel(savedmodel_dir: str, store: Optional[ModelStore] = None,
+                      restores_variables: bool = True) -> Optional[SavedModelVersion]:
+    """savedmodel_dir itself when it holds a SavedModel; else its newest complete integer version.
+    `restores_variables`: the versions' own variables are restored (there is no checkpoint_dir)."""
     store = store or LocalModelStore()
     if has_saved_model(store, savedmodel_dir):
         return SavedModelVersion(savedmodel_dir, -1, True)
     newest = None
-    for candidate in list_savedmodel_versions(store, savedmodel_dir):
+    for candidate in list_savedmodel_versions(store, savedmodel_dir, restores_variables):
         if candidate.complete:
             newest = candidate
         else:

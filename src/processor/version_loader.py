@@ -116,7 +116,8 @@ class VersionLoader:
         """The newest complete version in the store, or None. A remote store is listed once here
         (StoreError when that fails); deltas are then found in the same listing."""
         self.store.refresh()
-        savedmodel = newest_savedmodel(self.config.savedmodel_dir, self.store)
+        savedmodel = newest_savedmodel(self.config.savedmodel_dir, self.store,
+                                       restores_variables=not self.config.checkpoint_dir)
         if savedmodel is None:
             return None
         checkpoint = None
