@@ -11,6 +11,7 @@ import pytest
 import processor
 from processor import incremental
 from processor.checkpoint_index import read_index
+from model_builders import save_predict_signature
 from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
 
 FAST_POLL = {"poll_interval_seconds": 0.05}
@@ -130,3 +131,43 @@ def test_a_bad_delta_changes_nothing_and_blocks_later_ones(delta_model, batch, b
             np.testing.assert_array_equal(after[name], before[name])  # not even fc1/bias changed
         info = p.model_info()
         assert info.delta_step == -1 and info.updates_failed == 1
+
+
+@pytest.mark.parametrize("store", ["none", "local", "redis"])
+def test_a_delta_saving_a_partitioned_variable_whole_is_applied(tmp_path, store, request):
+    """DeepRec's incremental saver writes a partitioned variable whole, as tf.train.Saver does: the full
+    name ("table") with a slice per part (tensorflow/python/training/saving/saveable_object_util.py,
+    PartitionedVariable -> one SaveSpec per part under the full name). Every part must change."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    ids = np.array([0, 5, 16, 17, 30, 33, 34, 49], dtype=np.int64)
+    graph = tf.Graph()
+    with graph.as_default():
+        ids_in = tf1.placeholder(tf.int64, [None], name="ids")
+        table = tf1.get_variable("table", [50, 4], initializer=tf1.random_normal_initializer(seed=3),
+                                 partitioner=tf1.fixed_size_partitioner(3))
+        rows = tf.identity(tf.nn.embedding_lookup(table, ids_in), name="rows")
+        saver = tf1.train.Saver()
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            save_predict_signature(session, str(tmp_path / "saved_model"), {"ids": ids_in}, {"rows": rows}, saver=saver)
+            checkpoints = tmp_path / "checkpoints"
+            saver.save(session, str(checkpoints / "model.ckpt"), global_step=10)
+            before = session.run(rows, {ids_in: ids})
+            session.run([part.assign(part + 1.0) for part in table])  # every row of every part changes
+            after = session.run(rows, {ids_in: ids})
+            delta_dir = checkpoints / incremental.INCREMENTAL_DIR
+            tf1.train.Saver(var_list=list(table)).save(session, str(delta_dir / "model.ckpt-11"),
+                                                      write_state=False)
+    assert "table" in read_index(str(delta_dir / "model.ckpt-11"))  # the full name, in slices
+    config = {"savedmodel_dir": str(tmp_path / "saved_model"), "checkpoint_dir": str(checkpoints), **FAST_POLL}
+    if store != "none":
+        config.update(feature_store_type=store, embedding_names=["table/part_0", "table/part_1", "table/part_2"])
+    if store == "redis":
+        config.update(redis_url=request.getfixturevalue("standalone").address, feature_store_namespace="whole_parts")
+    with processor.Processor(config) as p:
+        np.testing.assert_allclose(p.predict({"ids": ids})["rows"], before, rtol=0, atol=1e-6)
+        incremental._write_state(str(delta_dir), [str(delta_dir / "model.ckpt-11")])
+        wait_for(lambda: p.model_info().delta_step == 11, what="delta 11")
+        np.testing.assert_allclose(p.predict({"ids": ids})["rows"], after, rtol=0, atol=1e-6)
+        assert p.model_info().updates_failed == 0

@@ -217,7 +217,7 @@ PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* se
     lines += variable.name + '\t' + std::to_string(variable.dtype) + '\t';
     if (!variable.known_rank) lines += '?';
     for (size_t i = 0; i < variable.shape.size(); ++i) lines += (i ? "," : "") + std::to_string(variable.shape[i]);
-    lines += '\n';
+    lines += '\t' + variable.saved_name + '\n';
   }
   processor::CopyToMallocBuffer(lines, output, output_size);
   return 0;

@@ -48,7 +48,9 @@ PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* 
  * flight). Returns 0, or -1 and *error. */
 PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* servable, const char* prefix, char** error);
 /* The graph's variables, one per line: name TAB dtype (TF_DataType) TAB dims joined by ',' ('?' when
- * the graph does not know the rank; -1 for an unknown dim), in a buffer from malloc(). Returns 0. */
+ * the graph does not know the rank; -1 for an unknown dim) TAB, for a part of a partitioned variable,
+ * the full variable's name checkpoints save it under (else nothing), in a buffer from malloc().
+ * Returns 0. */
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size);
 /* How this version's requests reach TensorFlow: "callable" (TF's callable interface) or "session_run"

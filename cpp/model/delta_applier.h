@@ -36,6 +36,7 @@ struct VariableSpec {
   TF_DataType dtype = TF_FLOAT;
   bool known_rank = false;     // false: the graph does not say
   std::vector<int64_t> shape;  // -1 for an unknown dimension
+  std::string saved_name;      // a part of a partitioned variable: the full variable checkpoints hold; else empty
 };
 
 class DeltaApplier {

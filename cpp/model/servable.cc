@@ -84,6 +84,7 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
     return Status::Internal("SavedModel " + Quote(options.savedmodel_dir) + " has variables to restore but no " +
                             "variables/variables.index: an incomplete copy?");
   }
+  s->saved_slices_ = meta_graph.saved_slices;
   s->signature_name_ = options.signature_name;
   PROCESSOR_RETURN_IF_ERROR(s->BindSignature(meta_graph, options.savedmodel_dir));
   s->saver_ = meta_graph.saver;
@@ -298,6 +299,13 @@ DeltaApplier& Servable::delta_applier() {
   return *delta_applier_;
 }
 
-std::vector<VariableSpec> Servable::Variables() { return delta_applier().Variables(); }
+std::vector<VariableSpec> Servable::Variables() {
+  std::vector<VariableSpec> variables = delta_applier().Variables();
+  for (VariableSpec& variable : variables) {
+    auto slice = saved_slices_.find(variable.name);
+    if (slice != saved_slices_.end()) variable.saved_name = slice->second.full_name;
+  }
+  return variables;
+}
 
 }  // namespace processor

@@ -125,6 +125,7 @@ class Servable {
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
+  std::map<std::string, SavedSlice> saved_slices_;  // the parts of partitioned variables: where they are saved
   // One RunOptions per serving pool (or one running ops in the caller's thread; null: TF's defaults).
   std::vector<BufferPtr> serving_run_options_;
   // One callable per serving pool, running the whole signature (empty: TensorFlow made none).

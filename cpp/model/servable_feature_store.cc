@@ -143,9 +143,19 @@ Status Servable::RunInitOp(const MetaGraphSpec& meta_graph, const std::string& s
   return RunTargets({meta_graph.init_op}, "the SavedModel's init op", meta_graph, savedmodel_dir);
 }
 
-Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables) {
+Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& requested) {
+  // A part of a partitioned variable saved whole is its slice of the full variable, as in full versions
+  // (DeepRec's incremental saver and tf.train.Saver write partitioned variables so).
+  std::vector<DeltaVariable> variables = requested;
+  for (DeltaVariable& variable : variables) {
+    auto slice = saved_slices_.find(variable.name);
+    if (!variable.sparse && slice != saved_slices_.end() && variable.saved_name.empty()) {
+      variable.saved_name = slice->second.full_name;
+      variable.shape_and_slice = slice->second.shape_and_slice;
+    }
+  }
   std::vector<DeltaVariable> in_session;
-  std::vector<std::string> names;
+  std::vector<std::string> names, slices;
   std::vector<TF_DataType> dtypes;
   std::vector<std::pair<const DeltaVariable*, LocalTable*>> in_tables;
   for (const DeltaVariable& variable : variables) {
@@ -157,10 +167,13 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
     in_tables.emplace_back(&variable, table->second.get());
     if (variable.sparse) {
       names.push_back(variable.name + "-sparse_incr_keys");
+      slices.emplace_back();
       dtypes.push_back(variable.key_dtype);
       names.push_back(variable.name + "-sparse_incr_values");
+      slices.emplace_back();
     } else {
-      names.push_back(variable.name);
+      names.push_back(variable.saved_name.empty() ? variable.name : variable.saved_name);
+      slices.push_back(variable.shape_and_slice);
     }
     dtypes.push_back(TF_FLOAT);
   }
@@ -168,7 +181,7 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
 
   // The tables' rows: read and checked now, written with the session's variables under one lock.
   std::vector<TensorPtr> tensors;
-  PROCESSOR_RETURN_IF_ERROR(delta_applier().Read(prefix, names, /*slices=*/{}, dtypes, &tensors));
+  PROCESSOR_RETURN_IF_ERROR(delta_applier().Read(prefix, names, slices, dtypes, &tensors));
   struct RowWrite {
     LocalTable* table;
     std::vector<int64_t> ids;

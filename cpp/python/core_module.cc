@@ -101,17 +101,18 @@ class Servable {
     return {interface, reason ? reason : ""};
   }
 
-  // (name, dtype, shape or None when the graph does not know the rank)
-  std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>>> Variables() const {
+  // (name, dtype, shape or None when the graph does not know the rank, the full variable's name for a
+  // part of a partitioned variable or "")
+  std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>, std::string>> Variables() const {
     void* output = nullptr;
     int size = 0;
     processor_control_servable_variables(servable_.get(), &output, &size);
     std::string text = TakeBuffer(output, size);
-    std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>>> variables;
+    std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>, std::string>> variables;
     for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
       const std::string line = text.substr(start, end - start);
-      const size_t tab = line.find('\t'), second = line.find('\t', tab + 1);
-      const std::string dims = line.substr(second + 1);
+      const size_t tab = line.find('\t'), second = line.find('\t', tab + 1), third = line.find('\t', second + 1);
+      const std::string dims = line.substr(second + 1, third - second - 1);
       std::optional<std::vector<int64_t>> shape;
       if (dims != "?") {
         shape.emplace();
@@ -122,7 +123,8 @@ class Servable {
           from = comma + 1;
         }
       }
-      variables.emplace_back(line.substr(0, tab), std::stoi(line.substr(tab + 1, second - tab - 1)), shape);
+      variables.emplace_back(line.substr(0, tab), std::stoi(line.substr(tab + 1, second - tab - 1)), shape,
+                             line.substr(third + 1));
     }
     return variables;
   }
@@ -301,7 +303,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("run_interface", &Servable::RunInterface,
                              "(\"callable\" or \"session_run\", why TensorFlow made no callable or \"\"): how requests "
                              "reach TensorFlow.")
-      .def("variables", &Servable::Variables, "The graph's variables: (name, dtype, shape or None).")
+      .def("variables", &Servable::Variables, "The graph's variables: (name, dtype, shape or None, full name of a partitioned variable's part or '').")
       .def("restore", &Servable::Restore, py::arg("prefix"),
            "Restores a checkpoint into the live session (not atomic for requests in flight). Raises LoadError.");
 

@@ -3,7 +3,9 @@
 Layout (DeepRec's): next to a full checkpoint, `<run dir>/.incremental_checkpoint/` holds a `checkpoint`
 state file and `model.ckpt-<step>.index/.data-*` bundles with steps above the full version's. A delta
 holds, for a variable V updated by rows, `V-sparse_incr_keys` (int64 row ids) and `V-sparse_incr_values`
-([n, ...] rows); for a variable saved whole, `V` itself. Variables not in a delta keep their values.
+([n, ...] rows); for a variable saved whole, `V` itself. A partitioned variable saved whole is its full
+name with a slice per part (as tf.train.Saver and DeepRec's incremental saver write it): every part of
+the graph is then applied from its slice. Variables not in a delta keep their values.
 Deltas apply in step order, each on top of the previous one.
 
 Training jobs write deltas with save_incremental_checkpoint() (TensorFlow is imported only there).
@@ -45,14 +47,19 @@ def pending_deltas(full_prefix: str, after_step: int, store: Optional[ModelStore
     return pending
 
 
-def plan_delta(prefix: str, graph_variables: Iterable[str]) -> List[Tuple[str, bool, int]]:
-    """(variable, sparse, key dtype) for every variable of the graph that the delta at `prefix` changes.
+def plan_delta(prefix: str, graph_variables: Iterable[Tuple[str, str]]) -> List[Tuple[str, bool, int]]:
+    """(variable, sparse, key dtype) for every variable of the graph that the delta at `prefix` changes;
+    `graph_variables`: (name, the full variable's name for a part of a partitioned one, else "").
     Tensors for variables the serving graph lacks (optimizer slots, training-only state) are ignored."""
     try:
         tensors = read_index(prefix)
     except CheckpointIndexError as e:
         raise ModelLoadError(str(e)) from None
-    variables = set(graph_variables)
+    variables, parts = set(), {}
+    for name, saved_name in graph_variables:
+        variables.add(name)
+        if saved_name:
+            parts.setdefault(saved_name, []).append(name)
     plan = []
     for name, entry in sorted(tensors.items()):
         if name.endswith(KEYS_SUFFIX):
@@ -66,6 +73,8 @@ def plan_delta(prefix: str, graph_variables: Iterable[str]) -> List[Tuple[str, b
                 raise ModelLoadError(f"delta {prefix}: {name} has no row ids")
         elif name in variables:
             plan.append((name, False, 0))
+        elif name in parts:  # a partitioned variable saved whole: each part is its slice
+            plan.extend((part, False, 0) for part in sorted(parts[name]))
     return plan
 
 

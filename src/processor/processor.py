@@ -435,7 +435,7 @@ class Processor:
                 break
             try:
                 local = self._loader.localize_delta(delta)
-                plan = plan_delta(local, [name for name, _, _ in servable.variables()])
+                plan = plan_delta(local, [(name, saved_name) for name, _, _, saved_name in servable.variables()])
                 store = self._loader.feature_store
                 if store is not None:  # the rows of tables in Redis are written there, once among replicas
                     plan, changes = store.split_delta(candidate.savedmodel.path, plan)

@@ -68,7 +68,7 @@ def check_checkpoint_fits(servable: _core.Servable, prefix: str, what: str) -> N
         saved = read_index(prefix)
     except CheckpointIndexError as e:
         raise ModelLoadError(f"cannot load model version {what}: {e}") from None
-    for name, dtype, shape in servable.variables():
+    for name, dtype, shape, _ in servable.variables():
         entry = saved.get(name)
         if entry is None:
             continue  # a variable the saver does not restore, or under another key: TF's restore decides

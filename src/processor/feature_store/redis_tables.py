@@ -125,11 +125,14 @@ class RedisTables:
                           lambda token: self._import(version, tables, token), f"version {version}", timeout)
 
     def apply_delta(self, version: int, step: int, prefix: str, changes: Mapping[str, bool],
-                    timeout: float = 600.0) -> bool:
+                    saved_as: Optional[Mapping[str, Tuple[str, int]]] = None, timeout: float = 600.0) -> bool:
         """Writes the rows a delta (at `prefix`, step `step`) changes in tables of `version`, once among
         replicas (marker: the step in `pe:{<model>}:deltas:<version>`). `changes`: table -> sparse (rows
-        by id) or not (the whole table). Only the changed rows are written; each row is replaced
-        atomically, a delta as a whole is not (requests meanwhile may see some rows new, some old)."""
+        by id) or not (the whole table). `saved_as`: table -> (saved name, first row) for a part of a
+        partitioned variable, which a whole delta saves as its slice of the full variable. Only the
+        changed rows are written; each row is replaced atomically, a delta as a whole is not (requests
+        meanwhile may see some rows new, some old)."""
+        saved_as = saved_as or {}
         marker = self._deltas_key(version)
 
         def write(token: str) -> None:
@@ -151,8 +154,12 @@ class RedisTables:
                         raise StoreError(f"delta {prefix}: '{table}' has row ids outside [0, {rows})")
                     self._write_rows(version, table, ids, values)
                 else:
-                    for first, block in iter_rows(prefix, table, self.block_rows):
-                        self._write_rows(version, table, np.arange(first, first + len(block)), block)
+                    saved, first_row = saved_as.get(table, (table, 0))
+                    part = saved != table  # its rows [first_row, first_row + rows) of the saved variable
+                    for first, block in iter_rows(prefix, saved, self.block_rows, first_row=first_row,
+                                                  count=rows if part else None):
+                        local = first - first_row
+                        self._write_rows(version, table, np.arange(local, local + len(block)), block)
             self.client.zadd(marker, {str(step): step})
             logger.info("wrote delta %s (step %d) of model %s version %d to Redis: %s", prefix, step, self.model,
                         version, ", ".join(sorted(changes)))

@@ -109,19 +109,21 @@ class FeatureStore:
                                  f"'{variable}' of {dim}")
         return table
 
-    def split_delta(self, savedmodel: str, plan: DeltaPlan) -> Tuple[DeltaPlan, Dict[str, bool]]:
-        """(what the session applies, table -> sparse for what the control plane writes to Redis). A
-        local store's tables take their rows in the data plane, like the session's variables."""
+    def split_delta(self, savedmodel: str, plan: DeltaPlan) -> Tuple[DeltaPlan, Dict[str, Embedding]]:
+        """(what the session applies, table -> (sparse, its Embedding) for what the control plane writes
+        to Redis). A local store's tables take their rows in the data plane, like the session's variables."""
         if not self.is_redis:
             return plan, {}
-        stored = set(self._embeddings.get(savedmodel, {}))
+        stored = self._embeddings.get(savedmodel, {})
         return ([entry for entry in plan if entry[0] not in stored],
-                {name: sparse for name, sparse, _ in plan if name in stored})
+                {name: (sparse, stored[name]) for name, sparse, _ in plan if name in stored})
 
-    def apply_delta(self, version: int, step: int, prefix: str, changes: Dict[str, bool]) -> None:
+    def apply_delta(self, version: int, step: int, prefix: str, changes: Dict[str, Tuple[bool, Embedding]]) -> None:
         if changes:
             with _redis_errors():
-                self._tables().apply_delta(version, step, prefix, changes)
+                self._tables().apply_delta(version, step, prefix,
+                                           {name: sparse for name, (sparse, _) in changes.items()},
+                                           {name: (e.saved_name, e.first_row) for name, (_, e) in changes.items()})
 
     def delete_old_versions(self, keep: int) -> List[int]:
         """Deletes the store's versions but the `keep` newest; failures are logged, not raised."""
