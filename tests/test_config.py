@@ -176,3 +176,16 @@ def test_secrets_never_appear_in_repr_or_redacted_form():
 def test_an_unreachable_feature_store_is_named_at_initialize(rec_model):
     with pytest.raises(processor.ModelLoadError, match="feature store: cannot reach Redis at 127.0.0.1:1"):
         processor.Processor(rec_model.config(feature_store_type="redis", redis_url="127.0.0.1:1", embedding_min_rows=1000))
+
+
+@pytest.mark.parametrize("document,message", [
+    ('{"savedmodel_dir": "/m", "poll_interval_seconds": 1e10}', "'poll_interval_seconds': must be at most 1e+07, got 1"),
+    ('{"savedmodel_dir": "/m", "poll_interval_seconds": Infinity}', "'poll_interval_seconds': must be at most 1e+07, got inf"),
+    ('{"savedmodel_dir": "/m", "init_timeout_minutes": NaN}', "'init_timeout_minutes': must be >= 0, got nan"),
+    ("[" * 100000 + "]" * 100000, "the config is not valid JSON: it nests too deeply"),
+    ("/etc/\0config.json", "neither a JSON object nor a readable file: embedded null byte"),
+])
+def test_out_of_range_and_hostile_documents_are_config_errors(document, message):
+    with pytest.raises(processor.ConfigError) as error:
+        parse_config(document)
+    assert message in str(error.value)

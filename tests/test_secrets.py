@@ -76,3 +76,40 @@ def test_the_c_abi_shows_no_secret(rec_model, batch, capfd):
                                                  embedding_min_rows=1000))
     assert refused is None
     assert_no_secret(*outputs, *capfd.readouterr())
+
+
+@pytest.mark.parametrize("spoil", [lambda text: "x" + text, lambda text: "config = " + text,
+                                   lambda text: text[1:], lambda text: "\n" + text.replace("{", "", 1)])
+def test_config_text_that_is_not_json_is_not_echoed(spoil, capfd):
+    text = spoil(json.dumps({"savedmodel_dir": "/m", **SENTINELS}))
+    with pytest.raises(processor.ConfigError) as error:
+        parse_config(text)
+    assert "its text is not shown" in str(error.value) or "not valid JSON" in str(error.value)
+    assert_no_secret(str(error.value), repr(error.value), "".join(traceback.format_exception(error.value)))
+    # a C host gets state -1 and a reason on stderr, without the text either
+    handle, state = CAbi().initialize(text)
+    assert handle is None and state == -1
+    assert_no_secret(*capfd.readouterr())
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    document = json.dumps({"savedmodel_dir": "/m", "redis_password": SENTINELS["redis_password"]})
+    assert parse_config("\ufeff" + document).savedmodel_dir == "/m"
+    (tmp_path / "config.json").write_bytes(b"\xef\xbb\xbf" + document.encode())
+    assert parse_config(str(tmp_path / "config.json")).redis_password == SENTINELS["redis_password"]
+
+
+def test_a_password_in_redis_url_is_taken_out_of_it():
+    password = SENTINELS["redis_password"]
+    config = parse_config({"savedmodel_dir": "/m", "redis_url": f"redis://:{password}@127.0.0.1:6379, "
+                                                                f"redis://default:{password}@127.0.0.2:6380"})
+    assert config.redis_password == password
+    assert config.redis_url == "redis://127.0.0.1:6379,redis://127.0.0.2:6380"
+    assert_no_secret(repr(config), json.dumps(config.redacted()))
+    for url, password_field in ((f"redis://:{password}@h:1,redis://:OTHER-pass-91@h:2", {}),
+                                (f"redis://:{password}@h:1", {"redis_password": "DIFF-pass-27"})):
+        with pytest.raises(processor.ConfigError) as error:
+            parse_config({"savedmodel_dir": "/m", "redis_url": url, **password_field})
+        assert error.value.field == "redis_url"
+        assert_no_secret("".join(traceback.format_exception(error.value)))
+        assert "OTHER-pass" not in str(error.value) and "DIFF-pass" not in str(error.value)

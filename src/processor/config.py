@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError
 
@@ -66,11 +66,16 @@ def _secret_string(name: str, value: Any) -> str:
     return value
 
 
+MAX_NUMBER = 1e7  # a bound for durations (115 days in seconds) and counts given as numbers
+
+
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, f"must be a number, got {_describe(value)}")
     if value < 0 or value != value:
         raise ConfigError(name, f"must be >= 0, got {value}")
+    if value > MAX_NUMBER:
+        raise ConfigError(name, f"must be at most {MAX_NUMBER:.0e}, got {value}")
     return value
 
 
@@ -304,6 +309,21 @@ def _check_store_url(name: str, path: str, store_type: str) -> None:
     raise ConfigError(name, f"must start with {store_type}:// when model_store_type is '{store_type}', got {path!r}")
 
 
+def _split_redis_url(url: str) -> Tuple[str, str]:
+    """(redis_url without the passwords nodes carry as `redis://[user]:password@host:port`, the password).
+    Neither error shows a password."""
+    nodes, passwords = [], set()
+    for node in url.split(","):
+        scheme, separator, address = node.strip().rpartition("://")
+        userinfo, at, hostport = address.rpartition("@")
+        if at:
+            passwords.add(userinfo.partition(":")[2])
+        nodes.append(f"{scheme}{separator}{hostport}" if node.strip() else node)
+    if len(passwords) > 1:
+        raise ConfigError("redis_url", "names different passwords for its nodes (not shown)")
+    return ",".join(nodes), passwords.pop() if passwords else ""
+
+
 def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> ProcessorConfig:
     """Parses a config from a dict, a JSON document, or the path of a JSON file."""
     document = _load_document(source)
@@ -319,6 +339,12 @@ def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> P
             unknown.append(key)
             continue
         values[key] = parser(key, value)
+    if values.get("redis_url"):
+        values["redis_url"], url_password = _split_redis_url(values["redis_url"])
+        if url_password:
+            if values.get("redis_password", url_password) != url_password:
+                raise ConfigError("redis_url", "holds a password that differs from redis_password (neither is shown)")
+            values["redis_password"] = url_password
     if unknown:
         logger.warning("ignoring unknown config keys: %s", ", ".join(sorted(unknown)))
     config = ProcessorConfig(**values, unknown_keys=sorted(unknown))
@@ -338,14 +364,22 @@ def _load_document(source: Any) -> Any:
         source = os.fspath(source)
     if not isinstance(source, str):
         raise ConfigError("", f"the config must be a dict, a JSON string or a file path, got {type(source).__name__}")
-    text = source
-    if not source.lstrip().startswith(("{", "[")):  # JSON text; anything else names a file
+    text = source.lstrip("\ufeff")  # a UTF-8 byte order mark, as some editors write
+    if not text.lstrip().startswith(("{", "[")):  # JSON text; anything else names a file
+        # Config text is never shown (it may hold passwords and keys); a path is.
+        if any(c in text for c in '{}"\n') or len(text) > 4096:
+            raise ConfigError("", "the config is not valid JSON: it must start with '{' (its text is not shown)")
         try:
-            with open(source, encoding="utf-8") as f:
+            with open(text, encoding="utf-8-sig") as f:
                 text = f.read()
-        except OSError as e:
-            raise ConfigError("", f"the config is neither a JSON object nor a readable file: {e.strerror}: {source!r}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError("", f"the config file is not UTF-8: {e.reason} at byte {e.start}") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+            reason = e.strerror if isinstance(e, OSError) else str(e)
+            raise ConfigError("", f"the config is neither a JSON object nor a readable file: {reason}: {text!r}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError("", f"the config is not valid JSON: {e}") from None
+        raise ConfigError("", f"the config is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise ConfigError("", "the config is not valid JSON: it nests too deeply") from None
