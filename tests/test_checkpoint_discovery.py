@@ -119,3 +119,45 @@ def test_bad_checkpoint_fails_load_with_a_clear_error(rec_model, tmp_path):
         processor.Processor(model.config())
     assert f"cannot load model version {newest}" in str(error.value)
     assert "cannot restore checkpoint" in str(error.value)
+
+
+def test_a_tree_copied_from_the_training_machine_is_found(tmp_path, caplog):
+    """State files hold the training machine's absolute paths; the copy has the same files elsewhere."""
+    trained = tmp_path / "train" / "ckpt"
+    write_version(trained, 100)
+    write_version(trained, 200, extra_state=["model.ckpt-100"])
+    (trained / "checkpoint").write_text("".join(f'{key}: "{trained}/model.ckpt-{step}"\n' for key, step in
+                                                (("model_checkpoint_path", 200), ("all_model_checkpoint_paths", 100),
+                                                 ("all_model_checkpoint_paths", 200))))
+    served = tmp_path / "serve" / "ckpt"
+    shutil.copytree(trained, served)
+    shutil.rmtree(tmp_path / "train")
+    caplog.set_level("INFO", logger="processor.checkpoint_discovery")
+    assert newest_version(str(served)).prefix == str(served / "model.ckpt-200")
+    assert [v.step for v in list_versions(LocalModelStore(), str(served))] == [100, 200]
+    assert f"names {trained}/model.ckpt-200, which is not there: using {served}/model.ckpt-200" in caplog.text
+
+
+def test_without_a_state_file_naming_what_is_there_the_complete_checkpoints_held_are_offered(tmp_path, caplog):
+    caplog.set_level("INFO", logger="processor.checkpoint_discovery")
+    write_version(tmp_path, 100, state=False)
+    prefix = write_version(tmp_path, 300, shards=2, state=False)
+    os.remove(prefix + ".data-00001-of-00002")  # incomplete: not offered
+    assert newest_version(str(tmp_path)).step == 100
+    assert "it has no checkpoint state file: offering the complete checkpoints it holds (model.ckpt-100)" in caplog.text
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/training/host/model.ckpt-999"\n')
+    assert newest_version(str(tmp_path)).step == 100
+    assert "its state file names only files that are not there (/training/host/model.ckpt-999)" in caplog.text
+
+
+def test_processor_serves_a_relocated_checkpoint_tree(rec_model, reference, batch, tmp_path):
+    trained = tmp_path / "train"
+    model = rec_model.copy(trained)  # its state file names trained/checkpoints/... absolutely
+    assert str(trained) in (trained / "checkpoints" / "checkpoint").read_text()
+    newest = str(tmp_path / "serve" / "checkpoints" / os.path.basename(model.prefixes()[-1]))
+    shutil.copytree(trained, tmp_path / "serve")
+    shutil.rmtree(trained)
+    with processor.Processor(rec_model.config(savedmodel_dir=str(tmp_path / "serve" / "saved_model"),
+                                              checkpoint_dir=str(tmp_path / "serve" / "checkpoints"))) as p:
+        assert p.model_info().model_path == newest
+        np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(newest, batch)["prob"], atol=1e-5)

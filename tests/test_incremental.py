@@ -171,3 +171,17 @@ def test_a_delta_saving_a_partitioned_variable_whole_is_applied(tmp_path, store,
         wait_for(lambda: p.model_info().delta_step == 11, what="delta 11")
         np.testing.assert_allclose(p.predict({"ids": ids})["rows"], after, rtol=0, atol=1e-6)
         assert p.model_info().updates_failed == 0
+
+
+def test_a_bad_delta_on_disk_at_start_does_not_stop_the_full_version(delta_model, batch):
+    model, writer = delta_model
+    directory = os.path.join(model.checkpoint_dir, incremental.INCREMENTAL_DIR)
+    os.makedirs(directory)
+    prefix = os.path.join(directory, f"model.ckpt-{int(model.prefixes()[-1].rsplit('-', 1)[1]) + 1}")
+    incremental._save_tensors(prefix, {"item_embedding-sparse_incr_keys": np.array([1, 99999], np.int64),
+                                       "item_embedding-sparse_incr_values": np.zeros((2, 8), np.float32)})
+    incremental._write_state(directory, [prefix])
+    with processor.Processor(model.config(poll_interval_seconds=0)) as p:
+        info = p.model_info()
+        assert (info.model_path, info.delta_step, info.updates_failed) == (model.prefixes()[-1], -1, 1)
+        np.testing.assert_allclose(p.predict(batch)["prob"], writer.trainer.predict(batch)["prob"], atol=1e-6)

@@ -6,7 +6,11 @@ Rules (what DeepRec and tf.train.Saver write):
   Hidden directories (such as `.incremental_checkpoint`, which holds deltas) are not run directories.
 - A version is a checkpoint prefix named by a state file (`model_checkpoint_path` or
   `all_model_checkpoint_paths`). Files that no state file names (stray .index files, temp files) are
-  never versions.
+  never versions, with two exceptions for trees copied from the training machine, whose state files
+  hold that machine's absolute paths: a named prefix that is not there but whose file name is in the
+  state file's own directory is that one (the tree was relocated); and a directory whose state file
+  names nothing that is there (or that has none) offers the checkpoints it holds (`*.index`, complete
+  with their shards), as DeepRec does. Each fallback is logged with the rule that chose it.
 - A version is complete when its .index file is a readable non-empty file and every data shard
   0..YYYYY-1 is a readable file.
 - The newest version is the complete one with the highest global step (the number after the last '-');
@@ -94,13 +98,52 @@ def check_version(store: ModelStore, prefix: str) -> CheckpointVersion:
     return CheckpointVersion(prefix, step, True)
 
 
+_logged_fallbacks = set()
+
+
+def _log_fallback_once(message: str) -> None:
+    if message not in _logged_fallbacks:
+        _logged_fallbacks.add(message)
+        logger.info("%s", message)
+
+
+def versions_in(store: ModelStore, directory: str) -> List[CheckpointVersion]:
+    """The versions of one directory: what its state file names, relocated or not; else what it holds."""
+    named = read_state_file(store, directory)
+    versions, missing = [], []
+    for prefix in named:
+        version = check_version(store, prefix)
+        if not version.complete and not store.is_readable_file(prefix + ".index"):
+            here = store.join(directory, os.path.basename(prefix))
+            if here != prefix and store.is_readable_file(here + ".index"):
+                _log_fallback_once(f"checkpoint state file in {directory} names {prefix}, which is not there: "
+                                   f"using {here} (the tree was copied from where it was written)")
+                version = check_version(store, here)
+            else:
+                missing.append(prefix)
+        versions.append(version)
+    if named and len(missing) < len(named):
+        return versions
+    held = [check_version(store, store.join(directory, name[: -len(".index")]))
+            for name in store.list_dir(directory) if name.endswith(".index") and not name.startswith(".")]
+    held = [v for v in held if v.complete]
+    if held:
+        why = (f"its state file names only files that are not there ({', '.join(missing[:2])})" if named
+               else "it has no checkpoint state file")
+        _log_fallback_once(f"{directory}: {why}: offering the complete checkpoints it holds "
+                           f"({', '.join(os.path.basename(v.prefix) for v in held)})")
+        return held
+    return versions
+
+
 def list_versions(store: ModelStore, checkpoint_dir: str) -> List[CheckpointVersion]:
-    """Every version the state files name, complete or not, oldest step first."""
+    """Every version the state files name (or, by the fallbacks above, the directories hold), complete
+    or not, oldest step first."""
     # Hidden directories are not runs: `.incremental_checkpoint` holds deltas, not full versions.
     directories = [checkpoint_dir] + [
         store.join(checkpoint_dir, name) for name in store.list_dir(checkpoint_dir)
         if not name.startswith(".") and store.is_dir(store.join(checkpoint_dir, name))]
-    versions = [check_version(store, prefix) for d in directories for prefix in read_state_file(store, d)]
+    versions = [version for d in directories for version in versions_in(store, d)]
     return sorted(versions, key=lambda v: (v.step, v.prefix))
 
 

@@ -476,8 +476,10 @@ class Processor:
         self._publish_model_info()
 
     def _publish_model_info(self) -> None:
+        """The serving version's info for get_serving_model_info(); nothing before a version serves
+        (a delta that fails before the first version is installed is counted, and shown once it is)."""
         model = self._model
-        if model is not None:
+        if model is not None and self._serving is not None:
             model.set_model_info(self._model_info_bytes())
 
     def _model_info_bytes(self) -> bytes:
