@@ -104,8 +104,6 @@ def test_new_full_version_gets_its_deltas_before_it_serves(delta_model, batch):
 @pytest.mark.parametrize("bad,message", [
     ({"item_embedding-sparse_incr_keys": np.array([1, 2], np.int64),
       "item_embedding-sparse_incr_values": np.zeros((2, 5), np.float32)}, "values have shape [2,5]"),
-    ({"item_embedding-sparse_incr_keys": np.array([1, 99999], np.int64),
-      "item_embedding-sparse_incr_values": np.zeros((2, 8), np.float32)}, "row id 99999 is outside [0, 5000)"),
     ({"fc1/kernel": np.zeros((3, 3), np.float32)}, "value has shape [3,3], the variable [28,32]"),
     ({"fc1/kernel": np.zeros((28, 32), np.float64)}, "cannot read incremental checkpoint"),
     ({"item_embedding-sparse_incr_keys": np.array([1], np.int64)}, "has no item_embedding-sparse_incr_values"),
@@ -178,10 +176,44 @@ def test_a_bad_delta_on_disk_at_start_does_not_stop_the_full_version(delta_model
     directory = os.path.join(model.checkpoint_dir, incremental.INCREMENTAL_DIR)
     os.makedirs(directory)
     prefix = os.path.join(directory, f"model.ckpt-{int(model.prefixes()[-1].rsplit('-', 1)[1]) + 1}")
-    incremental._save_tensors(prefix, {"item_embedding-sparse_incr_keys": np.array([1, 99999], np.int64),
-                                       "item_embedding-sparse_incr_values": np.zeros((2, 8), np.float32)})
+    incremental._save_tensors(prefix, {"item_embedding-sparse_incr_keys": np.array([1, 2], np.int64),
+                                       "item_embedding-sparse_incr_values": np.zeros((2, 5), np.float32)})
     incremental._write_state(directory, [prefix])
     with processor.Processor(model.config(poll_interval_seconds=0)) as p:
         info = p.model_info()
         assert (info.model_path, info.delta_step, info.updates_failed) == (model.prefixes()[-1], -1, 1)
         np.testing.assert_allclose(p.predict(batch)["prob"], writer.trainer.predict(batch)["prob"], atol=1e-6)
+
+
+@pytest.mark.parametrize("store", ["none", "local", "redis"])
+def test_rows_whose_id_is_outside_the_variable_are_skipped_and_the_rest_apply(rec_model, tmp_path, batch, store,
+                                                                             request, capfd, caplog):
+    """DeepRec skips a delta's rows whose id the serving variable cannot hold; so does Processor, with a
+    warning that counts them, and the delta's other rows apply (it used to refuse the delta forever)."""
+    model = rec_model.copy(tmp_path)
+    config = model.config(poll_interval_seconds=0)
+    if store != "none":
+        config.update(feature_store_type=store, embedding_names=["item_embedding"])
+    if store == "redis":
+        config.update(redis_url=request.getfixturevalue("standalone").address, feature_store_namespace="outside")
+    inputs = {name: np.asarray(value)[:3] for name, value in batch.items()}
+    inputs["item_id"] = np.array([1, 2, 3], np.int64)
+    with processor.Processor(config) as p:
+        before = p.predict(inputs)["item_vector"]
+        directory = os.path.join(model.checkpoint_dir, incremental.INCREMENTAL_DIR)
+        os.makedirs(directory)
+        step = p.model_info().version_step + 1
+        rows = np.stack([np.full(8, 7.0), np.full(8, 8.0), np.full(8, 9.0), np.full(8, 6.0)]).astype(np.float32)
+        incremental._save_tensors(os.path.join(directory, f"model.ckpt-{step}"), {
+            "item_embedding-sparse_incr_keys": np.array([1, 99999, 2, -4], np.int64),
+            "item_embedding-sparse_incr_values": rows})
+        incremental._write_state(directory, [os.path.join(directory, f"model.ckpt-{step}")])
+        p.update()
+        served = p.predict(inputs)["item_vector"]
+        info = p.model_info()
+    np.testing.assert_array_equal(served[0], np.full(8, 7.0, np.float32))
+    np.testing.assert_array_equal(served[1], np.full(8, 9.0, np.float32))
+    np.testing.assert_array_equal(served[2], before[2])
+    assert info.delta_step == step and info.updates_failed == 0
+    warnings = capfd.readouterr().err + caplog.text
+    assert "skipped 2 row(s) whose id is outside [0, 5000)" in warnings

@@ -2,8 +2,10 @@
 
 #include <tensorflow/c/tf_tstring.h>
 
+#include <cstring>
 #include <mutex>
 
+#include "common/logging.h"
 #include "common/quote.h"
 #include "common/shape_string.h"
 #include "common/tf_handles.h"
@@ -15,14 +17,55 @@ namespace {
 
 
 template <typename Key>
-Status CheckKeys(const TF_Tensor* keys, int64_t rows) {
+std::vector<int64_t> RowsOutside(const TF_Tensor* keys, int64_t rows) {
   ReadingTensorFlowOutputs keys_restored_by_tensorflow;
   const Key* data = static_cast<const Key*>(TF_TensorData(keys));
+  std::vector<int64_t> outside;
   for (int64_t i = 0; i < TF_Dim(keys, 0); ++i) {
-    if (data[i] < 0 || data[i] >= rows) {
-      return Status::InvalidArgument("row id " + std::to_string(data[i]) + " is outside [0, " + std::to_string(rows) + ")");
-    }
+    if (data[i] < 0 || data[i] >= rows) outside.push_back(i);
   }
+  return outside;
+}
+
+// The delta's rows whose id is outside the variable are skipped, as DeepRec's restore does (a row id
+// the serving variable cannot hold; every other row applies). Replaces *keys and *rows with the rows
+// kept; returns the first id skipped and how many, for the warning. String rows are refused instead.
+Status DropRowsOutside(int64_t limit, TensorPtr* keys, TensorPtr* rows, int64_t* skipped, int64_t* first_id) {
+  const bool narrow = TF_TensorType(keys->get()) == TF_INT32;
+  const std::vector<int64_t> outside = narrow ? RowsOutside<int32_t>(keys->get(), limit)
+                                              : RowsOutside<int64_t>(keys->get(), limit);
+  *skipped = static_cast<int64_t>(outside.size());
+  if (outside.empty()) return Status::Ok();
+  const size_t key_bytes = narrow ? sizeof(int32_t) : sizeof(int64_t);
+  const char* key_data = static_cast<const char*>(TF_TensorData(keys->get()));
+  *first_id = narrow ? reinterpret_cast<const int32_t*>(key_data)[outside[0]]
+                     : reinterpret_cast<const int64_t*>(key_data)[outside[0]];
+  if (TF_TensorType(rows->get()) == TF_STRING) {
+    return Status::InvalidArgument("row id " + std::to_string(*first_id) + " is outside [0, " + std::to_string(limit) + ")");
+  }
+  const int64_t n = TF_Dim(keys->get(), 0), kept = n - *skipped;
+  const size_t row_bytes = TF_TensorByteSize(rows->get()) / static_cast<size_t>(n);
+  std::vector<int64_t> key_dims{kept}, row_dims{kept};
+  for (int d = 1; d < TF_NumDims(rows->get()); ++d) row_dims.push_back(TF_Dim(rows->get(), d));
+  TensorPtr kept_keys(TF_AllocateTensor(TF_TensorType(keys->get()), key_dims.data(), 1, kept * key_bytes));
+  TensorPtr kept_rows(TF_AllocateTensor(TF_TensorType(rows->get()), row_dims.data(), static_cast<int>(row_dims.size()),
+                                        kept * row_bytes));
+  const char* row_data = static_cast<const char*>(TF_TensorData(rows->get()));
+  char* to_keys = static_cast<char*>(TF_TensorData(kept_keys.get()));
+  char* to_rows = static_cast<char*>(TF_TensorData(kept_rows.get()));
+  size_t next_outside = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (next_outside < outside.size() && outside[next_outside] == i) {
+      ++next_outside;
+      continue;
+    }
+    std::memcpy(to_keys, key_data + i * key_bytes, key_bytes);
+    std::memcpy(to_rows, row_data + i * row_bytes, row_bytes);
+    to_keys += key_bytes;
+    to_rows += row_bytes;
+  }
+  *keys = std::move(kept_keys);
+  *rows = std::move(kept_rows);
   return Status::Ok();
 }
 
@@ -34,7 +77,7 @@ Status CheckSparse(const TF_Tensor* keys, const TF_Tensor* values, const std::ve
     return Status::InvalidArgument("values have shape " + ShapeString(values) + " for " + std::to_string(TF_Dim(keys, 0)) +
                                    " keys of a variable of shape " + ShapeString(shape));
   }
-  return TF_TensorType(keys) == TF_INT32 ? CheckKeys<int32_t>(keys, shape[0]) : CheckKeys<int64_t>(keys, shape[0]);
+  return Status::Ok();
 }
 
 Status CheckWhole(const TF_Tensor* value, const std::vector<int64_t>& shape) {
@@ -198,9 +241,21 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
     Update* update = nullptr;
     PROCESSOR_RETURN_IF_ERROR(UpdateOp(deltas[i], variables[i], &update));
     if (deltas[i].sparse) {
-      TF_Tensor* keys = tensors[next++].get();
-      TF_Tensor* rows = tensors[next++].get();
-      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(CheckSparse(keys, rows, variables[i].shape), "variable " + Quote(deltas[i].name));
+      TensorPtr& keys_tensor = tensors[next++];
+      TensorPtr& rows_tensor = tensors[next++];
+      const std::string context = "variable " + Quote(deltas[i].name);
+      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(CheckSparse(keys_tensor.get(), rows_tensor.get(), variables[i].shape), context);
+      int64_t skipped = 0, first_id = 0;
+      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
+          DropRowsOutside(variables[i].shape[0], &keys_tensor, &rows_tensor, &skipped, &first_id), context);
+      if (skipped > 0) {
+        Log(LogLevel::kWarning, "incremental checkpoint " + Quote(prefix) + ": " + context + ": skipped " +
+                                    std::to_string(skipped) + " row(s) whose id is outside [0, " +
+                                    std::to_string(variables[i].shape[0]) + ") (the first: " + std::to_string(first_id) +
+                                    "); the other rows apply");
+      }
+      TF_Tensor* keys = keys_tensor.get();
+      TF_Tensor* rows = rows_tensor.get();
       if (TF_Dim(keys, 0) == 0) continue;
       feeds.push_back(update->keys);
       values.push_back(keys);

@@ -2,6 +2,9 @@
 // (local or in Redis), the SavedModel's init op; and deltas whose rows go to local tables.
 #include <tensorflow/c/tf_tstring.h>
 
+#include <algorithm>
+
+#include "common/logging.h"
 #include "common/quote.h"
 #include "feature_store/lookup_op.h"
 #if PROCESSOR_WITH_REDIS
@@ -186,6 +189,7 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
     LocalTable* table;
     std::vector<int64_t> ids;
     const float* rows;
+    std::vector<float> kept;  // the rows whose id is in the table, when some are not
   };
   std::vector<RowWrite> writes;
   size_t next = 0;
@@ -217,13 +221,27 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
       write.ids.resize(table->rows());
       for (int64_t id = 0; id < table->rows(); ++id) write.ids[id] = id;
     }
-    for (int64_t id : write.ids) {
-      if (id < 0 || id >= table->rows()) {
-        return Status::InvalidArgument("delta " + Quote(prefix) + ": embedding " + Quote(variable->name) + " row id " +
-                                       std::to_string(id) + " is outside [0, " + std::to_string(table->rows()) + ")");
-      }
-    }
     write.rows = static_cast<const float*>(TF_TensorData(rows));
+    // Rows whose id is outside the table are skipped, as DeepRec does (and as for the session's variables).
+    size_t kept = 0;
+    const int64_t dim = table->dim();
+    for (size_t i = 0; i < write.ids.size(); ++i) {
+      if (write.ids[i] < 0 || write.ids[i] >= table->rows()) continue;
+      if (kept != i) {
+        if (write.kept.empty()) write.kept.assign(write.rows, write.rows + write.ids.size() * dim);
+        write.ids[kept] = write.ids[i];
+        std::copy_n(write.kept.begin() + i * dim, dim, write.kept.begin() + kept * dim);
+      }
+      ++kept;
+    }
+    if (kept != write.ids.size()) {
+      Log(LogLevel::kWarning, "incremental checkpoint " + Quote(prefix) + ": embedding " + Quote(variable->name) +
+                                  ": skipped " + std::to_string(write.ids.size() - kept) +
+                                  " row(s) whose id is outside [0, " + std::to_string(table->rows()) +
+                                  "); the other rows apply");
+      write.ids.resize(kept);
+      if (!write.kept.empty()) write.rows = write.kept.data();
+    }
     writes.push_back(std::move(write));
   }
   return delta_applier().Apply(prefix, in_session, [&writes] {

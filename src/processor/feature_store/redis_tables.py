@@ -150,8 +150,11 @@ class RedisTables:
                     if values.shape != (len(ids), dim):
                         raise StoreError(f"delta {prefix}: '{table}' rows have shape {list(values.shape)}, "
                                          f"the table [{len(ids)}, {dim}] for {len(ids)} ids")
-                    if len(ids) and (ids.min() < 0 or ids.max() >= rows):
-                        raise StoreError(f"delta {prefix}: '{table}' has row ids outside [0, {rows})")
+                    inside = (ids >= 0) & (ids < rows)
+                    if not inside.all():  # skipped, as DeepRec does (and the data plane for its tables)
+                        logger.warning("incremental checkpoint %s: table '%s': skipped %d row(s) whose id is outside "
+                                       "[0, %d); the other rows apply", prefix, table, int((~inside).sum()), rows)
+                        ids, values = ids[inside], values[inside]
                     self._write_rows(version, table, ids, values)
                 else:
                     saved, first_row = saved_as.get(table, (table, 0))
