@@ -61,7 +61,7 @@ def test_finalize_while_idle_releases_the_model(abi, rec_model):
     (b"{not json", b"not valid JSON"),
     (b'{"checkpoint_dir": "/x"}', b"config field 'savedmodel_dir': is required"),
     (b'{"savedmodel_dir": "/x", "session_num": "two"}', b"config field 'session_num'"),
-    (b'{"savedmodel_dir": "/no/such/model"}', b"no SavedModel in savedmodel_dir '/no/such/model'"),
+    (b'{"savedmodel_dir": "/no/such/model", "init_timeout_minutes": 0}', b"no SavedModel in savedmodel_dir '/no/such/model'"),
     (None, b"model_config is NULL"),
 ])
 def test_failed_initialize_returns_null_and_state_minus_one(abi, config, fragment, capfd):

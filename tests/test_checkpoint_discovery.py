@@ -92,7 +92,7 @@ def test_empty_or_missing_dir_has_no_version(tmp_path):
 def test_processor_refuses_a_dir_without_complete_version(rec_model, tmp_path):
     os.makedirs(tmp_path / "ckpt")
     with pytest.raises(processor.ModelLoadError) as error:
-        processor.Processor(rec_model.config(checkpoint_dir=str(tmp_path / "ckpt")))
+        processor.Processor(rec_model.config(checkpoint_dir=str(tmp_path / "ckpt"), init_timeout_minutes=0))
     assert "no complete checkpoint under checkpoint_dir" in str(error.value)
 
 
@@ -161,3 +161,38 @@ def test_processor_serves_a_relocated_checkpoint_tree(rec_model, reference, batc
                                               checkpoint_dir=str(tmp_path / "serve" / "checkpoints"))) as p:
         assert p.model_info().model_path == newest
         np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(newest, batch)["prob"], atol=1e-5)
+
+
+def test_initialize_waits_for_a_first_version(rec_model, reference, batch, tmp_path, caplog):
+    """DeepRec's init_timeout_minutes: -1 (the default) waits as long as it takes, N minutes at most."""
+    import threading
+    import time
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    caplog.set_level("INFO", logger="processor.processor")
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor(rec_model.config(checkpoint_dir=str(checkpoints), init_timeout_minutes=0.01,
+                                             poll_interval_seconds=0.1))
+    assert str(error.value).startswith(f"no complete checkpoint under checkpoint_dir '{checkpoints}'")
+    assert str(error.value).endswith("(waited 0.01 min, init_timeout_minutes)")
+
+    prefix = rec_model.prefixes()[-1]
+    started = time.monotonic()
+
+    def publish():
+        time.sleep(1.5)
+        for name in os.listdir(rec_model.checkpoint_dir):
+            if name.startswith(os.path.basename(prefix) + "."):
+                shutil.copy(os.path.join(rec_model.checkpoint_dir, name), checkpoints)
+        (checkpoints / "checkpoint").write_text(f'model_checkpoint_path: "{os.path.basename(prefix)}"\n')
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    with processor.Processor(rec_model.config(checkpoint_dir=str(checkpoints), poll_interval_seconds=0.1)) as p:
+        waited = time.monotonic() - started
+        publisher.join()
+        assert p.model_info().model_path == str(checkpoints / os.path.basename(prefix))
+        np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(prefix, batch)["prob"], atol=1e-5)
+    assert 1.5 <= waited < 10
+    assert "waiting for a version to serve (as long as it takes, init_timeout_minutes): no complete checkpoint" \
+        in caplog.text

@@ -107,7 +107,7 @@ BAD_CONFIGS = [
     ({**BASE, "serialize_protocol": "json"}, "serialize_protocol", "must be one of 'protobuf'"),
     ({**BASE, "checkpoint_dir": None}, "checkpoint_dir", "must be a string, got null"),
     ({**BASE, "signature_name": ""}, "signature_name", "must not be empty"),
-    ({**BASE, "init_timeout_minutes": -1}, "init_timeout_minutes", "must be >= 0"),
+    ({**BASE, "init_timeout_minutes": -2}, "init_timeout_minutes", "must be >= 0"),
     ({**BASE, "init_timeout_minutes": "10"}, "init_timeout_minutes", "must be a number"),
     ({**BASE, "read_thread_num": 0}, "read_thread_num", "must be >= 1"),
     ({**BASE, "omp_num_threads": 0}, "omp_num_threads", "must be >= 1"),

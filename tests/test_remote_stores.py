@@ -363,7 +363,7 @@ def test_hdfs_denied_user_and_missing_directory_are_clear_errors(rec_model, hdfs
     assert "AccessControlException: Permission denied: user=mallory" in str(error.value)
     assert "check hdfs_user" in str(error.value)
     with pytest.raises(processor.ModelLoadError) as error:
-        processor.Processor(hdfs_config(hdfs, tmp_path))
+        processor.Processor({**hdfs_config(hdfs, tmp_path), "init_timeout_minutes": 0})
     assert "no SavedModel in savedmodel_dir 'hdfs://namenode:8020/models/rec/saved_model'" in str(error.value)
 
 

@@ -146,8 +146,8 @@ def test_every_bad_config_is_refused_without_a_leak_under_lsan(asan_build, rec_m
     library, _ = asan_build
     cases = [(document, f"config field '{field}'") for document, field, _ in BAD_CONFIGS]
     cases += [
-        (rec_model.config(savedmodel_dir=str(tmp_path / "missing")), "no SavedModel in savedmodel_dir"),
-        (rec_model.config(checkpoint_dir=str(tmp_path / "missing")), "checkpoint"),
+        (rec_model.config(savedmodel_dir=str(tmp_path / "missing"), init_timeout_minutes=0), "no SavedModel in"),
+        (rec_model.config(checkpoint_dir=str(tmp_path / "missing"), init_timeout_minutes=0), "checkpoint"),
         (rec_model.config(signature_name="nope"), "nope"),
         (rec_model.config(warmup_file_name=str(tmp_path / "missing.bin")), "missing.bin"),
         ("{not json", "not valid JSON"),

@@ -44,7 +44,7 @@ def test_a_serving_run_shows_no_secret(rec_model, batch, caplog, capfd):
 @pytest.mark.parametrize("overrides", [
     {"feature_store_type": "redis", "redis_url": "127.0.0.1:1", "embedding_min_rows": 1000},  # unreachable
     {"model_store_type": "oss", "oss_endpoint": "oss.invalid"},
-    {"savedmodel_dir": "/no/such/model"},
+    {"savedmodel_dir": "/no/such/model", "init_timeout_minutes": 0},
 ])
 def test_refused_configs_show_no_secret(rec_model, overrides, caplog):
     caplog.set_level(logging.DEBUG)

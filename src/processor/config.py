@@ -79,6 +79,13 @@ def _number(name: str, value: Any) -> float:
     return value
 
 
+def _wait_minutes(name: str, value: Any) -> float:
+    """-1 (wait forever, DeepRec's default), or a number of minutes >= 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == -1:
+        return -1
+    return _number(name, value)
+
+
 def _finite(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, f"must be a number, got {_describe(value)}")
@@ -207,7 +214,7 @@ class ProcessorConfig:
     model_update_intra_threads: int = _option(0, _integer)
     omp_num_threads: Optional[int] = _option(None, _optional(_at_least(1)))  # OMP_NUM_THREADS; None: unset
     kmp_blocktime: Optional[int] = _option(None, _optional(_integer))        # KMP_BLOCKTIME in ms; None: unset
-    init_timeout_minutes: float = _option(0, _number)     # 0: no limit on the first load
+    init_timeout_minutes: float = _option(-1, _wait_minutes)  # first version to appear: -1 forever, 0 fail at once
     max_request_bytes: int = _option(64 << 20, _at_least(1))       # larger requests get 400
     max_tensor_elements: int = _option(1 << 24, _at_least(1))      # per input tensor; larger get 400
     warmup_file_name: str = _option("", _string)          # serialized PredictRequest(s) run before a version serves

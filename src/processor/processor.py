@@ -88,10 +88,7 @@ class Processor:
         self._model: Optional[_core.Model] = None
         self._poller: Optional[PollingThread] = None
 
-        candidate = self._loader.discover()
-        if candidate is None:
-            raise ModelLoadError(self._loader.explain_missing())
-        loaded = self._loader.load(candidate)
+        loaded = self._loader.load(self._first_version())
         self._model = _core.Model(self.config.model_name)
         self._model.set_limits(self.config.max_request_bytes, self.config.max_tensor_elements)
         if self.config.timeline_trace_count > 0:
@@ -102,6 +99,29 @@ class Processor:
         if self.config.effective_poll_interval > 0:
             self._poller = PollingThread(self.config.effective_poll_interval, self._poll)
             self._poller.start()
+
+    def _first_version(self) -> Candidate:
+        """The version to serve first: the newest complete one, waiting for one to appear up to
+        init_timeout_minutes (-1: as long as it takes, as DeepRec does; 0: not at all), and saying what
+        it waits for once a minute."""
+        minutes = self.config.init_timeout_minutes
+        deadline = None if minutes < 0 else time.monotonic() + minutes * 60
+        interval = min(self.config.effective_poll_interval or 1.0, 5.0)
+        next_report = time.monotonic()
+        while True:
+            candidate = self._loader.discover()
+            if candidate is not None:
+                return candidate
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                waited = f" (waited {minutes:g} min, init_timeout_minutes)" if minutes > 0 else ""
+                raise ModelLoadError(self._loader.explain_missing() + waited)
+            if now >= next_report:
+                limit = "as long as it takes" if deadline is None else f"up to {minutes:g} min"
+                logger.info("waiting for a version to serve (%s, init_timeout_minutes): %s", limit,
+                            self._loader.explain_missing())
+                next_report = now + 60
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
 
     # ---- serving
 
