@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import processor
-from processor import predict_pb2, tfrecord
+from processor import predict_pb2, tf_serving_warmup_pb2, tfrecord
 from lifecycle_helpers import serialize
+from wire_helpers import length_delimited
 
 
 def write_tfrecord(path, records):
@@ -67,11 +68,39 @@ def test_tfrecord_of_predict_requests_and_of_tf_serving_logs(rec_model, batch, t
 
 
 def test_tf_serving_records_convert_to_the_same_request(batch):
-    from processor.warmup import _record_to_request
-    converted = predict_pb2.PredictRequest.FromString(_record_to_request(tf_serving_prediction_log(batch)))
+    from processor.warmup import _record_to_requests
+    [converted] = _record_to_requests(tf_serving_prediction_log(batch))
     expected = predict_pb2.PredictRequest.FromString(serialize(batch))
     expected.signature_name = "serving_default"
-    assert converted == expected
+    assert predict_pb2.PredictRequest.FromString(converted) == expected
+    # predict_streamed_log (7): its requests, each converted
+    log = tf_serving_warmup_pb2.PredictionLog.FromString(tf_serving_prediction_log(batch))
+    streamed = tf_serving_warmup_pb2.PredictionLog()
+    streamed.predict_streamed_log.request.extend([log.predict_log.request] * 3)
+    assert [predict_pb2.PredictRequest.FromString(r) for r in
+            _record_to_requests(streamed.SerializeToString())] == [expected] * 3
+
+
+def other_prediction_log(field: int) -> bytes:
+    """A TF Serving PredictionLog of another kind, as tensorflow_serving/apis/prediction_log.proto lays
+    it out: classify_log = 2 / regress_log = 3 {request = 1: ClassificationRequest or RegressionRequest
+    {model_spec = 1: ModelSpec {name = 1}, input = 2: Input {example_list = 1 {examples = 1}}}},
+    multi_inference_log = 4, session_run_log = 5 (their request = 1 likewise starts with model_spec)."""
+    model_spec = length_delimited(1, length_delimited(1, b"model"))
+    example = length_delimited(1, b"")  # an empty tf.Example
+    request = model_spec + length_delimited(2, length_delimited(1, length_delimited(1, example)))
+    metadata = length_delimited(1, length_delimited(1, length_delimited(1, b"model")))  # log_metadata
+    return metadata + length_delimited(field, length_delimited(1, request))
+
+
+@pytest.mark.parametrize("field,kind", [(2, "classify_log"), (3, "regress_log"), (4, "multi_inference_log"),
+                                        (5, "session_run_log")])
+def test_other_prediction_log_kinds_are_named(rec_model, batch, tmp_path, field, kind):
+    write_tfrecord(tmp_path / "warmup.tfrecord", [tf_serving_prediction_log(batch), other_prediction_log(field)])
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor(rec_model.config(warmup_file_name=str(tmp_path / "warmup.tfrecord")))
+    assert (f"record 1 is not a PredictRequest or PredictionLog: it is a TF Serving PredictionLog with a {kind} "
+            f"of another kind than predict") in str(error.value)
 
 
 def test_savedmodel_assets_extra_file_is_picked_up(rec_model, batch, tmp_path, caplog):

@@ -4,7 +4,9 @@ requests do not pay for TensorFlow's lazy initialization.
 Formats of `warmup_file_name` (absolute, or relative to the SavedModel directory):
   (a) one serialized PredictRequest (DeepRec's format);
   (b) a TFRecord file whose records are serialized PredictRequests, or TF Serving PredictionLogs with a
-      predict_log (TensorProto inputs are converted).
+      predict_log or predict_streamed_log (TensorProto inputs are converted); a PredictionLog of
+      another kind (classify_log, regress_log, multi_inference_log, session_run_log) is named in the
+      error, since a predict signature cannot take it.
 Without `warmup_file_name`, `<SavedModel>/assets.extra/tf_serving_warmup_requests` is used when present.
 """
 from __future__ import annotations
@@ -62,16 +64,69 @@ def _from_tf_serving(request: tf_serving_warmup_pb2.PredictRequest) -> bytes:
     return converted.SerializeToString()
 
 
-def _record_to_request(record: bytes) -> bytes:
-    # A TF Serving record has field 6 (predict_log), which our PredictRequest lacks; check it first.
+# PredictionLog kinds that cannot warm up a predict signature (tensorflow_serving/apis/prediction_log.proto).
+OTHER_LOG_KINDS = {2: "classify_log", 3: "regress_log", 4: "multi_inference_log", 5: "session_run_log"}
+
+
+def _top_level_fields(record: bytes) -> set:
+    """The field numbers of a serialized message's top level; empty if it is not one."""
+    fields, at = set(), 0
+
+    def varint() -> int:
+        nonlocal at
+        value, shift = 0, 0
+        while True:
+            byte = record[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    try:
+        while at < len(record):
+            key = varint()
+            number, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                varint()
+            elif wire_type == 1:
+                at += 8
+            elif wire_type == 2:
+                length = varint()  # read before `at` is: varint() moves it
+                at += length
+            elif wire_type == 5:
+                at += 4
+            else:
+                return set()
+            fields.add(number)
+        return fields if at == len(record) else set()
+    except IndexError:
+        return set()
+
+
+def _record_to_requests(record: bytes) -> List[bytes]:
+    """The PredictRequests one warmup record holds: itself, or a TF Serving PredictionLog's predict_log
+    request or predict_streamed_log requests. Other PredictionLog kinds raise ValueError naming them."""
+    # A TF Serving record has field 6 or 7, which our PredictRequest lacks; check it first.
     try:
         log = tf_serving_warmup_pb2.PredictionLog.FromString(record)
     except DecodeError:
         log = None
     if log is not None and log.HasField("predict_log"):
-        return _from_tf_serving(log.predict_log.request)
-    predict_pb2.PredictRequest.FromString(record)  # validates
-    return record
+        return [_from_tf_serving(log.predict_log.request)]
+    if log is not None and log.HasField("predict_streamed_log"):
+        return [_from_tf_serving(request) for request in log.predict_streamed_log.request]
+    request = predict_pb2.PredictRequest.FromString(record)  # validates
+    # Fields 2 and 3 of a PredictionLog (classify_log, regress_log) parse as our inputs and output_filter,
+    # with the nested message's bytes as names: no name a signature has holds control characters.
+    names = [request.signature_name, *request.inputs, *request.output_filter]
+    fields = _top_level_fields(record)
+    if fields & {4, 5} or not all(name.isprintable() for name in names):
+        kinds = [kind for number, kind in OTHER_LOG_KINDS.items() if number in fields]
+        raise ValueError(f"it is a TF Serving PredictionLog with a {' or '.join(kinds) or 'record'} of another "
+                         f"kind than predict: only predict_log and predict_streamed_log records (or "
+                         f"PredictRequests) warm up a version")
+    return [record]
 
 
 def read_warmup_requests(path: str) -> List[bytes]:
@@ -86,7 +141,7 @@ def read_warmup_requests(path: str) -> List[bytes]:
             requests = []
             for index, record in enumerate(read_records(data)):
                 try:
-                    requests.append(_record_to_request(record))
+                    requests.extend(_record_to_requests(record))
                 except (DecodeError, ValueError, TypeError) as e:
                     raise ModelLoadError(f"warmup file {path}: record {index} is not a PredictRequest or "
                                          f"PredictionLog: {e}") from None
