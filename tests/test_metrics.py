@@ -34,14 +34,15 @@ def test_request_counts_latency_and_version(rec_model, batch, tmp_path):
             assert p.process(request)[0] == 200
         for _ in range(3):
             assert p.process(b"\xff")[0] == 400
+        p.predict(batch)  # its signature lookup is not a request; the prediction is
         parsed = samples(p.metrics())
         m = {"model_name": "ranker"}
-        assert value(parsed, ":tensorflow:serving:request_count", status="OK", **m) == 7
+        assert value(parsed, ":tensorflow:serving:request_count", status="OK", **m) == 8
         assert value(parsed, ":tensorflow:serving:request_count", status="INVALID_ARGUMENT", **m) == 3
         assert value(parsed, ":tensorflow:serving:request_count", status="UNAVAILABLE", **m) == 0
         latency = {"API": "predict", "entrypoint": "process", **m}
-        assert value(parsed, ":tensorflow:serving:request_latency_count", **latency) == 10
-        assert value(parsed, ":tensorflow:serving:request_latency_bucket", le="+Inf", **latency) == 10
+        assert value(parsed, ":tensorflow:serving:request_latency_count", **latency) == 11
+        assert value(parsed, ":tensorflow:serving:request_latency_bucket", le="+Inf", **latency) == 11
         buckets = sorted((float(dict(labels)["le"]), v) for (name, labels), v in parsed.items()
                          if name == ":tensorflow:serving:request_latency_bucket")
         assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative

@@ -126,6 +126,8 @@ def test_a_specific_version_is_served_only_when_it_is_the_serving_one(server, ba
     ("/v1/models/rec:predict", {"instances": [{"user_id": 1, "item_id": 1, "category": {"b64": "%%"},
                                                "dense": [0, 0, 0, 0]}]}, 400, "invalid base64"),
     ("/v1/models/rec:predict", {"instances": [1, 2]}, 400, "each instance must be an object naming them"),
+    ("/v1/models/rec:predict", {"signature_name": "other", "inputs": [1, 2]}, 400,
+     "signature_name 'other' is not served; this model serves 'serving_default'"),
     ("/v1/models/rec:classify", {"examples": []}, 400, "'classify' is not supported"),
     ("/v1/models/rec/labels/stable:predict", {"instances": [1]}, 404, "version labels are not supported"),
 ])

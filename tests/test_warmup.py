@@ -149,3 +149,13 @@ def test_warmup_failure_on_update_keeps_the_serving_version(rec_model, batch, tm
             p.update()
         info = p.model_info()
         assert info.model_path == serving and info.updates_failed == 1
+
+
+def test_a_failed_warmup_names_a_versioned_savedmodel_once(rec_model, batch, tmp_path):
+    base = tmp_path / "models"
+    shutil.copytree(rec_model.savedmodel_dir, base / "3")
+    (tmp_path / "warmup.bin").write_bytes(serialize({**batch, "nope": batch["user_id"]}))
+    with pytest.raises(processor.ModelLoadError) as error:
+        processor.Processor({"savedmodel_dir": str(base), "warmup_file_name": str(tmp_path / "warmup.bin"),
+                             "poll_interval_seconds": 0, "init_timeout_minutes": 0})
+    assert f"warmup of {base / '3'} failed: request 0 answered 400" in str(error.value)

@@ -22,6 +22,21 @@ namespace {
 
 const Status kNoHandle = Status::Unavailable("model_buf is NULL: initialize() failed or was not called");
 
+// Runs a request's bookkeeping (metrics, request log, timeline): an exception in it (std::bad_alloc)
+// is logged and dropped, never unwinding into the host nor taking back the answer already made.
+template <typename Step>
+void Bookkeep(const char* what, Step&& step) noexcept {
+  try {
+    step();
+  } catch (const std::exception& e) {
+    try {
+      Log(LogLevel::kError, std::string(what) + " failed: " + e.what());
+    } catch (...) {
+    }
+  } catch (...) {
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -54,7 +69,8 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
   auto* handle = static_cast<ModelHandle*>(model_buf);
   const auto started = std::chrono::steady_clock::now();
   int64_t step = 0;
-  const bool traced = handle->timeline.ShouldTrace(&step);
+  bool traced = false;
+  Bookkeep("choosing the request to trace", [&] { traced = handle->timeline.ShouldTrace(&step); });
   std::string run_metadata;
   int code;
   {
@@ -64,11 +80,17 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
                                    traced ? &run_metadata : nullptr);
   }
   const auto elapsed = std::chrono::steady_clock::now() - started;
-  handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
-  if (code == PROCESSOR_OK && input_size > 0) handle->request_log.Offer(input_data, static_cast<size_t>(input_size));
+  Bookkeep("recording the request's metrics", [&] {
+    handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+  });
+  if (code == PROCESSOR_OK && input_size > 0) {
+    Bookkeep("logging the request", [&] { handle->request_log.Offer(input_data, static_cast<size_t>(input_size)); });
+  }
   if (traced) {
-    Status written = handle->timeline.Write(step, run_metadata);
-    if (!written.ok()) Log(LogLevel::kError, written.message());
+    Bookkeep("writing the timeline", [&] {
+      Status written = handle->timeline.Write(step, run_metadata);
+      if (!written.ok()) Log(LogLevel::kError, written.message());
+    });
   }
   return code;
 }

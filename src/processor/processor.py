@@ -146,7 +146,10 @@ class Processor:
         tuple so that a concurrent version swap never pairs one version's signature with another's."""
         cached = self._signature
         if cached is None:
-            code, body = self.process(b"")
+            # Asked of the serving version directly: the lookup is not a request of the host's, and
+            # must not count in request_count (an empty request through process() does).
+            servable = self._serving_servable
+            code, body = servable.process(b"") if servable is not None else self.process(b"")
             if code != OK:
                 raise RequestError(code, body.decode("utf-8", "replace"))
             signature = json.loads(body)

@@ -35,6 +35,9 @@ def parse_predict_body(body: Any, signature: Mapping[str, Any]) -> Tuple[Dict[st
     unknown = sorted(set(body) - {"signature_name", "instances", "inputs"})
     if unknown:
         raise RestRequestError(f"unknown field(s) {', '.join(repr(k) for k in unknown)}: expected 'instances' or 'inputs'")
+    if signature_name and signature_name != signature["signature_name"]:  # before the inputs are read by it
+        raise RestRequestError(f"signature_name '{signature_name}' is not served; this model serves "
+                               f"'{signature['signature_name']}'")
     if ("instances" in body) == ("inputs" in body):
         raise RestRequestError("the request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)")
     specs = {spec["alias"]: spec for spec in signature["inputs"]}

@@ -38,7 +38,11 @@ class Candidate:
         return self.checkpoint.prefix if self.checkpoint else self.savedmodel.path
 
     def describe(self) -> str:
-        return self.model_path if self.savedmodel.version < 0 else f"{self.savedmodel.path} + {self.model_path}"
+        """The checkpoint (or SavedModel) served, with a versioned SavedModel's version directory when a
+        checkpoint is restored into it."""
+        if self.savedmodel.version < 0 or self.checkpoint is None:
+            return self.model_path
+        return f"{self.savedmodel.path} + {self.model_path}"
 
 
 @dataclass(frozen=True)
