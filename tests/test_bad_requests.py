@@ -9,6 +9,7 @@ import pytest
 
 import processor
 from processor import predict_pb2, tensors
+from lifecycle_helpers import serialize
 from wire_helpers import key, length_delimited, request_from_arrays, varint
 
 
@@ -94,10 +95,13 @@ BAD_REQUESTS = {
     "packed dim of 11 bytes": (lambda b: request_from_arrays(
         [("user_id", key(1, 0) + varint(9) + length_delimited(2, length_delimited(1, b"\x80" * 10 + b"\x01")))]), 400,
         "input 'user_id': array_shape: a packed varint is longer than 10 bytes"),
-    "group wire type": (lambda b: key(2, 3) + b"\x00", 400,
-                        "not a valid PredictRequest: field 2 (inputs) has wire type 3 instead of 2"),
-    "wrong wire type for inputs": (lambda b: key(2, 0) + varint(5), 400, "field 2 (inputs) has wire type 0"),
-    "group in an unknown field": (lambda b: key(9, 3) + b"\x00", 400, "not a valid PredictRequest"),
+    "group holding field 0": (lambda b: key(2, 3) + b"\x00", 400,
+                              "the request is not a valid PredictRequest (malformed protocol buffer)"),
+    "group in an unknown field, never ended": (lambda b: serialize(b) + key(9, 3) + key(1, 0) + varint(1), 400,
+                                               "not a valid PredictRequest"),
+    "end of a group never started": (lambda b: serialize(b) + key(9, 4), 400, "not a valid PredictRequest"),
+    "group ended by another field's end": (lambda b: serialize(b) + key(9, 3) + key(8, 4), 400,
+                                           "not a valid PredictRequest"),
     "input name that is not UTF-8": (lambda b: mutate(b, lambda r: r.inputs.pop("dense")) + request_from_arrays(
         [(b"de\xffnse\n", b"")]), 400, "unknown input 'de\\xffnse\\x0a'"),
     "output name in another script": (lambda b: mutate(b, lambda r: r.output_filter.append("概率")), 400,
@@ -105,6 +109,48 @@ BAD_REQUESTS = {
     "dtype the protocol cannot carry": (lambda b: mutate(b, lambda r: r.inputs["user_id"].CopyFrom(
         predict_pb2.ArrayProto(dtype=predict_pb2.DT_HALF))), 400, "DT_HALF"),
 }
+
+
+def group(field: int, payload: bytes = b"") -> bytes:
+    return key(field, 3) + payload + key(field, 4)
+
+
+def with_array_bytes(batch, name: str, extra: bytes) -> bytes:
+    """The batch's request with `extra` appended to input `name`'s ArrayProto."""
+    request = good_request(batch)
+    array = request.inputs.pop(name).SerializeToString()
+    return request.SerializeToString() + request_from_arrays([(name, array + extra)])
+
+
+# Requests protobuf parses: unknown groups (empty, nested, deep) and known fields with another wire type,
+# which protobuf keeps aside as unknown fields (google/protobuf/wire_format_lite.cc, SkipField).
+PROTOBUF_VALID = {
+    "empty group in the request": lambda b: serialize(b) + group(9),
+    "nested groups in the request": lambda b: serialize(b) + group(9, group(10, key(1, 0) + varint(7)) + group(11)),
+    "groups 99 deep": lambda b: serialize(b) + (b"".join(key(12, 3) for _ in range(99)) +
+                                                b"".join(key(12, 4) for _ in range(99))),
+    "group inside an ArrayProto": lambda b: with_array_bytes(b, "user_id", group(15, key(3, 5) + b"\0\0\0\0")),
+    "group inside array_shape": lambda b: with_array_bytes(b, "dense", length_delimited(2, group(4))),
+    "signature_name as a varint": lambda b: serialize(b) + key(1, 0) + varint(5),
+    "inputs as a varint": lambda b: serialize(b) + key(2, 0) + varint(5),
+    "output_filter as fixed32": lambda b: serialize(b) + key(3, 5) + b"abcd",
+    "dtype as fixed64": lambda b: with_array_bytes(b, "user_id", key(1, 1) + b"\1" * 8),
+    "array_shape as a varint": lambda b: with_array_bytes(b, "dense", key(2, 0) + varint(3)),
+    "float_val as a varint": lambda b: with_array_bytes(b, "dense", key(3, 0) + varint(1)),
+    "int64_val as fixed32": lambda b: with_array_bytes(b, "user_id", key(7, 5) + b"\1\2\3\4"),
+    "string_val as a varint": lambda b: with_array_bytes(b, "category", key(6, 0) + varint(1)),
+    "dim as fixed64": lambda b: with_array_bytes(b, "dense", length_delimited(2, key(1, 1) + b"\0" * 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(PROTOBUF_VALID))
+def test_what_protobuf_parses_is_served_as_protobuf_reads_it(served, batch, name):
+    """The oracle is protobuf itself: the bytes parse, and the answer equals the answer to what protobuf
+    read from them, re-serialized (unknown fields and all)."""
+    sent = PROTOBUF_VALID[name](batch)
+    read = predict_pb2.PredictRequest.FromString(sent)
+    read.DiscardUnknownFields()
+    assert served.process(sent) == served.process(read.SerializeToString()) == served.process(serialize(batch))
 
 
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))

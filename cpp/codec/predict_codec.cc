@@ -129,15 +129,30 @@ Status CountVarintValues(Reader& r, uint32_t wire_type, int64_t* count, std::str
   return Status::Ok();
 }
 
+// Whether protobuf reads an occurrence of ArrayProto `field` with `wire_type` as that field: a repeated
+// scalar packed or not, dtype as a varint, the shape and strings length-delimited. Other occurrences
+// are unknown fields to protobuf (it keeps them aside), and are skipped here likewise.
+inline bool ReadsAs(uint32_t field, uint32_t wire_type) {
+  switch (field) {
+    case kDtype: return wire_type == wire::kVarint;
+    case kFloatVal: return wire_type == wire::kLengthDelimited || wire_type == wire::kFixed32;
+    case kDoubleVal: return wire_type == wire::kLengthDelimited || wire_type == wire::kFixed64;
+    case kIntVal:
+    case kInt64Val:
+    case kBoolVal: return wire_type == wire::kLengthDelimited || wire_type == wire::kVarint;
+    default: return wire_type == wire::kLengthDelimited;  // array_shape, string_val
+  }
+}
+
 // Calls visit(reader, wire_type) at every occurrence of `field` in the array's pieces (already
-// validated by ParseArray); visit consumes the value.
+// validated by ParseArray) that protobuf reads as the field; visit consumes the value.
 template <typename Visit>
 void ForEachOccurrence(const ArrayView& array, uint32_t field, Visit&& visit) {
   for (std::string_view piece : array.pieces) {
     Reader r(piece);
     uint32_t f, wire_type;
     while (r.NextField(&f, &wire_type)) {
-      if (f == field) visit(r, wire_type);
+      if (f == field && ReadsAs(field, wire_type)) visit(r, wire_type);
       else r.Skip(wire_type);
     }
   }
@@ -552,7 +567,7 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
     } else if (wire_type == wire::kVarint) {
       array->dims.push_back(static_cast<int64_t>(r.Varint()));
     } else {
-      return Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
+      r.Skip(wire_type);  // unknown to protobuf, as any field with another wire type
     }
   }
   if (!r.ok()) return Status::InvalidArgument("malformed array_shape");
@@ -595,18 +610,17 @@ Status ParseArray(std::string_view bytes, StringStaging* staging, ArrayView* arr
   uint32_t field, wire_type;
   while (r.NextField(&field, &wire_type)) {
     Status status;
+    if (field > kBoolVal || !ReadsAs(field, wire_type)) {
+      r.Skip(wire_type);  // an unknown field, or a known one with another wire type: unknown to protobuf
+      continue;
+    }
     switch (field) {
       case kDtype:
-        if (wire_type != wire::kVarint) status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
-        else array->dtype = static_cast<int>(r.Varint());
+        array->dtype = static_cast<int>(r.Varint());
         break;
       case kArrayShape:
-        if (wire_type != wire::kLengthDelimited) {
-          status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
-        } else {
-          array->has_shape = true;
-          status = ParseShape(r.LengthDelimited(), array);
-        }
+        array->has_shape = true;
+        status = ParseShape(r.LengthDelimited(), array);
         break;
       case kFloatVal:
       case kDoubleVal:
@@ -624,13 +638,8 @@ Status ParseArray(std::string_view bytes, StringStaging* staging, ArrayView* arr
         break;
       }
       case kStringVal:
-        if (wire_type != wire::kLengthDelimited) {
-          status = Status::InvalidArgument("unexpected wire type " + std::to_string(wire_type));
-        } else {
-          ParseStringRun(r, staging, array);
-        }
+        ParseStringRun(r, staging, array);
         break;
-      default: r.Skip(wire_type);  // unknown fields are skipped, as protobuf does
     }
     if (!status.ok()) return status.WithContext(kFieldNames[field]);
   }
@@ -894,13 +903,8 @@ Status ParsePredictRequest(const void* data, size_t size, RequestView* request) 
       PROCESSOR_RETURN_IF_ERROR(ParseInputEntry(r.LengthDelimited(), &request->strings, &entry.first, &entry.second));
     } else if (field == 3 && wire_type == wire::kLengthDelimited) {
       request->output_filter.push_back(r.LengthDelimited());
-    } else if (field <= 3) {
-      static const char* const kRequestFields[] = {"", "signature_name", "inputs", "output_filter"};
-      return Status::InvalidArgument("the request is not a valid PredictRequest: field " + std::to_string(field) +
-                                     " (" + kRequestFields[field] + ") has wire type " + std::to_string(wire_type) +
-                                     " instead of 2");
     } else {
-      r.Skip(wire_type);
+      r.Skip(wire_type);  // unknown fields, and known ones with another wire type, as protobuf does
     }
   }
   if (!r.ok()) return Status::InvalidArgument("the request is not a valid PredictRequest (malformed protocol buffer)");

@@ -12,7 +12,12 @@
 
 namespace processor::wire {
 
-enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
+enum WireType : uint32_t {
+  kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kStartGroup = 3, kEndGroup = 4, kFixed32 = 5
+};
+
+// How deep groups may nest in what is skipped: protobuf's default recursion limit.
+constexpr int kMaxGroupDepth = 100;
 
 // Reads fields from a span. Any malformation latches ok() to false; reads after that return zeros.
 class Reader {
@@ -39,6 +44,7 @@ class Reader {
     *field = static_cast<uint32_t>(tag >> 3);
     *wire_type = static_cast<uint32_t>(tag & 7);
     if (*field == 0 || tag > 0xFFFFFFFFu) ok_ = false;
+    last_field_ = *field;
     return ok_;
   }
 
@@ -80,17 +86,39 @@ class Reader {
     return ok_ ? std::string_view(reinterpret_cast<const char*>(start), pos_ - start) : std::string_view();
   }
 
-  void Skip(uint32_t wire_type) {
+  // Skips the value of the field NextField() just returned, as protobuf skips an unknown field: a group
+  // (proto2's, which proto3 parsers skip too) up to its matching end; an end-group tag outside one, or
+  // wire types 6 and 7, are malformed.
+  void Skip(uint32_t wire_type) { Skip(wire_type, 0); }
+
+ private:
+  void Skip(uint32_t wire_type, int depth) {
     switch (wire_type) {
       case kVarint: Varint(); break;
       case kFixed64: Fixed(8); break;
       case kLengthDelimited: LengthDelimited(); break;
       case kFixed32: Fixed(4); break;
-      default: Fail();  // groups (3, 4) are not proto3
+      case kStartGroup: SkipGroup(last_field_, depth + 1); break;
+      default: Fail();
     }
   }
 
- private:
+  void SkipGroup(uint32_t group_field, int depth) {
+    if (depth > kMaxGroupDepth) {
+      Fail();
+      return;
+    }
+    uint32_t field, wire_type;
+    while (NextField(&field, &wire_type)) {
+      if (wire_type == kEndGroup) {
+        if (field != group_field) Fail();
+        return;
+      }
+      Skip(wire_type, depth);
+    }
+    Fail();  // the input ended inside the group
+  }
+
   uint64_t LongerVarint() {
     if (end_ - pos_ >= 2 && pos_[1] < 0x80) {  // ids below 16384: two
       const uint64_t value = (pos_[0] & 0x7f) | (uint64_t(pos_[1]) << 7);
@@ -116,6 +144,7 @@ class Reader {
   const uint8_t* pos_;
   const uint8_t* end_;
   bool ok_ = true;
+  uint32_t last_field_ = 0;
 };
 
 // Without a loop (protobuf's formula): the encoder sizes every packed value before writing it, and a
