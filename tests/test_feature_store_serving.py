@@ -13,7 +13,7 @@ import processor
 from processor import _core
 from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
 from model_builders import build_lookup_model
-from processor.feature_store.redis_tables import RedisTables, connect
+from processor.feature_store.redis_tables import VARIANTS_PER_VERSION, RedisTables, connect
 from redis_servers import RedisServer
 
 EMBEDDINGS_OF_REC = {"feature_store_type": "local", "embedding_min_rows": 1000}  # user (1000) and item (5000) rows
@@ -123,6 +123,12 @@ def test_local_tables_take_a_deltas_rows_atomically(rec_model, tmp_path, batch):
 # ---- Redis
 
 
+def stored_as(version: int) -> int:
+    """The number a version's tables have in Redis in a namespace used by one test (its sources' first
+    variant: RedisTables.version_id)."""
+    return version * VARIANTS_PER_VERSION + 1
+
+
 def redis_config(model, url: str, namespace: str, **overrides) -> dict:
     return model.config(**{"feature_store_type": "redis", "redis_url": url, "embedding_min_rows": 1000,
                            "feature_store_namespace": namespace, "poll_interval_seconds": 0, **overrides})
@@ -139,7 +145,10 @@ def test_redis_serves_tensorflows_outputs(rec_model, reference, batch, where, re
         # a batch of 512 with repeated ids reads each id once, and still answers per example
         big = {k: np.concatenate([v] * 86)[:512] for k, v in batch.items()}
         assert_outputs_equal(p.predict(big), reference.predict(rec_model.prefixes()[-1], big))
-    stored = RedisTables(connect(url), f"serve-{where}").tables(int(rec_model.prefixes()[-1].rsplit("-", 1)[1]))
+    tables = RedisTables(connect(url), f"serve-{where}")
+    step = int(rec_model.prefixes()[-1].rsplit("-", 1)[1])
+    [stored_as] = [v for v in tables.complete_versions() if v // VARIANTS_PER_VERSION == step]
+    stored = tables.tables(stored_as)
     assert sorted(stored) == (["item_embedding", "user_embedding"] if where == "standalone" else
                               ["category_embedding", "item_embedding", "user_embedding"])
 
@@ -185,7 +194,8 @@ def test_versions_switch_whole_under_load_and_old_ones_are_deleted(rec_model, tm
         np.testing.assert_allclose(prob_of(second.process(request)[1]), references[-1], atol=1e-6)
         steps = [int(p.rsplit("-", 1)[1]) for p in model.prefixes()]
         tables = RedisTables(redis.Redis(port=standalone.port), "switch")
-        assert tables.complete_versions() == steps[-2:]  # the serving version and rollback_keep = 1 other
+        # the serving version and rollback_keep = 1 other (each under the number of its sources)
+        assert [v // VARIANTS_PER_VERSION for v in tables.complete_versions()] == steps[-2:]
         assert not redis.Redis(port=standalone.port).keys(f"pe:{{switch/{steps[-3]}/*")
 
 
@@ -204,7 +214,7 @@ def test_redis_takes_a_deltas_changed_rows_once(rec_model, tmp_path, batch, stan
         for p in (first, second):
             assert p.model_info().delta_step == step
             assert_outputs_equal(p.predict(batch), expected)
-        version = first.model_info().version_step
+        version = stored_as(first.model_info().version_step)
         assert redis.Redis(port=standalone.port).zrange(f"pe:{{deltas}}:deltas:{version}", 0, -1) == [str(step).encode()]
 
 
@@ -297,6 +307,37 @@ def test_a_monolith_table_serves_the_shards_layout_filters_keep(tmp_path, standa
                              "layout_filters": []})
 
 
+def test_a_newer_monolith_dump_is_imported_and_its_rows_served(tmp_path, standalone):
+    """Same SavedModel, same namespace, a restart with a newer dump: its rows, never the old dump's."""
+    build_ids_model(str(tmp_path / "model"), resource_variables=True)
+    config = {"savedmodel_dir": str(tmp_path / "model"), "feature_store_type": "redis", "redis_url": standalone.address,
+              "feature_store_namespace": "newer_dump", "embedding_names": ["ids_model/table"],
+              "monolith_tables": {"ids_model/table": str(tmp_path / "dump" / "emb")}, "poll_interval_seconds": 0}
+    for seed in (5, 6):
+        entries = write_monolith_dump(tmp_path / "dump", "emb", 2, 4, np.random.default_rng(seed))
+        ids = np.array(sorted(entries), dtype=np.int64)
+        with processor.Processor(config) as p:
+            rows = p.predict({"ids": ids})["rows"]
+        np.testing.assert_array_equal(rows, np.stack([entries[int(i)][1] for i in ids]))
+
+
+def test_instances_with_other_layout_filters_serve_their_own_shards(tmp_path, standalone):
+    """Two instances, the default namespace, different layout_filters: each serves its own shards."""
+    build_ids_model(str(tmp_path / "model"), resource_variables=True)
+    entries = write_monolith_dump(tmp_path / "dump", "emb", 4, 4, np.random.default_rng(7))
+    ids = np.array(list(entries), dtype=np.int64)
+    base = {"savedmodel_dir": str(tmp_path / "model"), "feature_store_type": "redis", "redis_url": standalone.address,
+            "embedding_names": ["ids_model/table"], "monolith_tables": {"ids_model/table": str(tmp_path / "dump" / "emb")},
+            "embedding_default_value": -1.0, "poll_interval_seconds": 0}
+    with processor.Processor({**base, "layout_filters": ["emb-{i}-of; i % 2 == 0"]}) as even, \
+            processor.Processor({**base, "layout_filters": ["emb-{i}-of; i % 2 == 1"]}) as odd:
+        for p, parity in ((even, 0), (odd, 1)):
+            rows = p.predict({"ids": ids})["rows"]
+            for entry_id, row in zip(ids, rows):
+                shard, expected = entries[int(entry_id)]
+                np.testing.assert_array_equal(row, expected if shard % 2 == parity else np.full(4, -1.0, np.float32))
+
+
 def test_cluster_redirections_are_followed(rec_model, reference, batch, cluster):
     """A partition's slot moves to another master while serving: first half-way (the old owner answers
     ASK for the key already moved), then for good (MOVED, and the slot map is reread)."""
@@ -305,7 +346,7 @@ def test_cluster_redirections_are_followed(rec_model, reference, batch, cluster)
     with processor.Processor(redis_config(rec_model, cluster.url, "redirect")) as p:
         expected = reference.predict(rec_model.prefixes()[-1], batch)
         assert_outputs_equal(p.predict(batch), expected)
-        version = p.model_info().version_step
+        version = stored_as(p.model_info().version_step)
         key = f"pe:{{redirect/{version}/item_embedding/{int(batch['item_id'][0]) % 16}}}"
         slot = nodes[cluster.servers[0].port].cluster("keyslot", key)
         source = next(r for r in nodes.values() if r.cluster("countkeysinslot", slot))

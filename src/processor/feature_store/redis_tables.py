@@ -80,6 +80,9 @@ def connect(redis_url: str, password: str = "") -> "redis.Redis | RedisCluster":
         raise StoreError(f"Redis Cluster at {where}: {e}", transient=True) from None
 
 
+VARIANTS_PER_VERSION = 1000  # distinct sources one version number may have in Redis (see version_id)
+
+
 class RedisTables:
     def __init__(self, client, model: str, partitions: int = 16, update_threads: int = 1, block_rows: int = 8192):
         self.client = client
@@ -104,6 +107,30 @@ class RedisTables:
 
     def _deltas_key(self, version: int) -> str:
         return f"pe:{{{self.model}}}:deltas:{version}"
+
+    def _ids_key(self) -> str:
+        return f"pe:{{{self.model}}}:ids"
+
+    def _variants_key(self) -> str:
+        return f"pe:{{{self.model}}}:variants"
+
+    # ---- identities
+
+    def version_id(self, version: int, identity: str) -> int:
+        """The number a model version's tables are kept under in Redis, one per (version, where its rows
+        come from): replicas with the same sources share it; a newer Monolith dump, another selection
+        of shards or rewritten variables under the same version number get another, so that no replica
+        ever serves rows that are not its own. Numbers order by version: version * 1000 + n."""
+        field = f"{version}:{identity}"
+        found = self.client.hget(self._ids_key(), field)
+        if found is None:
+            n = self.client.hincrby(self._variants_key(), str(version), 1)
+            if n >= VARIANTS_PER_VERSION:
+                raise StoreError(f"model {self.model} version {version} has had {n} different sources in Redis "
+                                 f"(at most {VARIANTS_PER_VERSION - 1}): delete its keys, or use a new version")
+            self.client.hsetnx(self._ids_key(), field, version * VARIANTS_PER_VERSION + n)
+            found = self.client.hget(self._ids_key(), field)
+        return int(found)
 
     # ---- versions
 
@@ -203,6 +230,9 @@ class RedisTables:
                 for key in keys:
                     self.client.unlink(key)
             self.client.delete(self._meta_key(version), self._deltas_key(version))
+            stale = [field for field, value in self.client.hgetall(self._ids_key()).items() if int(value) == version]
+            if stale:
+                self.client.hdel(self._ids_key(), *stale)
             deleted.append(version)
             logger.info("deleted model %s version %d from Redis", self.model, version)
         return deleted

@@ -7,6 +7,8 @@ beyond the `rollback_keep` newest deleted.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -45,6 +47,7 @@ class FeatureStore:
         self.namespace = config.feature_store_namespace or config.model_name
         self._redis_tables = None
         self._embeddings: Dict[str, Dict[str, Embedding]] = {}  # by SavedModel path, then variable
+        self._stored_as: Dict[int, int] = {}  # version -> the number its tables have in Redis (version_id)
 
     @property
     def is_redis(self) -> bool:
@@ -90,16 +93,21 @@ class FeatureStore:
                                  f"Redis ({', '.join(embeddings)})")
         sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
                    CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in embeddings.items()}
+        identity = hashlib.sha256(json.dumps({name: source.identity() for name, source in sorted(sources.items())},
+                                             sort_keys=True).encode()).hexdigest()[:32]
         tables = self._tables()
         with _redis_errors():
-            tables.ensure_version(version, sources)
-            stored = tables.tables(version)
+            stored_as = tables.version_id(version, identity)
+            tables.ensure_version(stored_as, sources)
+            stored = tables.tables(stored_as)
+        self._stored_as[version] = stored_as
         missing = [name for name in embeddings if name not in stored]
         if missing:
             raise StoreError(f"version {version} in Redis lacks table(s) {', '.join(missing)} (imported from "
                              f"another graph?)")
         # The partitions the version was imported with, whatever this replica's config says.
-        return {"redis_version": str(version), "redis_partitions": str(stored[next(iter(embeddings))]["partitions"])}
+        return {"redis_version": str(stored_as),
+                "redis_partitions": str(stored[next(iter(embeddings))]["partitions"])}
 
     def _monolith_table(self, variable: str, dim: int) -> MonolithTable:
         directory, _, name = self.config.monolith_tables[variable].rstrip("/").rpartition("/")
@@ -121,7 +129,7 @@ class FeatureStore:
     def apply_delta(self, version: int, step: int, prefix: str, changes: Dict[str, Tuple[bool, Embedding]]) -> None:
         if changes:
             with _redis_errors():
-                self._tables().apply_delta(version, step, prefix,
+                self._tables().apply_delta(self._stored_as.get(version, version), step, prefix,
                                            {name: sparse for name, (sparse, _) in changes.items()},
                                            {name: (e.saved_name, e.first_row) for name, (_, e) in changes.items()})
 

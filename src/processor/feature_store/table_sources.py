@@ -9,6 +9,7 @@ takes bounded memory:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
@@ -39,6 +40,16 @@ class CheckpointTable:
         self.dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
         if self.dtype.kind != "f":
             raise ModelLoadError(f"'{variable}' in {prefix} is {self.dtype}, not floating point")
+
+    def identity(self) -> list:
+        """What the rows are, across machines: the checkpoint's index (which holds each tensor's CRC32C)
+        and which rows of which variable."""
+        try:
+            with open(self.prefix + ".index", "rb") as f:
+                index = hashlib.sha256(f.read()).hexdigest()
+        except OSError as e:
+            raise ModelLoadError(f"cannot read {self.prefix}.index: {e.strerror}") from None
+        return ["checkpoint", index, self.variable, self.first_row, self.rows]
 
     @property
     def source(self) -> str:
@@ -121,6 +132,18 @@ class MonolithTable:
         self.dim = self._first_dim()
         self.rows = None  # not known before reading: hash tables hold arbitrary ids
         self.dtype = np.dtype("<f4")
+
+    def identity(self) -> list:
+        """What the rows are: the shards this instance loads (after layout_filters), by name, size and
+        modification time; a newer dump, or another selection of shards, is another identity."""
+        shards = []
+        for path in self.shards:
+            try:
+                stat = os.stat(path)
+            except OSError as e:
+                raise ModelLoadError(f"cannot read Monolith shard {path}: {e.strerror}") from None
+            shards.append([os.path.basename(path), stat.st_size, stat.st_mtime_ns])
+        return ["monolith", self.name, self.dim, shards]
 
     @property
     def source(self) -> str:
