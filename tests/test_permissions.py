@@ -62,7 +62,7 @@ def test_an_unreadable_state_file_fails_initialize_with_the_reason(rec_model, tm
     os.chmod(state, 0)
     script = "import processor, sys, json; processor.Processor(json.loads(sys.argv[1]))"
     run = subprocess.run(without_file_permission_bypass(
-        [sys.executable, "-c", script, json.dumps(model.config(poll_interval_seconds=0))]),
+        [sys.executable, "-c", script, json.dumps(model.config(poll_interval_seconds=0, init_timeout_minutes=0))]),
         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert run.returncode != 0
     assert "ModelLoadError" in run.stderr and "Permission denied" in run.stderr, run.stderr[-2000:]

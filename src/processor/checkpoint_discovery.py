@@ -9,8 +9,9 @@ Rules (what DeepRec and tf.train.Saver write):
   never versions, with two exceptions for trees copied from the training machine, whose state files
   hold that machine's absolute paths: a named prefix that is not there but whose file name is in the
   state file's own directory is that one (the tree was relocated); and a directory whose state file
-  names nothing that is there (or that has none) offers the checkpoints it holds (`*.index`, complete
-  with their shards), as DeepRec does. Each fallback is logged with the rule that chose it.
+  names only files that are not there (or that has none) offers the checkpoints it holds (`*.index`,
+  complete with their shards), as DeepRec does. Each fallback is logged with the rule that chose it. A
+  state file that cannot be read, or names nothing, is reported, never bypassed.
 - A version is complete when its .index file is a readable non-empty file and every data shard
   0..YYYYY-1 is a readable file.
 - The newest version is the complete one with the highest global step (the number after the last '-');
@@ -124,6 +125,8 @@ def versions_in(store: ModelStore, directory: str) -> List[CheckpointVersion]:
         versions.append(version)
     if named and len(missing) < len(named):
         return versions
+    if not named and STATE_FILE in store.list_dir(directory):
+        return versions  # one that cannot be read (or names nothing) is reported, not bypassed
     held = [check_version(store, store.join(directory, name[: -len(".index")]))
             for name in store.list_dir(directory) if name.endswith(".index") and not name.startswith(".")]
     held = [v for v in held if v.complete]
