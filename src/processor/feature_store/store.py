@@ -7,7 +7,6 @@ beyond the `rollback_keep` newest deleted.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -93,6 +92,7 @@ class FeatureStore:
                                  f"Redis ({', '.join(embeddings)})")
         sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
                    CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in embeddings.items()}
+        import hashlib  # here: hashing loads OpenSSL, which local stores must never load
         identity = hashlib.sha256(json.dumps({name: source.identity() for name, source in sorted(sources.items())},
                                              sort_keys=True).encode()).hexdigest()[:32]
         tables = self._tables()

@@ -9,7 +9,6 @@ takes bounded memory:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import struct
@@ -44,6 +43,7 @@ class CheckpointTable:
     def identity(self) -> list:
         """What the rows are, across machines: the checkpoint's index (which holds each tensor's CRC32C)
         and which rows of which variable."""
+        import hashlib  # here: hashing loads OpenSSL, which local stores must never load (test_remote_stores.py)
         try:
             with open(self.prefix + ".index", "rb") as f:
                 index = hashlib.sha256(f.read()).hexdigest()
