@@ -4,6 +4,7 @@ elsewhere. Tables must read the SavedModel's own assets/ copy, as TensorFlow's l
 feature store or without, with or without a main op. Outputs are compared with TensorFlow's loader."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import numpy as np
@@ -45,31 +46,35 @@ def serve(savedmodel_dir, store: str) -> dict:
         return p.predict({"category": CATEGORIES})
 
 
-@pytest.mark.parametrize("store", STORES)
-def test_a_rewritten_training_vocabulary_is_not_read(trained, store, tmp_path):
-    root, vocabulary, expected = trained
-    model = tmp_path / "saved_model"
-    shutil.copytree(root / "saved_model", model)
+@contextlib.contextmanager
+def rewritten(vocabulary):
+    """A later training run rewrites the vocabulary at the training path."""
     original = vocabulary.read_text()
-    vocabulary.write_text("\n".join(reversed(VOCABULARY)) + "\n")  # a later training run
+    vocabulary.write_text("\n".join(reversed(VOCABULARY)) + "\n")
     try:
-        served = serve(model, store)
+        yield
     finally:
         vocabulary.write_text(original)
-    np.testing.assert_array_equal(served["index"], expected["index"])
-    np.testing.assert_allclose(served["embedding"], expected["embedding"], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("store", STORES)
-def test_a_savedmodel_moved_to_a_host_without_the_training_path_serves(trained, store, tmp_path):
-    root, vocabulary, expected = trained
-    model = tmp_path / "moved" / "saved_model"
-    shutil.copytree(root / "saved_model", model)
+@contextlib.contextmanager
+def gone(vocabulary):
+    """The serving host has no training path: the SavedModel was moved there."""
     hidden = vocabulary.with_suffix(".away")
     vocabulary.rename(hidden)
     try:
-        served = serve(model, store)
+        yield
     finally:
         hidden.rename(vocabulary)
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("training_path", [rewritten, gone], ids=["rewritten", "gone"])
+def test_tables_read_the_savedmodels_own_assets_wherever_it_is(trained, store, training_path, tmp_path):
+    root, vocabulary, expected = trained
+    model = tmp_path / "moved" / "saved_model"
+    shutil.copytree(root / "saved_model", model)
+    with training_path(vocabulary):
+        served = serve(model, store)
     np.testing.assert_array_equal(served["index"], expected["index"])
     np.testing.assert_allclose(served["embedding"], expected["embedding"], rtol=0, atol=1e-6)

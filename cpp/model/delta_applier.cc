@@ -27,23 +27,41 @@ std::vector<int64_t> RowsOutside(const TF_Tensor* keys, int64_t rows) {
   return outside;
 }
 
-// The delta's rows whose id is outside the variable are skipped, as DeepRec's restore does (a row id
-// the serving variable cannot hold; every other row applies). Replaces *keys and *rows with the rows
-// kept; returns the first id skipped and how many, for the warning. String rows are refused instead.
-Status DropRowsOutside(int64_t limit, TensorPtr* keys, TensorPtr* rows, int64_t* skipped, int64_t* first_id) {
+Status CheckSparse(const TF_Tensor* keys, const TF_Tensor* values, const std::vector<int64_t>& shape) {
+  if (TF_NumDims(keys) != 1) return Status::InvalidArgument("keys have shape " + ShapeString(keys) + ", not [n]");
+  bool matches = !shape.empty() && TF_NumDims(values) == static_cast<int>(shape.size()) && TF_Dim(values, 0) == TF_Dim(keys, 0);
+  for (size_t d = 1; matches && d < shape.size(); ++d) matches = TF_Dim(values, d) == shape[d];
+  if (!matches) {
+    return Status::InvalidArgument("values have shape " + ShapeString(values) + " for " + std::to_string(TF_Dim(keys, 0)) +
+                                   " keys of a variable of shape " + ShapeString(shape));
+  }
+  return Status::Ok();
+}
+
+Status CheckWhole(const TF_Tensor* value, const std::vector<int64_t>& shape) {
+  bool matches = TF_NumDims(value) == static_cast<int>(shape.size());
+  for (size_t d = 0; matches && d < shape.size(); ++d) matches = TF_Dim(value, d) == shape[d];
+  if (matches) return Status::Ok();
+  return Status::InvalidArgument("value has shape " + ShapeString(value) + ", the variable " + ShapeString(shape));
+}
+
+}  // namespace
+
+Status DropRowsOutside(const std::string& prefix, const std::string& what, int64_t limit, TensorPtr* keys,
+                       TensorPtr* rows) {
   const bool narrow = TF_TensorType(keys->get()) == TF_INT32;
   const std::vector<int64_t> outside = narrow ? RowsOutside<int32_t>(keys->get(), limit)
                                               : RowsOutside<int64_t>(keys->get(), limit);
-  *skipped = static_cast<int64_t>(outside.size());
   if (outside.empty()) return Status::Ok();
   const size_t key_bytes = narrow ? sizeof(int32_t) : sizeof(int64_t);
   const char* key_data = static_cast<const char*>(TF_TensorData(keys->get()));
-  *first_id = narrow ? reinterpret_cast<const int32_t*>(key_data)[outside[0]]
-                     : reinterpret_cast<const int64_t*>(key_data)[outside[0]];
+  const int64_t first_id = narrow ? reinterpret_cast<const int32_t*>(key_data)[outside[0]]
+                                  : reinterpret_cast<const int64_t*>(key_data)[outside[0]];
+  const std::string range = "[0, " + std::to_string(limit) + ")";
   if (TF_TensorType(rows->get()) == TF_STRING) {
-    return Status::InvalidArgument("row id " + std::to_string(*first_id) + " is outside [0, " + std::to_string(limit) + ")");
+    return Status::InvalidArgument(what + ": row id " + std::to_string(first_id) + " is outside " + range);
   }
-  const int64_t n = TF_Dim(keys->get(), 0), kept = n - *skipped;
+  const int64_t n = TF_Dim(keys->get(), 0), kept = n - static_cast<int64_t>(outside.size());
   const size_t row_bytes = TF_TensorByteSize(rows->get()) / static_cast<size_t>(n);
   std::vector<int64_t> key_dims{kept}, row_dims{kept};
   for (int d = 1; d < TF_NumDims(rows->get()); ++d) row_dims.push_back(TF_Dim(rows->get(), d));
@@ -66,28 +84,12 @@ Status DropRowsOutside(int64_t limit, TensorPtr* keys, TensorPtr* rows, int64_t*
   }
   *keys = std::move(kept_keys);
   *rows = std::move(kept_rows);
+  Log(LogLevel::kWarning, "incremental checkpoint " + Quote(prefix) + ": " + what + ": skipped " +
+                              std::to_string(outside.size()) + " row(s) whose id is outside " + range +
+                              " (the first: " + std::to_string(first_id) + "); the other rows apply");
   return Status::Ok();
 }
 
-Status CheckSparse(const TF_Tensor* keys, const TF_Tensor* values, const std::vector<int64_t>& shape) {
-  if (TF_NumDims(keys) != 1) return Status::InvalidArgument("keys have shape " + ShapeString(keys) + ", not [n]");
-  bool matches = !shape.empty() && TF_NumDims(values) == static_cast<int>(shape.size()) && TF_Dim(values, 0) == TF_Dim(keys, 0);
-  for (size_t d = 1; matches && d < shape.size(); ++d) matches = TF_Dim(values, d) == shape[d];
-  if (!matches) {
-    return Status::InvalidArgument("values have shape " + ShapeString(values) + " for " + std::to_string(TF_Dim(keys, 0)) +
-                                   " keys of a variable of shape " + ShapeString(shape));
-  }
-  return Status::Ok();
-}
-
-Status CheckWhole(const TF_Tensor* value, const std::vector<int64_t>& shape) {
-  bool matches = TF_NumDims(value) == static_cast<int>(shape.size());
-  for (size_t d = 0; matches && d < shape.size(); ++d) matches = TF_Dim(value, d) == shape[d];
-  if (matches) return Status::Ok();
-  return Status::InvalidArgument("value has shape " + ShapeString(value) + ", the variable " + ShapeString(shape));
-}
-
-}  // namespace
 
 std::vector<VariableSpec> DeltaApplier::Variables() {
   std::vector<VariableSpec> specs;
@@ -245,15 +247,7 @@ Status DeltaApplier::Apply(const std::string& prefix, const std::vector<DeltaVar
       TensorPtr& rows_tensor = tensors[next++];
       const std::string context = "variable " + Quote(deltas[i].name);
       PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(CheckSparse(keys_tensor.get(), rows_tensor.get(), variables[i].shape), context);
-      int64_t skipped = 0, first_id = 0;
-      PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
-          DropRowsOutside(variables[i].shape[0], &keys_tensor, &rows_tensor, &skipped, &first_id), context);
-      if (skipped > 0) {
-        Log(LogLevel::kWarning, "incremental checkpoint " + Quote(prefix) + ": " + context + ": skipped " +
-                                    std::to_string(skipped) + " row(s) whose id is outside [0, " +
-                                    std::to_string(variables[i].shape[0]) + ") (the first: " + std::to_string(first_id) +
-                                    "); the other rows apply");
-      }
+      PROCESSOR_RETURN_IF_ERROR(DropRowsOutside(prefix, context, variables[i].shape[0], &keys_tensor, &rows_tensor));
       TF_Tensor* keys = keys_tensor.get();
       TF_Tensor* rows = rows_tensor.get();
       if (TF_Dim(keys, 0) == 0) continue;

@@ -39,6 +39,12 @@ struct VariableSpec {
   std::string saved_name;      // a part of a partitioned variable: the full variable checkpoints hold; else empty
 };
 
+// A sparse delta's rows whose id is outside [0, limit) are skipped, as DeepRec's restore does: *keys
+// and *rows are replaced by the rows kept, and a warning counts the others for `what` (the variable or
+// table) of the delta at `prefix`. String rows out of range are refused instead.
+Status DropRowsOutside(const std::string& prefix, const std::string& what, int64_t limit, TensorPtr* keys,
+                       TensorPtr* rows);
+
 class DeltaApplier {
  public:
   // `run_options` (borrowed) select the update thread pool for the delta's runs.

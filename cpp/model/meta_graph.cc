@@ -100,23 +100,33 @@ SaverSpec ParseSaver(std::string_view bytes) {
   return saver;
 }
 
-// CollectionDef.node_list (field 1) is a NodeList whose `value` (field 1) holds node names.
-std::vector<std::string> ParseNodeList(std::string_view collection) {
-  std::vector<std::string> names;
+// A CollectionDef's lists: node_list (1), bytes_list (2), any_list (5), each a message whose
+// `repeated value = 1` holds the items.
+enum CollectionList : uint32_t { kNodeList = 1, kBytesList = 2, kAnyList = 5 };
+
+// Calls visit(item bytes) for every value of the collection's list `kind`.
+template <typename Visit>
+void ForEachCollectionValue(std::string_view collection, CollectionList kind, Visit&& visit) {
   Reader r(collection);
   uint32_t field, wire_type;
   while (r.NextField(&field, &wire_type)) {
-    if (field == 1 && wire_type == wire::kLengthDelimited) {
-      Reader list(r.LengthDelimited());
-      uint32_t f, w;
-      while (list.NextField(&f, &w)) {
-        if (f == 1 && w == wire::kLengthDelimited) names.emplace_back(list.LengthDelimited());
-        else list.Skip(w);
-      }
-    } else {
+    if (field != kind || wire_type != wire::kLengthDelimited) {
       r.Skip(wire_type);
+      continue;
+    }
+    Reader list(r.LengthDelimited());
+    uint32_t f, w;
+    while (list.NextField(&f, &w)) {
+      if (f == 1 && w == wire::kLengthDelimited) visit(list.LengthDelimited());
+      else list.Skip(w);
     }
   }
+}
+
+// The node names of a collection's node_list.
+std::vector<std::string> ParseNodeList(std::string_view collection) {
+  std::vector<std::string> names;
+  ForEachCollectionValue(collection, kNodeList, [&](std::string_view name) { names.emplace_back(name); });
   return names;
 }
 
@@ -144,32 +154,18 @@ AssetFile ParseAsset(std::string_view bytes) {
   return asset;
 }
 
-// The legacy "saved_model_assets" collection TF1's SavedModelBuilder writes: CollectionDef.any_list (5)
-// of Any {type_url 1, value 2}, each value an AssetFileDef.
+// The legacy "saved_model_assets" collection TF1's SavedModelBuilder writes: an any_list of Any
+// {type_url 1, value 2}, each value an AssetFileDef.
 std::vector<AssetFile> ParseAssetCollection(std::string_view collection) {
   std::vector<AssetFile> assets;
-  Reader r(collection);
-  uint32_t field, wire_type;
-  while (r.NextField(&field, &wire_type)) {
-    if (field != 5 || wire_type != wire::kLengthDelimited) {
-      r.Skip(wire_type);
-      continue;
+  ForEachCollectionValue(collection, kAnyList, [&](std::string_view item) {
+    Reader any(item);
+    uint32_t field, wire_type;
+    while (any.NextField(&field, &wire_type)) {
+      if (field == 2 && wire_type == wire::kLengthDelimited) assets.push_back(ParseAsset(any.LengthDelimited()));
+      else any.Skip(wire_type);
     }
-    Reader list(r.LengthDelimited());
-    uint32_t f, w;
-    while (list.NextField(&f, &w)) {
-      if (f != 1 || w != wire::kLengthDelimited) {
-        list.Skip(w);
-        continue;
-      }
-      Reader any(list.LengthDelimited());
-      uint32_t af, aw;
-      while (any.NextField(&af, &aw)) {
-        if (af == 2 && aw == wire::kLengthDelimited) assets.push_back(ParseAsset(any.LengthDelimited()));
-        else any.Skip(aw);
-      }
-    }
-  }
+  });
   return assets;
 }
 
@@ -187,61 +183,60 @@ std::vector<int64_t> ParseInts(Reader& r, uint32_t wire_type) {
 // The "variables" collection: a BytesList (field 2) of VariableDef. A VariableDef's variable_name is
 // field 1, its SaveSliceInfoDef field 4 {full_name 1, full_shape 2, var_offset 3, var_shape 4}.
 void ParseSavedSlices(std::string_view collection, std::map<std::string, SavedSlice>* slices) {
-  Reader r(collection);
-  uint32_t field, wire_type;
-  while (r.NextField(&field, &wire_type)) {
-    if (field != 2 || wire_type != wire::kLengthDelimited) {
-      r.Skip(wire_type);
-      continue;
-    }
-    Reader list(r.LengthDelimited());
-    uint32_t f, w;
-    while (list.NextField(&f, &w)) {
-      if (f != 1 || w != wire::kLengthDelimited) {
-        list.Skip(w);
-        continue;
-      }
-      Reader variable(list.LengthDelimited());
-      std::string name;
-      SavedSlice slice;
-      std::vector<int64_t> full_shape, offset, shape;
-      uint32_t vf, vw;
-      while (variable.NextField(&vf, &vw)) {
-        if (vf == 1 && vw == wire::kLengthDelimited) {
-          name = std::string(variable.LengthDelimited());
-        } else if (vf == 4 && vw == wire::kLengthDelimited) {
-          Reader info(variable.LengthDelimited());
-          uint32_t sf, sw;
-          while (info.NextField(&sf, &sw)) {
-            if (sf == 1 && sw == wire::kLengthDelimited) slice.full_name = std::string(info.LengthDelimited());
-            else if (sf == 2) full_shape = ParseInts(info, sw);
-            else if (sf == 3) offset = ParseInts(info, sw);
-            else if (sf == 4) shape = ParseInts(info, sw);
-            else info.Skip(sw);
-          }
-        } else {
-          variable.Skip(vw);
+  ForEachCollectionValue(collection, kBytesList, [&](std::string_view variable_def) {
+    Reader variable(variable_def);
+    std::string name;
+    SavedSlice slice;
+    std::vector<int64_t> full_shape, offset, shape;
+    uint32_t vf, vw;
+    while (variable.NextField(&vf, &vw)) {
+      if (vf == 1 && vw == wire::kLengthDelimited) {
+        name = std::string(variable.LengthDelimited());
+      } else if (vf == 4 && vw == wire::kLengthDelimited) {
+        Reader info(variable.LengthDelimited());
+        uint32_t sf, sw;
+        while (info.NextField(&sf, &sw)) {
+          if (sf == 1 && sw == wire::kLengthDelimited) slice.full_name = std::string(info.LengthDelimited());
+          else if (sf == 2) full_shape = ParseInts(info, sw);
+          else if (sf == 3) offset = ParseInts(info, sw);
+          else if (sf == 4) shape = ParseInts(info, sw);
+          else info.Skip(sw);
         }
+      } else {
+        variable.Skip(vw);
       }
-      if (slice.full_name.empty() || full_shape.empty() || offset.size() != full_shape.size() ||
-          shape.size() != full_shape.size()) {
-        continue;  // not partitioned
-      }
-      for (int64_t dim : full_shape) slice.shape_and_slice += std::to_string(dim) + " ";
-      for (size_t d = 0; d < offset.size(); ++d) {
-        slice.shape_and_slice += (d ? ":" : "") + std::to_string(offset[d]) + "," + std::to_string(shape[d]);
-      }
-      slice.first_row = offset[0];
-      const size_t colon = name.rfind(':');
-      (*slices)[colon == std::string::npos ? name : name.substr(0, colon)] = std::move(slice);
     }
-  }
+    if (slice.full_name.empty() || full_shape.empty() || offset.size() != full_shape.size() ||
+        shape.size() != full_shape.size()) {
+      return;  // not partitioned
+    }
+    for (int64_t dim : full_shape) slice.shape_and_slice += std::to_string(dim) + " ";
+    for (size_t d = 0; d < offset.size(); ++d) {
+      slice.shape_and_slice += (d ? ":" : "") + std::to_string(offset[d]) + "," + std::to_string(shape[d]);
+    }
+    slice.first_row = offset[0];
+    const size_t colon = name.rfind(':');
+    (*slices)[colon == std::string::npos ? name : name.substr(0, colon)] = std::move(slice);
+  });
 }
 
 // "init_all_tables:0" -> "init_all_tables": init ops are run as targets.
 std::string OpName(const std::string& tensor_name) {
   const size_t colon = tensor_name.rfind(':');
   return colon == std::string::npos ? tensor_name : tensor_name.substr(0, colon);
+}
+
+// Calls visit(MetaGraphDef bytes) for each meta graph of a serialized SavedModel until visit returns
+// true; returns false when the SavedModel is not a valid protocol buffer.
+template <typename Visit>
+bool ForEachMetaGraph(std::string_view saved_model, Visit&& visit) {
+  Reader r(saved_model);
+  uint32_t field, wire_type;
+  while (r.NextField(&field, &wire_type)) {
+    if (field != kSavedModelMetaGraphs || wire_type != wire::kLengthDelimited) r.Skip(wire_type);
+    else if (visit(r.LengthDelimited())) return true;
+  }
+  return r.ok();
 }
 
 }  // namespace
@@ -299,24 +294,20 @@ std::string MissingSignatureMessage(const MetaGraphSpec& meta_graph, const std::
 }
 
 bool SavedModelRestoresVariables(std::string_view saved_model) {
-  Reader r(saved_model);
-  uint32_t field, wire_type;
-  while (r.NextField(&field, &wire_type)) {
-    if (field != kSavedModelMetaGraphs || wire_type != wire::kLengthDelimited) {
-      r.Skip(wire_type);
-      continue;
-    }
-    Reader meta_graph(r.LengthDelimited());
+  bool restores = false;
+  ForEachMetaGraph(saved_model, [&](std::string_view bytes) {
+    Reader meta_graph(bytes);
     uint32_t f, w;
     while (meta_graph.NextField(&f, &w)) {
       if (f == kMetaSaverDef && w == wire::kLengthDelimited) {
-        if (!ParseSaver(meta_graph.LengthDelimited()).restore_op_name.empty()) return true;
+        restores = restores || !ParseSaver(meta_graph.LengthDelimited()).restore_op_name.empty();
       } else {
         meta_graph.Skip(w);
       }
     }
-  }
-  return false;
+    return restores;
+  });
+  return restores;
 }
 
 Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vector<std::string>& tags,
@@ -330,14 +321,8 @@ Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vec
   std::vector<std::string> wanted(tags);
   std::sort(wanted.begin(), wanted.end());
   std::string available;
-  Reader r(*file);
-  uint32_t field, wire_type;
-  while (r.NextField(&field, &wire_type)) {
-    if (field != kSavedModelMetaGraphs || wire_type != wire::kLengthDelimited) {
-      r.Skip(wire_type);
-      continue;
-    }
-    const std::string_view candidate = r.LengthDelimited();
+  bool found = false;
+  const bool valid = ForEachMetaGraph(*file, [&](std::string_view candidate) {
     std::vector<std::string> candidate_tags;
     Reader fields(candidate);
     uint32_t f, w;
@@ -348,13 +333,15 @@ Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vec
     std::sort(candidate_tags.begin(), candidate_tags.end());
     if (candidate_tags == wanted) {
       *meta_graph = candidate;
-      return Status::Ok();
+      return found = true;
     }
     std::string joined;
     for (const std::string& tag : candidate_tags) joined += (joined.empty() ? "" : ",") + tag;
     available += (available.empty() ? "{" : ", {") + joined + "}";
-  }
-  if (!r.ok()) return Status::Internal("'" + path + "' is not a valid SavedModel protocol buffer");
+    return false;
+  });
+  if (found) return Status::Ok();
+  if (!valid) return Status::Internal("'" + path + "' is not a valid SavedModel protocol buffer");
   std::string joined;
   for (const std::string& tag : wanted) joined += (joined.empty() ? "" : ",") + tag;
   return Status::Internal("'" + path + "' has no MetaGraphDef tagged {" + joined + "} (it has: " +

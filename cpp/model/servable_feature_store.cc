@@ -2,9 +2,6 @@
 // (local or in Redis), the SavedModel's init op; and deltas whose rows go to local tables.
 #include <tensorflow/c/tf_tstring.h>
 
-#include <algorithm>
-
-#include "common/logging.h"
 #include "common/quote.h"
 #include "feature_store/lookup_op.h"
 #if PROCESSOR_WITH_REDIS
@@ -15,6 +12,18 @@
 #include "model/servable.h"
 
 namespace processor {
+namespace {
+
+// A variable restored whole that is a part of a partitioned variable is read from its slice of the
+// variable checkpoints save (in full versions and in deltas, as tf.train.Saver and DeepRec write it).
+void ReadFromSavedSlice(const std::map<std::string, SavedSlice>& slices, DeltaVariable* variable) {
+  auto slice = slices.find(variable->name);
+  if (variable->sparse || slice == slices.end() || !variable->saved_name.empty()) return;
+  variable->saved_name = slice->second.full_name;
+  variable->shape_and_slice = slice->second.shape_and_slice;
+}
+
+}  // namespace
 
 Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphSpec* meta_graph, RewritePlan* plan) {
   std::string_view serialized;
@@ -74,11 +83,7 @@ Status Servable::LoadWithFeatureStore(const LoadOptions& options, TF_SessionOpti
   std::vector<DeltaVariable> dense;
   for (const std::string& name : plan.dense_variables) {
     DeltaVariable variable{name, /*sparse=*/false};
-    auto slice = meta_graph->saved_slices.find(name);
-    if (slice != meta_graph->saved_slices.end()) {
-      variable.saved_name = slice->second.full_name;
-      variable.shape_and_slice = slice->second.shape_and_slice;
-    }
+    ReadFromSavedSlice(meta_graph->saved_slices, &variable);
     dense.push_back(std::move(variable));
   }
   PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(delta_applier().Apply(prefix, dense), "restoring the dense variables");
@@ -147,16 +152,8 @@ Status Servable::RunInitOp(const MetaGraphSpec& meta_graph, const std::string& s
 }
 
 Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& requested) {
-  // A part of a partitioned variable saved whole is its slice of the full variable, as in full versions
-  // (DeepRec's incremental saver and tf.train.Saver write partitioned variables so).
   std::vector<DeltaVariable> variables = requested;
-  for (DeltaVariable& variable : variables) {
-    auto slice = saved_slices_.find(variable.name);
-    if (!variable.sparse && slice != saved_slices_.end() && variable.saved_name.empty()) {
-      variable.saved_name = slice->second.full_name;
-      variable.shape_and_slice = slice->second.shape_and_slice;
-    }
-  }
+  for (DeltaVariable& variable : variables) ReadFromSavedSlice(saved_slices_, &variable);
   std::vector<DeltaVariable> in_session;
   std::vector<std::string> names, slices;
   std::vector<TF_DataType> dtypes;
@@ -189,7 +186,6 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
     LocalTable* table;
     std::vector<int64_t> ids;
     const float* rows;
-    std::vector<float> kept;  // the rows whose id is in the table, when some are not
   };
   std::vector<RowWrite> writes;
   size_t next = 0;
@@ -197,14 +193,20 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
     RowWrite write{table, {}, nullptr};
     const TF_Tensor* rows;
     if (variable->sparse) {
-      const TF_Tensor* keys = tensors[next++].get();
-      rows = tensors[next++].get();
-      const int64_t n = TF_NumDims(keys) == 1 ? TF_Dim(keys, 0) : -1;
-      if (n < 0 || TF_NumDims(rows) != 2 || TF_Dim(rows, 0) != n || TF_Dim(rows, 1) != table->dim()) {
+      TensorPtr& keys_tensor = tensors[next++];
+      TensorPtr& rows_tensor = tensors[next++];
+      int64_t n = TF_NumDims(keys_tensor.get()) == 1 ? TF_Dim(keys_tensor.get(), 0) : -1;
+      if (n < 0 || TF_NumDims(rows_tensor.get()) != 2 || TF_Dim(rows_tensor.get(), 0) != n ||
+          TF_Dim(rows_tensor.get(), 1) != table->dim()) {
         return Status::InvalidArgument("delta " + Quote(prefix) + ": the rows of embedding " + Quote(variable->name) +
                                        " do not fit its table [" + std::to_string(table->rows()) + ", " +
                                        std::to_string(table->dim()) + "]");
       }
+      PROCESSOR_RETURN_IF_ERROR(DropRowsOutside(prefix, "embedding " + Quote(variable->name), table->rows(),
+                                                &keys_tensor, &rows_tensor));
+      const TF_Tensor* keys = keys_tensor.get();
+      rows = rows_tensor.get();
+      n = TF_Dim(keys, 0);
       if (TF_TensorType(keys) == TF_INT32) {
         const int32_t* narrow = static_cast<const int32_t*>(TF_TensorData(keys));
         write.ids.assign(narrow, narrow + n);
@@ -222,26 +224,6 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
       for (int64_t id = 0; id < table->rows(); ++id) write.ids[id] = id;
     }
     write.rows = static_cast<const float*>(TF_TensorData(rows));
-    // Rows whose id is outside the table are skipped, as DeepRec does (and as for the session's variables).
-    size_t kept = 0;
-    const int64_t dim = table->dim();
-    for (size_t i = 0; i < write.ids.size(); ++i) {
-      if (write.ids[i] < 0 || write.ids[i] >= table->rows()) continue;
-      if (kept != i) {
-        if (write.kept.empty()) write.kept.assign(write.rows, write.rows + write.ids.size() * dim);
-        write.ids[kept] = write.ids[i];
-        std::copy_n(write.kept.begin() + i * dim, dim, write.kept.begin() + kept * dim);
-      }
-      ++kept;
-    }
-    if (kept != write.ids.size()) {
-      Log(LogLevel::kWarning, "incremental checkpoint " + Quote(prefix) + ": embedding " + Quote(variable->name) +
-                                  ": skipped " + std::to_string(write.ids.size() - kept) +
-                                  " row(s) whose id is outside [0, " + std::to_string(table->rows()) +
-                                  "); the other rows apply");
-      write.ids.resize(kept);
-      if (!write.kept.empty()) write.rows = write.kept.data();
-    }
     writes.push_back(std::move(write));
   }
   return delta_applier().Apply(prefix, in_session, [&writes] {

@@ -12,8 +12,9 @@ are ignored.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import _core
 from .checkpoint_discovery import check_version
@@ -36,13 +37,20 @@ def has_saved_model(store: ModelStore, path: str) -> bool:
     return any(store.is_readable_file(store.join(path, name)) for name in SAVED_MODEL_FILES)
 
 
+_RESTORES: Dict[Tuple[str, int, int], bool] = {}  # (saved_model.pb, size, mtime) -> its answer: polls ask again
+
+
 def graph_restores_variables(store: ModelStore, graph: str) -> bool:
     """Whether a local binary saved_model.pb describes a graph with variables to restore."""
     if store.is_remote or not graph.endswith(".pb"):
         return False
     try:
-        with open(graph, "rb") as f:
-            return _core.savedmodel_restores_variables(f.read())
+        stat = os.stat(graph)
+        key = (graph, stat.st_size, stat.st_mtime_ns)
+        if key not in _RESTORES:
+            with open(graph, "rb") as f:
+                _RESTORES[key] = _core.savedmodel_restores_variables(f.read())
+        return _RESTORES[key]
     except OSError:
         return False
 

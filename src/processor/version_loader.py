@@ -120,8 +120,7 @@ class VersionLoader:
         """The newest complete version in the store, or None. A remote store is listed once here
         (StoreError when that fails); deltas are then found in the same listing."""
         self.store.refresh()
-        savedmodel = newest_savedmodel(self.config.savedmodel_dir, self.store,
-                                       restores_variables=not self.config.checkpoint_dir)
+        savedmodel = self._newest_savedmodel()
         if savedmodel is None:
             return None
         checkpoint = None
@@ -161,9 +160,14 @@ class VersionLoader:
         if self.feature_store is not None:
             self.feature_store.close()
 
+    def _newest_savedmodel(self) -> Optional[SavedModelVersion]:
+        # With a checkpoint_dir the checkpoint is restored: the SavedModel's own variables are not needed.
+        return newest_savedmodel(self.config.savedmodel_dir, self.store,
+                                 restores_variables=not self.config.checkpoint_dir)
+
     def explain_missing(self) -> str:
         store = self.store
-        if newest_savedmodel(self.config.savedmodel_dir, store) is None:
+        if self._newest_savedmodel() is None:
             return (f"no SavedModel in savedmodel_dir '{self.config.savedmodel_dir}' (neither a saved_model.pb "
                     f"nor a complete integer version directory)")
         reasons = []

@@ -20,6 +20,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from . import predict_pb2, tensors, tf_serving_warmup_pb2
+from .checkpoint_index import CheckpointIndexError, read_varint
 from .errors import ModelLoadError
 from .tfrecord import TFRecordError, looks_like_tfrecord, read_records
 
@@ -71,37 +72,24 @@ OTHER_LOG_KINDS = {2: "classify_log", 3: "regress_log", 4: "multi_inference_log"
 def _top_level_fields(record: bytes) -> set:
     """The field numbers of a serialized message's top level; empty if it is not one."""
     fields, at = set(), 0
-
-    def varint() -> int:
-        nonlocal at
-        value, shift = 0, 0
-        while True:
-            byte = record[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-
+    sizes = {1: 8, 5: 4}  # fixed64, fixed32
     try:
         while at < len(record):
-            key = varint()
+            key, at = read_varint(record, at)
             number, wire_type = key >> 3, key & 7
             if wire_type == 0:
-                varint()
-            elif wire_type == 1:
-                at += 8
+                _, at = read_varint(record, at)
             elif wire_type == 2:
-                length = varint()  # read before `at` is: varint() moves it
+                length, at = read_varint(record, at)
                 at += length
-            elif wire_type == 5:
-                at += 4
+            elif wire_type in sizes:
+                at += sizes[wire_type]
             else:
                 return set()
             fields.add(number)
-        return fields if at == len(record) else set()
-    except IndexError:
+    except CheckpointIndexError:  # a truncated varint
         return set()
+    return fields if at == len(record) else set()
 
 
 def _record_to_requests(record: bytes) -> List[bytes]:
