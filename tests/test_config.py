@@ -85,7 +85,7 @@ BAD_CONFIGS = [
     ({**BASE, "embedding_min_rows": -1}, "embedding_min_rows", "must be >= 0"),
     ({**BASE, "embedding_default_value": float("nan")}, "embedding_default_value", "must be a finite number"),
     ({**BASE, "feature_store_partitions": 0}, "feature_store_partitions", "must be >= 1"),
-    ({**BASE, "monolith_tables": {"v": "/d/t"}}, "monolith_tables", "are imported into Redis"),
+    ({**BASE, "monolith_tables": {"v": "/d/t\nx"}}, "monolith_tables.v", "must be <directory>/<table name>"),
     ({**BASE, "monolith_tables": {"v": "t"}}, "monolith_tables.v", "must be <directory>/<table name>"),
     ({**BASE, "layout_filters": ["ps_{i}; __import__('os')"]}, "layout_filters[0]", "not allowed"),
     ({**BASE, "model_store_type": "s3"}, "model_store_type", "must be one of 'local', 'oss', 'hdfs'"),

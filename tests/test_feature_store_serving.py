@@ -272,39 +272,122 @@ def write_monolith_dump(directory, name: str, shards: int, dim: int, rng) -> dic
     return entries
 
 
+def write_shard(path, records) -> None:
+    from processor.tfrecord import write_record
+    with open(path, "wb") as f:
+        for record in records:
+            write_record(f, record)
+
+
 def test_entry_dumps_parse_packed_or_not_and_bad_ones_are_named(tmp_path):
-    from processor.feature_store.table_sources import MonolithTable, encode_entry_dump, parse_entry_dump
+    """The data plane's reader (cpp/feature_store/monolith_dump.cc), which both stores use: proto2's
+    unpacked floats and packed ones, other fields skipped; a bad record is named with its byte offset."""
+    from processor.feature_store.table_sources import MonolithTable, encode_entry_dump
     row = np.array([1.5, -2.0, 0.25], np.float32)
-    assert parse_entry_dump(encode_entry_dump(-7, row))[0] == -7
-    np.testing.assert_array_equal(parse_entry_dump(encode_entry_dump(-7, row))[1], row)
     packed = b"\x09" + np.int64(9).tobytes() + b"\x12\x0c" + row.tobytes() + b"\x20\x05"  # + last_update_ts_sec
-    np.testing.assert_array_equal(parse_entry_dump(packed)[1], row)
-    for bad, message in ((b"\x12\x0c" + row.tobytes(), "has no id"), (b"\x09\x01\x02", "not an EntryDump")):
-        with pytest.raises(processor.ModelLoadError, match=message):
-            parse_entry_dump(bad)
+    write_shard(tmp_path / "good", [encode_entry_dump(-7, row), packed])
+    ids, rows = _core.MonolithShard(str(tmp_path / "good")).read(10)
+    np.testing.assert_array_equal(ids, [-7, 9])
+    np.testing.assert_array_equal(rows, np.stack([row, row]))
+    for records, message in (([b"\x12\x0c" + row.tobytes()], "record 0 at byte 0: an EntryDump record has no id"),
+                             ([encode_entry_dump(1, row), b"\x09\x01\x02"], "record 1 at byte 40: not an EntryDump"),
+                             ([encode_entry_dump(1, row), encode_entry_dump(2, row[:2])],
+                              "entry 2 has 2 numbers, the shard's first 3")):
+        write_shard(tmp_path / "bad", records)
+        with pytest.raises(_core.LoadError, match=message):
+            _core.MonolithShard(str(tmp_path / "bad")).read(10)
+    data = bytearray((tmp_path / "good").read_bytes())
+    data[20] ^= 0x40  # a bit of the first entry's id: TFRecord's data CRC no longer matches
+    (tmp_path / "bad").write_bytes(bytes(data))
+    with pytest.raises(_core.LoadError, match="bad'?: record 0 at byte 0: data checksum mismatch"):
+        _core.MonolithShard(str(tmp_path / "bad")).read(10)
+    (tmp_path / "bad").write_bytes(bytes((tmp_path / "good").read_bytes()[:-3]))
+    with pytest.raises(_core.LoadError, match="record 1 at byte 40: truncated"):
+        _core.MonolithShard(str(tmp_path / "bad")).read(10)
     write_monolith_dump(tmp_path / "dump", "emb", 3, 3, np.random.default_rng(0))
     os.remove(tmp_path / "dump" / "emb-00001-of-00003")
     with pytest.raises(processor.ModelLoadError, match="shards of table 'emb' .* are incomplete"):
         MonolithTable(str(tmp_path / "dump"), "emb")
 
 
-def test_a_monolith_table_serves_the_shards_layout_filters_keep(tmp_path, standalone):
+def monolith_config(tmp_path, store: str, request, namespace: str) -> dict:
+    config = {"savedmodel_dir": str(tmp_path / "model"), "feature_store_type": store,  # the table is an embedding
+              "monolith_tables": {"ids_model/table": str(tmp_path / "dump" / "emb")},
+              "embedding_default_value": -1.0, "poll_interval_seconds": 0}
+    if store == "redis":
+        config.update(redis_url=request.getfixturevalue("standalone").address, feature_store_namespace=namespace)
+    return config
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+def test_a_monolith_table_serves_the_shards_layout_filters_keep(tmp_path, store, request):
     build_ids_model(str(tmp_path / "model"), resource_variables=True)
     entries = write_monolith_dump(tmp_path / "dump", "emb", 4, 4, np.random.default_rng(3))
-    config = {"savedmodel_dir": str(tmp_path / "model"), "feature_store_type": "redis", "redis_url": standalone.address,
-              "feature_store_namespace": "monolith", "embedding_names": ["ids_model/table"],
-              "monolith_tables": {"ids_model/table": str(tmp_path / "dump" / "emb")},
-              "layout_filters": ["emb-{i}-of; i % 2 == 1"], "embedding_default_value": -1.0, "poll_interval_seconds": 0}
-    ids = np.array(list(entries), dtype=np.int64)
+    config = {**monolith_config(tmp_path, store, request, "monolith"), "layout_filters": ["emb-{i}-of; i % 2 == 1"]}
+    ids = np.array(list(entries) + [0, 1, 49], dtype=np.int64)  # the graph variable's own ids are not the dump's
     with processor.Processor(config) as p:
         rows = p.predict({"ids": ids})["rows"]
     for entry_id, row in zip(ids, rows):
-        shard, expected = entries[int(entry_id)]
+        shard, expected = entries.get(int(entry_id), (0, None))
         np.testing.assert_array_equal(row, expected if shard % 2 == 1 else np.full(4, -1.0, np.float32))
     write_monolith_dump(tmp_path / "dump3", "emb", 1, 3, np.random.default_rng(4))
     with pytest.raises(processor.ModelLoadError, match="has rows of 3 numbers, variable 'ids_model/table' of 4"):
         processor.Processor({**config, "monolith_tables": {"ids_model/table": str(tmp_path / "dump3" / "emb")},
                              "layout_filters": []})
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+def test_a_corrupt_monolith_shard_is_refused(tmp_path, store, request):
+    """A flipped byte in a row fails TFRecord's CRC: the version is refused, never served (issue 23)."""
+    build_ids_model(str(tmp_path / "model"), resource_variables=True)
+    write_monolith_dump(tmp_path / "dump", "emb", 2, 4, np.random.default_rng(8))
+    shard = tmp_path / "dump" / "emb-00001-of-00002"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(processor.ModelLoadError, match=r"emb-00001-of-00002'?: record \d+ at byte \d+: "
+                                                       r"(data|length) checksum mismatch"):
+        processor.Processor(monolith_config(tmp_path, store, request, "corrupt"))
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+def test_a_monolith_table_takes_a_deltas_rows_by_id(tmp_path, store, request, capfd, caplog):
+    """A sparse delta's rows are written by id, whatever the id (a hash table's ids are not row numbers);
+    a delta saving the variable whole does not touch the dump's rows, and says so."""
+    import shutil
+    from processor import incremental
+    build_ids_model(str(tmp_path / "model"), resource_variables=True)
+    entries = write_monolith_dump(tmp_path / "dump", "emb", 2, 4, np.random.default_rng(9))
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(tmp_path / "model" / "variables" / f"variables{suffix}", checkpoints / f"model.ckpt-1{suffix}")
+    incremental._write_state(str(checkpoints), [str(checkpoints / "model.ckpt-1")])
+    config = {**monolith_config(tmp_path, store, request, "monolith_delta"), "checkpoint_dir": str(checkpoints)}
+    known = sorted(entries)[:2]
+    ids = np.array(known + [2**61 + 3, 5], dtype=np.int64)
+    with processor.Processor(config) as p:
+        before = p.predict({"ids": ids})["rows"]
+        deltas = checkpoints / incremental.INCREMENTAL_DIR
+        deltas.mkdir()
+        new_rows = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32)
+        incremental._save_tensors(str(deltas / "model.ckpt-2"), {
+            "ids_model/table-sparse_incr_keys": np.array([known[1], 2**61 + 3], np.int64),
+            "ids_model/table-sparse_incr_values": new_rows})
+        incremental._write_state(str(deltas), [str(deltas / "model.ckpt-2")])
+        p.update()
+        after = p.predict({"ids": ids})["rows"]
+        incremental._save_tensors(str(deltas / "model.ckpt-3"), {"ids_model/table": np.zeros((50, 4), np.float32)})
+        incremental._write_state(str(deltas), [str(deltas / "model.ckpt-2"), str(deltas / "model.ckpt-3")])
+        p.update()
+        whole = p.predict({"ids": ids})["rows"]
+        info = p.model_info()
+    np.testing.assert_array_equal(before[0], entries[known[0]][1])
+    np.testing.assert_array_equal(before[1:], [entries[known[1]][1], np.full(4, -1.0), np.full(4, -1.0)])
+    np.testing.assert_array_equal(after, [entries[known[0]][1], new_rows[0], new_rows[1], np.full(4, -1.0)])
+    np.testing.assert_array_equal(whole, after)
+    assert (info.delta_step, info.updates_failed) == (3, 0)
+    assert "saves 'ids_model/table' whole; its table holds a Monolith dump's ids" in capfd.readouterr().err + caplog.text
 
 
 def test_a_newer_monolith_dump_is_imported_and_its_rows_served(tmp_path, standalone):

@@ -62,6 +62,21 @@ std::vector<std::string> SplitCommas(const std::string& text) {
   return parts;
 }
 
+// "monolith:<variable>": the shards (one path per line) of the Monolith dump that is its table.
+constexpr char kMonolithPrefix[] = "monolith:";
+
+std::vector<std::string> SplitLines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    if (end > start) lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
 Status ParseLoadOptions(const char* const* keys, const char* const* values, int count,
                         processor::LoadOptions* options) {
   for (int i = 0; i < count; ++i) {
@@ -91,6 +106,9 @@ Status ParseLoadOptions(const char* const* keys, const char* const* values, int 
     else if (key == "redis_model") options->feature_store.model = value;
     else if (key == "redis_version") PROCESSOR_RETURN_IF_ERROR(ParseInt64(key, value, &options->feature_store.version));
     else if (key == "redis_partitions") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->feature_store.partitions));
+    else if (key.rfind(kMonolithPrefix, 0) == 0 && key.size() > sizeof(kMonolithPrefix) - 1) {
+      options->feature_store.monolith_shards[key.substr(sizeof(kMonolithPrefix) - 1)] = SplitLines(value);
+    }
     else return Status::InvalidArgument("unknown load option '" + key + "'");
   }
   if (options->savedmodel_dir.empty()) return Status::InvalidArgument("load option 'savedmodel_dir' is required");

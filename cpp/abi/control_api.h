@@ -20,7 +20,8 @@ typedef struct processor_servable processor_servable; /* one loaded model versio
  * (comma-separated), checkpoint_prefix, intra_op_threads, inter_op_threads, use_per_session_threads,
  * inline_execute, update_inter_op_threads, session_num, select_session_policy (MOD or RR); the feature
  * store: feature_store ("local" or "redis"), embedding_names (comma-separated), embedding_min_rows,
- * embedding_default_value, and for redis: redis_url, redis_password, read_thread_num, redis_model,
+ * embedding_default_value, for local: monolith:<variable> (the shards of the Monolith dump that is
+ * its table, one path per line), and for redis: redis_url, redis_password, read_thread_num, redis_model,
  * redis_version, redis_partitions. Returns NULL and sets *error on failure; the caller owns the result. */
 PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
                                                             int count, char** error);

@@ -31,6 +31,8 @@ namespace processor {
 struct FeatureStoreOptions {
   std::string type;  // "": in the session, as saved; "local": in this process's memory; "redis"
   EmbeddingSelection selection;
+  // "local": variables whose table is a Monolith hash-table dump (these shards) instead of the checkpoint's rows.
+  std::map<std::string, std::vector<std::string>> monolith_shards;
   // "redis": the tables of `model` version `version`, imported beforehand (redis_tables.py).
   RedisSettings redis;
   std::string model;
@@ -108,6 +110,8 @@ class Servable {
                               MetaGraphSpec* meta_graph);
   Status LoadTables(const FeatureStoreOptions& options, const RewritePlan& plan, const std::string& prefix,
                     const std::map<std::string, std::string>& keys);
+  Status LoadMonolithTable(const EmbeddingVariable& embedding, const std::vector<std::string>& shards,
+                           std::shared_ptr<LocalTable>* table);
   Status ConnectRedisTables(const FeatureStoreOptions& options, const RewritePlan& plan,
                             const std::map<std::string, std::string>& keys);
   Status RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);

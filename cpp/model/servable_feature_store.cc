@@ -2,8 +2,12 @@
 // (local or in Redis), the SavedModel's init op; and deltas whose rows go to local tables.
 #include <tensorflow/c/tf_tstring.h>
 
+#include <algorithm>
+
+#include "common/logging.h"
 #include "common/quote.h"
 #include "feature_store/lookup_op.h"
+#include "feature_store/monolith_dump.h"
 #if PROCESSOR_WITH_REDIS
 #include "feature_store/redis_table.h"
 #endif
@@ -95,27 +99,69 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
                             const std::map<std::string, std::string>& keys) {
   if (options.type == "redis") return ConnectRedisTables(options, plan, keys);
   if (options.type != "local") return Status::InvalidArgument("unknown feature store type " + Quote(options.type));
+  for (const auto& [variable, shards] : options.monolith_shards) {
+    if (!std::any_of(plan.embeddings.begin(), plan.embeddings.end(),
+                     [&](const EmbeddingVariable& e) { return e.name == variable; })) {
+      return Status::InvalidArgument("Monolith table for " + Quote(variable) + ", which is not among the embeddings "
+                                     "served from the feature store");
+    }
+  }
+  std::vector<const EmbeddingVariable*> from_checkpoint;
   std::vector<std::string> names, slices;
   for (const EmbeddingVariable& embedding : plan.embeddings) {
+    auto shards = options.monolith_shards.find(embedding.name);
+    if (shards != options.monolith_shards.end()) {
+      PROCESSOR_RETURN_IF_ERROR(LoadMonolithTable(embedding, shards->second, &local_tables_[embedding.name]));
+      continue;
+    }
+    from_checkpoint.push_back(&embedding);
     names.push_back(embedding.saved_name);
     slices.push_back(embedding.shape_and_slice);
   }
   std::vector<TensorPtr> tensors;
-  PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
-      delta_applier().Read(prefix, names, slices, std::vector<TF_DataType>(names.size(), TF_FLOAT), &tensors),
-      "reading the embedding tables");
+  if (!names.empty()) {
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
+        delta_applier().Read(prefix, names, slices, std::vector<TF_DataType>(names.size(), TF_FLOAT), &tensors),
+        "reading the embedding tables");
+  }
   for (size_t i = 0; i < names.size(); ++i) {
-    const EmbeddingVariable& embedding = plan.embeddings[i];
+    const EmbeddingVariable& embedding = *from_checkpoint[i];
     TF_Tensor* rows = tensors[i].get();
     if (TF_NumDims(rows) != 2 || TF_Dim(rows, 0) != embedding.rows || TF_Dim(rows, 1) != embedding.dim) {
       return Status::InvalidArgument("embedding " + Quote(embedding.name) + " in checkpoint " + Quote(prefix) +
                                      " does not have the graph's shape [" + std::to_string(embedding.rows) + ", " +
                                      std::to_string(embedding.dim) + "]");
     }
-    auto table = std::make_shared<LocalTable>(embedding.name, std::move(tensors[i]));
-    TableRegistry::Global().Register(keys.at(embedding.name), table);
-    local_tables_[embedding.name] = std::move(table);
+    local_tables_[embedding.name] = std::make_shared<DenseTable>(embedding.name, std::move(tensors[i]));
   }
+  for (const auto& [name, table] : local_tables_) TableRegistry::Global().Register(keys.at(name), table);
+  return Status::Ok();
+}
+
+Status Servable::LoadMonolithTable(const EmbeddingVariable& embedding, const std::vector<std::string>& shards,
+                                   std::shared_ptr<LocalTable>* table) {
+  auto hashed = std::make_shared<HashedTable>(embedding.name, embedding.dim);
+  constexpr size_t kBlockEntries = 8192;
+  std::vector<int64_t> ids;
+  std::vector<float> numbers;
+  for (const std::string& path : shards) {
+    std::unique_ptr<MonolithShardReader> reader;
+    PROCESSOR_RETURN_IF_ERROR(MonolithShardReader::Open(path, &reader));
+    do {
+      ids.clear();
+      numbers.clear();
+      PROCESSOR_RETURN_IF_ERROR(reader->Read(kBlockEntries, &ids, &numbers));
+      if (!ids.empty() && reader->dim() != embedding.dim) {
+        return Status::InvalidArgument("Monolith shard " + Quote(path) + " has rows of " + std::to_string(reader->dim()) +
+                                       " numbers, embedding " + Quote(embedding.name) + " of " +
+                                       std::to_string(embedding.dim));
+      }
+      PROCESSOR_RETURN_IF_ERROR(hashed->WriteRows(ids.data(), ids.size(), numbers.data()));
+    } while (!ids.empty());
+  }
+  Log(LogLevel::kInfo, "embedding " + Quote(embedding.name) + ": " + std::to_string(hashed->rows()) +
+                           " rows from " + std::to_string(shards.size()) + " Monolith shard(s)");
+  *table = std::move(hashed);
   return Status::Ok();
 }
 
@@ -164,6 +210,12 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
       in_session.push_back(variable);
       continue;
     }
+    if (!variable.sparse && table->second->keyed_by_any_id()) {
+      // A whole variable's rows 0..n-1 are not the ids of a table loaded from a Monolith dump.
+      Log(LogLevel::kWarning, "incremental checkpoint " + Quote(prefix) + " saves " + Quote(variable.name) +
+                                  " whole; its table holds a Monolith dump's ids, so its rows stay as they are");
+      continue;
+    }
     in_tables.emplace_back(&variable, table->second.get());
     if (variable.sparse) {
       names.push_back(variable.name + "-sparse_incr_keys");
@@ -177,7 +229,7 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
     }
     dtypes.push_back(TF_FLOAT);
   }
-  if (in_tables.empty()) return delta_applier().Apply(prefix, variables);
+  if (in_tables.empty()) return delta_applier().Apply(prefix, in_session);
 
   // The tables' rows: read and checked now, written with the session's variables under one lock.
   std::vector<TensorPtr> tensors;
@@ -202,8 +254,10 @@ Status Servable::ApplyDelta(const std::string& prefix, const std::vector<DeltaVa
                                        " do not fit its table [" + std::to_string(table->rows()) + ", " +
                                        std::to_string(table->dim()) + "]");
       }
-      PROCESSOR_RETURN_IF_ERROR(DropRowsOutside(prefix, "embedding " + Quote(variable->name), table->rows(),
-                                                &keys_tensor, &rows_tensor));
+      if (!table->keyed_by_any_id()) {
+        PROCESSOR_RETURN_IF_ERROR(DropRowsOutside(prefix, "embedding " + Quote(variable->name), table->rows(),
+                                                  &keys_tensor, &rows_tensor));
+      }
       const TF_Tensor* keys = keys_tensor.get();
       rows = rows_tensor.get();
       n = TF_Dim(keys, 0);

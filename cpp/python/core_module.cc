@@ -1,5 +1,6 @@
 // processor._core: the pybind11 binding the Python control plane drives the data plane with.
 // It speaks to the engine (libserving_processor_engine.so) only through C (processor.h and abi/control_api.h).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "abi/control_api.h"
+#include "feature_store/monolith_dump.h"
 #include "numpy_codec.h"
 
 namespace py = pybind11;
@@ -289,6 +291,38 @@ class Model {
   void* handle_;
 };
 
+// A Monolith dump's shard, read a block at a time for the Redis importer: the data plane's own reader
+// (feature_store/monolith_dump.cc, compiled into this module too), so both stores read one format one way.
+class MonolithShard {
+ public:
+  explicit MonolithShard(const std::string& path) {
+    processor::Status status = processor::MonolithShardReader::Open(path, &reader_);
+    if (!status.ok()) throw LoadFailure(status.message());
+  }
+
+  // (ids int64 [n], rows float32 [n, dim]) of up to `max_entries` entries; None at the end.
+  py::object Read(size_t max_entries) {
+    std::vector<int64_t> ids;
+    std::vector<float> numbers;
+    processor::Status status;
+    {
+      py::gil_scoped_release release;
+      status = reader_->Read(max_entries, &ids, &numbers);
+    }
+    if (!status.ok()) throw LoadFailure(status.message());
+    if (ids.empty()) return py::none();
+    const py::ssize_t n = static_cast<py::ssize_t>(ids.size()), dim = reader_->dim();
+    py::array_t<int64_t> id_array(n);
+    std::copy(ids.begin(), ids.end(), id_array.mutable_data());
+    py::array_t<float> rows({n, dim});
+    std::copy(numbers.begin(), numbers.end(), rows.mutable_data());
+    return py::make_tuple(std::move(id_array), std::move(rows));
+  }
+
+ private:
+  std::unique_ptr<processor::MonolithShardReader> reader_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -306,6 +340,13 @@ PYBIND11_MODULE(_core, m) {
       .def("variables", &Servable::Variables, "The graph's variables: (name, dtype, shape or None, full name of a partitioned variable's part or '').")
       .def("restore", &Servable::Restore, py::arg("prefix"),
            "Restores a checkpoint into the live session (not atomic for requests in flight). Raises LoadError.");
+
+  py::class_<MonolithShard>(m, "MonolithShard", "A Monolith hash-table dump's shard (TFRecord of EntryDump), "
+                                                 "every record's CRC checked.")
+      .def(py::init<const std::string&>(), py::arg("path"), "Opens the shard; raises LoadError.")
+      .def("read", &MonolithShard::Read, py::arg("max_entries"),
+           "(ids int64 [n], rows float32 [n, dim]) of the next entries, None at the end; raises LoadError naming the "
+           "record.");
 
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");

@@ -123,7 +123,7 @@ def _table_paths(name: str, value: Any) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(name, f"must map variable names to Monolith table paths (<dir>/<table>), got {_describe(value)}")
     for variable, path in value.items():
-        if not isinstance(path, str) or "/" not in path.rstrip("/"):
+        if not isinstance(path, str) or "/" not in path.rstrip("/") or "\n" in path:
             raise ConfigError(f"{name}.{variable}", f"must be <directory>/<table name>, got {_describe(path)}")
     return dict(value)
 
@@ -235,7 +235,7 @@ class ProcessorConfig:
     update_thread_num: int = _option(1, _at_least(1))     # writers importing a version into Redis
     feature_store_namespace: str = _option("", _string)   # replicas sharing tables; "": model_name
     feature_store_partitions: int = _option(16, _at_least(1))  # hashes per table (spread over a cluster)
-    monolith_tables: Dict[str, str] = _option({}, _table_paths)  # variable -> Monolith dump "<dir>/<table>" (redis)
+    monolith_tables: Dict[str, str] = _option({}, _table_paths)  # variable -> Monolith dump "<dir>/<table>"
     layout_filters: List[str] = _option([], _layout_filters)     # which Monolith shards this instance imports
     serialize_protocol: str = _option("protobuf", _choice(SERIALIZE_PROTOCOLS))
     oss_endpoint: str = _option("", _string)
@@ -260,8 +260,9 @@ class ProcessorConfig:
     def uses_feature_store(self) -> bool:
         """Whether embeddings are served outside the session: always with Redis (by default every
         variable the signature only gathers rows from, as DeepRec moves every embedding variable), and
-        locally when some are selected."""
-        return self.feature_store_type == "redis" or bool(self.embedding_names) or self.embedding_min_rows > 0
+        locally when some are selected (a variable of monolith_tables is)."""
+        return (self.feature_store_type == "redis" or bool(self.embedding_names) or self.embedding_min_rows > 0
+                or bool(self.monolith_tables))
 
     @property
     def effective_poll_interval(self) -> float:
@@ -289,8 +290,6 @@ def _check_consistency(config: ProcessorConfig) -> None:
         raise ConfigError("signature_name", "must not be empty")
     if config.feature_store_type == "redis" and not config.redis_url:
         raise ConfigError("redis_url", "is required when feature_store_type is 'redis'")
-    if config.monolith_tables and config.feature_store_type != "redis":
-        raise ConfigError("monolith_tables", "are imported into Redis: set feature_store_type to 'redis'")
     if config.timeline_trace_count > 0 and not config.timeline_path:
         raise ConfigError("timeline_path", "is required when timeline_trace_count > 0")
     if config.enable_inline_execute and config.inter_op_parallelism_threads > 0:

@@ -167,7 +167,7 @@ class RedisTables:
             for table, sparse in sorted(changes.items()):
                 if table not in meta:
                     raise StoreError(f"model {self.model} version {version} has no table '{table}' in Redis")
-                rows, dim = meta[table]["rows"], meta[table]["dim"]
+                rows, dim, any_id = meta[table]["rows"], meta[table]["dim"], meta[table].get("keyed_by_any_id", False)
                 if meta[table]["partitions"] != self.partitions:
                     raise StoreError(f"table '{table}' of version {version} has {meta[table]['partitions']} partitions "
                                      f"in Redis, feature_store_partitions is {self.partitions}")
@@ -177,12 +177,15 @@ class RedisTables:
                     if values.shape != (len(ids), dim):
                         raise StoreError(f"delta {prefix}: '{table}' rows have shape {list(values.shape)}, "
                                          f"the table [{len(ids)}, {dim}] for {len(ids)} ids")
-                    inside = (ids >= 0) & (ids < rows)
+                    inside = np.ones(len(ids), bool) if any_id else (ids >= 0) & (ids < rows)
                     if not inside.all():  # skipped, as DeepRec does (and the data plane for its tables)
                         logger.warning("incremental checkpoint %s: table '%s': skipped %d row(s) whose id is outside "
                                        "[0, %d); the other rows apply", prefix, table, int((~inside).sum()), rows)
                         ids, values = ids[inside], values[inside]
                     self._write_rows(version, table, ids, values)
+                elif any_id:  # as the data plane does for its local tables of Monolith dumps
+                    logger.warning("incremental checkpoint %s saves '%s' whole; its table holds a Monolith dump's "
+                                   "ids, so its rows stay as they are", prefix, table)
                 else:
                     saved, first_row = saved_as.get(table, (table, 0))
                     part = saved != table  # its rows [first_row, first_row + rows) of the saved variable
@@ -298,7 +301,8 @@ class RedisTables:
                 source = CheckpointTable(*source)
             rows, dim = source.rows, source.dim
             metadata[table] = {"rows": rows, "dim": dim, "partitions": self.partitions,
-                               "dtype": source.dtype.str, "source": source.source}
+                               "dtype": source.dtype.str, "source": source.source,
+                               "keyed_by_any_id": rows is None}  # a hash table's ids (Monolith), not rows 0..N-1
             written = [0]
             progress = threading.Lock()
             next_report = [0.1]

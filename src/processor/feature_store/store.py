@@ -57,7 +57,8 @@ class FeatureStore:
         min_rows = config.embedding_min_rows
         if self.is_redis and not config.embedding_names and not min_rows:
             min_rows = 1  # every variable the signature only gathers from
-        options = {"feature_store": config.feature_store_type, "embedding_names": ",".join(config.embedding_names),
+        names = config.embedding_names + [name for name in config.monolith_tables if name not in config.embedding_names]
+        options = {"feature_store": config.feature_store_type, "embedding_names": ",".join(names),
                    "embedding_min_rows": str(min_rows),
                    "embedding_default_value": repr(float(config.embedding_default_value))}
         if self.is_redis:
@@ -80,16 +81,19 @@ class FeatureStore:
 
     def prepare(self, version: int, savedmodel: str, options: Dict[str, str]) -> Dict[str, str]:
         """What a load of `version` of `savedmodel` (its store path) needs on top of load_options() and
-        the local paths in `options`; for Redis, its tables complete in the store first (imported here,
-        or by another replica)."""
-        if not self.is_redis:
+        the local paths in `options`: for local tables, the Monolith shards to read; for Redis, its tables
+        complete in the store first (imported here, or by another replica)."""
+        if not self.is_redis and not self.config.monolith_tables:
             return {}
         prefix = options.get("checkpoint_prefix") or os.path.join(options["savedmodel_dir"], "variables", "variables")
         embeddings = self.embeddings(savedmodel, options)
         unknown = sorted(set(self.config.monolith_tables) - set(embeddings))
         if unknown:
             raise ModelLoadError(f"monolith_tables names {', '.join(unknown)}, not among the embeddings served from "
-                                 f"Redis ({', '.join(embeddings)})")
+                                 f"the feature store ({', '.join(embeddings)})")
+        if not self.is_redis:  # the data plane reads the shards layout_filters keep
+            return {f"monolith:{name}": "\n".join(self._monolith_table(name, embeddings[name].dim).shards)
+                    for name in self.config.monolith_tables}
         sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
                    CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in embeddings.items()}
         import hashlib  # here: hashing loads OpenSSL, which local stores must never load

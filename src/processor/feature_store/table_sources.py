@@ -4,8 +4,8 @@ takes bounded memory:
 - CheckpointTable: a 2-D variable of a TF checkpoint; row i has id i.
 - MonolithTable: a Monolith hash-table dump, TFRecord shards `<name>-<i>-of-<n>` of EntryDump records
   (monolith/native_training/runtime/hash_table/embedding_hash_table.proto: `sfixed64 id = 1`,
-  `repeated float num = 2`, optimizer state and timestamps skipped); `layout_filters` choose which
-  shards this instance loads.
+  `repeated float num = 2`, optimizer state and timestamps skipped), read by the data plane's reader;
+  `layout_filters` choose which shards this instance loads.
 """
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .. import tensors
-from ..checkpoint_index import read_varint
+from .. import _core, tensors
 from ..errors import ModelLoadError
-from ..tfrecord import TFRecordError, iter_records
 from .checkpoint_rows import iter_rows, table_entry
 from .layout_filters import LayoutFilter, select_shards
 
@@ -60,46 +58,6 @@ class CheckpointTable:
         for first, rows in iter_rows(self.prefix, self.variable, block_rows, self.first_row, self.rows):
             first -= self.first_row
             yield np.arange(first, first + len(rows), dtype=np.int64), rows
-
-
-def parse_entry_dump(record: bytes) -> Tuple[int, np.ndarray]:
-    """(id, num) of a serialized EntryDump; ModelLoadError when it is not one."""
-    entry_id, numbers, pos, end = None, [], 0, len(record)
-    try:
-        while pos < end:
-            tag, pos = read_varint(record, pos)
-            field, wire = tag >> 3, tag & 7
-            if field == 1 and wire == 1:
-                (entry_id,) = struct.unpack_from("<q", record, pos)
-                pos += 8
-            elif field == 2 and wire == 5:  # proto2's unpacked repeated float
-                numbers.append(record[pos:pos + 4])
-                pos += 4
-            elif field == 2 and wire == 2:  # packed, as a proto3 writer would
-                length, pos = read_varint(record, pos)
-                numbers.append(record[pos:pos + length])
-                pos += length
-            elif wire == 0:
-                _, pos = read_varint(record, pos)
-            elif wire == 1:
-                pos += 8
-            elif wire == 2:
-                length, pos = read_varint(record, pos)
-                pos += length
-            elif wire == 5:
-                pos += 4
-            else:
-                raise ValueError(f"wire type {wire}")
-            if pos > end:
-                raise ValueError("truncated")
-    except (ValueError, struct.error, IndexError) as e:
-        raise ModelLoadError(f"not an EntryDump record ({e})") from None
-    if entry_id is None:
-        raise ModelLoadError("an EntryDump record has no id")
-    data = b"".join(numbers)
-    if len(data) % 4:
-        raise ModelLoadError(f"EntryDump {entry_id}: its num field is not float32s")
-    return entry_id, np.frombuffer(data, dtype="<f4")
 
 
 _SHARD = re.compile(r"^(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
@@ -151,33 +109,26 @@ class MonolithTable:
 
     def _first_dim(self) -> int:
         for path in self.shards:
-            for record in self._records(path):
-                return len(parse_entry_dump(record)[1])
+            for _, rows in self._blocks(path, 1):
+                return rows.shape[1]
         raise ModelLoadError(f"the shards of table '{self.name}' in {self.directory} hold no entry")
 
-    def _records(self, path: str) -> Iterator[bytes]:
+    @staticmethod
+    def _blocks(path: str, block_rows: int) -> Iterator[Block]:
+        """The data plane's reader (cpp/feature_store/monolith_dump.cc), which checks every record's CRC."""
         try:
-            yield from iter_records(path)
-        except TFRecordError as e:
-            raise ModelLoadError(f"Monolith shard {e}") from None
-        except OSError as e:
-            raise ModelLoadError(f"cannot read Monolith shard {path}: {e.strerror}") from None
+            shard = _core.MonolithShard(path)
+            while (block := shard.read(block_rows)) is not None:
+                yield block
+        except _core.LoadError as e:
+            raise ModelLoadError(str(e)) from None
 
     def blocks(self, block_rows: int) -> Iterator[Block]:
-        ids: List[int] = []
-        rows: List[np.ndarray] = []
         for path in self.shards:
-            for record in self._records(path):
-                entry_id, numbers = parse_entry_dump(record)
-                if len(numbers) != self.dim:
-                    raise ModelLoadError(f"{path}: entry {entry_id} has {len(numbers)} numbers, the table {self.dim}")
-                ids.append(entry_id)
-                rows.append(numbers)
-                if len(ids) == block_rows:
-                    yield np.array(ids, dtype=np.int64), np.stack(rows)
-                    ids, rows = [], []
-        if ids:
-            yield np.array(ids, dtype=np.int64), np.stack(rows)
+            for ids, rows in self._blocks(path, block_rows):
+                if rows.shape[1] != self.dim:
+                    raise ModelLoadError(f"{path}: entries have {rows.shape[1]} numbers, the table {self.dim}")
+                yield ids, rows
 
 
 def encode_entry_dump(entry_id: int, numbers: np.ndarray) -> bytes:
