@@ -1,5 +1,5 @@
 """Real redis-server processes on loopback for the feature-store tests: one server, or a cluster of
-three masters made with redis-cli --cluster create. Skips (saying why) when redis-server is missing."""
+three masters (with replicas, if asked) made with redis-cli --cluster create. Skips (saying why) when redis-server is missing."""
 from __future__ import annotations
 
 import shutil
@@ -31,7 +31,7 @@ def free_port(with_cluster_bus: bool = False) -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, password: str = "", cluster: bool = False):
+    def __init__(self, directory: Path, password: str = "", cluster: bool = False, node_timeout_ms: int = 15000):
         if not shutil.which("redis-server"):
             pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
         self.port = free_port(with_cluster_bus=cluster)
@@ -42,7 +42,8 @@ class RedisServer:
         if password:
             self.args += ["--requirepass", password, "--masterauth", password]
         if cluster:
-            self.args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+            self.args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
+                          "--cluster-node-timeout", str(node_timeout_ms)]
         self.start()
 
     def start(self) -> None:
@@ -75,16 +76,44 @@ class RedisServer:
 
 
 class RedisClusterOfThree:
-    def __init__(self, directory: Path):
-        self.servers: List[RedisServer] = [RedisServer(directory / str(i), cluster=True) for i in range(3)]
+    """Three masters (and `replicas` replicas of each), made with redis-cli --cluster create."""
+
+    def __init__(self, directory: Path, replicas: int = 0, node_timeout_ms: int = 15000):
+        self.servers: List[RedisServer] = [RedisServer(directory / str(i), cluster=True, node_timeout_ms=node_timeout_ms)
+                                           for i in range(3 * (1 + replicas))]
         subprocess.run(["redis-cli", "--cluster", "create", *[s.address for s in self.servers],
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        for _ in range(200):
-            if all(b"cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(s.port), "cluster", "info"],
-                                                         capture_output=True).stdout for s in self.servers):
+                        "--cluster-replicas", str(replicas), "--cluster-yes"], check=True, capture_output=True,
+                       timeout=60)
+        for _ in range(400):
+            if self.healthy(self.servers) and (not replicas or self._replicas_synced()):
                 return
             time.sleep(0.05)
         raise RuntimeError("the cluster did not become ready")
+
+    @staticmethod
+    def healthy(servers) -> bool:
+        """Whether every one of `servers` says the cluster is ok (all slots served)."""
+        return all(b"cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(s.port), "cluster", "info"],
+                                                         capture_output=True).stdout for s in servers)
+
+    @staticmethod
+    def failed_over(victim: RedisServer, survivors) -> bool:
+        """Whether every survivor's slot map has another master where `victim` was."""
+        for server in survivors:
+            try:
+                slots = redis.Redis(port=server.port).execute_command("CLUSTER SLOTS")
+            except redis.RedisError:
+                return False
+            if any(int(r[2][1]) == victim.port for r in slots):
+                return False
+        return True
+
+    def _replicas_synced(self) -> bool:
+        return all(redis.Redis(port=s.port).info("replication").get("master_link_status", "up") == "up"
+                   for s in self.servers)
+
+    def masters(self) -> List[RedisServer]:
+        return [s for s in self.servers if redis.Redis(port=s.port).info("replication")["role"] == "master"]
 
     @property
     def url(self) -> str:

@@ -106,6 +106,7 @@ Status ParseLoadOptions(const char* const* keys, const char* const* values, int 
     else if (key == "redis_model") options->feature_store.model = value;
     else if (key == "redis_version") PROCESSOR_RETURN_IF_ERROR(ParseInt64(key, value, &options->feature_store.version));
     else if (key == "redis_partitions") PROCESSOR_RETURN_IF_ERROR(ParseInt(key, value, &options->feature_store.partitions));
+    else if (key == "redis_token") options->feature_store.token = value;
     else if (key.rfind(kMonolithPrefix, 0) == 0 && key.size() > sizeof(kMonolithPrefix) - 1) {
       options->feature_store.monolith_shards[key.substr(sizeof(kMonolithPrefix) - 1)] = SplitLines(value);
     }

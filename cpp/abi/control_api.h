@@ -22,7 +22,7 @@ typedef struct processor_servable processor_servable; /* one loaded model versio
  * store: feature_store ("local" or "redis"), embedding_names (comma-separated), embedding_min_rows,
  * embedding_default_value, for local: monolith:<variable> (the shards of the Monolith dump that is
  * its table, one path per line), and for redis: redis_url, redis_password, read_thread_num, redis_model,
- * redis_version, redis_partitions. Returns NULL and sets *error on failure; the caller owns the result. */
+ * redis_version, redis_partitions, redis_token. Returns NULL and sets *error on failure; the caller owns the result. */
 PROCESSOR_EXPORT processor_servable* processor_control_load(const char* const* keys, const char* const* values,
                                                             int count, char** error);
 /* The embedding variables a load with these options (feature_store set) serves from the store, one

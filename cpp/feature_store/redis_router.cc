@@ -70,6 +70,7 @@ Status RedisRouter::RefreshSlots() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     candidates = nodes_;
+    candidates.insert(candidates.end(), replicas_.begin(), replicas_.end());
   }
   candidates.insert(candidates.end(), settings_.seeds.begin(), settings_.seeds.end());
   Status last = Status::Unavailable("no Redis Cluster node to ask for the slot map");
@@ -85,7 +86,7 @@ Status RedisRouter::RefreshSlots() {
                               (reply->type == REDIS_REPLY_ERROR ? std::string(reply->str, reply->len) : "no slot map"));
       continue;
     }
-    std::vector<RedisNode> masters;
+    std::vector<RedisNode> masters, replicas;
     std::array<uint16_t, kSlots> owner{};
     std::vector<bool> covered(kSlots, false);
     for (size_t i = 0; i < reply->elements; ++i) {
@@ -101,6 +102,14 @@ Status RedisRouter::RefreshSlots() {
       size_t index = 0;
       while (index < masters.size() && !(masters[index] == owner_node)) ++index;
       if (index == masters.size()) masters.push_back(owner_node);
+      for (size_t r = 3; r < range->elements; ++r) {
+        const redisReply* replica = range->element[r];
+        if (replica->type != REDIS_REPLY_ARRAY || replica->elements < 2 || replica->element[0]->type != REDIS_REPLY_STRING) continue;
+        RedisNode node_of_replica{std::string(replica->element[0]->str, replica->element[0]->len),
+                                  static_cast<int>(replica->element[1]->integer)};
+        if (node_of_replica.host.empty()) node_of_replica.host = node.host;
+        replicas.push_back(std::move(node_of_replica));
+      }
       for (long long slot = range->element[0]->integer; slot <= range->element[1]->integer && slot < kSlots; ++slot) {
         if (slot < 0) continue;
         owner[slot] = static_cast<uint16_t>(index);
@@ -112,10 +121,20 @@ Status RedisRouter::RefreshSlots() {
     }
     std::lock_guard<std::mutex> lock(mu_);
     nodes_ = std::move(masters);
+    replicas_ = std::move(replicas);
     slot_owner_ = owner;
     return Status::Ok();
   }
   return last;
+}
+
+void RedisRouter::RefreshSlotsAfterFailure() {
+  std::unique_lock<std::mutex> refreshing(refresh_mu_, std::try_to_lock);
+  if (!refreshing.owns_lock()) return;  // another lookup is rereading it
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_refresh_ < kRefreshInterval) return;
+  last_refresh_ = now;
+  RefreshSlots().ok();  // ignored: see the header
 }
 
 void RedisRouter::DropIdleConnections() {
@@ -159,6 +178,7 @@ Status RedisRouter::Borrow(const RedisNode& node, Lease* lease) {
       lease->pool_ = pool;
       return Status::Ok();
     }
+    if (std::chrono::steady_clock::now() < pool->retry_at) return pool->last_failure;
     ++pool->open;
   }
   std::unique_ptr<RedisConnection> connection;
@@ -166,6 +186,10 @@ Status RedisRouter::Borrow(const RedisNode& node, Lease* lease) {
   if (!opened.ok()) {
     std::lock_guard<std::mutex> lock(pool->mu);
     --pool->open;
+    if (opened.code() == StatusCode::kUnavailable) {
+      pool->retry_at = std::chrono::steady_clock::now() + kRetryAfter;
+      pool->last_failure = opened;
+    }
     pool->returned.notify_one();
     return opened;
   }

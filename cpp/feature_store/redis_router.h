@@ -1,12 +1,16 @@
 // RedisRouter: which server holds a key, and a pool of connections to each.
 //
 // One server, or a Redis Cluster: the slot of a key is CRC16 of its hash tag mod 16384, the slot map
-// comes from CLUSTER SLOTS (asked of any reachable node) and is refreshed when a server answers MOVED.
+// comes from CLUSTER SLOTS (asked of any reachable node, masters, replicas or seeds) and is refreshed
+// when a server answers MOVED or is out of reach (a replica may have taken over its slots). A server
+// that refused a connection is not dialled again for kRetryAfter: lookups meanwhile fail at once
+// instead of each waiting out a connect timeout.
 // No C/C++ cluster client is packaged for this platform (Debian has hiredis only), so routing is this
 // small layer over hiredis, tested against a real 3-master cluster.
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -25,6 +29,8 @@ struct RedisConnectionPool {
   std::condition_variable returned;
   std::vector<std::unique_ptr<RedisConnection>> idle;
   int open = 0;
+  std::chrono::steady_clock::time_point retry_at;  // after a failed connect: not before
+  Status last_failure;
 };
 
 class RedisRouter {
@@ -59,6 +65,11 @@ class RedisRouter {
   void DropIdleConnections();
   // Rereads the slot map (after MOVED).
   Status RefreshSlots();
+  // Rereads it after a server was out of reach, at most once per kRefreshInterval however many lookups
+  // failed; a failure is ignored (the lookup's own error is its answer).
+  void RefreshSlotsAfterFailure();
+  static constexpr std::chrono::milliseconds kRetryAfter{250};
+  static constexpr std::chrono::milliseconds kRefreshInterval{100};
   ~RedisRouter();
 
  private:
@@ -69,6 +80,9 @@ class RedisRouter {
   bool cluster_ = false;
   mutable std::mutex mu_;  // guards what follows
   std::vector<RedisNode> nodes_;              // masters (or the one server)
+  std::vector<RedisNode> replicas_;           // a cluster's, to ask for the slot map when masters are gone
+  std::mutex refresh_mu_;                     // one RefreshSlotsAfterFailure at a time
+  std::chrono::steady_clock::time_point last_refresh_;  // guarded by refresh_mu_
   std::array<uint16_t, kSlots> slot_owner_{};  // index into nodes_
   std::map<RedisNode, std::unique_ptr<RedisConnectionPool>> pools_;
 };

@@ -14,8 +14,10 @@ struct RedisTable::PartitionRead {
   std::vector<std::string_view> Command() const {
     std::vector<std::string_view> argv{"HMGET", key};
     for (const int64_t& id : ids) argv.emplace_back(reinterpret_cast<const char*>(&id), sizeof(id));  // little-endian hosts
+    argv.emplace_back(kMarkerField);  // one byte: never an id's eight
     return argv;
   }
+  static constexpr char kMarkerField[] = "#";
 };
 
 namespace {
@@ -24,17 +26,34 @@ constexpr int kAttempts = 3;
 
 std::string ReplyText(const redisReply& reply) { return std::string(reply.str ? reply.str : "", reply.str ? reply.len : 0); }
 
+// Errors a cluster answers while it heals (a failover, a node loading its data): worth a retry later.
+bool IsTransient(const std::string& error) {
+  for (const char* prefix : {"CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "TIMEOUT"}) {
+    if (error.rfind(prefix, 0) == 0) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 Status RedisTable::Store(const redisReply& reply, PartitionRead& read) const {
-  if (reply.type != REDIS_REPLY_ARRAY || reply.elements != read.ids.size()) {
+  if (reply.type == REDIS_REPLY_ERROR && IsTransient(ReplyText(reply))) {
+    return Status::Unavailable("Redis answered HMGET " + read.key + " with " + ReplyText(reply));
+  }
+  if (reply.type != REDIS_REPLY_ARRAY || reply.elements != read.ids.size() + 1) {
     return Status::Internal("Redis answered HMGET " + read.key + " with " +
                             (reply.type == REDIS_REPLY_ERROR ? ReplyText(reply) : "an unexpected reply"));
+  }
+  const redisReply* marker = reply.element[read.ids.size()];
+  if (marker->type != REDIS_REPLY_STRING || std::string_view(marker->str, marker->len) != token_) {
+    return Status::Unavailable(
+        std::string(marker->type == REDIS_REPLY_STRING ? "was imported again" : "lost its rows (a server restarted empty?)") +
+        " since this version loaded: " + read.key + "; it is being re-imported");
   }
   const size_t row_bytes = sizeof(float) * dim();
   read.rows.resize(read.ids.size() * dim());
   read.found.assign(read.ids.size(), false);
-  for (size_t i = 0; i < reply.elements; ++i) {
+  for (size_t i = 0; i < read.ids.size(); ++i) {
     const redisReply* value = reply.element[i];
     if (value->type == REDIS_REPLY_NIL) continue;
     if (value->type != REDIS_REPLY_STRING || value->len != row_bytes) {
@@ -64,7 +83,7 @@ Status RedisTable::FollowAsk(const std::string& redirect, PartitionRead& read) c
   return Store(*reply, read);
 }
 
-Status RedisTable::ReadOnce(std::vector<PartitionRead>& reads, bool* moved) const {
+Status RedisTable::ReadOnce(std::vector<PartitionRead>& reads, bool* moved, Status* answer) const {
   std::map<RedisNode, std::vector<PartitionRead*>> by_node;
   for (PartitionRead& read : reads) by_node[router_->NodeFor(read.key)].push_back(&read);
   // Send to every server first, then read: the servers work in parallel.
@@ -76,7 +95,6 @@ Status RedisTable::ReadOnce(std::vector<PartitionRead>& reads, bool* moved) cons
     PROCESSOR_RETURN_IF_ERROR(lease->Flush());
     sent.emplace_back(std::move(lease), &node_reads);
   }
-  Status first_error;
   for (auto& [lease, node_reads] : sent) {
     for (PartitionRead* read : *node_reads) {
       ReplyPtr reply;
@@ -86,10 +104,10 @@ Status RedisTable::ReadOnce(std::vector<PartitionRead>& reads, bool* moved) cons
       if (error.rfind("MOVED ", 0) == 0) *moved = true;
       else if (error.rfind("ASK ", 0) == 0) stored = FollowAsk(error, *read);
       else stored = Store(*reply, *read);
-      if (!stored.ok() && first_error.ok()) first_error = stored;
+      if (!stored.ok() && answer->ok()) *answer = stored;
     }
   }
-  return first_error;
+  return Status::Ok();
 }
 
 Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows) const {
@@ -106,14 +124,18 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
   }
   for (int attempt = 1;; ++attempt) {
     bool moved = false;
-    const Status read = ReadOnce(reads, &moved);
+    Status answer;
+    const Status read = ReadOnce(reads, &moved, &answer);
     // An idle connection may have died with its server (restarted since): the broken ones are dropped,
-    // and a second attempt opens new ones.
+    // and a second attempt opens new ones, after rereading a cluster's slot map (a replica may have
+    // taken over the slots of a master out of reach).
     if (read.code() == StatusCode::kUnavailable && attempt == 1) {
       router_->DropIdleConnections();  // they died with the same server
+      if (router_->cluster()) router_->RefreshSlotsAfterFailure();
       continue;
     }
     PROCESSOR_RETURN_IF_ERROR(read);
+    PROCESSOR_RETURN_IF_ERROR(answer);
     if (!moved) break;
     if (attempt == kAttempts) return Status::Unavailable("the Redis Cluster kept answering MOVED (resharding?)");
     PROCESSOR_RETURN_IF_ERROR(router_->RefreshSlots());

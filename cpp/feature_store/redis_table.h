@@ -3,7 +3,14 @@
 // hash `<key_prefix><id mod partitions>}`, its value dim little-endian float32s.
 //
 // A lookup reads each distinct id once: one HMGET per partition, pipelined per server and sent to all
-// servers before any reply is read. MOVED refreshes the slot map and retries; ASK is followed.
+// servers before any reply is read. MOVED refreshes the slot map and retries; ASK is followed; a server
+// out of reach refreshes it too (a cluster may have failed over) and retries once more.
+//
+// Lost rows are never served as missing ids: every partition holds the field "#" whose value is the
+// import's token (written before its rows), read with the rows. A partition without it, or with
+// another import's token, lost its rows (a server restarted empty) or was re-imported since this
+// version loaded (perhaps without this version's deltas): the lookup is Unavailable, naming the table,
+// and the control plane re-imports and reloads (feature_store/store.py).
 #pragma once
 
 #include <memory>
@@ -17,10 +24,11 @@ namespace processor {
 
 class RedisTable : public EmbeddingTable {
  public:
-  // key_prefix: "pe:{<model>/<version>/<table>/"
-  RedisTable(std::string name, int64_t dim, std::string key_prefix, int partitions, std::shared_ptr<RedisRouter> router)
+  // key_prefix: "pe:{<model>/<version>/<table>/"; token: the import's, in each partition's field "#".
+  RedisTable(std::string name, int64_t dim, std::string key_prefix, int partitions, std::string token,
+             std::shared_ptr<RedisRouter> router)
       : EmbeddingTable(std::move(name), dim), key_prefix_(std::move(key_prefix)), partitions_(partitions),
-        router_(std::move(router)) {}
+        token_(std::move(token)), router_(std::move(router)) {}
 
   Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows) const override;
 
@@ -29,13 +37,16 @@ class RedisTable : public EmbeddingTable {
   std::string PartitionKey(int partition) const { return key_prefix_ + std::to_string(partition) + "}"; }
   // numpy's mod, as the importer computes it: negative ids land in [0, partitions) too.
   int PartitionOf(int64_t id) const { return static_cast<int>(((id % partitions_) + partitions_) % partitions_); }
-  // One attempt at reading `reads`; *moved says a server answered MOVED (the slot map is stale).
-  Status ReadOnce(std::vector<PartitionRead>& reads, bool* moved) const;
+  // One attempt at reading `reads`: fails when a server is out of reach; *answer is the first error a
+  // server answered (a lost partition, CLUSTERDOWN, ...), *moved whether one answered MOVED (the slot
+  // map is stale).
+  Status ReadOnce(std::vector<PartitionRead>& reads, bool* moved, Status* answer) const;
   Status Store(const redisReply& reply, PartitionRead& read) const;
   Status FollowAsk(const std::string& redirect, PartitionRead& read) const;
 
   std::string key_prefix_;
   int partitions_;
+  std::string token_;
   std::shared_ptr<RedisRouter> router_;
 };
 

@@ -38,6 +38,7 @@ struct FeatureStoreOptions {
   std::string model;
   int64_t version = 0;
   int partitions = 16;
+  std::string token;  // the import's, which each partition holds (redis_table.h)
 };
 
 struct LoadOptions {

@@ -99,9 +99,10 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
                             const std::map<std::string, std::string>& keys) {
   if (options.type == "redis") return ConnectRedisTables(options, plan, keys);
   if (options.type != "local") return Status::InvalidArgument("unknown feature store type " + Quote(options.type));
-  for (const auto& [variable, shards] : options.monolith_shards) {
+  for (const auto& shards : options.monolith_shards) {
+    const std::string& variable = shards.first;
     if (!std::any_of(plan.embeddings.begin(), plan.embeddings.end(),
-                     [&](const EmbeddingVariable& e) { return e.name == variable; })) {
+                     [&variable](const EmbeddingVariable& e) { return e.name == variable; })) {
       return Status::InvalidArgument("Monolith table for " + Quote(variable) + ", which is not among the embeddings "
                                      "served from the feature store");
     }
@@ -171,6 +172,7 @@ Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const Re
   return Status::InvalidArgument("this build of Processor has no Redis feature store: install hiredis "
                                  "(apt-get install libhiredis-dev) and rebuild");
 #else
+  if (options.token.empty()) return Status::InvalidArgument("load option 'redis_token' is required to load from Redis");
   std::shared_ptr<RedisRouter> router;
   PROCESSOR_RETURN_IF_ERROR(RedisRouter::Connect(options.redis, &router));
   // Serve only a complete version (the importer's marker), whatever the control plane believes.
@@ -186,7 +188,7 @@ Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const Re
   for (const EmbeddingVariable& embedding : plan.embeddings) {
     const std::string prefix = "pe:{" + options.model + "/" + std::to_string(options.version) + "/" + embedding.name + "/";
     TableRegistry::Global().Register(keys.at(embedding.name), std::make_shared<RedisTable>(
-        embedding.name, embedding.dim, prefix, options.partitions, router));
+        embedding.name, embedding.dim, prefix, options.partitions, options.token, router));
   }
   return Status::Ok();
 #endif

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "abi/control_api.h"
+#include "common/crc32c.h"
 #include "feature_store/monolith_dump.h"
 #include "numpy_codec.h"
 
@@ -347,6 +348,14 @@ PYBIND11_MODULE(_core, m) {
       .def("read", &MonolithShard::Read, py::arg("max_entries"),
            "(ids int64 [n], rows float32 [n, dim]) of the next entries, None at the end; raises LoadError naming the "
            "record.");
+
+  m.def("crc32c", [](const py::buffer& data, uint32_t crc) {
+          py::buffer_info info = data.request();
+          py::gil_scoped_release release;
+          return processor::Crc32cExtend(crc, info.ptr, static_cast<size_t>(info.size * info.itemsize));
+        }, py::arg("data"), py::arg("crc") = 0,
+        "CRC-32C (unmasked) of bytes following bytes whose CRC is `crc` (the data plane's; checkpoints and "
+        "TFRecords store it masked).");
 
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");

@@ -32,6 +32,7 @@ class TensorEntry:
     shard_id: int
     size: int
     offset: int = 0          # where its bytes start in the data shard
+    crc32c: int = 0          # of its bytes, masked (tensor_bundle.cc: crc32c::Mask)
 
 
 def read_varint(data: bytes, pos: int) -> Tuple[int, int]:
@@ -132,11 +133,11 @@ def _read(prefix: str) -> Tuple[Dict[str, TensorEntry], Dict[str, List[TensorEnt
                     name, extents = _ordered_code_string(key, 1)
                     slices.setdefault(name, []).append((key[extents:], TensorEntry(
                         name, entry.dtype, tuple(d.size for d in entry.shape.dim), entry.shard_id, entry.size,
-                        entry.offset)))
+                        entry.offset, entry.crc32c)))
                     continue
                 name = key.decode("utf-8")
                 tensors[name] = TensorEntry(name, entry.dtype, tuple(d.size for d in entry.shape.dim),
-                                            entry.shard_id, entry.size, entry.offset)
+                                            entry.shard_id, entry.size, entry.offset, entry.crc32c)
     except (DecodeError, UnicodeDecodeError) as e:
         raise CheckpointIndexError(f"{prefix}.index has a corrupt entry: {e}") from None
     except CheckpointIndexError as e:

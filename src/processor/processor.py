@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 OK = 200
 MAX_RETRY_BACKOFF_SECONDS = 600.0
+STORE_CHECK_SECONDS = 1.0  # how often the serving version's tables in Redis are checked for lost rows
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Processor:
         self._delta_step = -1  # newest delta applied to the serving version
         self._model: Optional[_core.Model] = None
         self._poller: Optional[PollingThread] = None
+        self._store_watch: Optional[PollingThread] = None  # Redis: reloads when the tables lost rows
 
         loaded = self._loader.load(self._first_version())
         self._model = _core.Model(self.config.model_name)
@@ -99,6 +101,9 @@ class Processor:
         if self.config.effective_poll_interval > 0:
             self._poller = PollingThread(self.config.effective_poll_interval, self._poll)
             self._poller.start()
+        if self._loader.feature_store is not None and self._loader.feature_store.is_redis:
+            self._store_watch = PollingThread(STORE_CHECK_SECONDS, self._check_store, name="processor-store-watch")
+            self._store_watch.start()
 
     def _first_version(self) -> Candidate:
         """The version to serve first: the newest complete one, waiting for one to appear up to
@@ -259,8 +264,9 @@ class Processor:
         """Stops polling, stops serving (process() answers 503 from now on) and releases the model, once the
         requests still on it have answered. Does not wait for a load in progress: its result is discarded.
         Idempotent."""
-        if self._poller is not None:
-            self._poller.stop()
+        for thread in (self._poller, self._store_watch):
+            if thread is not None:
+                thread.stop()
         with self._state_lock:
             model, self._model = self._model, None
             self._serving_servable = None
@@ -315,6 +321,30 @@ class Processor:
         except RequestError as e:
             if e.code != 503:  # 503: closed meanwhile; nothing to do
                 raise
+
+    def _check_store(self) -> None:
+        """Reloads the serving version (its tables imported again, its deltas written again) when its
+        tables in Redis lost rows or were imported again; requests meanwhile answer 503, never rows of
+        another import or default rows (cpp/feature_store/redis_table.h)."""
+        serving = self._serving
+        if serving is None:
+            return
+        reason = self._loader.feature_store.lost(store_version_of(serving.candidate))
+        if reason is None:
+            return
+        with self._update_lock:
+            if self._serving is not serving or self._model is None:
+                return  # another version serves, or closed, meanwhile
+            if self._backed_off(self._identity(serving.candidate), forced=False):
+                return  # the last reload failed: retried as failed loads are
+            logger.warning("%s: loading %s again", reason, serving.candidate.describe())
+            try:
+                self._switch_to(serving.candidate, with_deltas=True, is_update=False)
+            except ModelLoadError:
+                pass  # counted, logged and backed off by _switch_to
+            except RequestError as e:
+                if e.code != 503:  # 503: closed meanwhile
+                    raise
 
     def _update(self, raise_errors: bool) -> bool:
         with self._update_lock:

@@ -24,9 +24,13 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def masked_crc32c(data: bytes) -> int:
-    crc = crc32c(data)
+def mask(crc: int) -> int:
+    """The form TFRecords and checkpoint bundles store a CRC-32C in (crc32c::Mask)."""
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    return mask(crc32c(data))
 
 
 class TFRecordError(ValueError):

@@ -1,6 +1,8 @@
 """An embedding table's rows streamed from a TF checkpoint in blocks, without TensorFlow: the index
 says where the tensor's bytes are in which data shard, and they are read a block of rows at a time, so
-importing a table of any size takes bounded memory."""
+importing a table of any size takes bounded memory. As TensorFlow's restore does, every tensor's bytes
+are checked against the CRC-32C its index entry holds: a corrupt tensor raises ModelLoadError once its
+last byte is read (after the rows it streamed, before anything may count them as imported)."""
 from __future__ import annotations
 
 import glob
@@ -9,9 +11,12 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from .. import predict_pb2, tensors
+from .. import _core, predict_pb2, tensors
 from ..checkpoint_index import CheckpointIndexError, TensorEntry, read_index, read_slices
 from ..errors import ModelLoadError
+from ..tfrecord import mask
+
+_CHECK_BYTES = 8 << 20  # read at a time where only the CRC needs the bytes
 
 
 def table_entry(prefix: str, name: str) -> TensorEntry:
@@ -76,10 +81,32 @@ def iter_rows(prefix: str, name: str, block_rows: int = 8192, first_row: int = 0
     if entry.size != rows * row_bytes:
         raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for a [{rows}, {dim}] {dtype} table")
     with _open_data(prefix, name, entry) as f:
-        f.seek(entry.offset + local_first * row_bytes)
+        # The CRC covers the whole tensor: the rows before and after the range are read for it too.
+        crc = _crc_of(f, local_first * row_bytes, 0)
         for first in range(first_row, first_row + count, block_rows):
             n = min(block_rows, first_row + count - first)
-            yield first, np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, dim)
+            data = f.read(n * row_bytes)
+            crc = _core.crc32c(data, crc)
+            yield first, np.frombuffer(data, dtype=dtype).reshape(n, dim)
+        crc = _crc_of(f, entry.size - (local_first + count) * row_bytes, crc)
+        _check_crc(prefix, name, entry, crc)
+
+
+def _crc_of(f, size: int, crc: int) -> int:
+    """`crc` extended by the next `size` bytes of `f`."""
+    while size > 0:
+        data = f.read(min(size, _CHECK_BYTES))
+        if not data:
+            break
+        crc = _core.crc32c(data, crc)
+        size -= len(data)
+    return crc
+
+
+def _check_crc(prefix: str, name: str, entry: TensorEntry, crc: int) -> None:
+    if mask(crc) != entry.crc32c:
+        raise ModelLoadError(f"'{name}' in {prefix} is corrupt: its bytes fail the CRC-32C check its checkpoint "
+                             f"index holds (TensorFlow's restore refuses it too)")
 
 
 def read_tensor(prefix: str, name: str) -> np.ndarray:
@@ -97,4 +124,6 @@ def read_tensor(prefix: str, name: str) -> np.ndarray:
     if entry.size != count * dtype.itemsize:
         raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for shape {list(entry.shape)} of {dtype}")
     with _open_data(prefix, name, entry) as f:
-        return np.frombuffer(f.read(entry.size), dtype=dtype).reshape(entry.shape)
+        data = f.read(entry.size)
+    _check_crc(prefix, name, entry, _core.crc32c(data))
+    return np.frombuffer(data, dtype=dtype).reshape(entry.shape)

@@ -7,7 +7,10 @@ partition sits in one slot, and the partitions of a table spread over the cluste
 
 A version is complete when its number is in the sorted set `pe:{<model>}:versions` (written last, after
 every row and the version's metadata hash `pe:{<model>}:v:<V>`): replicas serve only complete versions,
-so they all agree. One replica imports a version while holding `pe:{<model>}:lock:<V>` (SET NX PX, renewed
+so they all agree. Each import has a token, in the metadata and in the field "#" of every partition
+(written before the rows): the data plane reads it with the rows, so a partition that lost its rows (a
+server restarted empty) or was imported again is never served as ids the table lacks; intact() checks
+the same from here, and forget() drops such a version so that it is imported anew. One replica imports a version while holding `pe:{<model>}:lock:<V>` (SET NX PX, renewed
 while it writes, released by compare-and-delete); the others wait for the version to complete, and take
 over if the lock expires without it (the importer died).
 
@@ -38,6 +41,19 @@ LOCK_TTL_MS = 30_000
 WAIT_POLL_SECONDS = 0.1
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# KEYS: meta, versions, deltas, ids; ARGV: version, the lost import's token. Only that import is forgotten:
+# a replica that re-imported meanwhile keeps its own.
+_FORGET = """
+if redis.call('hget', KEYS[1], 'token') ~= ARGV[2] then return 0 end
+redis.call('zrem', KEYS[2], ARGV[1])
+redis.call('del', KEYS[1], KEYS[3])
+local ids = redis.call('hgetall', KEYS[4])
+for i = 1, #ids, 2 do
+  if ids[i + 1] == ARGV[1] then redis.call('hdel', KEYS[4], ids[i]) end
+end
+return 1
+"""
+MARKER_FIELD = b"#"  # in every partition: the import's token (one byte: never an id's eight)
 
 
 def _nodes(redis_url: str) -> List[Tuple[str, int]]:
@@ -143,6 +159,37 @@ class RedisTables:
     def tables(self, version: int) -> Dict[str, dict]:
         raw = self.client.hget(self._meta_key(version), "tables")
         return json.loads(raw) if raw else {}
+
+    def token(self, version: int) -> str:
+        """The token of the import that made `version` complete ("" if none)."""
+        raw = self.client.hget(self._meta_key(version), "token")
+        return raw.decode() if raw else ""
+
+    def lost(self, version: int, token: str) -> Optional[str]:
+        """Why the import `token` of `version` can no longer be served (its marker, metadata or a
+        partition's rows are gone, or it was imported again), or None when it is intact."""
+        if not self.is_complete(version):
+            return f"model {self.model} version {version} is no longer complete in Redis"
+        if self.token(version) != token:
+            return f"model {self.model} version {version} was imported again in Redis"
+        partitions = {table: meta["partitions"] for table, meta in self.tables(version).items()}
+        lost = [key for key, marker in self._markers(version, partitions) if marker != token.encode()]
+        if lost:
+            return f"{len(lost)} partition(s) of model {self.model} version {version} lost their rows in Redis " \
+                   f"(a server restarted empty?): {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}"
+        return None
+
+    def forget(self, version: int, token: str) -> None:
+        """Drops the import `token` of `version` (lost() said why): it is no longer complete, its number
+        no longer stands for its sources, and its remaining keys are deleted; the next load imports anew."""
+        tables = self.tables(version)
+        if self.client.eval(_FORGET, 4, self._meta_key(version), self._versions_key(), self._deltas_key(version),
+                            self._ids_key(), str(version), token):
+            for table, meta in tables.items():
+                for p in range(meta["partitions"]):
+                    self.client.unlink(self.partition_key(version, table, p))
+            logger.warning("forgot model %s version %d in Redis: it lost rows; it will be imported again",
+                           self.model, version)
 
     def ensure_version(self, version: int, tables: Mapping[str, object], timeout: float = 3600.0) -> bool:
         """Makes `version` complete in the store: imports it under the lock, or waits while another
@@ -281,9 +328,34 @@ class RedisTables:
                       mapping={ids[i].tobytes(): rows[i].tobytes() for i in positions})
         pipe.execute()
 
+    def _partition_keys(self, version: int, partitions: Mapping[str, int]) -> List[str]:
+        """Every partition's key, of tables with so many partitions each."""
+        return [self.partition_key(version, table, p) for table, count in partitions.items() for p in range(count)]
+
+    def _mark_partitions(self, version: int, partitions: Mapping[str, int], import_token: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._partition_keys(version, partitions):
+            pipe.hset(key, MARKER_FIELD, import_token)
+        pipe.execute()
+
+    def _markers(self, version: int, partitions: Mapping[str, int]) -> List[Tuple[str, Optional[bytes]]]:
+        """(key, its marker or None) of every partition."""
+        keys = self._partition_keys(version, partitions)
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, MARKER_FIELD)
+        return list(zip(keys, pipe.execute()))
+
     def _import(self, version: int, tables: Mapping[str, object], token: str) -> None:
         started = time.monotonic()
         metadata = {}
+        sources = {table: CheckpointTable(*source) if isinstance(source, tuple) else source  # (prefix, variable)
+                   for table, source in tables.items()}
+        # What an earlier, lost import left: its deltas' marker (they must be written again) and metadata.
+        self.client.delete(self._meta_key(version), self._deltas_key(version))
+        import_token = uuid.uuid4().hex
+        partitions = {table: self.partitions for table in sources}
+        self._mark_partitions(version, partitions, import_token)
         renewed = [time.monotonic()]
         renew_lock = threading.Lock()
 
@@ -296,9 +368,7 @@ class RedisTables:
                                      f"be importing it")
                 renewed[0] = time.monotonic()
 
-        for table, source in tables.items():
-            if isinstance(source, tuple):  # (checkpoint prefix, variable name)
-                source = CheckpointTable(*source)
+        for table, source in sources.items():
             rows, dim = source.rows, source.dim
             metadata[table] = {"rows": rows, "dim": dim, "partitions": self.partitions,
                                "dtype": source.dtype.str, "source": source.source,
@@ -334,7 +404,11 @@ class RedisTables:
             if rows is None:
                 metadata[table]["rows"] = written[0]
         keep_lock()
-        self.client.hset(self._meta_key(version), "tables", json.dumps(metadata))
+        missing = [key for key, marker in self._markers(version, partitions) if marker != import_token.encode()]
+        if missing:  # a server restarted empty meanwhile, without the connection failing
+            raise StoreError(f"import of model {self.model} version {version}: {len(missing)} partition(s) lost "
+                             f"their rows meanwhile (a server restarted?), e.g. {missing[0]}", transient=True)
+        self.client.hset(self._meta_key(version), mapping={"tables": json.dumps(metadata), "token": import_token})
         self.client.zadd(self._versions_key(), {str(version): version})  # the completion marker, last
         logger.info("imported model %s version %d (%s) in %.1f s", self.model, version,
                     ", ".join(f"{t}: {m['rows']} rows" for t, m in metadata.items()), time.monotonic() - started)

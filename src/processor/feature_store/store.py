@@ -21,6 +21,10 @@ from .table_sources import CheckpointTable, MonolithTable
 
 logger = logging.getLogger(__name__)
 
+# Part of every Redis table's identity: tables imported in an older layout are imported again, never
+# read as this one (2: every partition holds its import's token).
+REDIS_LAYOUT = 2
+
 DeltaPlan = List[Tuple[str, bool, int]]  # (variable, sparse, key dtype), as incremental.plan_delta gives
 
 
@@ -47,6 +51,7 @@ class FeatureStore:
         self._redis_tables = None
         self._embeddings: Dict[str, Dict[str, Embedding]] = {}  # by SavedModel path, then variable
         self._stored_as: Dict[int, int] = {}  # version -> the number its tables have in Redis (version_id)
+        self._tokens: Dict[int, str] = {}  # version -> the import its load serves (redis_tables.py)
 
     @property
     def is_redis(self) -> bool:
@@ -97,21 +102,42 @@ class FeatureStore:
         sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
                    CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in embeddings.items()}
         import hashlib  # here: hashing loads OpenSSL, which local stores must never load
-        identity = hashlib.sha256(json.dumps({name: source.identity() for name, source in sorted(sources.items())},
-                                             sort_keys=True).encode()).hexdigest()[:32]
+        identity = hashlib.sha256(json.dumps({"layout": REDIS_LAYOUT, **{
+            name: source.identity() for name, source in sorted(sources.items())}}, sort_keys=True).encode()).hexdigest()[:32]
         tables = self._tables()
         with _redis_errors():
             stored_as = tables.version_id(version, identity)
+            token = tables.token(stored_as)
+            lost = tables.lost(stored_as, token) if token else None
+            if lost:  # imported before, lost since: imported anew
+                logger.warning("%s: importing it again", lost)
+                tables.forget(stored_as, token)
+                stored_as = tables.version_id(version, identity)
             tables.ensure_version(stored_as, sources)
             stored = tables.tables(stored_as)
+            token = tables.token(stored_as)
         self._stored_as[version] = stored_as
+        self._tokens[version] = token
         missing = [name for name in embeddings if name not in stored]
         if missing:
             raise StoreError(f"version {version} in Redis lacks table(s) {', '.join(missing)} (imported from "
                              f"another graph?)")
         # The partitions the version was imported with, whatever this replica's config says.
-        return {"redis_version": str(stored_as),
+        return {"redis_version": str(stored_as), "redis_token": token,
                 "redis_partitions": str(stored[next(iter(embeddings))]["partitions"])}
+
+    def lost(self, version: int) -> Optional[str]:
+        """Why the tables a load of `version` serves are gone or changed in Redis (a server restarted
+        empty, a flush, another import), or None while they are intact or cannot be checked (Redis out
+        of reach: requests say so themselves)."""
+        if not self.is_redis or version not in self._tokens:
+            return None
+        try:
+            with _redis_errors():
+                return self._tables().lost(self._stored_as[version], self._tokens[version])
+        except StoreError as e:
+            logger.debug("cannot check the tables in Redis: %s", e)
+            return None
 
     def _monolith_table(self, variable: str, dim: int) -> MonolithTable:
         directory, _, name = self.config.monolith_tables[variable].rstrip("/").rpartition("/")
