@@ -111,7 +111,7 @@ c_host: $(C_HOST)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# protoc must match the protobuf runtime that pip resolved (see README: "predict_pb2").
+# protoc must match the protobuf runtime that pip resolved (docs/architecture.md, "Building").
 $(DEPS_STAMP): requirements.txt | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install -r requirements.txt

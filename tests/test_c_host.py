@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,25 @@ def test_c_host_serves_embeddings_from_redis(c_host, rec_model, reference, tmp_p
     expected = reference.predict(rec_model.prefixes()[-1], batch)
     for name in expected:
         np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), expected[name], atol=1e-6)
+
+
+TF_BANNERS = ("absl::InitializeLog", "cpu_feature_guard", "Reading SavedModel", "SavedModel load for tags")
+
+
+@pytest.mark.parametrize("level", [None, "0"], ids=["default", "TF_CPP_MIN_LOG_LEVEL=0"])
+def test_tensorflows_info_lines_are_shown_only_when_asked(c_host, rec_model, tmp_path, level):
+    """A C host's and a Python host's stderr hold the library's own lines, and TensorFlow's banners and
+    SavedModel reader steps only with TF_CPP_MIN_LOG_LEVEL=0."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(rec_model.config(poll_interval_seconds=0)))
+    environment = [] if level is None else [f"TF_CPP_MIN_LOG_LEVEL={level}"]
+    c = subprocess.run(["env", "-i", *environment, c_host, processor.library_path(), str(config)],
+                       capture_output=True, text=True, timeout=300)
+    python = subprocess.run(["env", "-i", *environment, sys.executable, "-c",
+                             f"import processor; processor.Processor({str(config)!r}).close()"],
+                            capture_output=True, text=True, timeout=300)
+    for run in (c, python):
+        assert run.returncode == 0, run.stderr
+        shown = [banner for banner in TF_BANNERS if banner in run.stderr]
+        assert shown == ([] if level is None else list(TF_BANNERS)), run.stderr
+    assert "[processor I] loaded the engine" in c.stderr

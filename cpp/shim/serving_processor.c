@@ -25,6 +25,8 @@
 #include "processor.h"
 
 #define ENGINE_FILE "libserving_processor_engine.so"
+#define TF_LOG_LEVEL_VARIABLE "TF_CPP_MIN_LOG_LEVEL"
+#define QUIET_TF_LOG_LEVEL "1" /* warnings and errors; src/processor/__init__.py sets the same */
 
 struct engine {
   void* (*initialize)(const char*, const char*, int*);
@@ -107,6 +109,10 @@ static void load_engine(void) {
   }
   const char* why = "";
   const int deepbind = wants_deepbind(&why);
+  /* TensorFlow's INFO lines (its CPU banner, each SavedModel reader step) stay out of the host's log:
+   * TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, as its libraries load. A value the host set wins
+   * (TF_CPP_MIN_LOG_LEVEL=0 shows them); the library's own lines are not TensorFlow's. */
+  setenv(TF_LOG_LEVEL_VARIABLE, QUIET_TF_LOG_LEVEL, 0);
   void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL | (deepbind ? RTLD_DEEPBIND : 0));
   if (!library) {
     snprintf(load_error, sizeof load_error, "cannot load the engine: %s", dlerror());

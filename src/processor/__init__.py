@@ -11,9 +11,15 @@ import logging
 import os
 from typing import Optional, Tuple
 
-from .config import ProcessorConfig, parse_config
-from .errors import ConfigError, ModelLoadError, ProcessorError, RequestError
-from .processor import ModelInfo, Processor
+# TensorFlow's INFO lines (its CPU banner, each SavedModel reader step) stay out of the host's log unless
+# asked for (TF_CPP_MIN_LOG_LEVEL=0): TensorFlow reads the variable once, as its libraries load, which
+# happens below (processor._core). The C ABI's shim does the same for C hosts (cpp/shim/serving_processor.c).
+QUIET_TF_LOG_LEVEL = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
+
+from .config import ProcessorConfig, parse_config  # noqa: E402
+from .errors import ConfigError, ModelLoadError, ProcessorError, RequestError  # noqa: E402
+from .processor import ModelInfo, Processor  # noqa: E402
 
 __all__ = ["Processor", "ProcessorConfig", "ModelInfo", "parse_config", "ProcessorError", "ConfigError",
            "ModelLoadError", "RequestError", "library_path", "include_dir", "initialize", "process",
