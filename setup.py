@@ -59,9 +59,15 @@ class BuildPyWithProto(build_py):
         shutil.copy2(ROOT / "protos" / "predict.proto", package_dir / "predict.proto")
 
 
+def version() -> str:
+    """The library's version: include/processor.h's PROCESSOR_VERSION, its one source."""
+    found = re.search(r'^#define PROCESSOR_VERSION "([^"]+)"', (ROOT / "include" / "processor.h").read_text(), re.M)
+    return found.group(1)
+
+
 setup(
     name="processor",
-    version="0.1.0",
+    version=version(),
     description="Embeddable serving library for TensorFlow recommendation models (DeepRec processor ABI)",
     python_requires=">=3.9",
     package_dir={"": "src"},

@@ -29,6 +29,12 @@ extern "C" {
 #define PROCESSOR_EXPORT
 #endif
 
+/* The version of this header, as sqlite3.h spells its own: PROCESSOR_VERSION_NUMBER is
+ * major * 1000000 + minor * 1000 + patch. processor_libversion_number() says which library is loaded:
+ * a host built against one header may run with another library. */
+#define PROCESSOR_VERSION "0.1.0"
+#define PROCESSOR_VERSION_NUMBER 1000
+
 /* Return codes of process() and get_serving_model_info(), HTTP-like. */
 enum {
   PROCESSOR_OK = 200,
@@ -39,7 +45,7 @@ enum {
 
 /* Loads a model and returns its opaque handle.
  * model_entry: reserved for DeepRec compatibility; may be "" (not NULL).
- * model_config: the JSON configuration (see README); borrowed for the call.
+ * model_config: the JSON configuration (docs/configuration.md); borrowed for the call.
  * state: set to 0 on success, -1 on failure.
  * Returns NULL on failure; the reason is logged to stderr. The caller owns the handle and releases it
  * with finalize(). In a process without Python, the first call starts an embedded interpreter that
@@ -79,6 +85,11 @@ PROCESSOR_EXPORT void free_buffer(void* buffer);
  * running finish first on the version they started on. The handle is invalid afterwards; NULL is
  * ignored. */
 PROCESSOR_EXPORT void finalize(void* model_buf);
+
+/* The loaded library's version: PROCESSOR_VERSION and PROCESSOR_VERSION_NUMBER as it was built. Both
+ * work before initialize() and never load TensorFlow; the string is static (not to be freed). */
+PROCESSOR_EXPORT const char* processor_libversion(void);
+PROCESSOR_EXPORT int processor_libversion_number(void);
 
 #ifdef __cplusplus
 }  /* extern "C" */

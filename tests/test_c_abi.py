@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def defined_symbols(path: str) -> set:
 
 
 def test_library_exports_the_abi_alone_and_needs_only_libc():
-    assert defined_symbols(processor.library_path()) == PUBLIC
+    assert defined_symbols(processor.library_path()) == PUBLIC | {"processor_libversion", "processor_libversion_number"}
     needed = subprocess.run(["readelf", "-d", processor.library_path()], check=True, capture_output=True,
                             text=True).stdout
     assert [line.split("[")[1].rstrip("]") for line in needed.splitlines() if "(NEEDED)" in line] == ["libc.so.6"]
@@ -124,6 +125,22 @@ def test_engine_exports_only_c_symbols():
 
 
 def test_include_dir_and_library_path_point_at_installed_files():
-    import os
     assert os.path.isfile(os.path.join(processor.include_dir(), "processor.h"))
     assert os.path.isabs(processor.library_path()) and os.path.isfile(processor.library_path())
+
+
+def test_the_version_has_one_source():
+    """include/processor.h's PROCESSOR_VERSION is the package's version and what the loaded library
+    reports, before initialize() and without loading TensorFlow's engine."""
+    import ctypes
+    import re
+    header = open(os.path.join(processor.include_dir(), "processor.h")).read()
+    text = re.search(r'#define PROCESSOR_VERSION "([^"]+)"', header).group(1)
+    number = int(re.search(r"#define PROCESSOR_VERSION_NUMBER (\d+)", header).group(1))
+    major, minor, patch = map(int, text.split("."))
+    assert number == major * 1_000_000 + minor * 1_000 + patch
+    assert processor.__version__ == text
+    library = ctypes.CDLL(processor.library_path())
+    library.processor_libversion.restype = ctypes.c_char_p
+    assert library.processor_libversion().decode() == text
+    assert library.processor_libversion_number() == number

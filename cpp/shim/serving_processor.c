@@ -166,3 +166,7 @@ PROCESSOR_EXPORT int rollback(void* model_buf, long long version) { return engin
 PROCESSOR_EXPORT void free_buffer(void* buffer) { free(buffer); }
 
 PROCESSOR_EXPORT void finalize(void* model_buf) { engine.finalize(model_buf); }
+
+PROCESSOR_EXPORT const char* processor_libversion(void) { return PROCESSOR_VERSION; }
+
+PROCESSOR_EXPORT int processor_libversion_number(void) { return PROCESSOR_VERSION_NUMBER; }

@@ -21,11 +21,22 @@ from .config import ProcessorConfig, parse_config  # noqa: E402
 from .errors import ConfigError, ModelLoadError, ProcessorError, RequestError  # noqa: E402
 from .processor import ModelInfo, Processor  # noqa: E402
 
-__all__ = ["Processor", "ProcessorConfig", "ModelInfo", "parse_config", "ProcessorError", "ConfigError",
+__all__ = ["__version__", "Processor", "ProcessorConfig", "ModelInfo", "parse_config", "ProcessorError", "ConfigError",
            "ModelLoadError", "RequestError", "library_path", "include_dir", "initialize", "process",
            "get_serving_model_info", "get_metrics", "finalize"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("processor")  # setup.py takes it from include/processor.h's PROCESSOR_VERSION
+    except PackageNotFoundError:
+        return "unknown"
+
+
+__version__ = _version()
 
 
 def library_path() -> str:
