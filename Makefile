@@ -1,4 +1,4 @@
-# make demo | make test | make bench | make soak | make profile | make asan | make fuzz | make build | make clean
+# make demo | make test | make check-fast | make unit | make bench | make soak | make profile | make asan | make fuzz | make build | make clean
 # (everything runs inside .venv)
 PYTHON ?= python3
 VENV := .venv
@@ -33,13 +33,25 @@ define sanitized_build
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(1) --target $(3)
 endef
 
-.PHONY: demo test bench soak profile asan tsan fuzz fuzz-build build clean c_host
+.PHONY: demo test check-fast unit bench soak profile asan tsan fuzz fuzz-build build clean c_host
 
 demo: build $(C_HOST)
 	$(PY) examples/demo.py
 
-test: build $(C_HOST) asan tsan fuzz-build
+test: build $(C_HOST) asan tsan fuzz-build unit
 	$(PY) -m pytest -q tests
+
+# The fast part, for a developer's loop: the C++ unit tests and every test module but the slow ones
+# (tests/conftest.py, SLOW_MODULES: hosts, sanitizers, fuzzer, soak, Redis faults). `make test` runs all.
+check-fast: build $(C_HOST) unit
+	$(PY) -m pytest -q -m "not slow" tests
+
+# The C++ unit tests of the small core classes (tests/unit/, GoogleTest: apt-get install libgtest-dev).
+unit: build
+	@PATH="$(abspath $(VENV))/bin:$$PATH" cmake build/cmake >/dev/null
+	@if PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target help | grep -q unit_tests; then \
+	  PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target unit_tests && build/cmake/unit/unit_tests --gtest_brief=1; \
+	else echo "make: GoogleTest not found: the C++ unit tests are not built (apt-get install libgtest-dev)"; fi
 
 # The data plane built with AddressSanitizer, and a C stress host for it (tests/test_sanitizers.py).
 asan: $(ASAN_LIB) $(ASAN_STRESS) $(ASAN_DIR)/config_check

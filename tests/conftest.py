@@ -92,3 +92,15 @@ def cluster(tmp_path_factory) -> RedisClusterOfThree:
     servers = RedisClusterOfThree(tmp_path_factory.mktemp("redis_cluster"))
     yield servers
     servers.stop()
+
+
+# What `make check-fast` leaves out (`pytest -m "not slow"`): the modules that build and run other
+# processes for minutes (hosts in C++, Go and Java, sanitizer and fuzzer builds, soak and Redis faults).
+SLOW_MODULES = {"test_embedding", "test_fuzz", "test_grpc_host", "test_language_hosts", "test_sanitizers",
+                "test_soak", "test_feature_store_faults"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

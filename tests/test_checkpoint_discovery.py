@@ -169,7 +169,7 @@ def test_initialize_waits_for_a_first_version(rec_model, reference, batch, tmp_p
     import time
     checkpoints = tmp_path / "ckpt"
     checkpoints.mkdir()
-    caplog.set_level("INFO", logger="processor.processor")
+    caplog.set_level("INFO", logger="processor.lifecycle")
     with pytest.raises(processor.ModelLoadError) as error:
         processor.Processor(rec_model.config(checkpoint_dir=str(checkpoints), init_timeout_minutes=0.01,
                                              poll_interval_seconds=0.1))

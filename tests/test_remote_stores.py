@@ -238,7 +238,7 @@ def test_rollback_works_while_the_store_is_unreachable(oss_model, reference, bat
         p.rollback()  # from the cache
         assert p.model_info().model_path == oss_model.remote(first) and p.model_info().pinned
         assert_serves(p, reference, batch, first)
-        assert p._update(raise_errors=False) is False  # a poll that cannot list keeps serving
+        assert p._lifecycle.update(raise_errors=False) is False  # a poll that cannot list keeps serving
 
 
 def test_cache_keeps_rollback_keep_versions_and_rollback_loads_from_it(oss_model, oss, reference, batch):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, Iterable, List, Protocol, Set, Tuple
 
+from .backoff import exponential_delay
 from .errors import StoreError
 from .model_store import FileInfo, resolve_in_remote_directory
 
@@ -118,7 +119,7 @@ class RemoteModelStore:
                     if not error.transient or attempt >= self.retries:
                         raise
                     attempt += 1
-                    delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1)
+                    delay = exponential_delay(RETRY_BASE_SECONDS, attempt)
                     logger.info("%s; retry %d of %d in %.1f s", error, attempt, self.retries, delay)
                     time.sleep(delay)
             written = out.tell()

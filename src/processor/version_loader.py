@@ -37,6 +37,11 @@ class Candidate:
     def model_path(self) -> str:
         return self.checkpoint.prefix if self.checkpoint else self.savedmodel.path
 
+    @property
+    def identity(self) -> Tuple[str, str]:
+        """What failures are counted and backed off by: the SavedModel and the checkpoint (or SavedModel)."""
+        return (self.savedmodel.path, self.model_path)
+
     def describe(self) -> str:
         """The checkpoint (or SavedModel) served, with a versioned SavedModel's version directory when a
         checkpoint is restored into it."""
