@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import processor
-from processor import predict_pb2, tensors
+from processor import _core, predict_pb2, tensors
 from model_builders import ECHO_DTYPES
 from wire_helpers import key, length_delimited, request_from_arrays, unpacked_array, varint
 
@@ -543,3 +543,19 @@ def test_requests_whose_shapes_change_but_not_their_sizes_each_get_their_shape(e
         code, body = echo.process(build_request(arrays).SerializeToString())
         assert code == 200, body
         assert_echoed(arrays, body)
+
+
+def test_the_dtype_table_is_one_across_languages():
+    """cpp/common/dtypes.h is the data plane's one table of the dtypes the protocol carries; Python's
+    (processor/tensors.py) and predict.proto's names must say the same."""
+    from processor import predict_pb2
+    table = _core.dtype_table()
+    assert {number for number, *_ in table} == set(tensors._DTYPES)
+    for number, name, field, kind, itemsize in table:
+        assert predict_pb2.ArrayDataType.Name(number) == name
+        numpy_type, python_field = tensors._DTYPES[number]
+        assert python_field == field, name
+        if numpy_type is object:
+            assert kind == "O"
+        else:
+            assert (np.dtype(numpy_type).kind, np.dtype(numpy_type).itemsize) == (kind, itemsize), name

@@ -87,3 +87,22 @@ def test_closed_processor_refuses_metrics(rec_model):
     with pytest.raises(processor.RequestError):
         p.metrics()
     assert processor.get_metrics(p)[0] == 503
+
+
+def test_every_model_info_field_the_metrics_read_is_the_protos(rec_model):
+    """The metrics read ServingModelInfo's fields by number (cpp/serving/metrics_exposition.cc): each
+    field, set to its own value through the proto's own class, shows in its metric."""
+    from processor import predict_pb2
+    info = predict_pb2.ServingModelInfo(model_path="m", version_step=41, load_duration_ms=7, updates_applied=5,
+                                        updates_failed=3, delta_step=43, savedmodel_version=2, pinned=True)
+    with processor.Processor(rec_model.config(poll_interval_seconds=0)) as p:
+        p._lifecycle.model.set_model_info(info.SerializeToString())
+        parsed = samples(p.metrics())
+    m = {"model_name": "default"}
+    assert value(parsed, ":tensorflow:serving:model_version", **m) == 41
+    assert value(parsed, ":tensorflow:serving:load_latency", **m) == 7000
+    assert value(parsed, ":tensorflow:serving:load_count", **m, status="success") == 6
+    assert value(parsed, ":tensorflow:serving:load_count", **m, status="failure") == 3
+    assert value(parsed, ":tensorflow:serving:model_delta_step", **m) == 43
+    assert value(parsed, ":tensorflow:serving:savedmodel_version", **m) == 2
+    assert value(parsed, ":tensorflow:serving:model_pinned", **m) == 1

@@ -14,29 +14,17 @@
 #include "common/shape_string.h"
 #include "common/tsan_annotations.h"
 #include "common/wire_format.h"
-#include "model/meta_graph.h"
+#include "common/dtypes.h"
 
 namespace processor {
 namespace {
 
 using wire::Reader;
 
-enum ArrayField : uint32_t {
-  kDtype = 1,
-  kArrayShape = 2,
-  kFloatVal = 3,
-  kDoubleVal = 4,
-  kIntVal = 5,
-  kStringVal = 6,
-  kInt64Val = 7,
-  kBoolVal = 8,
-};
-
 // string_val's tag (one byte), to read a run of strings in one loop.
 constexpr uint8_t kStringValTag = (kStringVal << 3) | wire::kLengthDelimited;
 
-const char* const kFieldNames[] = {"", "dtype", "array_shape", "float_val", "double_val", "int_val",
-                                   "string_val", "int64_val", "bool_val"};
+const auto& kFieldNames = kArrayFieldNames;
 
 // Counts a fixed-width repeated field (float, double), packed (setting *packed_run to its bytes) or not.
 Status CountFixedValues(Reader& r, uint32_t wire_type, size_t width, int64_t* count, std::string_view* packed_run) {
@@ -873,21 +861,6 @@ struct EncodedArray {
 };
 
 }  // namespace
-
-int ValueFieldForDtype(int dtype) {
-  switch (dtype) {
-    case TF_FLOAT: return kFloatVal;
-    case TF_DOUBLE: return kDoubleVal;
-    case TF_INT32:
-    case TF_INT16:
-    case TF_INT8:
-    case TF_UINT8: return kIntVal;
-    case TF_STRING: return kStringVal;
-    case TF_INT64: return kInt64Val;
-    case TF_BOOL: return kBoolVal;
-    default: return 0;
-  }
-}
 
 Status ParsePredictRequest(const void* data, size_t size, RequestView* request) {
   request->Clear();

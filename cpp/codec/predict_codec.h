@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/dtypes.h"
 #include "common/small_vector.h"
 #include "common/status.h"
 #include "common/tf_handles.h"
@@ -133,8 +134,5 @@ Status MakeTensor(const ArrayView& array, TensorPtr* tensor, bool* worth_keeping
 // frees it.
 Status EncodePredictResponse(const std::vector<std::string_view>& names, const OwnedTensors& tensors, void** data,
                              int* size);
-
-// The ArrayProto field a dtype's values travel in, or 0 when the protocol cannot carry the dtype.
-int ValueFieldForDtype(int dtype);
 
 }  // namespace processor

@@ -157,6 +157,21 @@ inline size_t VarintSize(uint64_t value) {
 
 inline uint32_t Tag(uint32_t field, WireType wire_type) { return (field << 3) | wire_type; }
 
+// The one varint encoder: writes `value` at `out` (up to 10 bytes); returns where it stopped.
+inline uint8_t* EncodeVarint(uint64_t value, uint8_t* out) {
+  while (value >= 0x80) {
+    *out++ = uint8_t(value | 0x80);
+    value >>= 7;
+  }
+  *out++ = uint8_t(value);
+  return out;
+}
+
+inline void AppendVarint(std::string* out, uint64_t value) {
+  uint8_t bytes[10];
+  out->append(reinterpret_cast<const char*>(bytes), EncodeVarint(value, bytes) - bytes);
+}
+
 // Size of a length-delimited field with a one-byte tag.
 inline size_t LengthDelimitedSize(size_t payload) { return 1 + VarintSize(payload) + payload; }
 
@@ -167,13 +182,7 @@ class Writer {
   explicit Writer(uint8_t* out) : pos_(out) {}
   uint8_t* position() const { return pos_; }
 
-  void Varint(uint64_t value) {
-    while (value >= 0x80) {
-      *pos_++ = uint8_t(value | 0x80);
-      value >>= 7;
-    }
-    *pos_++ = uint8_t(value);
-  }
+  void Varint(uint64_t value) { pos_ = EncodeVarint(value, pos_); }
   void Raw(const void* data, size_t size) {
     if (size) std::memcpy(pos_, data, size);
     pos_ += size;
@@ -206,13 +215,7 @@ class StringWriter {
   const std::string& str() const { return out_; }
 
  private:
-  void PutVarint(uint64_t value) {
-    while (value >= 0x80) {
-      out_.push_back(char(value | 0x80));
-      value >>= 7;
-    }
-    out_.push_back(char(value));
-  }
+  void PutVarint(uint64_t value) { AppendVarint(&out_, value); }
   std::string out_;
 };
 

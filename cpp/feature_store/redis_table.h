@@ -1,5 +1,5 @@
 // RedisTable: an embedding table in Redis or a Redis Cluster, in the layout the importer writes
-// (src/processor/feature_store/redis_tables.py): row `id` is field <id as 8 little-endian bytes> of the
+// (src/processor/feature_store/redis_tables.py, which says how the two spellings are tied by tests): row `id` is field <id as 8 little-endian bytes> of the
 // hash `<key_prefix><id mod partitions>}`, its value dim little-endian float32s.
 //
 // A lookup reads each distinct id once: one HMGET per partition, pipelined per server and sent to all

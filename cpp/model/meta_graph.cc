@@ -348,14 +348,5 @@ Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vec
                           (available.empty() ? "none" : available) + ")");
 }
 
-const char* DataTypeName(int dtype) {
-  static const char* const kNames[] = {
-      "DT_INVALID", "DT_FLOAT",  "DT_DOUBLE",   "DT_INT32",   "DT_UINT8",  "DT_INT16",   "DT_INT8",
-      "DT_STRING",  "DT_COMPLEX64", "DT_INT64", "DT_BOOL",    "DT_QINT8",  "DT_QUINT8",  "DT_QINT32",
-      "DT_BFLOAT16", "DT_QINT16", "DT_QUINT16", "DT_UINT16", "DT_COMPLEX128", "DT_HALF", "DT_RESOURCE",
-      "DT_VARIANT"};
-  if (dtype < 0 || dtype >= int(sizeof(kNames) / sizeof(kNames[0]))) return "DT_INVALID";
-  return kNames[dtype];
-}
 
 }  // namespace processor

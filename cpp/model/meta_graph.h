@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/dtypes.h"
 #include "common/status.h"
 
 namespace processor {
@@ -74,7 +75,5 @@ Status ReadSavedModelMetaGraph(const std::string& savedmodel_dir, const std::vec
 // exists, and otherwise serves the graph with its variables uninitialized.
 bool SavedModelRestoresVariables(std::string_view saved_model);
 
-// "DT_FLOAT" for 1, "DT_INVALID" for unknown numbers.
-const char* DataTypeName(int dtype);
 
 }  // namespace processor

@@ -1,6 +1,9 @@
-// Servable: one loaded model version (graph + session + resolved signature), immutable once loaded.
-// Requests hold it through std::shared_ptr, so a version swapped out keeps serving the requests that
-// started on it and is released when the last of them ends.
+// Servable: one loaded model version: the graph, its session, the resolved signature and, with a
+// feature store, the tables it owns. Its graph and signature never change once loaded; its variables
+// and local tables do: a delta is applied atomically for requests (under serving_lock_, which they
+// hold shared), an in-place restore (resource_preserving) is not. serving/version_manager.h holds the serving one: a request keeps the version
+// it started on, and a swapped-out version is released on the control plane's thread once the
+// requests on it have answered (the control plane and requests share it through std::shared_ptr).
 #pragma once
 
 #include <tensorflow/c/c_api.h>

@@ -17,6 +17,7 @@
 
 #include "abi/control_api.h"
 #include "common/crc32c.h"
+#include "common/dtypes.h"
 #include "feature_store/monolith_dump.h"
 #include "numpy_codec.h"
 
@@ -356,6 +357,18 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("data"), py::arg("crc") = 0,
         "CRC-32C (unmasked) of bytes following bytes whose CRC is `crc` (the data plane's; checkpoints and "
         "TFRecords store it masked).");
+
+  m.def("dtype_table", [] {
+          std::vector<std::tuple<int, std::string, std::string, std::string, int>> table;
+          for (const processor::CarriedDtype& dtype : processor::kCarriedDtypes) {
+            table.emplace_back(dtype.number, processor::DataTypeName(dtype.number),
+                               processor::kArrayFieldNames[dtype.value_field], std::string(1, dtype.numpy_kind),
+                               dtype.numpy_itemsize);
+          }
+          return table;
+        },
+        "(number, name, value field, numpy kind, numpy item size) of each dtype the protocol carries: "
+        "cpp/common/dtypes.h, for the test that ties Python's table to it.");
 
   m.def("load_servable", &LoadServable, py::arg("options"),
         "Loads a version from string options (see abi/control_api.h); raises LoadError.");

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/dtypes.h"
 #include "common/wire_format.h"
 
 namespace processor_binding {
@@ -13,31 +14,19 @@ namespace {
 namespace wire = processor::wire;
 using namespace pybind11::literals;
 
-// ArrayDataType numbers (protos/predict.proto).
+// ArrayDataType numbers (protos/predict.proto), as common/dtypes.h's table has them.
 enum : int { kFloat = 1, kDouble = 2, kInt32 = 3, kUint8 = 4, kInt16 = 5, kInt8 = 6, kString = 7, kInt64 = 9, kBool = 10 };
 
 int DtypeOf(const py::array& array) {
   const char kind = array.dtype().kind();
-  const auto size = array.itemsize();
   if (kind == 'O' || kind == 'S' || kind == 'U') return kString;
-  if (kind == 'b') return kBool;
-  if (kind == 'f' && size == 4) return kFloat;
-  if (kind == 'f' && size == 8) return kDouble;
-  if (kind == 'i' && size == 8) return kInt64;
-  if (kind == 'i' && size == 4) return kInt32;
-  if (kind == 'i' && size == 2) return kInt16;
-  if (kind == 'i' && size == 1) return kInt8;
-  if (kind == 'u' && size == 1) return kUint8;
+  for (const processor::CarriedDtype& dtype : processor::kCarriedDtypes) {
+    if (dtype.numpy_kind == kind && dtype.numpy_itemsize == array.itemsize()) return dtype.number;
+  }
   throw py::type_error("numpy dtype " + std::string(py::str(array.dtype())) + " has no ArrayDataType");
 }
 
-void PutVarint(std::string* out, uint64_t value) {
-  while (value >= 0x80) {
-    out->push_back(static_cast<char>(value | 0x80));
-    value >>= 7;
-  }
-  out->push_back(static_cast<char>(value));
-}
+void PutVarint(std::string* out, uint64_t value) { wire::AppendVarint(out, value); }
 
 void PutTag(std::string* out, uint32_t field, wire::WireType type) { PutVarint(out, wire::Tag(field, type)); }
 
@@ -61,31 +50,32 @@ std::string EncodeArray(const py::handle& value) {
   if (!array) throw py::type_error("inputs must be numpy arrays");
   const int dtype = DtypeOf(array);
   std::string out;
-  PutTag(&out, 1, wire::kVarint);
+  PutTag(&out, processor::kDtype, wire::kVarint);
   PutVarint(&out, dtype);
   std::string dims, array_shape;  // a scalar still gets an (empty) array_shape
   for (py::ssize_t d = 0; d < array.ndim(); ++d) PutVarint(&dims, static_cast<uint64_t>(array.shape(d)));
   if (!dims.empty()) PutLengthDelimited(&array_shape, 1, dims);
-  PutLengthDelimited(&out, 2, array_shape);
+  PutLengthDelimited(&out, processor::kArrayShape, array_shape);
   const py::ssize_t n = array.size();
   const void* data = array.data();
+  const uint32_t field = processor::ValueFieldForDtype(dtype);
   switch (dtype) {
     case kFloat:
     case kDouble:
-      if (n) PutLengthDelimited(&out, dtype == kFloat ? 3 : 4, std::string(static_cast<const char*>(data), n * array.itemsize()));
+      if (n) PutLengthDelimited(&out, field, std::string(static_cast<const char*>(data), n * array.itemsize()));
       break;
-    case kInt64: PutPackedVarints(&out, 7, static_cast<const int64_t*>(data), n); break;
-    case kInt32: PutPackedVarints(&out, 5, static_cast<const int32_t*>(data), n); break;
-    case kInt16: PutPackedVarints(&out, 5, static_cast<const int16_t*>(data), n); break;
-    case kInt8: PutPackedVarints(&out, 5, static_cast<const int8_t*>(data), n); break;
-    case kUint8: PutPackedVarints(&out, 5, static_cast<const uint8_t*>(data), n); break;
-    case kBool: PutPackedVarints(&out, 8, static_cast<const bool*>(data), n); break;
+    case kInt64: PutPackedVarints(&out, field, static_cast<const int64_t*>(data), n); break;
+    case kInt32: PutPackedVarints(&out, field, static_cast<const int32_t*>(data), n); break;
+    case kInt16: PutPackedVarints(&out, field, static_cast<const int16_t*>(data), n); break;
+    case kInt8: PutPackedVarints(&out, field, static_cast<const int8_t*>(data), n); break;
+    case kUint8: PutPackedVarints(&out, field, static_cast<const uint8_t*>(data), n); break;
+    case kBool: PutPackedVarints(&out, field, static_cast<const bool*>(data), n); break;
     case kString: {
       py::array objects = py::array::ensure(array.attr("astype")("O").attr("ravel")(), py::array::c_style);
       for (py::handle item : objects) {
         std::string bytes = py::isinstance<py::bytes>(item) ? std::string(py::reinterpret_borrow<py::bytes>(item))
                                                             : std::string(py::str(item));
-        PutLengthDelimited(&out, 6, bytes);
+        PutLengthDelimited(&out, field, bytes);
       }
       break;
     }

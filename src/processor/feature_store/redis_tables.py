@@ -7,12 +7,18 @@ partition sits in one slot, and the partitions of a table spread over the cluste
 
 A version is complete when its number is in the sorted set `pe:{<model>}:versions` (written last, after
 every row and the version's metadata hash `pe:{<model>}:v:<V>`): replicas serve only complete versions,
-so they all agree. Each import has a token, in the metadata and in the field "#" of every partition
-(written before the rows): the data plane reads it with the rows, so a partition that lost its rows (a
-server restarted empty) or was imported again is never served as ids the table lacks; intact() checks
-the same from here, and forget() drops such a version so that it is imported anew. One replica imports a version while holding `pe:{<model>}:lock:<V>` (SET NX PX, renewed
-while it writes, released by compare-and-delete); the others wait for the version to complete, and take
-over if the lock expires without it (the importer died).
+so they all agree. One replica imports a version while holding `pe:{<model>}:lock:<V>` (SET NX PX,
+renewed while it writes, released by compare-and-delete); the others wait for the version to
+complete, and take over if the lock expires without it (the importer died).
+
+Each import has a token, in the metadata and in the field "#" of every partition (written before the
+rows): the data plane reads it with the rows, so a partition that lost its rows (a server restarted
+empty) or was imported again is never served as ids the table lacks; lost() checks the same from
+here, and forget() drops such a version so that it is imported anew.
+
+The data plane spells the partition keys, the versions key and the marker field itself
+(cpp/model/servable_feature_store.cc, cpp/feature_store/redis_table.cc): every Redis test of
+tests/test_feature_store_serving.py reads through it what this module wrote, and fails if the two differ.
 
 redis-py (RedisCluster for clusters) routes by slot and follows MOVED/ASK.
 """
