@@ -8,7 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "codec/packed_varints.h"
+#include "codec/string_runs.h"
 #include "common/wire_format.h"
+
+#include <random>
 
 namespace processor {
 namespace {
@@ -109,6 +113,102 @@ TEST(PredictCodec, EncodesWhatItWouldParse) {
   ASSERT_TRUE(MakeTensor(view.inputs[0].second, &decoded).ok());
   const float* read = static_cast<const float*>(TF_TensorData(decoded.get()));
   EXPECT_EQ(std::vector<float>(read, read + 3), std::vector<float>(values, values + 3));
+}
+
+// The SSE2 paths and the scalar ones (what a build without SSE2 runs) give the same answers.
+
+std::string PackedVarints(const std::vector<uint64_t>& values) {
+  std::string out;
+  for (uint64_t value : values) wire::AppendVarint(&out, value);
+  return out;
+}
+
+std::vector<uint64_t> MixedValues(std::mt19937_64& rng, size_t n) {
+  std::vector<uint64_t> values(n);
+  for (uint64_t& value : values) {
+    switch (rng() % 4) {
+      case 0: value = rng() % 128; break;           // one byte
+      case 1: value = rng() % 16384; break;         // two
+      case 2: value = rng() % (1ull << 35); break;  // five
+      default: value = rng(); break;                // nine or ten: hashed ids
+    }
+  }
+  return values;
+}
+
+TEST(PackedVarints, ScalarAndVectorPathsAgree) {
+  std::mt19937_64 rng(7);
+  for (size_t n : {0, 1, 7, 16, 63, 64, 65, 200, 1000}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      const std::vector<uint64_t> values = trial % 2 ? MixedValues(rng, n) : std::vector<uint64_t>(n, rng() % 16384);
+      const std::string packed = PackedVarints(values);
+      int64_t scalar = 0, vector = 0;
+      ASSERT_TRUE(codec::CountPackedVarints<false>(packed, &scalar).ok());
+      ASSERT_TRUE(codec::CountPackedVarints<codec::kSse2>(packed, &vector).ok());
+      EXPECT_EQ(scalar, static_cast<int64_t>(n));
+      EXPECT_EQ(vector, static_cast<int64_t>(n));
+      std::vector<uint64_t> decoded_scalar, decoded_vector;
+      codec::ForEachPackedVarint<false>(packed, [&](uint64_t v) { decoded_scalar.push_back(v); });
+      std::vector<int64_t> widened(n);
+      codec::ForEachPackedVarint<codec::kSse2>(packed, codec::Int64Writer(widened.data(), static_cast<int64_t>(n)));
+      decoded_vector.assign(widened.begin(), widened.end());
+      EXPECT_EQ(decoded_scalar, values);
+      EXPECT_EQ(decoded_vector, values);
+    }
+  }
+}
+
+TEST(PackedVarints, BothPathsRefuseAnElevenByteVarintAnywhere) {
+  for (size_t at : {0, 5, 60, 64, 100}) {
+    std::string packed = PackedVarints(std::vector<uint64_t>(120, 1));
+    packed.insert(at, std::string(10, '\x80'));
+    int64_t count = 0;
+    EXPECT_FALSE(codec::CountPackedVarints<false>(packed, &count).ok()) << at;
+    count = 0;
+    EXPECT_FALSE(codec::CountPackedVarints<codec::kSse2>(packed, &count).ok()) << at;
+  }
+  int64_t count = 0;
+  EXPECT_EQ(codec::CountPackedVarints<false>(std::string("\x01\x80", 2), &count).message(), "packed varints are truncated");
+}
+
+// Parses a run of string_val fields with one path; returns the strings staged.
+template <bool kVector>
+std::vector<std::string> StagedStrings(const std::string& run, int64_t* count) {
+  wire::Reader reader(run);
+  uint32_t field, wire_type;
+  EXPECT_TRUE(reader.NextField(&field, &wire_type));
+  StringStaging staging;
+  staging.Reset(run.size());
+  ArrayView array;
+  codec::ParseStringRun<kVector>(reader, &staging, &array);
+  EXPECT_TRUE(reader.ok());
+  *count = array.counts[kStringVal];
+  std::vector<std::string> staged;
+  for (int64_t i = 0; i < array.staged_count; ++i) {
+    staged.emplace_back(TF_TString_GetDataPointer(&array.staged_strings[i]), TF_TString_GetSize(&array.staged_strings[i]));
+  }
+  return staged;
+}
+
+TEST(StringRuns, ScalarAndVectorStagingAgree) {
+  std::mt19937_64 rng(11);
+  for (size_t n : {1, 5, 100, 700}) {
+    std::string run;
+    std::vector<std::string> strings;
+    for (size_t i = 0; i < n; ++i) {
+      strings.push_back(std::string(rng() % 23, static_cast<char>('a' + rng() % 26)));  // up to the inline capacity
+      wire::StringWriter field;
+      field.Bytes(kStringVal, strings.back());
+      run += field.str();
+    }
+    int64_t scalar_count = 0, vector_count = 0;
+    const std::vector<std::string> scalar = StagedStrings<false>(run, &scalar_count);
+    const std::vector<std::string> vector = StagedStrings<codec::kSse2>(run, &vector_count);
+    EXPECT_EQ(scalar_count, static_cast<int64_t>(n));
+    EXPECT_EQ(vector_count, static_cast<int64_t>(n));
+    EXPECT_EQ(scalar, strings);
+    EXPECT_EQ(vector, strings);
+  }
 }
 
 }  // namespace
