@@ -9,7 +9,7 @@ import pytest
 
 import processor
 from processor.checkpoint_discovery import check_version, list_versions, newest_version
-from processor.model_store import LocalModelStore
+from processor.stores import LocalModelStore
 
 
 def write_version(directory, step, shards=1, index=b"index-bytes", state=True, extra_state=()):

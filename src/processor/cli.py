@@ -22,7 +22,7 @@ def _versions(config) -> dict:
     """Every full version and delta the config's store holds, complete or not, and why not."""
     from .checkpoint_discovery import check_version, list_versions, read_state_file
     from .incremental import incremental_dir
-    from .model_store import open_model_store
+    from .stores import open_model_store
     from .savedmodel_discovery import has_saved_model, list_savedmodel_versions
     store = open_model_store(config)
     store.refresh()

@@ -20,7 +20,7 @@ import numpy as np
 from .checkpoint_discovery import CheckpointVersion, check_version, read_state_file
 from .checkpoint_index import CheckpointIndexError, read_index
 from .errors import ModelLoadError
-from .model_store import LocalModelStore, ModelStore
+from .stores import LocalModelStore, ModelStore
 
 INCREMENTAL_DIR = ".incremental_checkpoint"
 KEYS_SUFFIX = "-sparse_incr_keys"

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import _core
 from .checkpoint_discovery import check_version
-from .model_store import LocalModelStore, ModelStore
+from .stores import LocalModelStore, ModelStore
 
 logger = logging.getLogger(__name__)
 

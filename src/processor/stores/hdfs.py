@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 import requests
 from fsspec.implementations.webhdfs import WebHDFS
 
-from .errors import ConfigError, StoreError
-from .model_store import FileInfo
+from ..errors import ConfigError, StoreError
+from .base import FileInfo
 
 DEFAULT_WEBHDFS_PORT = 9870
 CHUNK_BYTES = 1 << 20
@@ -45,6 +45,10 @@ class _TimeoutSession(requests.Session):
 
 class WebHdfsTransport:
     """The StoreTransport of HDFS."""
+
+    @classmethod
+    def from_config(cls, config) -> "WebHdfsTransport":
+        return cls(config.savedmodel_dir, config.webhdfs_url, config.hdfs_user)
 
     def __init__(self, root_url: str, webhdfs_url: str = "", user: str = ""):
         namenode, _ = split_hdfs_url(root_url)

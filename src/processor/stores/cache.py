@@ -24,8 +24,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, List
 
-from .errors import StoreError
-from .model_store import FileInfo, ModelStore
+from ..errors import StoreError
+from .base import FileInfo, ModelStore
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, Iterable, List, Protocol, Set, Tuple
 
-from .backoff import exponential_delay
-from .errors import StoreError
-from .model_store import FileInfo, resolve_in_remote_directory
+from ..backoff import exponential_delay
+from ..errors import StoreError
+from .base import FileInfo, resolve_in_remote_directory
 
 logger = logging.getLogger(__name__)
 

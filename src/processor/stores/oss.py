@@ -15,9 +15,9 @@ from typing import BinaryIO, Callable, Dict, List, Tuple, TypeVar
 import oss2
 import requests
 
-from .config import OSS_ENVIRONMENT
-from .errors import ConfigError, StoreError
-from .model_store import FileInfo
+from ..config import OSS_ENVIRONMENT
+from ..errors import ConfigError, StoreError
+from .base import FileInfo
 
 LIST_PAGE = 1000  # OSS's maximum keys per ListObjects call
 CHUNK_BYTES = 256 << 10
@@ -60,6 +60,10 @@ def _mask_sdk_logs(secrets: List[str]) -> None:
 
 class OssTransport:
     """The StoreTransport of OSS."""
+
+    @classmethod
+    def from_config(cls, config) -> "OssTransport":
+        return cls(config.oss_endpoint, config.oss_access_id, config.oss_access_key)
 
     def __init__(self, endpoint: str, access_id: str = "", access_key: str = ""):
         given = {"oss_endpoint": endpoint, "oss_access_id": access_id, "oss_access_key": access_key}
