@@ -87,7 +87,7 @@ def peak_rss(config, write_version) -> dict:
 
 def main() -> None:
     import processor
-    from processor import incremental, predict_pb2, tensors
+    from processor import predict_pb2, tensors, training
     results = {}
     with tempfile.TemporaryDirectory() as work:
         trainer = recommendation_model.RecommendationModel(num_items=ROWS)
@@ -121,7 +121,7 @@ def main() -> None:
             deltas = []
             for i in range(3):
                 step += 1
-                incremental.save_incremental_checkpoint(trainer.session, checkpoints, step, {"item_embedding": rows})
+                training.save_incremental_checkpoint(trainer.session, checkpoints, step, {"item_embedding": rows})
                 deltas.append(timed(lambda: p.update()))
                 assert p.model_info().delta_step == step
             results["delta_update_ms"] = float(np.median(deltas))

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from processor import incremental, predict_pb2, tensors
+from processor import predict_pb2, tensors, training
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
@@ -70,7 +70,7 @@ class DeltaTrainer:
                 whole.append(name)
         self.snapshot = now
         step = int(now["global_step"])
-        return incremental.save_incremental_checkpoint(self.trainer.session, self.model.checkpoint_dir, step,
+        return training.save_incremental_checkpoint(self.trainer.session, self.model.checkpoint_dir, step,
                                                        changed_rows, whole)
 
     def save_full(self) -> str:

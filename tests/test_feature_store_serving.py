@@ -360,14 +360,14 @@ def test_a_monolith_table_takes_a_deltas_rows_by_id(tmp_path, store, request, ca
     """A sparse delta's rows are written by id, whatever the id (a hash table's ids are not row numbers);
     a delta saving the variable whole does not touch the dump's rows, and says so."""
     import shutil
-    from processor import incremental
+    from processor import incremental, training
     build_ids_model(str(tmp_path / "model"), resource_variables=True)
     entries = write_monolith_dump(tmp_path / "dump", "emb", 2, 4, np.random.default_rng(9))
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     for suffix in (".index", ".data-00000-of-00001"):
         shutil.copy(tmp_path / "model" / "variables" / f"variables{suffix}", checkpoints / f"model.ckpt-1{suffix}")
-    incremental._write_state(str(checkpoints), [str(checkpoints / "model.ckpt-1")])
+    training.write_checkpoint_state(str(checkpoints), [str(checkpoints / "model.ckpt-1")])
     config = {**monolith_config(tmp_path, store, request, "monolith_delta"), "checkpoint_dir": str(checkpoints)}
     known = sorted(entries)[:2]
     ids = np.array(known + [2**61 + 3, 5], dtype=np.int64)
@@ -376,14 +376,14 @@ def test_a_monolith_table_takes_a_deltas_rows_by_id(tmp_path, store, request, ca
         deltas = checkpoints / incremental.INCREMENTAL_DIR
         deltas.mkdir()
         new_rows = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32)
-        incremental._save_tensors(str(deltas / "model.ckpt-2"), {
+        training.save_tensors(str(deltas / "model.ckpt-2"), {
             "ids_model/table-sparse_incr_keys": np.array([known[1], 2**61 + 3], np.int64),
             "ids_model/table-sparse_incr_values": new_rows})
-        incremental._write_state(str(deltas), [str(deltas / "model.ckpt-2")])
+        training.write_checkpoint_state(str(deltas), [str(deltas / "model.ckpt-2")])
         p.update()
         after = p.predict({"ids": ids})["rows"]
-        incremental._save_tensors(str(deltas / "model.ckpt-3"), {"ids_model/table": np.zeros((50, 4), np.float32)})
-        incremental._write_state(str(deltas), [str(deltas / "model.ckpt-2"), str(deltas / "model.ckpt-3")])
+        training.save_tensors(str(deltas / "model.ckpt-3"), {"ids_model/table": np.zeros((50, 4), np.float32)})
+        training.write_checkpoint_state(str(deltas), [str(deltas / "model.ckpt-2"), str(deltas / "model.ckpt-3")])
         p.update()
         whole = p.predict({"ids": ids})["rows"]
         info = p.model_info()

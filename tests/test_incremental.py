@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import processor
-from processor import incremental
+from processor import incremental, training
 from processor.checkpoint_index import read_index
 from model_builders import save_predict_signature
 from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
@@ -119,8 +119,8 @@ def test_a_bad_delta_changes_nothing_and_blocks_later_ones(delta_model, batch, b
         prefixes = []
         for offset, tensors in ((1, {**bad, **good_update}), (2, good_update)):
             prefixes.append(os.path.join(directory, f"model.ckpt-{step + offset}"))
-            incremental._save_tensors(prefixes[-1], tensors)
-        incremental._write_state(directory, prefixes)
+            training.save_tensors(prefixes[-1], tensors)
+        training.write_checkpoint_state(directory, prefixes)
         with pytest.raises(processor.ModelLoadError) as error:
             p.update()
         assert message in str(error.value) and prefixes[0] in str(error.value)
@@ -165,7 +165,7 @@ def test_a_delta_saving_a_partitioned_variable_whole_is_applied(tmp_path, store,
         config.update(redis_url=request.getfixturevalue("standalone").address, feature_store_namespace="whole_parts")
     with processor.Processor(config) as p:
         np.testing.assert_allclose(p.predict({"ids": ids})["rows"], before, rtol=0, atol=1e-6)
-        incremental._write_state(str(delta_dir), [str(delta_dir / "model.ckpt-11")])
+        training.write_checkpoint_state(str(delta_dir), [str(delta_dir / "model.ckpt-11")])
         wait_for(lambda: p.model_info().delta_step == 11, what="delta 11")
         np.testing.assert_allclose(p.predict({"ids": ids})["rows"], after, rtol=0, atol=1e-6)
         assert p.model_info().updates_failed == 0
@@ -176,9 +176,9 @@ def test_a_bad_delta_on_disk_at_start_does_not_stop_the_full_version(delta_model
     directory = os.path.join(model.checkpoint_dir, incremental.INCREMENTAL_DIR)
     os.makedirs(directory)
     prefix = os.path.join(directory, f"model.ckpt-{int(model.prefixes()[-1].rsplit('-', 1)[1]) + 1}")
-    incremental._save_tensors(prefix, {"item_embedding-sparse_incr_keys": np.array([1, 2], np.int64),
+    training.save_tensors(prefix, {"item_embedding-sparse_incr_keys": np.array([1, 2], np.int64),
                                        "item_embedding-sparse_incr_values": np.zeros((2, 5), np.float32)})
-    incremental._write_state(directory, [prefix])
+    training.write_checkpoint_state(directory, [prefix])
     with processor.Processor(model.config(poll_interval_seconds=0)) as p:
         info = p.model_info()
         assert (info.model_path, info.delta_step, info.updates_failed) == (model.prefixes()[-1], -1, 1)
@@ -204,10 +204,10 @@ def test_rows_whose_id_is_outside_the_variable_are_skipped_and_the_rest_apply(re
         os.makedirs(directory)
         step = p.model_info().version_step + 1
         rows = np.stack([np.full(8, 7.0), np.full(8, 8.0), np.full(8, 9.0), np.full(8, 6.0)]).astype(np.float32)
-        incremental._save_tensors(os.path.join(directory, f"model.ckpt-{step}"), {
+        training.save_tensors(os.path.join(directory, f"model.ckpt-{step}"), {
             "item_embedding-sparse_incr_keys": np.array([1, 99999, 2, -4], np.int64),
             "item_embedding-sparse_incr_values": rows})
-        incremental._write_state(directory, [os.path.join(directory, f"model.ckpt-{step}")])
+        training.write_checkpoint_state(directory, [os.path.join(directory, f"model.ckpt-{step}")])
         p.update()
         served = p.predict(inputs)["item_vector"]
         info = p.model_info()

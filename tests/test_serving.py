@@ -214,3 +214,16 @@ def test_an_alias_wins_over_a_tensor_name_spelled_the_same(tmp_path):
     with processor.Processor({"savedmodel_dir": str(tmp_path / "clash")}) as p:
         outputs = p.predict({"x:0": np.array([1.0], np.float32), "other": np.array([10.0], np.float32)})
     np.testing.assert_array_equal(outputs["difference"], [9.0])
+
+
+def test_serving_never_imports_tensorflows_python_package_nor_the_training_helpers(rec_model):
+    """Serving runs on TensorFlow's C libraries alone: a process that serves (and polls) never imports
+    the `tensorflow` Python package (seconds of start-up, and its own protobuf) nor processor.training."""
+    import subprocess
+    import sys
+    code = ("import json, sys, processor\n"
+            f"with processor.Processor(json.loads({json.dumps(json.dumps(rec_model.config(poll_interval_seconds=0.1)))})) as p:\n"
+            "    p.update()\n"
+            "print(sorted(m for m in ('tensorflow', 'processor.training') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

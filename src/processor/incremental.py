@@ -1,4 +1,4 @@
-"""Incremental (delta) checkpoints: finding them, planning their application, and writing them.
+"""Incremental (delta) checkpoints on the serving side: finding them and planning their application.
 
 Layout (DeepRec's): next to a full checkpoint, `<run dir>/.incremental_checkpoint/` holds a `checkpoint`
 state file and `model.ckpt-<step>.index/.data-*` bundles with steps above the full version's. A delta
@@ -8,14 +8,12 @@ name with a slice per part (as tf.train.Saver and DeepRec's incremental saver wr
 the graph is then applied from its slice. Variables not in a delta keep their values.
 Deltas apply in step order, each on top of the previous one.
 
-Training jobs write deltas with save_incremental_checkpoint() (TensorFlow is imported only there).
+Training jobs write deltas with processor.training.save_incremental_checkpoint().
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
-
-import numpy as np
+from typing import Iterable, List, Optional, Tuple
 
 from .checkpoint_discovery import CheckpointVersion, check_version, read_state_file
 from .checkpoint_index import CheckpointIndexError, read_index
@@ -79,69 +77,3 @@ def plan_delta(prefix: str, graph_variables: Iterable[Tuple[str, str]]) -> List[
 
 
 # ---- the writer, for training jobs
-
-
-def _write_state(directory: str, prefixes: List[str]) -> None:
-    lines = [f'model_checkpoint_path: "{os.path.basename(prefixes[-1])}"']
-    lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in prefixes]
-    temporary = os.path.join(directory, "checkpoint.tmp")
-    with open(temporary, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(temporary, os.path.join(directory, "checkpoint"))  # readers see the old or the new file
-
-
-_SAVE_GRAPHS: Dict[Tuple, object] = {}
-
-
-def _save_tensors(prefix: str, tensors: Mapping[str, np.ndarray]) -> None:
-    """Writes a TF checkpoint bundle with a private graph and session (the caller's graph is untouched)."""
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    names = sorted(tensors)
-    key = tuple((n, tensors[n].dtype.str) for n in names)
-    if key not in _SAVE_GRAPHS:
-        graph = tf.Graph()
-        with graph.as_default():
-            path = tf1.placeholder(tf.string, [])
-            inputs = [tf1.placeholder(tf.as_dtype(tensors[n].dtype)) for n in names]
-            save = tf.raw_ops.SaveV2(prefix=path, tensor_names=names, shape_and_slices=[""] * len(names), tensors=inputs)
-        _SAVE_GRAPHS[key] = (tf1.Session(graph=graph), path, inputs, save)
-    session, path, inputs, save = _SAVE_GRAPHS[key]
-    session.run(save, {path: prefix, **{p: tensors[n] for p, n in zip(inputs, names)}})
-
-
-def save_incremental_checkpoint(session, checkpoint_dir: str, global_step: int,
-                                changed_rows: Mapping[object, Iterable[int]],
-                                whole_variables: Iterable[object] = (), keep: int = 20) -> str:
-    """Writes a delta for a training job: the rows `changed_rows` names of each variable (a tf.Variable
-    or a variable name -> row ids), and `whole_variables` entirely, into
-    `<checkpoint_dir>/.incremental_checkpoint/model.ckpt-<global_step>`. The state file is updated last,
-    so a processor polling the directory never sees a half-written delta. Returns the prefix.
-
-    Reads each variable through `session`, once; the training graph gets no new ops."""
-    directory = os.path.join(checkpoint_dir, INCREMENTAL_DIR)
-    os.makedirs(directory, exist_ok=True)
-    import tensorflow as tf
-    by_name = {v.op.name: v for v in session.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
-
-    def variable(v):
-        name = v if isinstance(v, str) else v.op.name
-        if name not in by_name:
-            raise ValueError(f"the session's graph has no global variable '{name}'")
-        return name
-
-    rows = {variable(v): np.unique(np.asarray(list(ids), dtype=np.int64)) for v, ids in changed_rows.items()}
-    whole = [variable(v) for v in whole_variables]
-    # Fetching the Variable objects uses their existing read ops: the training graph gets no new ops.
-    values = session.run({name: by_name[name] for name in list(rows) + whole})
-    tensors: Dict[str, np.ndarray] = {}
-    for name, ids in rows.items():
-        tensors[name + KEYS_SUFFIX] = ids
-        tensors[name + VALUES_SUFFIX] = np.ascontiguousarray(values[name][ids])
-    for name in whole:
-        tensors[name] = np.asarray(values[name])
-    prefix = os.path.join(directory, f"model.ckpt-{int(global_step)}")
-    _save_tensors(prefix, tensors)
-    existing = [p for p in read_state_file(LocalModelStore(), directory) if p != prefix]
-    _write_state(directory, (existing + [prefix])[-keep:])
-    return prefix
