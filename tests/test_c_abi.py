@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import processor
-from processor import _c_host, _core, predict_pb2, tensors
+from processor import _core, predict_pb2, tensors
+from processor.hosts import c_host
 from abi import CAbi
 
 
@@ -51,10 +52,10 @@ def test_finalize_while_idle_releases_the_model(abi, rec_model):
     handle, state = abi.initialize(rec_model.config())
     assert state == 0
     assert _core.live_servables() == baseline + 1
-    assert handle in _c_host._live
+    assert handle in c_host._live
     abi.finalize(handle)
     gc.collect()
-    assert handle not in _c_host._live
+    assert handle not in c_host._live
     assert _core.live_servables() == baseline
 
 

@@ -13,7 +13,7 @@ import processor
 import recommendation_model
 from lifecycle_helpers import json_rows, serialize
 from processor import predict_pb2, tensors
-from processor.cli import main
+from processor.hosts.cli import main
 from processor.tfrecord import iter_records
 
 

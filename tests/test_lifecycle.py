@@ -330,7 +330,7 @@ def test_rollback_through_the_c_abi(rec_model, reference, batch, tmp_path):
     try:
         first = model.prefixes()[-1]
         newer = new_version(model, seed=5)
-        assert processor._c_host._live[handle].update()
+        assert processor.hosts.c_host._live[handle].update()
         assert abi.lib.rollback(handle, -1) == 200
         code, body = abi.process(handle, serialize(batch))
         assert code == 200

@@ -178,14 +178,14 @@ class GilLock {
   PyGILState_STATE state_;
 };
 
-// Calls processor._c_host.<function>(format, ...) and returns its integer result.
+// Calls processor.hosts.c_host.<function>(format, ...) and returns its integer result.
 template <typename... Args>
 Status CallHostModule(EmbeddedPython& python, const char* function, unsigned long long* result, const char* format,
                       Args... args) {
   const PythonApi& api = python.api();
   GilLock gil(api);
-  PyObject* module = api.ImportModule("processor._c_host");
-  if (!module) return Status::Internal("cannot import the control plane (processor._c_host): " + python.TakeError());
+  PyObject* module = api.ImportModule("processor.hosts.c_host");
+  if (!module) return Status::Internal("cannot import the control plane (processor.hosts.c_host): " + python.TakeError());
   PyObject* fn = api.GetAttrString(module, function);
   api.DecRef(module);
   if (!fn) return Status::Internal(python.TakeError());

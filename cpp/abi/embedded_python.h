@@ -11,13 +11,13 @@
 
 namespace processor {
 
-// Runs processor._c_host.initialize(entry, config); on success *handle is the model handle.
+// Runs processor.hosts.c_host.initialize(entry, config); on success *handle is the model handle.
 Status StartControlPlane(const std::string& model_entry, const std::string& model_config, void** handle);
 
-// Runs processor._c_host.rollback(handle, version) and returns its ABI code.
+// Runs processor.hosts.c_host.rollback(handle, version) and returns its ABI code.
 int RollbackControlPlane(void* handle, long long version);
 
-// Runs processor._c_host.finalize(handle): stops background work and releases the model.
+// Runs processor.hosts.c_host.finalize(handle): stops background work and releases the model.
 void StopControlPlane(void* handle);
 
 }  // namespace processor

@@ -1,6 +1,6 @@
 """`python -m processor --help`."""
 import sys
 
-from .cli import main
+from .hosts.cli import main
 
 sys.exit(main())

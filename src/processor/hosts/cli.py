@@ -14,16 +14,16 @@ import logging
 import sys
 from typing import List, Optional
 
-from .config import parse_config
-from .errors import ProcessorError
+from ..config import parse_config
+from ..errors import ProcessorError
 
 
 def _versions(config) -> dict:
     """Every full version and delta the config's store holds, complete or not, and why not."""
-    from .checkpoint_discovery import check_version, list_versions, read_state_file
-    from .incremental import incremental_dir
-    from .stores import open_model_store
-    from .savedmodel_discovery import has_saved_model, list_savedmodel_versions
+    from ..checkpoint_discovery import check_version, list_versions, read_state_file
+    from ..incremental import incremental_dir
+    from ..stores import open_model_store
+    from ..savedmodel_discovery import has_saved_model, list_savedmodel_versions
     store = open_model_store(config)
     store.refresh()
     if has_saved_model(store, config.savedmodel_dir):
@@ -47,7 +47,7 @@ def _versions(config) -> dict:
 
 def _signature(config, loader, candidate) -> dict:
     """The signature of the candidate's SavedModel (loaded without restoring a checkpoint)."""
-    from . import _core
+    from .. import _core
     local = loader.localize(candidate)
     servable = _core.load_servable({"savedmodel_dir": local.savedmodel.path, "signature_name": config.signature_name})
     code, body = servable.process(b"")
@@ -77,7 +77,7 @@ def cmd_versions(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .version_loader import VersionLoader
+    from ..version_loader import VersionLoader
     config = parse_config(args.config)
     loader = VersionLoader(config)
     try:
@@ -112,8 +112,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_warmup_build(args) -> int:
-    from . import predict_pb2, tensors
-    from .tfrecord import iter_records, write_record
+    from .. import predict_pb2, tensors
+    from ..tfrecord import iter_records, write_record
     records: List[bytes] = []
     if args.from_log:
         for path in args.from_log:
@@ -127,7 +127,7 @@ def cmd_warmup_build(args) -> int:
         if not args.config:
             raise ProcessorError("--from-json needs --config: the signature gives the inputs' dtypes")
         from .rest_json import RestRequestError, parse_predict_body
-        from .version_loader import VersionLoader
+        from ..version_loader import VersionLoader
         config = parse_config(args.config)
         loader = VersionLoader(config)
         try:
@@ -162,7 +162,7 @@ def cmd_warmup_build(args) -> int:
 
 def cmd_serve(args) -> int:
     try:
-        from .rest_server import serve
+        from .rest import serve
     except ImportError as e:
         raise ProcessorError(f"serve needs the {e.name} package: pip install 'processor[rest]'") from None
     serve(args.config, args.model_name, args.host, args.port, args.threads)

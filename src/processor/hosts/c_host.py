@@ -9,8 +9,8 @@ import sys
 import threading
 from typing import Dict
 
-from .errors import ModelLoadError, ProcessorError, RequestError
-from .processor import Processor
+from ..errors import ModelLoadError, ProcessorError, RequestError
+from ..processor import Processor
 
 logger = logging.getLogger("processor")
 _live: Dict[int, Processor] = {}

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-from . import predict_pb2, tensors
+from .. import predict_pb2, tensors
 
 
 class RestRequestError(ValueError):
