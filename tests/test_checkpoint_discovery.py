@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import processor
-from processor.checkpoint_discovery import check_version, list_versions, newest_version
+from processor.loading.checkpoints import check_version, list_versions, newest_version
 from processor.stores import LocalModelStore
 
 
@@ -132,14 +132,14 @@ def test_a_tree_copied_from_the_training_machine_is_found(tmp_path, caplog):
     served = tmp_path / "serve" / "ckpt"
     shutil.copytree(trained, served)
     shutil.rmtree(tmp_path / "train")
-    caplog.set_level("INFO", logger="processor.checkpoint_discovery")
+    caplog.set_level("INFO", logger="processor.loading.checkpoints")
     assert newest_version(str(served)).prefix == str(served / "model.ckpt-200")
     assert [v.step for v in list_versions(LocalModelStore(), str(served))] == [100, 200]
     assert f"names {trained}/model.ckpt-200, which is not there: using {served}/model.ckpt-200" in caplog.text
 
 
 def test_without_a_state_file_naming_what_is_there_the_complete_checkpoints_held_are_offered(tmp_path, caplog):
-    caplog.set_level("INFO", logger="processor.checkpoint_discovery")
+    caplog.set_level("INFO", logger="processor.loading.checkpoints")
     write_version(tmp_path, 100, state=False)
     prefix = write_version(tmp_path, 300, shards=2, state=False)
     os.remove(prefix + ".data-00001-of-00002")  # incomplete: not offered

@@ -14,7 +14,7 @@ import recommendation_model
 from lifecycle_helpers import json_rows, serialize
 from processor import predict_pb2, tensors
 from processor.hosts.cli import main
-from processor.tfrecord import iter_records
+from processor.formats.tfrecord import iter_records
 
 
 def run(capsys, *argv) -> tuple:

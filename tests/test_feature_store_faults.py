@@ -140,7 +140,7 @@ def test_a_checkpoint_with_a_corrupt_row_is_refused_and_the_old_version_serves(r
                                                                                 request):
     """16 bytes of one item_embedding row flipped in a new full checkpoint: TensorFlow's restore refuses
     it (session, local tables), and so does the Redis importer (each tensor's CRC-32C in the index)."""
-    from processor.checkpoint_index import read_index
+    from processor.formats.checkpoint_index import read_index
     model = rec_model.copy(tmp_path)
     writer = DeltaTrainer(model)
     writer.trainer.restore(model.prefixes()[-1])

@@ -264,7 +264,7 @@ def test_redis_password(rec_model, reference, batch, tmp_path):
 def write_monolith_dump(directory, name: str, shards: int, dim: int, rng) -> dict:
     """TFRecord shards of EntryDump records with hash-like ids; returns id -> (shard, row)."""
     from processor.feature_store.table_sources import encode_entry_dump
-    from processor.tfrecord import write_record
+    from processor.formats.tfrecord import write_record
     directory.mkdir(parents=True, exist_ok=True)
     entries = {}
     for shard in range(shards):
@@ -278,7 +278,7 @@ def write_monolith_dump(directory, name: str, shards: int, dim: int, rng) -> dic
 
 
 def write_shard(path, records) -> None:
-    from processor.tfrecord import write_record
+    from processor.formats.tfrecord import write_record
     with open(path, "wb") as f:
         for record in records:
             write_record(f, record)
@@ -360,7 +360,8 @@ def test_a_monolith_table_takes_a_deltas_rows_by_id(tmp_path, store, request, ca
     """A sparse delta's rows are written by id, whatever the id (a hash table's ids are not row numbers);
     a delta saving the variable whole does not touch the dump's rows, and says so."""
     import shutil
-    from processor import incremental, training
+    from processor import training
+    from processor.loading import deltas as incremental
     build_ids_model(str(tmp_path / "model"), resource_variables=True)
     entries = write_monolith_dump(tmp_path / "dump", "emb", 2, 4, np.random.default_rng(9))
     checkpoints = tmp_path / "checkpoints"

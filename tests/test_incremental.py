@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import processor
-from processor import incremental, training
-from processor.checkpoint_index import read_index
+from processor import training
+from processor.loading import deltas as incremental
+from processor.formats.checkpoint_index import read_index
 from model_builders import save_predict_signature
 from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
 

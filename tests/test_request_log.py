@@ -8,7 +8,7 @@ import pytest
 import processor
 import recommendation_model
 from lifecycle_helpers import serialize
-from processor.tfrecord import iter_records
+from processor.formats.tfrecord import iter_records
 
 
 def test_logged_requests_rotate_and_are_a_warmup_file(rec_model, tmp_path):

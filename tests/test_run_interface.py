@@ -14,7 +14,7 @@ from lifecycle_helpers import serialize
 from model_builders import build_fed_and_fetched_model
 from processor import _core, predict_pb2, tensors
 from processor.config import parse_config
-from processor.version_loader import session_options
+from processor.loading.loader import session_options
 
 TOLERANCE = 1e-5
 

@@ -18,7 +18,7 @@ import processor
 import recommendation_model
 from lifecycle_helpers import serialize
 from processor import predict_pb2
-from processor.tfrecord import iter_records
+from processor.formats.tfrecord import iter_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SANITIZER_OPTIONS = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import processor
-from processor.savedmodel_discovery import newest_savedmodel
+from processor.loading.savedmodels import newest_savedmodel
 import recommendation_model
 from lifecycle_helpers import wait_for
 

@@ -13,7 +13,7 @@ import pytest
 import processor
 from processor import _core
 from processor.config import parse_config
-from processor.version_loader import session_options
+from processor.loading.loader import session_options
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import processor
-from processor import predict_pb2, tf_serving_warmup_pb2, tfrecord
+from processor import predict_pb2, tf_serving_warmup_pb2
+from processor.formats import tfrecord
 from lifecycle_helpers import serialize
 from wire_helpers import length_delimited
 
@@ -68,7 +69,7 @@ def test_tfrecord_of_predict_requests_and_of_tf_serving_logs(rec_model, batch, t
 
 
 def test_tf_serving_records_convert_to_the_same_request(batch):
-    from processor.warmup import _record_to_requests
+    from processor.loading.warmup import _record_to_requests
     [converted] = _record_to_requests(tf_serving_prediction_log(batch))
     expected = predict_pb2.PredictRequest.FromString(serialize(batch))
     expected.signature_name = "serving_default"

@@ -13,8 +13,8 @@ from . import _core, predict_pb2
 from .backoff import RetryBackoff
 from .config import ProcessorConfig
 from .errors import ModelLoadError, RequestError, StoreError
-from .incremental import plan_delta
-from .version_loader import Candidate, LoadedVersion, VersionLoader, VersionRecord, store_version_of
+from .loading.deltas import plan_delta
+from .loading.loader import Candidate, LoadedVersion, VersionLoader, VersionRecord, store_version_of
 from .version_policy import POLICIES
 
 logger = logging.getLogger(__name__)

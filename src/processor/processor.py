@@ -13,9 +13,9 @@ from . import _core, predict_pb2, tensors
 from .config import parse_config
 from .errors import ConfigError, RequestError
 from .lifecycle import STORE_CHECK_SECONDS, VersionLifecycle
+from .loading.loader import VersionLoader
 from .session_group import apply_openmp_settings
 from .updater import PollingThread
-from .version_loader import VersionLoader
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Dict, Iterable, List, Mapping, Tuple
 
 import numpy as np
 
-from .checkpoint_discovery import read_state_file
-from .incremental import INCREMENTAL_DIR, KEYS_SUFFIX, VALUES_SUFFIX
+from .loading.checkpoints import read_state_file
+from .loading.deltas import INCREMENTAL_DIR, KEYS_SUFFIX, VALUES_SUFFIX
 from .stores import LocalModelStore
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Dict, Type
 from . import _core
 from .config import VERSION_POLICIES
 from .errors import ModelLoadError
-from .version_loader import Candidate, LoadedVersion, VersionRecord, check_checkpoint_fits
+from .loading.loader import Candidate, LoadedVersion, VersionRecord, check_checkpoint_fits
 
 if TYPE_CHECKING:
     from .lifecycle import VersionLifecycle

@@ -12,9 +12,9 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from .. import _core, predict_pb2, tensors
-from ..checkpoint_index import CheckpointIndexError, TensorEntry, read_index, read_slices
 from ..errors import ModelLoadError
-from ..tfrecord import mask
+from ..formats.checkpoint_index import CheckpointIndexError, TensorEntry, read_index, read_slices
+from ..formats.tfrecord import mask
 
 _CHECK_BYTES = 8 << 20  # read at a time where only the CRC needs the bytes
 

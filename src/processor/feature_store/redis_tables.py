@@ -37,7 +37,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from ..errors import StoreError
-from ..incremental import KEYS_SUFFIX, VALUES_SUFFIX
+from ..loading.deltas import KEYS_SUFFIX, VALUES_SUFFIX
 from .checkpoint_rows import iter_rows, read_tensor
 from .table_sources import CheckpointTable
 

@@ -20,10 +20,10 @@ from ..errors import ProcessorError
 
 def _versions(config) -> dict:
     """Every full version and delta the config's store holds, complete or not, and why not."""
-    from ..checkpoint_discovery import check_version, list_versions, read_state_file
-    from ..incremental import incremental_dir
+    from ..loading.checkpoints import check_version, list_versions, read_state_file
+    from ..loading.deltas import incremental_dir
     from ..stores import open_model_store
-    from ..savedmodel_discovery import has_saved_model, list_savedmodel_versions
+    from ..loading.savedmodels import has_saved_model, list_savedmodel_versions
     store = open_model_store(config)
     store.refresh()
     if has_saved_model(store, config.savedmodel_dir):
@@ -77,7 +77,7 @@ def cmd_versions(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from ..version_loader import VersionLoader
+    from ..loading.loader import VersionLoader
     config = parse_config(args.config)
     loader = VersionLoader(config)
     try:
@@ -113,7 +113,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_warmup_build(args) -> int:
     from .. import predict_pb2, tensors
-    from ..tfrecord import iter_records, write_record
+    from ..formats.tfrecord import iter_records, write_record
     records: List[bytes] = []
     if args.from_log:
         for path in args.from_log:
@@ -127,7 +127,7 @@ def cmd_warmup_build(args) -> int:
         if not args.config:
             raise ProcessorError("--from-json needs --config: the signature gives the inputs' dtypes")
         from .rest_json import RestRequestError, parse_predict_body
-        from ..version_loader import VersionLoader
+        from ..loading.loader import VersionLoader
         config = parse_config(args.config)
         loader = VersionLoader(config)
         try:

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .stores import LocalModelStore, ModelStore
+from ..stores import LocalModelStore, ModelStore
 
 logger = logging.getLogger(__name__)
 

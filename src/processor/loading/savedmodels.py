@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from . import _core
-from .checkpoint_discovery import check_version
-from .stores import LocalModelStore, ModelStore
+from .. import _core
+from ..stores import LocalModelStore, ModelStore
+from .checkpoints import check_version
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from . import predict_pb2, tensors, tf_serving_warmup_pb2
-from .checkpoint_index import CheckpointIndexError, read_varint
-from .errors import ModelLoadError
-from .tfrecord import TFRecordError, looks_like_tfrecord, read_records
+from .. import predict_pb2, tensors, tf_serving_warmup_pb2
+from ..errors import ModelLoadError
+from ..formats.checkpoint_index import CheckpointIndexError, read_varint
+from ..formats.tfrecord import TFRecordError, looks_like_tfrecord, read_records
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 
 from google.protobuf.message import DecodeError
 
-from . import tensor_bundle_pb2
+from .. import tensor_bundle_pb2
 
 _FOOTER_SIZE = 48
 _MAGIC = 0xDB4775248B80FB57

@@ -7,16 +7,16 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from . import _core
-from .checkpoint_discovery import STATE_FILE, CheckpointVersion, list_versions, newest_version
-from .checkpoint_index import CheckpointIndexError, read_index
-from .config import ProcessorConfig
-from .errors import ModelLoadError, StoreError
-from .feature_store.store import FeatureStore, store_version
-from .incremental import pending_deltas
-from .stores import open_model_store
-from .savedmodel_discovery import SavedModelVersion, newest_savedmodel
-from .session_group import session_group_options
+from .. import _core
+from ..config import ProcessorConfig
+from ..errors import ModelLoadError, StoreError
+from ..feature_store.store import FeatureStore, store_version
+from ..formats.checkpoint_index import CheckpointIndexError, read_index
+from ..session_group import session_group_options
+from ..stores import open_model_store
+from .checkpoints import STATE_FILE, CheckpointVersion, list_versions, newest_version
+from .deltas import pending_deltas
+from .savedmodels import SavedModelVersion, newest_savedmodel
 from .warmup import WarmupRequests, run_warmup, warmup_file
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class VersionLoader:
         if self.store.is_remote:
             # Imported here: hashing loads OpenSSL, which a host that links TensorFlow itself (BoringSSL's
             # symbols in its global scope) cannot load; local stores never need it.
-            from .stores.cache import ModelCache, default_cache_dir
+            from ..stores.cache import ModelCache, default_cache_dir
             self.cache = ModelCache(self.store, config.local_cache_dir or default_cache_dir(),
                                     config.checkpoint_dir or config.savedmodel_dir, config.download_threads)
         self._warmup = WarmupRequests()

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from typing import Iterable, List, Optional, Tuple
 
-from .checkpoint_discovery import CheckpointVersion, check_version, read_state_file
-from .checkpoint_index import CheckpointIndexError, read_index
-from .errors import ModelLoadError
-from .stores import LocalModelStore, ModelStore
+from ..errors import ModelLoadError
+from ..formats.checkpoint_index import CheckpointIndexError, read_index
+from ..stores import LocalModelStore, ModelStore
+from .checkpoints import CheckpointVersion, check_version, read_state_file
 
 INCREMENTAL_DIR = ".incremental_checkpoint"
 KEYS_SUFFIX = "-sparse_incr_keys"

@@ -1,0 +1,2 @@
+"""File formats read (and written) without TensorFlow: TensorFlow's checkpoint index (tensor bundle)
+and TFRecord files."""
