@@ -83,6 +83,8 @@ Status ParseShape(std::string_view bytes, ArrayView* array) {
 // and feature widths mostly are) are read here by matching their bytes, without the field loop, which
 // costs more than the rest of a small input's parse. Returns where the loop takes over: right after
 // what was read, or at anything else, which the loop reads in any order, merging repeats as protobuf does.
+// Buys: with the entry split below, 486 -> 331 parse instructions per input on a 300-input request
+// (make profile).
 const uint8_t* ReadCanonicalPrefix(const uint8_t* p, const uint8_t* const end, ArrayView* array) {
   constexpr uint8_t kDtypeTag = (kDtype << 3) | wire::kVarint;
   constexpr uint8_t kShapeTag = (kArrayShape << 3) | wire::kLengthDelimited;

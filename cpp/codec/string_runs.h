@@ -20,6 +20,8 @@ constexpr uint8_t kStringValTag = (kStringVal << 3) | wire::kLengthDelimited;
 
 // memcpy, but up to 24 bytes (a short string, the values of a small input) in a few overlapping
 // fixed-size moves instead of a call: a request has one such copy per input, or per string.
+// Buys: no libc call per input or short string; with the other per-input changes, 486 -> 331 parse and
+// 548 -> 458 binding instructions per input on a 300-input request (make profile).
 inline void CopyBytes(void* out, const void* in, size_t n) {
   char* dst = static_cast<char*>(out);
   const char* src = static_cast<const char*>(in);
@@ -40,6 +42,7 @@ inline void CopyBytes(void* out, const void* in, size_t n) {
 // Writes a string of at most TF_TString_SmallCapacity bytes straight into TString's inline form, as
 // TF_TString_Copy would, without its type dispatch and its call to memcpy. Most feature strings are
 // this short.
+// Buys: -18 % instructions at batch 512 (make profile).
 inline void WriteSmallString(const std::string_view s, TF_TString* out) {
   TF_TString_Small* small = &out->u.smll;
   small->size = static_cast<uint8_t>((s.size() << 2) | TF_TSTR_SMALL);
