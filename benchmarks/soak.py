@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 WARMUP_SWAPS = 5
 
 
-def process_counts() -> dict:
-    from processor import _core
+def process_counts(p) -> dict:
+    from lifecycle_helpers import loaded_versions
     with open("/proc/self/status") as status:
         rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     return {"rss_mb": rss_kb / 1024, "fds": len(os.listdir("/proc/self/fd")),
-            "threads": len(os.listdir("/proc/self/task")), "live_versions": _core.live_servables()}
+            "threads": len(os.listdir("/proc/self/task")), "live_versions": loaded_versions(p)}
 
 
 class VersionWriter:
@@ -94,7 +94,7 @@ def soak(swaps: int, threads: int) -> dict:
                 for lock in in_request:
                     lock.acquire()
                 try:
-                    return process_counts()
+                    return process_counts(p)
                 finally:
                     for lock in in_request:
                         lock.release()

@@ -76,3 +76,11 @@ class DeltaTrainer:
     def save_full(self) -> str:
         self.snapshot = self.values()
         return self.trainer.save_checkpoint(self.model.checkpoint_dir)
+
+
+def loaded_versions(p) -> int:
+    """The model versions loaded in the process, as `p`'s metrics report them (:processor:loaded_versions)."""
+    for line in p.metrics().splitlines():
+        if line.startswith(":processor:loaded_versions "):
+            return int(line.split()[1])
+    raise AssertionError("the metrics have no :processor:loaded_versions")

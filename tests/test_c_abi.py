@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import processor
-from processor import _core, predict_pb2, tensors
+from processor import predict_pb2, tensors
 from processor.hosts import c_host
 from abi import CAbi
 
@@ -47,16 +47,20 @@ def test_initialize_process_info_finalize(abi, rec_model, reference, batch):
 
 
 def test_finalize_while_idle_releases_the_model(abi, rec_model):
+    """The process's loaded versions (the metric :processor:loaded_versions, read through another model
+    that stays open) go up by one with initialize() and back with finalize()."""
+    from lifecycle_helpers import loaded_versions
     gc.collect()
-    baseline = _core.live_servables()
-    handle, state = abi.initialize(rec_model.config())
-    assert state == 0
-    assert _core.live_servables() == baseline + 1
-    assert handle in c_host._live
-    abi.finalize(handle)
-    gc.collect()
-    assert handle not in c_host._live
-    assert _core.live_servables() == baseline
+    with processor.Processor(rec_model.config(poll_interval_seconds=0)) as observer:
+        baseline = loaded_versions(observer)
+        handle, state = abi.initialize(rec_model.config())
+        assert state == 0
+        assert loaded_versions(observer) == baseline + 1
+        assert handle in c_host._live
+        abi.finalize(handle)
+        gc.collect()
+        assert handle not in c_host._live
+        assert loaded_versions(observer) == baseline
 
 
 @pytest.mark.parametrize("config,fragment", [

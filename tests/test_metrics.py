@@ -106,3 +106,17 @@ def test_every_model_info_field_the_metrics_read_is_the_protos(rec_model):
     assert value(parsed, ":tensorflow:serving:model_delta_step", **m) == 43
     assert value(parsed, ":tensorflow:serving:savedmodel_version", **m) == 2
     assert value(parsed, ":tensorflow:serving:model_pinned", **m) == 1
+
+
+def test_loaded_versions_counts_a_swap_and_returns(rec_model, tmp_path):
+    """:processor:loaded_versions: the process's loaded versions, the same after a swap as before it
+    (the old version is released once its requests have answered)."""
+    from lifecycle_helpers import loaded_versions
+    model = rec_model.copy(tmp_path)
+    with processor.Processor(model.config(poll_interval_seconds=0)) as p:
+        before = loaded_versions(p)
+        assert before >= 1
+        model.trainer.train(2, seed=3)
+        model.trainer.save_checkpoint(model.checkpoint_dir)
+        assert p.update()
+        assert loaded_versions(p) == before

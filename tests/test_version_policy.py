@@ -3,14 +3,13 @@ graph, unload-then-load for another; the previous version comes back when an upd
 from __future__ import annotations
 
 import gc
-import os
 import shutil
 
 import numpy as np
 import pytest
 
 import processor
-from processor import _core
+from lifecycle_helpers import loaded_versions
 from test_lifecycle import damage_corrupt_data, publish
 from test_savedmodel_versions import export
 
@@ -20,13 +19,12 @@ POLICY = {"version_policy": "resource_preserving", "poll_interval_seconds": 0}
 def test_same_graph_restores_in_place(rec_model, reference, batch, tmp_path):
     model = rec_model.copy(tmp_path)
     gc.collect()
-    baseline = _core.live_servables()
     with processor.Processor(model.config(**POLICY)) as p:
-        assert _core.live_servables() == baseline + 1
+        serving = loaded_versions(p)  # this processor's version and any other in the process
         model.trainer.train(3, seed=1)
         newer = model.trainer.save_checkpoint(model.checkpoint_dir)
         assert p.update()
-        assert _core.live_servables() == baseline + 1  # the same servable, restored in place
+        assert loaded_versions(p) == serving  # the same servable, restored in place
         assert p.model_info().model_path == newer and p.model_info().updates_applied == 1
         np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(newer, batch)["prob"], atol=1e-6)
 
@@ -50,11 +48,11 @@ def test_another_graph_is_unloaded_then_loaded(tmp_path, batch):
     second_model, second = export(tmp_path, "b", (8,), steps=3)
     shutil.copytree(first, base / "1")
     gc.collect()
-    baseline = _core.live_servables()
     with processor.Processor({"savedmodel_dir": str(base), **POLICY}) as p:
+        serving = loaded_versions(p)  # this processor's version and any other in the process
         shutil.copytree(second, base / "2")
         assert p.update()
-        assert _core.live_servables() == baseline + 1  # the first was freed before the second loaded
+        assert loaded_versions(p) == serving  # the first was freed before the second loaded
         assert p.model_info().savedmodel_version == 2
         np.testing.assert_allclose(p.predict(batch)["prob"], second_model.predict(batch)["prob"], atol=1e-6)
         # a broken third version: unloaded, fails, and version 2 comes back
@@ -72,14 +70,14 @@ def test_another_graph_is_unloaded_then_loaded(tmp_path, batch):
 def test_rollback_also_restores_in_place(rec_model, reference, batch, tmp_path):
     model = rec_model.copy(tmp_path)
     gc.collect()
-    baseline = _core.live_servables()
     with processor.Processor(model.config(**POLICY)) as p:
+        serving = loaded_versions(p)  # this processor's version and any other in the process
         first = p.model_info().model_path
         model.trainer.train(3, seed=8)
         model.trainer.save_checkpoint(model.checkpoint_dir)
         assert p.update()
         p.rollback()
-        assert _core.live_servables() == baseline + 1
+        assert loaded_versions(p) == serving
         info = p.model_info()
         assert info.model_path == first and info.pinned
         np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(first, batch)["prob"], atol=1e-6)

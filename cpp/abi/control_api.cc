@@ -250,7 +250,6 @@ PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* serv
                                  input_size, output_data, output_size);
 }
 
-PROCESSOR_EXPORT long long processor_control_live_servables(void) { return Servable::LiveCount(); }
 
 PROCESSOR_EXPORT void* processor_control_new_model(const char* model_name) {
   auto* handle = new ModelHandle();

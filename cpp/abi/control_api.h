@@ -64,9 +64,6 @@ PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
 PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,
                                                         int input_size, void** output_data, int* output_size);
 
-/* Number of loaded versions alive in the process (held by models, requests or the control plane). */
-PROCESSOR_EXPORT long long processor_control_live_servables(void);
-
 /* A model handle as process() takes it, serving nothing yet (503); `model_name` labels its metrics.
  * Released with processor_control_delete_model(), never with finalize() (which goes through the
  * control plane). */

@@ -124,7 +124,8 @@ PROCESSOR_EXPORT int get_metrics(void* model_buf, void** output_data, int* outpu
       const processor::VersionManager::Hold hold(handle->versions);
       if (hold.version()) model_info = hold.version()->model_info;
     }
-    processor::CopyToMallocBuffer(processor::RenderMetrics(handle->model_name, handle->metrics.Read(), model_info),
+    processor::CopyToMallocBuffer(processor::RenderMetrics(handle->model_name, handle->metrics.Read(), model_info,
+                                                           processor::Servable::LiveCount()),
                                   output_data, output_size);
     return PROCESSOR_OK;
   } catch (...) {

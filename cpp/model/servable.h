@@ -71,7 +71,7 @@ class Servable {
   Servable(const Servable&) = delete;
   Servable& operator=(const Servable&) = delete;
 
-  // Servables alive in the process: what tests and leak checks watch return to its baseline.
+  // Servables alive in the process (the metric :processor:loaded_versions): what leak checks watch.
   static int64_t LiveCount() { return live_count_.load(std::memory_order_relaxed); }
 
   const std::string& signature_name() const { return signature_name_; }

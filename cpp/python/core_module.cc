@@ -380,8 +380,6 @@ PYBIND11_MODULE(_core, m) {
         "Whether saved_model.pb's bytes describe a graph with variables to restore (a saver_def).");
   m.def("session_config", &SessionConfig, py::arg("options"),
         "The serialized tensorflow.ConfigProto a load with these options gives its session.");
-  m.def("live_servables", &processor_control_live_servables,
-        "Loaded versions alive in the process (held by models, requests or the control plane).");
 
   py::class_<Model>(m, "Model", "The model handle the C ABI serves from.")
       .def(py::init<const std::string&>(), py::arg("model_name"))

@@ -58,7 +58,7 @@ void Metric(std::string* out, const char* name, const char* type, const char* he
 }  // namespace
 
 std::string RenderMetrics(const std::string& model_name, const RequestMetrics::Snapshot& requests,
-                          std::string_view model_info) {
+                          std::string_view model_info, int64_t loaded_versions) {
   const std::string model = "model_name=\"" + Label(model_name) + "\"";
   std::string out;
   Metric(&out, ":tensorflow:serving:request_count", "counter", "Requests served, by status.");
@@ -78,6 +78,11 @@ std::string RenderMetrics(const std::string& model_name, const RequestMetrics::S
   out += ":tensorflow:serving:request_latency_bucket{" + labels + ",le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
   out += ":tensorflow:serving:request_latency_sum{" + labels + "} " + std::to_string(requests.latency_sum_us) + "\n";
   out += ":tensorflow:serving:request_latency_count{" + labels + "} " + std::to_string(cumulative) + "\n";
+
+  Metric(&out, ":processor:loaded_versions", "gauge",
+         "Model versions loaded in this process, all models: two while a swap waits for requests on the old one; "
+         "more for longer would be a leak.");
+  out += ":processor:loaded_versions " + std::to_string(loaded_versions) + "\n";
 
   const ModelInfoFields info = ParseModelInfo(model_info);
   Metric(&out, ":tensorflow:serving:model_ready", "gauge", "1 while a model version serves.");

@@ -1,6 +1,7 @@
 // Prometheus text exposition of a model's metrics, with TensorFlow Serving's metric names.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -8,8 +9,9 @@
 
 namespace processor {
 
-// `model_info`: the serving version's serialized ServingModelInfo ("" when none serves).
+// `model_info`: the serving version's serialized ServingModelInfo ("" when none serves);
+// `loaded_versions`: the model versions loaded in the process, all models together.
 std::string RenderMetrics(const std::string& model_name, const RequestMetrics::Snapshot& requests,
-                          std::string_view model_info);
+                          std::string_view model_info, int64_t loaded_versions);
 
 }  // namespace processor
