@@ -13,8 +13,8 @@ import processor
 import recommendation_model
 from lifecycle_helpers import json_rows, serialize
 from processor import predict_pb2, tensors
-from processor.hosts.cli import main
 from processor.formats.tfrecord import iter_records
+from processor.hosts.cli import main
 
 
 def run(capsys, *argv) -> tuple:
@@ -30,6 +30,31 @@ def test_every_command_has_help():
         assert result.returncode == 0 and result.stdout.startswith("usage: python -m processor"), result.stderr
     listed = subprocess.run([sys.executable, "-m", "processor", "--help"], capture_output=True, text=True).stdout
     assert all(name in listed for name in ("serve", "inspect", "versions", "warmup"))
+
+
+@pytest.mark.parametrize("settings", [{}, {"session_num": 2, "inter_op_parallelism_threads": 3,
+                                          "intra_op_parallelism_threads": 2, "model_update_inter_threads": 1},
+                                      {"use_per_session_threads": True, "enable_inline_execute": True}])
+def test_inspect_shows_the_sessions_threads_as_tensorflow_reads_them(rec_model, capsys, tmp_path, settings):
+    """What inspect says of the session's threads is the ConfigProto the data plane gives TensorFlow,
+    parsed here by TensorFlow's own config_pb2."""
+    from tensorflow.core.protobuf import config_pb2
+    from processor import _core
+    from processor.config import parse_config
+    from processor.loading.loader import session_options
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(rec_model.config(**settings)))
+    code, out, _ = run(capsys, "inspect", "--json", "--config", str(config))
+    threads = json.loads(out)["session_threads"]
+    options = session_options(parse_config(rec_model.config(**settings)))
+    proto = config_pb2.ConfigProto.FromString(_core.session_config({"savedmodel_dir": rec_model.savedmodel_dir,
+                                                                   **options}))
+    pools = [{"threads": p.num_threads, "shared_as": p.global_name} for p in proto.session_inter_op_thread_pool]
+    assert threads == {"intra_op_threads": proto.intra_op_parallelism_threads,
+                       "use_per_session_threads": proto.use_per_session_threads,
+                       "inline_execute": settings.get("enable_inline_execute", False),
+                       "serving_pools": pools[:-1], "update_pool": pools[-1]}
+    assert len(pools) == settings.get("session_num", 1) + 1
 
 
 def test_inspect_shows_what_would_serve_and_the_signature(rec_model, capsys, tmp_path):

@@ -34,7 +34,8 @@ PROCESSOR_EXPORT int processor_control_plan_embeddings(const char* const* keys, 
 /* 1 when the serialized SavedModel `saved_model` (saved_model.pb, `size` bytes) has a graph with
  * variables to restore (a saver_def), else 0: such a version is complete only with its variables/. */
 PROCESSOR_EXPORT int processor_control_savedmodel_restores_variables(const void* saved_model, int size);
-/* The serialized tensorflow.ConfigProto a load with these options gives its session (same options as
+/* The serialized tensorflow.ConfigProto a load with these options gives its session (what `python -m
+ * processor inspect` reports as the threads; same options as
  * processor_control_load). Returns 0 and a buffer from malloc() in *output, or -1 and *error. */
 PROCESSOR_EXPORT int processor_control_session_config(const char* const* keys, const char* const* values, int count,
                                                       void** output, int* output_size, char** error);

@@ -54,6 +54,41 @@ def _signature(config, loader, candidate) -> dict:
     return json.loads(body) if code == 200 else {"error": body.decode("utf-8", "replace")}
 
 
+def _session_threads(config) -> dict:
+    """The thread settings a load gives its session: the ConfigProto the data plane builds from the
+    config (cpp/model/session_settings.cc), read back field by field (tensorflow/core/protobuf/
+    config.proto: intra_op_parallelism_threads = 2, use_per_session_threads = 9, and the inter-op
+    pools, session_inter_op_thread_pool = 12: ThreadPoolOptionProto {num_threads = 1, global_name = 2})."""
+    from .. import _core
+    from ..formats.checkpoint_index import read_varint
+    from ..loading.loader import session_options
+
+    def fields(data: bytes):
+        pos = 0
+        while pos < len(data):
+            tag, pos = read_varint(data, pos)
+            if tag & 7 == 0:
+                value, pos = read_varint(data, pos)
+            else:  # length-delimited: the only other kind the data plane writes here
+                size, pos = read_varint(data, pos)
+                value, pos = data[pos:pos + size], pos + size
+            yield tag >> 3, value
+
+    proto = _core.session_config({"savedmodel_dir": config.savedmodel_dir, **session_options(config)})
+    report = {"intra_op_threads": 0, "use_per_session_threads": False, "inter_op_pools": []}
+    for field, value in fields(proto):
+        if field == 2:
+            report["intra_op_threads"] = value
+        elif field == 9:
+            report["use_per_session_threads"] = bool(value)
+        elif field == 12:
+            pool = dict(fields(value))
+            report["inter_op_pools"].append({"threads": pool.get(1, 0), "shared_as": pool.get(2, b"").decode()})
+    serving, update = report["inter_op_pools"][:-1], report["inter_op_pools"][-1]
+    return {"intra_op_threads": report["intra_op_threads"], "use_per_session_threads": report["use_per_session_threads"],
+            "inline_execute": config.enable_inline_execute, "serving_pools": serving, "update_pool": update}
+
+
 def cmd_versions(args) -> int:
     config = parse_config(args.config)
     found = _versions(config)
@@ -87,6 +122,7 @@ def cmd_inspect(args) -> int:
                   "reason": None if candidate else loader.explain_missing(),
                   "versions": _versions(config),
                   "signature": _signature(config, loader, candidate) if candidate else None,
+                  "session_threads": _session_threads(config),
                   "config": config.redacted()}
     finally:
         loader.close()
@@ -99,6 +135,11 @@ def cmd_inspect(args) -> int:
     print(f"versions: {sum(v['complete'] for v in found['savedmodels'])} complete SavedModel(s), "
           f"{sum(v['complete'] for v in found['checkpoints'])} complete checkpoint(s) of "
           f"{len(found['checkpoints'])}, {len(found['deltas'])} pending delta(s)  (details: versions)")
+    threads = report["session_threads"]
+    pools = ", ".join(f"{pool['threads'] or 'TF-sized'}" for pool in threads["serving_pools"])
+    print(f"threads: intra-op {threads['intra_op_threads'] or 'TF-sized (process-wide)'}; serving inter-op pool(s): "
+          f"{'none, ops run in the caller' if threads['inline_execute'] else pools}; updates' pool: "
+          f"{threads['update_pool']['threads'] or 'TF-sized'}")
     signature = report["signature"]
     if signature and "inputs" in signature:
         print(f"signature '{signature['signature_name']}' ({signature['method_name']}):")
