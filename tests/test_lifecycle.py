@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 import processor
-from processor import _core
 from abi import CAbi
-from lifecycle_helpers import matching_version, prob_of, serialize, wait_for
+from lifecycle_helpers import loaded_versions, matching_version, prob_of, serialize, wait_for
 from model_builders import build_counting_model
 
 FAST_POLL = {"poll_interval_seconds": 0.05}
@@ -82,8 +81,8 @@ def test_a_request_keeps_its_version_while_a_swap_serves_the_next_and_releases_t
     base = tmp_path / "models"
     build_counting_model(str(base / "1"), tag=1)
     gc.collect()
-    baseline = _core.live_servables()
     with processor.Processor({"savedmodel_dir": str(base), "poll_interval_seconds": 0.05}) as p:
+        serving = loaded_versions(p)  # version 1, and any other in the process
         assert int(p.predict({"n": 0})["tag"]) == 1
         long_request = {}
         thread = threading.Thread(target=lambda: long_request.update(p.predict({"n": 2_000_000})))  # seconds
@@ -94,10 +93,10 @@ def test_a_request_keeps_its_version_while_a_swap_serves_the_next_and_releases_t
         quick = p.predict({"n": 5})
         assert thread.is_alive(), "the long request ended before the swap: make it longer"
         assert (int(quick["tag"]), int(quick["count"])) == (2, 5)
-        assert _core.live_servables() == baseline + 2  # the long request still holds version 1
+        assert loaded_versions(p) == serving + 1  # the long request still holds version 1
         thread.join()
         assert (int(long_request["tag"]), int(long_request["count"])) == (1, 2_000_000)
-        wait_for(lambda: gc.collect() is not None and _core.live_servables() == baseline + 1,
+        wait_for(lambda: gc.collect() is not None and loaded_versions(p) == serving,
                  what="version 1 to be released")
         assert int(p.predict({"n": 0})["tag"]) == 2
 
@@ -361,16 +360,17 @@ def test_rollback_to_a_deleted_version_keeps_serving(rec_model, tmp_path):
 def test_close_during_polling_and_during_an_update_releases_everything(rec_model, tmp_path):
     model = rec_model.copy(tmp_path)
     gc.collect()
-    baseline = _core.live_servables()
-    for delay in (0.0, 0.01, 0.03, 0.08):
-        p = processor.Processor(model.config(poll_interval_seconds=0.01))
-        new_version(model, steps=1, seed=int(delay * 100))
-        threading.Event().wait(delay)  # somewhere before, during or after the load
-        p.close()
-        assert p.process(b"")[0] == 503
-        del p
-    wait_for(lambda: gc.collect() is not None and _core.live_servables() == baseline, timeout=60,
-             what="every servable to be released")
+    with processor.Processor(rec_model.config(poll_interval_seconds=0)) as observer:  # reads the metric
+        baseline = loaded_versions(observer)
+        for delay in (0.0, 0.01, 0.03, 0.08):
+            p = processor.Processor(model.config(poll_interval_seconds=0.01))
+            new_version(model, steps=1, seed=int(delay * 100))
+            threading.Event().wait(delay)  # somewhere before, during or after the load
+            p.close()
+            assert p.process(b"")[0] == 503
+            del p
+        wait_for(lambda: gc.collect() is not None and loaded_versions(observer) == baseline, timeout=60,
+                 what="every servable to be released")
 
 
 @pytest.mark.parametrize("policy", ["availability_preserving", "resource_preserving"])

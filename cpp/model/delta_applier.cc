@@ -47,6 +47,13 @@ Status CheckWhole(const TF_Tensor* value, const std::vector<int64_t>& shape) {
 
 }  // namespace
 
+void ReadFromSavedSlice(const std::map<std::string, SavedSlice>& slices, DeltaVariable* variable) {
+  auto slice = slices.find(variable->name);
+  if (variable->sparse || slice == slices.end() || !variable->saved_name.empty()) return;
+  variable->saved_name = slice->second.full_name;
+  variable->shape_and_slice = slice->second.shape_and_slice;
+}
+
 Status DropRowsOutside(const std::string& prefix, const std::string& what, int64_t limit, TensorPtr* keys,
                        TensorPtr* rows) {
   const bool narrow = TF_TensorType(keys->get()) == TF_INT32;

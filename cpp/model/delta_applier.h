@@ -19,6 +19,7 @@
 #include "common/status.h"
 #include "common/tf_handles.h"
 #include "model/graph_builder.h"
+#include "model/meta_graph.h"
 
 namespace processor {
 
@@ -38,6 +39,11 @@ struct VariableSpec {
   std::vector<int64_t> shape;  // -1 for an unknown dimension
   std::string saved_name;      // a part of a partitioned variable: the full variable checkpoints hold; else empty
 };
+
+// A variable restored whole that is a part of a partitioned variable is read from its slice of the
+// variable checkpoints save (in full versions and in deltas, as tf.train.Saver and DeepRec write it):
+// sets `variable`'s saved name and slice from `slices` (MetaGraphSpec::saved_slices) when it is one.
+void ReadFromSavedSlice(const std::map<std::string, SavedSlice>& slices, DeltaVariable* variable);
 
 // A sparse delta's rows whose id is outside [0, limit) are skipped, as DeepRec's restore does: *keys
 // and *rows are replaced by the rows kept, and a warning counts the others for `what` (the variable or

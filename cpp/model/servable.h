@@ -62,8 +62,12 @@ struct BoundTensor {
 // graph; `meta_graph` points into `bytes`).
 Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphSpec* meta_graph, RewritePlan* plan);
 
+// Its three jobs live in three files: loading (servable_load.cc, and servable_feature_store.cc for a
+// load with the feature store), serving (servable_run.cc) and updating a loaded version in place
+// (servable_update.cc).
 class Servable {
  public:
+  // ---- loading
   // Loads the SavedModel, restores the checkpoint (if any) and runs the table initializers.
   static Status Load(const LoadOptions& options, std::shared_ptr<Servable>* servable);
 
@@ -88,6 +92,7 @@ class Servable {
   int FindInput(std::string_view name) const { return input_names_.Find(name); }
   int FindOutput(std::string_view name) const { return output_names_.Find(name); }
 
+  // ---- serving
   // Runs the session. `results` receives owned tensors, one per output (on failure too: TF may have
   // filled some). With `run_metadata`, the run is fully traced and its serialized RunMetadata (step
   // stats) stored there. A run of the whole signature, untraced, goes through the callable; others
@@ -95,6 +100,7 @@ class Servable {
   Status Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
              OwnedTensors* results, std::string* run_metadata = nullptr) const;
 
+  // ---- updating
   // Restores a checkpoint into the session through the SavedModel's saver. On a serving version it is
   // not atomic for requests running meanwhile (they may see some variables restored and others not):
   // the resource-preserving policy's trade-off.

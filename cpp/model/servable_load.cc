@@ -1,10 +1,10 @@
+// Servable, loading: a SavedModel (or the feature store's rewritten graph, servable_feature_store.cc)
+// into a session, its signature bound, its init op run, one TF callable made per serving pool.
 #include "model/servable.h"
 
 #include <tensorflow/c/tf_tstring.h>
 
 #include <unistd.h>
-
-#include <shared_mutex>
 
 #include "common/json_writer.h"
 #include "common/quote.h"
@@ -162,32 +162,6 @@ Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::strin
   return Status::Ok();
 }
 
-Status Servable::Restore(const std::string& prefix) {
-  if (feature_store_) {
-    return Status::InvalidArgument("a version serving embeddings from the feature store is loaded whole, not restored in place");
-  }
-  const SaverSpec& saver = saver_;
-  if (saver.filename_tensor_name.empty() || saver.restore_op_name.empty()) {
-    return Status::Internal("the SavedModel has no saver_def, so checkpoint '" + prefix + "' cannot be restored");
-  }
-  TF_Output filename;
-  PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), saver.filename_tensor_name, &filename), "saver_def");
-  TF_Operation* restore = TF_GraphOperationByName(graph_.get(), saver.restore_op_name.c_str());
-  if (!restore) return Status::Internal("saver_def names a missing restore op '" + saver.restore_op_name + "'");
-
-  TensorPtr prefix_tensor(TF_AllocateTensor(TF_STRING, nullptr, 0, sizeof(TF_TString)));
-  TF_TString* value = static_cast<TF_TString*>(TF_TensorData(prefix_tensor.get()));
-  TF_TString_Init(value);
-  TF_TString_Copy(value, prefix.data(), prefix.size());
-  TF_Tensor* feed = prefix_tensor.get();
-  const TF_Operation* target = restore;
-  TfStatus status;
-  TF_SessionRun(session_, update_run_options_.get(), &filename, &feed, 1, nullptr, nullptr, 0, &target, 1, nullptr,
-                status.get());
-  if (!status.ok()) return Status::Internal("cannot restore checkpoint '" + prefix + "': " + status.message());
-  return Status::Ok();
-}
-
 Status Servable::RunTargets(const std::vector<std::string>& op_names, const std::string& what,
                             const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
   if (op_names.empty()) return Status::Ok();
@@ -234,78 +208,6 @@ void Servable::MakeCallables(const SessionSettings& settings) {
     }
     serving_callables_.push_back(std::move(runner));
   }
-}
-
-bool Servable::IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const {
-  if (inputs.size() != inputs_.size() || outputs.size() != outputs_.size()) return false;
-  const auto same = [](const TF_Output& a, const TF_Output& b) { return a.oper == b.oper && a.index == b.index; };
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!same(inputs[i], inputs_[i].port)) return false;
-  }
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    if (!same(outputs[i], outputs_[i].port)) return false;
-  }
-  return true;
-}
-
-Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values,
-                     const std::vector<TF_Output>& outputs, OwnedTensors* results, std::string* run_metadata) const {
-  results->Reset(outputs.size());
-  // One TF_Status per thread rather than a heap allocation per request; both ways of running set it
-  // (to OK, or to the error).
-  thread_local TfStatus status;
-  BufferPtr metadata(run_metadata ? TF_NewBuffer() : nullptr);
-  {
-    std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    if (!run_metadata && !serving_callables_.empty() && IsWholeSignature(inputs, outputs)) {
-      serving_callables_[ChooseServingPool()]->Run(values.data(), results->data(), status.get());
-    } else {
-      TF_SessionRun(session_, run_metadata ? traced_run_options_.get() : serving_run_options_[ChooseServingPool()].get(),
-                    inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(), results->data(),
-                    static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
-    }
-  }
-  if (metadata && metadata->data) run_metadata->assign(static_cast<const char*>(metadata->data), metadata->length);
-  if (feature_store_ && !status.ok()) {
-    // The store's words alone, without what TensorFlow appends (the node, the code it replaced).
-    const std::string message = status.message();
-    const size_t start = message.find(kStoreUnavailable);
-    if (start != std::string::npos) {
-      const size_t end = message.find('\n', start);
-      return Status::Unavailable(message.substr(start, end == std::string::npos ? end : end - start));
-    }
-  }
-  return status.ToStatus("running the model");
-}
-
-size_t Servable::ChooseServingPool() const {
-  const size_t pools = serving_run_options_.size();
-  if (pools == 1) return 0;
-  size_t pool;
-  if (policy_ == SessionPolicy::kRoundRobin) {
-    pool = round_robin_.fetch_add(1, std::memory_order_relaxed) % pools;
-  } else {  // MOD: a thread keeps its pool, so a host's worker threads spread over the pools
-    static std::atomic<size_t> next_thread{0};
-    thread_local const size_t thread_number = next_thread.fetch_add(1, std::memory_order_relaxed);
-    pool = thread_number % pools;
-  }
-  return pool;
-}
-
-DeltaApplier& Servable::delta_applier() {
-  std::call_once(delta_applier_once_, [this] {
-    delta_applier_ = std::make_unique<DeltaApplier>(graph_.get(), session_, update_run_options_.get(), &serving_lock_);
-  });
-  return *delta_applier_;
-}
-
-std::vector<VariableSpec> Servable::Variables() {
-  std::vector<VariableSpec> variables = delta_applier().Variables();
-  for (VariableSpec& variable : variables) {
-    auto slice = saved_slices_.find(variable.name);
-    if (slice != saved_slices_.end()) variable.saved_name = slice->second.full_name;
-  }
-  return variables;
 }
 
 }  // namespace processor
