@@ -3,21 +3,11 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/crc32c.h"
 #include "common/quote.h"
+#include "common/tfrecord.h"
 #include "common/wire_format.h"
 
 namespace processor {
-namespace {
-
-uint64_t LittleEndian(const unsigned char* bytes, int width) {
-  uint64_t value = 0;
-  for (int i = width - 1; i >= 0; --i) value = (value << 8) | bytes[i];
-  return value;
-}
-
-}  // namespace
-
 Status ParseEntryDump(const std::string& record, int64_t* id, std::vector<float>* numbers) {
   wire::Reader reader(record);
   bool has_id = false;
@@ -27,7 +17,7 @@ Status ParseEntryDump(const std::string& record, int64_t* id, std::vector<float>
     if (field == 1 && wire_type == wire::kFixed64) {
       const std::string_view bytes = reader.Fixed(8);
       if (!reader.ok()) break;
-      *id = static_cast<int64_t>(LittleEndian(reinterpret_cast<const unsigned char*>(bytes.data()), 8));
+      *id = static_cast<int64_t>(tfrecord::LoadLittleEndian(reinterpret_cast<const unsigned char*>(bytes.data()), 8));
       has_id = true;
     } else if (field == 2 && wire_type == wire::kFixed32) {
       const std::string_view bytes = reader.Fixed(4);
@@ -73,22 +63,23 @@ Status MonolithShardReader::Corrupt(const std::string& what) const {
 
 Status MonolithShardReader::Read(size_t max_entries, std::vector<int64_t>* ids, std::vector<float>* numbers) {
   for (size_t n = 0; n < max_entries; ++n) {
-    unsigned char header[12];
+    unsigned char header[tfrecord::kHeaderBytes];
     const size_t got = std::fread(header, 1, sizeof(header), file_);
     if (got == 0 && std::feof(file_)) return Status::Ok();
     if (got < sizeof(header)) {
       return std::ferror(file_) ? Corrupt(std::string("cannot read: ") + std::strerror(errno))
                                 : Corrupt("truncated header");
     }
-    const uint64_t length = LittleEndian(header, 8);
-    if (LittleEndian(header + 8, 4) != MaskedCrc32c(header, 8)) return Corrupt("length checksum mismatch");
+    const uint64_t length = tfrecord::LoadLittleEndian(header, 8);
+    if (!tfrecord::HeaderIntact(header)) return Corrupt("length checksum mismatch");
     if (length > (uint64_t(1) << 30)) return Corrupt("a record of " + std::to_string(length) + " bytes");
     record_.resize(length);
-    unsigned char crc[4];
-    if (std::fread(record_.data(), 1, length, file_) != length || std::fread(crc, 1, 4, file_) != 4) {
+    unsigned char footer[tfrecord::kFooterBytes];
+    if (std::fread(record_.data(), 1, length, file_) != length ||
+        std::fread(footer, 1, sizeof footer, file_) != sizeof footer) {
       return Corrupt("truncated (" + std::to_string(length) + " bytes announced)");
     }
-    if (LittleEndian(crc, 4) != MaskedCrc32c(record_.data(), length)) return Corrupt("data checksum mismatch");
+    if (!tfrecord::DataIntact(record_.data(), length, footer)) return Corrupt("data checksum mismatch");
     int64_t id = 0;
     const size_t before = numbers->size();
     Status parsed = ParseEntryDump(record_, &id, numbers);
@@ -103,7 +94,7 @@ Status MonolithShardReader::Read(size_t max_entries, std::vector<int64_t>* ids, 
     }
     ids->push_back(id);
     ++index_;
-    offset_ += 16 + length;
+    offset_ += tfrecord::kHeaderBytes + length + tfrecord::kFooterBytes;
   }
   return Status::Ok();
 }

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <functional>
 
-#include "common/crc32c.h"
 #include "common/logging.h"
+#include "common/tfrecord.h"
 
 namespace processor {
 namespace {
@@ -17,10 +17,6 @@ constexpr size_t kMaxQueuedBytes = 64 << 20;
 
 Status ErrnoStatus(const std::string& what, const std::string& path) {
   return Status::Internal("request_log: cannot " + what + " " + path + ": " + std::strerror(errno));
-}
-
-void PutLittleEndian(uint64_t value, int bytes, char* out) {
-  for (int i = 0; i < bytes; ++i) out[i] = static_cast<char>(value >> (8 * i));
 }
 
 }  // namespace
@@ -91,11 +87,9 @@ void RequestLog::WriteLoop() {
       queued_bytes_ = 0;
     }
     for (const std::string& record : batch) {
-      char header[12];
-      PutLittleEndian(record.size(), 8, header);
-      PutLittleEndian(MaskedCrc32c(header, 8), 4, header + 8);
-      char footer[4];
-      PutLittleEndian(MaskedCrc32c(record.data(), record.size()), 4, footer);
+      unsigned char header[tfrecord::kHeaderBytes], footer[tfrecord::kFooterBytes];
+      tfrecord::EncodeHeader(record.size(), header);
+      tfrecord::EncodeFooter(record.data(), record.size(), footer);
       if (!file_ || std::fwrite(header, 1, sizeof header, file_) != sizeof header ||
           std::fwrite(record.data(), 1, record.size(), file_) != record.size() ||
           std::fwrite(footer, 1, sizeof footer, file_) != sizeof footer || std::fflush(file_) != 0) {

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError
-from .stores.registry import STORE_TYPES
+from .stores.registry import STORE_TYPES as MODEL_STORE_TYPES  # the registry's: local, and each remote store
 
 logger = logging.getLogger(__name__)
 
 SELECT_SESSION_POLICIES = ("MOD", "RR")
 FEATURE_STORE_TYPES = ("local", "redis")
-MODEL_STORE_TYPES = STORE_TYPES  # the registry's: local, and each remote store it knows
 SERIALIZE_PROTOCOLS = ("protobuf",)
 VERSION_POLICIES = ("availability_preserving", "resource_preserving")
 REMOTE_POLL_INTERVAL_SECONDS = 60.0

@@ -178,8 +178,8 @@ class RedisTables:
             return f"model {self.model} version {version} is no longer complete in Redis"
         if self.token(version) != token:
             return f"model {self.model} version {version} was imported again in Redis"
-        partitions = {table: meta["partitions"] for table, meta in self.tables(version).items()}
-        lost = [key for key, marker in self._markers(version, partitions) if marker != token.encode()]
+        lost = [key for key, marker in self._markers(version, self._stored_partitions(version))
+                if marker != token.encode()]
         if lost:
             return f"{len(lost)} partition(s) of model {self.model} version {version} lost their rows in Redis " \
                    f"(a server restarted empty?): {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}"
@@ -188,12 +188,10 @@ class RedisTables:
     def forget(self, version: int, token: str) -> None:
         """Drops the import `token` of `version` (lost() said why): it is no longer complete, its number
         no longer stands for its sources, and its remaining keys are deleted; the next load imports anew."""
-        tables = self.tables(version)
+        partitions = self._stored_partitions(version)
         if self.client.eval(_FORGET, 4, self._meta_key(version), self._versions_key(), self._deltas_key(version),
                             self._ids_key(), str(version), token):
-            for table, meta in tables.items():
-                for p in range(meta["partitions"]):
-                    self.client.unlink(self.partition_key(version, table, p))
+            self._unlink_partitions(version, partitions)
             logger.warning("forgot model %s version %d in Redis: it lost rows; it will be imported again",
                            self.model, version)
 
@@ -230,8 +228,8 @@ class RedisTables:
                     if values.shape != (len(ids), dim):
                         raise StoreError(f"delta {prefix}: '{table}' rows have shape {list(values.shape)}, "
                                          f"the table [{len(ids)}, {dim}] for {len(ids)} ids")
-                    inside = np.ones(len(ids), bool) if any_id else (ids >= 0) & (ids < rows)
-                    if not inside.all():  # skipped, as DeepRec does (and the data plane for its tables)
+                    inside = (ids >= 0) & (ids < rows)
+                    if not any_id and not inside.all():  # skipped, as DeepRec does (and the data plane)
                         logger.warning("incremental checkpoint %s: table '%s': skipped %d row(s) whose id is outside "
                                        "[0, %d); the other rows apply", prefix, table, int((~inside).sum()), rows)
                         ids, values = ids[inside], values[inside]
@@ -279,12 +277,9 @@ class RedisTables:
         the set of complete versions first, so no replica starts serving it while its rows go."""
         deleted, versions = [], self.complete_versions()
         for version in versions[:-keep] if keep > 0 else versions:
-            tables = self.tables(version)
+            partitions = self._stored_partitions(version)
             self.client.zrem(self._versions_key(), str(version))
-            for table, meta in tables.items():
-                keys = [self.partition_key(version, table, p) for p in range(meta["partitions"])]
-                for key in keys:
-                    self.client.unlink(key)
+            self._unlink_partitions(version, partitions)
             self.client.delete(self._meta_key(version), self._deltas_key(version))
             stale = [field for field, value in self.client.hgetall(self._ids_key()).items() if int(value) == version]
             if stale:
@@ -337,6 +332,16 @@ class RedisTables:
     def _partition_keys(self, version: int, partitions: Mapping[str, int]) -> List[str]:
         """Every partition's key, of tables with so many partitions each."""
         return [self.partition_key(version, table, p) for table, count in partitions.items() for p in range(count)]
+
+    def _stored_partitions(self, version: int) -> Dict[str, int]:
+        """Table -> partitions, as `version` was imported (its metadata)."""
+        return {table: meta["partitions"] for table, meta in self.tables(version).items()}
+
+    def _unlink_partitions(self, version: int, partitions: Mapping[str, int]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._partition_keys(version, partitions):
+            pipe.unlink(key)
+        pipe.execute()
 
     def _mark_partitions(self, version: int, partitions: Mapping[str, int], import_token: str) -> None:
         pipe = self.client.pipeline(transaction=False)

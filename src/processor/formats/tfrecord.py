@@ -1,27 +1,15 @@
-"""TFRecord files (TensorFlow's record format), read and written without TensorFlow.
+"""TFRecord files (TensorFlow's record format), read and written without TensorFlow's Python package.
 
 A record is: uint64 length, uint32 masked CRC-32C of the length, the data, uint32 masked CRC-32C of the
-data (all little-endian).
+data (all little-endian). The data plane's copy of the framing is cpp/common/tfrecord.h; tests read
+each other's files (Monolith dumps written here, request logs written there).
 """
 from __future__ import annotations
 
 import struct
 from typing import BinaryIO, Iterator, List
 
-_TABLE = []
-for _n in range(256):
-    _c = _n
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _TABLE.append(_c)
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+from .. import _core
 
 
 def mask(crc: int) -> int:
@@ -30,7 +18,8 @@ def mask(crc: int) -> int:
 
 
 def masked_crc32c(data: bytes) -> int:
-    return mask(crc32c(data))
+    """The data plane's CRC-32C (cpp/common/crc32c.cc, one implementation for both languages), masked."""
+    return mask(_core.crc32c(data))
 
 
 class TFRecordError(ValueError):
