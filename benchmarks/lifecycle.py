@@ -10,7 +10,8 @@ Reports
   p99 steady / during      request latency (batch 64, one client thread) without updates and while
                            full updates run back to back
   peak RSS growth          during one full update, per policy (separate processes, VmHWM reset first)
-and writes benchmarks/results/lifecycle.json.
+and writes benchmarks/results/lifecycle.json, and docs/plots/p99_across_updates.svg: p50 and p99 per
+quarter second while two new versions arrive (copied in as a publisher would) and are swapped in.
 """
 from __future__ import annotations
 
@@ -72,6 +73,57 @@ def latencies_while(p, request, seconds, background=None):
     if worker:
         worker.join()
     return samples
+
+
+def latency_across_updates(p, request, checkpoints, staged, seconds=6.0, window=0.25) -> dict:
+    """One client thread's latency over time while the versions in `staged` (prefixes saved elsewhere)
+    arrive in `checkpoints` one at a time, each followed by p.update(): p50 and p99 per `window`
+    seconds, and when each update started and returned."""
+    import shutil
+    samples, updates, stop = [], [], threading.Event()
+    started = time.perf_counter()
+
+    def publish_and_update():
+        for i, prefix in enumerate(staged):
+            while time.perf_counter() - started < (i + 1) * seconds / (len(staged) + 1):
+                if stop.wait(0.01):
+                    return
+            directory, base = os.path.split(prefix)
+            for name in os.listdir(directory):
+                if name.startswith(base + "."):
+                    shutil.copy(os.path.join(directory, name), checkpoints)
+            with open(os.path.join(checkpoints, "checkpoint"), "w") as f:
+                f.write(f'model_checkpoint_path: "{base}"\n')
+            begun = time.perf_counter() - started
+            assert p.update()
+            updates.append((begun, time.perf_counter() - started))
+
+    worker = threading.Thread(target=publish_and_update)
+    worker.start()
+    while time.perf_counter() - started < seconds:
+        begin = time.perf_counter()
+        code, _ = p.process(request)
+        samples.append((begin - started, (time.perf_counter() - begin) * 1e3))
+        assert code == 200
+    stop.set()
+    worker.join()
+    windows = {}
+    for at, ms in samples:
+        windows.setdefault(int(at / window), []).append(ms)
+    return {"window_s": window, "updates": updates,
+            "p50": [((i + 0.5) * window, percentile(v, 0.5)) for i, v in sorted(windows.items())],
+            "p99": [((i + 0.5) * window, percentile(v, 0.99)) for i, v in sorted(windows.items())]}
+
+
+def plot_latency_across_updates(timeline: dict) -> Path:
+    """docs/plots/p99_across_updates.svg."""
+    from plots import DOCS_PLOTS, line_chart
+    markers = [(begun, "update") for begun, _ in timeline["updates"]] + [(done, "swapped") for _, done in timeline["updates"]]
+    return line_chart(DOCS_PLOTS / "p99_across_updates.svg",
+                      f"Latency across full updates ({ROWS:,}-row table, batch 64, one client thread)",
+                      "seconds", f"ms per request, per {timeline['window_s']} s window",
+                      {"p99": timeline["p99"], "p50": timeline["p50"]}, markers=markers,
+                      caption="make bench (benchmarks/lifecycle.py)")
 
 
 def peak_rss(config, write_version) -> dict:
@@ -138,6 +190,14 @@ def main() -> None:
             results["p50_steady_ms"], results["p99_steady_ms"] = percentile(steady, 0.5), percentile(steady, 0.99)
             results["p50_during_updates_ms"], results["p99_during_updates_ms"] = percentile(during, 0.5), percentile(during, 0.99)
 
+            staging = os.path.join(work, "staging")
+            os.makedirs(staging)
+            staged = []
+            for _ in range(2):
+                trainer.train(1)
+                staged.append(trainer.save_checkpoint(staging))
+            timeline = latency_across_updates(p, request, checkpoints, staged)
+
         with processor.Processor({**config, "version_policy": "resource_preserving"}) as p:
             in_place = []
             for _ in range(3):
@@ -155,7 +215,10 @@ def main() -> None:
         print(f"  {key:<44} {value:10.2f}")
     print(f"  {'full update / raw restore':<44} {results['full_update_ms'] / results['raw_restore_ms']:10.2f}x")
     print(f"  {'delta update / full update':<44} {results['delta_update_ms'] / results['full_update_ms']:10.2f}x")
-    print(f"\nwritten to {save_results('lifecycle', results)}")
+    print(f"  {'p99 per window, highest / steady median':<44} {max(y for _, y in timeline['p99']):10.2f} / "
+          f"{sorted(y for _, y in timeline['p99'])[len(timeline['p99']) // 2]:.2f} ms")
+    print(f"\nwritten to {save_results('lifecycle', {**results, 'latency_across_updates': timeline})}")
+    print(f"plot: {plot_latency_across_updates(timeline)}")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,27 @@ def main() -> None:
     for r in report["throughput"]:
         print(f"{r['model']:<20} {r['path']:<20} {r['session_num']:>8} {r['threads']:>7} {r['requests_per_s']:>10.0f}")
     print(f"\nwritten to {save_results('performance', report)}")
+    print(f"plot: {plot_latency_by_batch(report)}")
+
+
+PLOTTED_PATHS = {"raw_tf_session_run": "bare TF_SessionRun (C)", "process_c": "process() from C",
+                 "processor_process": "Processor.process", "tf1_session_run": "TF1 Session.run",
+                 "tf2_signature": "TF2 signature call"}
+
+
+def plot_latency_by_batch(report: dict) -> Path:
+    """docs/plots/latency_by_batch.svg: median latency of each path by batch size, example model."""
+    from plots import DOCS_PLOTS, line_chart
+    model = report["latency"][0]["model"]
+    series = {label: [(r["batch"], r["median_ms"]) for r in report["latency"] if r["model"] == model and r["path"] == path]
+              for path, label in PLOTTED_PATHS.items()}
+    series["process() from C, inline"] = [(r["batch"], r["process_inline_ms"]) for r in report["process_to_raw"]
+                                          if r["model"] == model]
+    series["bare TF_SessionRun, inline"] = [(r["batch"], r["raw_inline_ms"]) for r in report["process_to_raw"]
+                                            if r["model"] == model]
+    return line_chart(DOCS_PLOTS / "latency_by_batch.svg", f"Median latency by batch size: {model} model",
+                      "batch size", "ms per request", series, log_x=True,
+                      caption="make bench (benchmarks/performance.py)")
 
 
 if __name__ == "__main__":

@@ -41,18 +41,17 @@ def test_inspect_shows_the_sessions_threads_as_tensorflow_reads_them(rec_model, 
     from tensorflow.core.protobuf import config_pb2
     from processor import _core
     from processor.config import parse_config
-    from processor.loading.loader import session_options
+    from processor.loading.control import session_settings
     config = tmp_path / "config.json"
     config.write_text(json.dumps(rec_model.config(**settings)))
     code, out, _ = run(capsys, "inspect", "--json", "--config", str(config))
     threads = json.loads(out)["session_threads"]
-    options = session_options(parse_config(rec_model.config(**settings)))
-    proto = config_pb2.ConfigProto.FromString(_core.session_config({"savedmodel_dir": rec_model.savedmodel_dir,
-                                                                   **options}))
+    settings_message = session_settings(parse_config(rec_model.config(**settings)))
+    proto = config_pb2.ConfigProto.FromString(_core.session_config(settings_message.SerializeToString()))
     pools = [{"threads": p.num_threads, "shared_as": p.global_name} for p in proto.session_inter_op_thread_pool]
-    assert threads == {"intra_op_threads": proto.intra_op_parallelism_threads,
+    assert threads == {"intra_op_parallelism_threads": proto.intra_op_parallelism_threads,
                        "use_per_session_threads": proto.use_per_session_threads,
-                       "inline_execute": settings.get("enable_inline_execute", False),
+                       "enable_inline_execute": settings.get("enable_inline_execute", False),
                        "serving_pools": pools[:-1], "update_pool": pools[-1]}
     assert len(pools) == settings.get("session_num", 1) + 1
 

@@ -34,7 +34,7 @@ def test_rows_stream_from_the_checkpoint_in_blocks(rec_model):
 @pytest.mark.parametrize("where", ["standalone", "cluster"])
 def test_an_imported_version_reads_back_as_tensorflows_values(rec_model, where, request):
     url = request.getfixturevalue(where).address if where == "standalone" else request.getfixturevalue(where).url
-    store = RedisTables(connect(url), model=f"rec-{where}", partitions=8, update_threads=2, block_rows=1000)
+    store = RedisTables(connect(url), namespace=f"rec-{where}", partitions=8, update_threads=2, block_rows=1000)
     prefix = rec_model.prefixes()[-1]
     assert store.ensure_version(20, {t: (prefix, v) for t, v in TABLES.items()}) is True
     assert store.complete_versions() == [20]
@@ -53,7 +53,7 @@ def test_an_imported_version_reads_back_as_tensorflows_values(rec_model, where, 
 
 def test_replicas_import_a_version_once_and_agree(rec_model, cluster):
     prefix = rec_model.prefixes()[-1]
-    replicas = [RedisTables(connect(cluster.url), model="rec-replicas", partitions=8) for _ in range(3)]
+    replicas = [RedisTables(connect(cluster.url), namespace="rec-replicas", partitions=8) for _ in range(3)]
     results = [None] * 3
 
     def replica(i):
@@ -72,7 +72,7 @@ def test_replicas_import_a_version_once_and_agree(rec_model, cluster):
 
 
 def test_a_version_is_not_complete_until_all_of_it_is_written(rec_model, standalone):
-    store = RedisTables(connect(standalone.address), model="rec-partial", partitions=4, block_rows=500)
+    store = RedisTables(connect(standalone.address), namespace="rec-partial", partitions=4, block_rows=500)
     prefix = rec_model.prefixes()[-1]
     seen_while_importing = []
     original = store._import
@@ -89,7 +89,7 @@ def test_a_version_is_not_complete_until_all_of_it_is_written(rec_model, standal
 
 def test_old_versions_are_deleted_beyond_keep(rec_model, standalone):
     import redis
-    store = RedisTables(connect(standalone.address), model="rec-keep", partitions=4)
+    store = RedisTables(connect(standalone.address), namespace="rec-keep", partitions=4)
     prefix = rec_model.prefixes()[-1]
     for version in (1, 2, 3):
         store.ensure_version(version, {"items": (prefix, "item_embedding")})
@@ -109,7 +109,7 @@ def test_a_password_is_required_and_never_shown(tmp_path):
         with pytest.raises(processor.ProcessorError) as error:
             connect(server.address)
         assert "needs a password" in str(error.value)
-        store = RedisTables(connect(server.address, "SENTINEL-redis-pw-77"), model="rec-auth")
+        store = RedisTables(connect(server.address, "SENTINEL-redis-pw-77"), namespace="rec-auth")
         assert store.complete_versions() == []
     finally:
         server.stop()

@@ -12,6 +12,8 @@ import pytest
 
 import processor
 from processor import _core
+from processor.config import parse_config
+from processor.loading import control
 from lifecycle_helpers import DeltaTrainer, matching_version, prob_of, serialize, wait_for
 from model_builders import build_lookup_model
 from processor.feature_store.redis_tables import VARIANTS_PER_VERSION, RedisTables, connect
@@ -29,11 +31,20 @@ def assert_outputs_equal(actual: dict, expected: dict) -> None:
 # ---- the rewrite, with tables in this process
 
 
+def plan_embeddings(savedmodel_dir: str, **selection) -> list:
+    """(name, rows, dim, saved name, first row) of what step 1 of a load plans to serve from the store."""
+    from processor import control_pb2
+    config = parse_config({"savedmodel_dir": savedmodel_dir})
+    request = control.load_request(config, savedmodel_dir,
+                                   feature_store=control_pb2.FeatureStore(feature_store_type="local", **selection))
+    return [(e.name, e.rows, e.dim, e.saved_name, e.first_row)
+            for e in control.planned_embeddings(control.plan_load(request))]
+
+
 def test_the_plan_names_the_gathered_tables(rec_model):
-    options = {"savedmodel_dir": rec_model.savedmodel_dir, "feature_store": "local"}
-    assert _core.plan_embeddings({**options, "embedding_min_rows": "1000"}) == [
+    assert plan_embeddings(rec_model.savedmodel_dir, embedding_min_rows=1000) == [
         ("user_embedding", 1000, 8, "user_embedding", 0), ("item_embedding", 5000, 8, "item_embedding", 0)]
-    assert _core.plan_embeddings({**options, "embedding_names": "category_embedding"}) == [
+    assert plan_embeddings(rec_model.savedmodel_dir, embedding_names=["category_embedding"]) == [
         ("category_embedding", 6, 8, "category_embedding", 0)]
 
 
@@ -90,8 +101,7 @@ def test_partitioned_embeddings_are_one_table_per_part(tmp_path, where, request)
     if where == "redis":
         config.update(feature_store_type="redis", redis_url=request.getfixturevalue("standalone").address,
                       feature_store_namespace="partitioned")
-    plan = _core.plan_embeddings({"savedmodel_dir": config["savedmodel_dir"], "feature_store": "local",
-                                  "embedding_min_rows": "10"})
+    plan = plan_embeddings(config["savedmodel_dir"], embedding_min_rows=10)
     assert [(name, rows, saved, first) for name, rows, _, saved, first in plan] == [
         ("table/part_0", 17, "table", 0), ("table/part_1", 17, "table", 17), ("table/part_2", 16, "table", 34)]
     with processor.Processor(config) as p:

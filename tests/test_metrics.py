@@ -96,7 +96,7 @@ def test_every_model_info_field_the_metrics_read_is_the_protos(rec_model):
     info = predict_pb2.ServingModelInfo(model_path="m", version_step=41, load_duration_ms=7, updates_applied=5,
                                         updates_failed=3, delta_step=43, savedmodel_version=2, pinned=True)
     with processor.Processor(rec_model.config(poll_interval_seconds=0)) as p:
-        p._lifecycle.model.set_model_info(info.SerializeToString())
+        p._lifecycle.handle.set_model_info(info.SerializeToString())
         parsed = samples(p.metrics())
     m = {"model_name": "default"}
     assert value(parsed, ":tensorflow:serving:model_version", **m) == 41

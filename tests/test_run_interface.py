@@ -14,17 +14,14 @@ from lifecycle_helpers import serialize
 from model_builders import build_fed_and_fetched_model
 from processor import _core, predict_pb2, tensors
 from processor.config import parse_config
-from processor.loading.loader import session_options
+from processor.loading import control
 
 TOLERANCE = 1e-5
 
 
 def load(savedmodel_dir: str, prefix: str | None = None, **settings):
-    options = {**session_options(parse_config({"savedmodel_dir": savedmodel_dir, **settings})),
-               "savedmodel_dir": savedmodel_dir}
-    if prefix:
-        options["checkpoint_prefix"] = prefix
-    return _core.load_servable(options)
+    config = parse_config({"savedmodel_dir": savedmodel_dir, **settings})
+    return control.plan_load(control.load_request(config, savedmodel_dir, prefix)).load()
 
 
 def serve(servable, batch: dict, output_filter=()) -> tuple[int, dict | str]:

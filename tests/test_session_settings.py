@@ -13,15 +13,15 @@ import pytest
 import processor
 from processor import _core
 from processor.config import parse_config
-from processor.loading.loader import session_options
+from processor.loading.control import session_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def config_proto(**settings):
     from tensorflow.core.protobuf import config_pb2
-    options = session_options(parse_config({"savedmodel_dir": "/unused", **settings}))
-    return config_pb2.ConfigProto.FromString(_core.session_config({"savedmodel_dir": "/unused", **options}))
+    settings_message = session_settings(parse_config({"savedmodel_dir": "/unused", **settings}))
+    return config_pb2.ConfigProto.FromString(_core.session_config(settings_message.SerializeToString()))
 
 
 def pools(proto):
@@ -54,9 +54,12 @@ def test_session_group_pools_are_real_threads(rec_model):
     assert three - one == 2 * 2  # two more pools of two threads
 
 
-def test_bad_load_option_is_refused():
-    with pytest.raises(_core.LoadError, match="load option 'intra_op_threads' is not an integer: 'x'"):
-        _core.session_config({"savedmodel_dir": "/unused", "intra_op_threads": "x"})
+def test_bad_settings_are_refused_by_the_data_plane_too():
+    from processor import control_pb2
+    with pytest.raises(_core.LoadError, match="select_session_policy is 'LRU', not MOD or RR"):
+        _core.session_config(control_pb2.SessionSettings(select_session_policy="LRU").SerializeToString())
+    with pytest.raises(_core.LoadError, match="session_num must be >= 1"):
+        _core.session_config(control_pb2.SessionSettings(session_num=-2).SerializeToString())
 
 
 THREADS_PROBE = """

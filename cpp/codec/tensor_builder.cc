@@ -4,6 +4,7 @@
 
 #include <tensorflow/c/tf_tstring.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "codec/array_fields.h"
@@ -55,11 +56,7 @@ void CopyFixed(const ArrayView& array, uint32_t field, size_t width, void* out) 
 constexpr size_t kMaxKeptTensorBytes = 256 << 10;
 
 bool SameDims(const SmallVector<int64_t, 4>& a, const SmallVector<int64_t, 4>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {  // a few dims: a loop, where std::equal calls memcmp
-    if (a[i] != b[i]) return false;
-  }
-  return true;
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
 }
 
 // `previous` when values of `dtype` and shape `dims` can be written into it in place, else null

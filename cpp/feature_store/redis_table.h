@@ -1,6 +1,7 @@
 // RedisTable: an embedding table in Redis or a Redis Cluster, in the layout the importer writes
-// (src/processor/feature_store/redis_tables.py, which says how the two spellings are tied by tests): row `id` is field <id as 8 little-endian bytes> of the
-// hash `<key_prefix><id mod partitions>}`, its value dim little-endian float32s.
+// (src/processor/feature_store/redis_tables.py, which gives each table its key prefix and says how the
+// two sides are tied by tests): row `id` is field <id as 8 little-endian bytes> of the hash
+// `<key_prefix><id mod partitions>}`, its value dim little-endian float32s.
 //
 // A lookup reads each distinct id once: one HMGET per partition, pipelined per server and sent to all
 // servers before any reply is read. MOVED refreshes the slot map and retries; ASK is followed; a server
@@ -24,7 +25,7 @@ namespace processor {
 
 class RedisTable : public EmbeddingTable {
  public:
-  // key_prefix: "pe:{<model>/<version>/<table>/"; token: the import's, in each partition's field "#".
+  // key_prefix: the importer's (control.TableSources); token: the import's, in each partition's field "#".
   RedisTable(std::string name, int64_t dim, std::string key_prefix, int partitions, std::string token,
              std::shared_ptr<RedisRouter> router)
       : EmbeddingTable(std::move(name), dim), key_prefix_(std::move(key_prefix)), partitions_(partitions),

@@ -23,6 +23,7 @@
 #include "feature_store/local_table.h"
 #include "feature_store/redis_settings.h"
 #include "model/callable_runner.h"
+#include "model/checkpoint_fit.h"
 #include "model/delta_applier.h"
 #include "model/meta_graph.h"
 #include "model/session_settings.h"
@@ -34,12 +35,14 @@ namespace processor {
 struct FeatureStoreOptions {
   std::string type;  // "": in the session, as saved; "local": in this process's memory; "redis"
   EmbeddingSelection selection;
+  // ---- where the planned tables come from, decided by the control plane after the plan
   // "local": variables whose table is a Monolith hash-table dump (these shards) instead of the checkpoint's rows.
   std::map<std::string, std::vector<std::string>> monolith_shards;
-  // "redis": the tables of `model` version `version`, imported beforehand (redis_tables.py).
+  // "redis": the tables of one import (feature_store/redis_tables.py, which spells every key).
   RedisSettings redis;
-  std::string model;
-  int64_t version = 0;
+  std::map<std::string, std::string> redis_key_prefixes;  // variable -> its partitions' key prefix
+  std::string redis_versions_key;  // the sorted set of complete versions
+  int64_t version = 0;             // this version's member in it
   int partitions = 16;
   std::string token;  // the import's, which each partition holds (redis_table.h)
 };
@@ -49,6 +52,7 @@ struct LoadOptions {
   std::vector<std::string> tags{"serve"};
   std::string signature_name = "serving_default";
   std::string checkpoint_prefix;  // empty: keep the SavedModel's own variables
+  std::vector<SavedTensor> checkpoint_tensors;  // the checkpoint's index, checked before restoring
   SessionSettings session;
   FeatureStoreOptions feature_store;
 };
@@ -58,8 +62,24 @@ struct BoundTensor {
   TF_Output port;
 };
 
+// Step 1 of a load: what the control plane needs before the version's tables can be prepared. With a
+// feature store, the SavedModel's graph is read once here and `rewrite` says which variables the store
+// serves; step 2 (Servable::Load) uses both. Does not move once planned: `meta_graph` points into
+// `meta_graph_bytes`.
+struct LoadPlan {
+  LoadOptions options;
+  std::string meta_graph_bytes;
+  MetaGraphSpec meta_graph;
+  RewritePlan rewrite;
+
+  static Status Make(LoadOptions options, std::unique_ptr<LoadPlan>* plan);
+  LoadPlan() = default;
+  LoadPlan(const LoadPlan&) = delete;
+  LoadPlan& operator=(const LoadPlan&) = delete;
+};
+
 // Which variables a load with `options.feature_store` serves from the store (reads the SavedModel's
-// graph; `meta_graph` points into `bytes`).
+// graph; `meta_graph` points into `bytes`). LoadPlan::Make's job with a feature store.
 Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphSpec* meta_graph, RewritePlan* plan);
 
 // Its three jobs live in three files: loading (servable_load.cc, and servable_feature_store.cc for a
@@ -68,8 +88,9 @@ Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphS
 class Servable {
  public:
   // ---- loading
-  // Loads the SavedModel, restores the checkpoint (if any) and runs the table initializers.
-  static Status Load(const LoadOptions& options, std::shared_ptr<Servable>* servable);
+  // Step 2: loads the planned SavedModel, checks the checkpoint (if any) fits it and restores it, and
+  // runs the table initializers. `plan.options.feature_store` has the tables' sources by now.
+  static Status Load(const LoadPlan& plan, std::shared_ptr<Servable>* servable);
 
   ~Servable();
   Servable(const Servable&) = delete;
@@ -103,8 +124,9 @@ class Servable {
   // ---- updating
   // Restores a checkpoint into the session through the SavedModel's saver. On a serving version it is
   // not atomic for requests running meanwhile (they may see some variables restored and others not):
-  // the resource-preserving policy's trade-off.
-  Status Restore(const std::string& prefix);
+  // the resource-preserving policy's trade-off. Nothing is restored unless the checkpoint (`saved`, its
+  // index) fits the graph.
+  Status Restore(const std::string& prefix, const std::vector<SavedTensor>& saved);
 
   // Applies an incremental checkpoint atomically with respect to Run() (see DeltaApplier).
   Status ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables);
@@ -116,8 +138,7 @@ class Servable {
   // (restoring the dense variables only). Both leave the MetaGraphDef in `meta_graph`, pointing into `bytes`.
   Status LoadSavedModel(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
                         MetaGraphSpec* meta_graph);
-  Status LoadWithFeatureStore(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
-                              MetaGraphSpec* meta_graph);
+  Status LoadWithFeatureStore(const LoadPlan& plan, TF_SessionOptions* session_options);
   Status LoadTables(const FeatureStoreOptions& options, const RewritePlan& plan, const std::string& prefix,
                     const std::map<std::string, std::string>& keys);
   Status LoadMonolithTable(const EmbeddingVariable& embedding, const std::vector<std::string>& shards,

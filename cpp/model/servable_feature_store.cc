@@ -46,19 +46,18 @@ Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphS
   return Status::Ok();
 }
 
-Status Servable::LoadWithFeatureStore(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
-                                      MetaGraphSpec* meta_graph) {
+Status Servable::LoadWithFeatureStore(const LoadPlan& load, TF_SessionOptions* session_options) {
+  const LoadOptions& options = load.options;
+  const RewritePlan& plan = load.rewrite;
   feature_store_ = true;
   PROCESSOR_RETURN_IF_ERROR(RegisterEmbeddingLookupOp());
-  RewritePlan plan;
-  PROCESSOR_RETURN_IF_ERROR(PlanEmbeddings(options, bytes, meta_graph, &plan));
   std::map<std::string, std::string> keys;
   for (const EmbeddingVariable& embedding : plan.embeddings) {
     table_keys_.push_back(TableRegistry::Global().NewKey(embedding.name));
     keys[embedding.name] = table_keys_.back();
   }
   std::string rewritten;
-  PROCESSOR_RETURN_IF_ERROR(RewriteGraph(meta_graph->graph_def, plan, keys, options.feature_store.selection.default_value,
+  PROCESSOR_RETURN_IF_ERROR(RewriteGraph(load.meta_graph.graph_def, plan, keys, options.feature_store.selection.default_value,
                                          &rewritten));
   BufferPtr graph_def(TF_NewBufferFromString(rewritten.data(), rewritten.size()));
   std::unique_ptr<TF_ImportGraphDefOptions, CallDeleter<TF_DeleteImportGraphDefOptions>> import(TF_NewImportGraphDefOptions());
@@ -72,15 +71,18 @@ Status Servable::LoadWithFeatureStore(const LoadOptions& options, TF_SessionOpti
   }
   const std::string prefix = options.checkpoint_prefix.empty() ? options.savedmodel_dir + "/variables/variables"
                                                                : options.checkpoint_prefix;
+  if (!options.checkpoint_prefix.empty()) {
+    PROCESSOR_RETURN_IF_ERROR(CheckCheckpointFits(Variables(), options.checkpoint_tensors));
+  }
   std::vector<DeltaVariable> dense;
   for (const std::string& name : plan.dense_variables) {
     DeltaVariable variable{name, /*sparse=*/false};
-    ReadFromSavedSlice(meta_graph->saved_slices, &variable);
+    ReadFromSavedSlice(load.meta_graph.saved_slices, &variable);
     dense.push_back(std::move(variable));
   }
   PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(delta_applier().Apply(prefix, dense), "restoring the dense variables");
   PROCESSOR_RETURN_IF_ERROR(LoadTables(options.feature_store, plan, prefix, keys));
-  return RunInitOp(*meta_graph, options.savedmodel_dir);
+  return RunInitOp(load.meta_graph, options.savedmodel_dir);
 }
 
 Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePlan& plan, const std::string& prefix,
@@ -160,23 +162,27 @@ Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const Re
   return Status::InvalidArgument("this build of Processor has no Redis feature store: install hiredis "
                                  "(apt-get install libhiredis-dev) and rebuild");
 #else
-  if (options.token.empty()) return Status::InvalidArgument("load option 'redis_token' is required to load from Redis");
+  if (options.token.empty() || options.redis_versions_key.empty()) {
+    return Status::InvalidArgument("the tables' import in Redis (its token and versions key) is required to load from Redis");
+  }
   std::shared_ptr<RedisRouter> router;
   PROCESSOR_RETURN_IF_ERROR(RedisRouter::Connect(options.redis, &router));
   // Serve only a complete version (the importer's marker), whatever the control plane believes.
-  const std::string versions_key = "pe:{" + options.model + "}:versions";
   RedisRouter::Lease lease;
-  PROCESSOR_RETURN_IF_ERROR(router->Borrow(router->NodeFor(versions_key), &lease));
+  PROCESSOR_RETURN_IF_ERROR(router->Borrow(router->NodeFor(options.redis_versions_key), &lease));
   ReplyPtr marker;
-  PROCESSOR_RETURN_IF_ERROR(lease->Command({"ZSCORE", versions_key, std::to_string(options.version)}, &marker));
+  PROCESSOR_RETURN_IF_ERROR(lease->Command({"ZSCORE", options.redis_versions_key, std::to_string(options.version)}, &marker));
   if (marker->type != REDIS_REPLY_STRING) {
-    return Status::Unavailable("model " + Quote(options.model) + " version " + std::to_string(options.version) +
-                               " is not complete in Redis");
+    return Status::Unavailable("version " + std::to_string(options.version) + " is not complete in Redis (" +
+                               Quote(options.redis_versions_key) + ")");
   }
   for (const EmbeddingVariable& embedding : plan.embeddings) {
-    const std::string prefix = "pe:{" + options.model + "/" + std::to_string(options.version) + "/" + embedding.name + "/";
+    auto prefix = options.redis_key_prefixes.find(embedding.name);
+    if (prefix == options.redis_key_prefixes.end()) {
+      return Status::InvalidArgument("no table in Redis for embedding " + Quote(embedding.name));
+    }
     TableRegistry::Global().Register(keys.at(embedding.name), std::make_shared<RedisTable>(
-        embedding.name, embedding.dim, prefix, options.partitions, options.token, router));
+        embedding.name, embedding.dim, prefix->second, options.partitions, options.token, router));
   }
   return Status::Ok();
 #endif

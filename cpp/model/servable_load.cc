@@ -41,7 +41,7 @@ void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors
 // Each serving pool's RunOptions.inter_op_thread_pool: -1 is the caller's thread; kDefaultPool, TF's
 // defaults (pool 0, with no RunOptions to parse per run).
 std::vector<int> ServingPools(const SessionSettings& settings) {
-  if (settings.inline_execute) return {-1};
+  if (settings.enable_inline_execute) return {-1};
   if (settings.session_num == 1) return {CallableRunner::kDefaultPool};
   std::vector<int> pools;
   for (int pool = 0; pool < settings.session_num; ++pool) pools.push_back(pool);
@@ -52,7 +52,19 @@ std::vector<int> ServingPools(const SessionSettings& settings) {
 
 std::atomic<int64_t> Servable::live_count_{0};
 
-Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* servable) {
+Status LoadPlan::Make(LoadOptions options, std::unique_ptr<LoadPlan>* plan) {
+  auto made = std::make_unique<LoadPlan>();
+  made->options = std::move(options);
+  if (!made->options.feature_store.type.empty()) {
+    // TensorFlow's SavedModel loader reads the graph itself when no feature store rewrites it.
+    PROCESSOR_RETURN_IF_ERROR(PlanEmbeddings(made->options, &made->meta_graph_bytes, &made->meta_graph, &made->rewrite));
+  }
+  *plan = std::move(made);
+  return Status::Ok();
+}
+
+Status Servable::Load(const LoadPlan& plan, std::shared_ptr<Servable>* servable) {
+  const LoadOptions& options = plan.options;
   std::shared_ptr<Servable> s(new Servable());
   SessionOptionsPtr session_options;
   PROCESSOR_RETURN_IF_ERROR(MakeSessionOptions(options.session, &session_options));
@@ -65,34 +77,38 @@ Status Servable::Load(const LoadOptions& options, std::shared_ptr<Servable>* ser
   for (int pool : ServingPools(options.session)) {
     s->serving_run_options_.push_back(pool == CallableRunner::kDefaultPool ? BufferPtr() : run_options(pool));
   }
-  s->policy_ = options.session.policy;
-  s->traced_run_options_ = run_options(options.session.inline_execute ? -1 : 0, /*full_trace=*/true);
+  s->policy_ = options.session.select_session_policy;
+  s->traced_run_options_ = run_options(options.session.enable_inline_execute ? -1 : 0, /*full_trace=*/true);
   s->graph_.reset(TF_NewGraph());
-  std::string meta_graph_bytes;
-  MetaGraphSpec meta_graph;
+  std::string loaded_bytes;  // the MetaGraphDef TensorFlow's loader read (without a feature store)
+  MetaGraphSpec loaded;
+  const MetaGraphSpec* meta_graph = &plan.meta_graph;
   if (options.feature_store.type.empty()) {
-    PROCESSOR_RETURN_IF_ERROR(s->LoadSavedModel(options, session_options.get(), &meta_graph_bytes, &meta_graph));
+    PROCESSOR_RETURN_IF_ERROR(s->LoadSavedModel(options, session_options.get(), &loaded_bytes, &loaded));
+    meta_graph = &loaded;
   } else {
-    PROCESSOR_RETURN_IF_ERROR(s->LoadWithFeatureStore(options, session_options.get(), &meta_graph_bytes, &meta_graph));
+    PROCESSOR_RETURN_IF_ERROR(s->LoadWithFeatureStore(plan, session_options.get()));
   }
 
   // TensorFlow's loader serves a graph whose variables/ is missing as if it had none, every request then
   // failing on uninitialized variables: a SavedModel still being copied (TF Serving #1086, #631).
   const bool restores_from_savedmodel = options.feature_store.type.empty() && options.checkpoint_prefix.empty();
-  if (restores_from_savedmodel && !meta_graph.saver.restore_op_name.empty() &&
+  if (restores_from_savedmodel && !meta_graph->saver.restore_op_name.empty() &&
       access((options.savedmodel_dir + "/variables/variables.index").c_str(), R_OK) != 0) {
     return Status::Internal("SavedModel " + Quote(options.savedmodel_dir) + " has variables to restore but no " +
                             "variables/variables.index: an incomplete copy?");
   }
-  s->saved_slices_ = meta_graph.saved_slices;
+  s->saved_slices_ = meta_graph->saved_slices;
   s->signature_name_ = options.signature_name;
-  PROCESSOR_RETURN_IF_ERROR(s->BindSignature(meta_graph, options.savedmodel_dir));
-  s->saver_ = meta_graph.saver;
-  if (!options.checkpoint_prefix.empty() && !s->feature_store_) PROCESSOR_RETURN_IF_ERROR(s->Restore(options.checkpoint_prefix));
+  PROCESSOR_RETURN_IF_ERROR(s->BindSignature(*meta_graph, options.savedmodel_dir));
+  s->saver_ = meta_graph->saver;
+  if (!options.checkpoint_prefix.empty() && !s->feature_store_) {
+    PROCESSOR_RETURN_IF_ERROR(s->Restore(options.checkpoint_prefix, options.checkpoint_tensors));
+  }
   // Initializers are idempotent for the same data, so running them after the SavedModel's own init op
   // is safe, and it covers graphs that register tables without one.
   PROCESSOR_RETURN_IF_ERROR(
-      s->RunTargets(meta_graph.table_initializers, "table initializers", meta_graph, options.savedmodel_dir));
+      s->RunTargets(meta_graph->table_initializers, "table initializers", *meta_graph, options.savedmodel_dir));
   s->MakeCallables(options.session);
   *servable = std::move(s);
   return Status::Ok();

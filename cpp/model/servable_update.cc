@@ -9,10 +9,11 @@
 
 namespace processor {
 
-Status Servable::Restore(const std::string& prefix) {
+Status Servable::Restore(const std::string& prefix, const std::vector<SavedTensor>& saved) {
   if (feature_store_) {
     return Status::InvalidArgument("a version serving embeddings from the feature store is loaded whole, not restored in place");
   }
+  PROCESSOR_RETURN_IF_ERROR(CheckCheckpointFits(Variables(), saved));
   const SaverSpec& saver = saver_;
   if (saver.filename_tensor_name.empty() || saver.restore_op_name.empty()) {
     return Status::Internal("the SavedModel has no saver_def, so checkpoint '" + prefix + "' cannot be restored");

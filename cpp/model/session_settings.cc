@@ -20,17 +20,17 @@ std::string ThreadPool(int threads, const std::string& global_name) {
 
 std::string EncodeConfigProto(const SessionSettings& settings) {
   wire::StringWriter w;
-  if (settings.intra_op_threads > 0) w.Varint(kIntraOpThreads, settings.intra_op_threads);
+  if (settings.intra_op_parallelism_threads > 0) w.Varint(kIntraOpThreads, settings.intra_op_parallelism_threads);
   if (settings.use_per_session_threads) w.Varint(kUsePerSessionThreads, 1);
   // An unnamed pool belongs to the session; a named one is shared by every session naming it, and TF
   // fixes its size at creation: the size is in the name, so sessions configured alike share threads.
   for (int i = 0; i < settings.session_num; ++i) {
-    const std::string serving = "processor_serving_" + std::to_string(settings.inter_op_threads) + "_" + std::to_string(i);
+    const std::string serving = "processor_serving_" + std::to_string(settings.inter_op_parallelism_threads) + "_" + std::to_string(i);
     w.Bytes(kSessionInterOpThreadPool,
-            ThreadPool(settings.inter_op_threads, settings.use_per_session_threads ? "" : serving));
+            ThreadPool(settings.inter_op_parallelism_threads, settings.use_per_session_threads ? "" : serving));
   }
-  w.Bytes(kSessionInterOpThreadPool, ThreadPool(settings.update_inter_op_threads,
-                                                "processor_update_" + std::to_string(settings.update_inter_op_threads)));
+  w.Bytes(kSessionInterOpThreadPool, ThreadPool(settings.model_update_inter_threads,
+                                                "processor_update_" + std::to_string(settings.model_update_inter_threads)));
   return w.str();
 }
 

@@ -9,13 +9,14 @@ namespace processor {
 enum class SessionPolicy { kMod, kRoundRobin };
 
 struct SessionSettings {
-  int intra_op_threads = 0;         // 0: TF picks (one per core); process-wide pool
-  int inter_op_threads = 0;         // threads of each serving pool; 0: TF picks
-  int session_num = 1;              // serving pools in the session group
-  SessionPolicy policy = SessionPolicy::kMod;
+  // The config's names (protos/control.proto's SessionSettings).
+  int intra_op_parallelism_threads = 0;  // 0: TF picks (one per core); process-wide pool
+  int inter_op_parallelism_threads = 0;  // threads of each serving pool; 0: TF picks
+  int session_num = 1;                   // serving pools in the session group
+  SessionPolicy select_session_policy = SessionPolicy::kMod;
   bool use_per_session_threads = false;  // the serving pool belongs to this session alone
-  bool inline_execute = false;      // serving runs execute ops in the caller's thread
-  int update_inter_op_threads = 0;  // the pool loads, restores and deltas run on; 0: TF picks
+  bool enable_inline_execute = false;    // serving runs execute ops in the caller's thread
+  int model_update_inter_threads = 0;    // the pool loads, restores and deltas run on; 0: TF picks
 };
 
 // Serialized ConfigProto with session_num + 1 inter-op pools: the serving pools 0..session_num-1 (the

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -89,12 +88,14 @@ class Servable {
     if (code != 0) ThrowLoadFailure(error);
   }
 
-  void Restore(const std::string& prefix) {
+  // request: a serialized RestoreRequest.
+  void Restore(const py::bytes& request) {
+    const std::string_view bytes(request);
     char* error = nullptr;
     int code;
     {
       py::gil_scoped_release release;
-      code = processor_control_servable_restore(servable_.get(), prefix.c_str(), &error);
+      code = processor_control_servable_restore(servable_.get(), bytes.data(), static_cast<int>(bytes.size()), &error);
     }
     if (code != 0) ThrowLoadFailure(error);
   }
@@ -105,69 +106,68 @@ class Servable {
     return {interface, reason ? reason : ""};
   }
 
-  // (name, dtype, shape or None when the graph does not know the rank, the full variable's name for a
-  // part of a partitioned variable or "")
-  std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>, std::string>> Variables() const {
-    void* output = nullptr;
-    int size = 0;
-    processor_control_servable_variables(servable_.get(), &output, &size);
-    std::string text = TakeBuffer(output, size);
-    std::vector<std::tuple<std::string, int, std::optional<std::vector<int64_t>>, std::string>> variables;
-    for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
-      const std::string line = text.substr(start, end - start);
-      const size_t tab = line.find('\t'), second = line.find('\t', tab + 1), third = line.find('\t', second + 1);
-      const std::string dims = line.substr(second + 1, third - second - 1);
-      std::optional<std::vector<int64_t>> shape;
-      if (dims != "?") {
-        shape.emplace();
-        for (size_t from = 0; from < dims.size();) {
-          size_t comma = dims.find(',', from);
-          if (comma == std::string::npos) comma = dims.size();
-          shape->push_back(std::stoll(dims.substr(from, comma - from)));
-          from = comma + 1;
-        }
-      }
-      variables.emplace_back(line.substr(0, tab), std::stoi(line.substr(tab + 1, second - tab - 1)), shape,
-                             line.substr(third + 1));
+  // A serialized VariableList; the graph never changes once loaded, so it is read once.
+  py::bytes Variables() {
+    if (!variables_) {
+      void* output = nullptr;
+      int size = 0;
+      processor_control_servable_variables(servable_.get(), &output, &size);
+      variables_ = TakeBuffer(output, size);
     }
-    return variables;
+    return *variables_;
   }
 
  private:
   std::unique_ptr<processor_servable, decltype(&processor_control_release)> servable_;
+  std::optional<py::bytes> variables_;
 };
 
-// Load options as the C API takes them: parallel arrays viewing the map's strings.
-struct OptionArrays {
-  explicit OptionArrays(const std::map<std::string, std::string>& options) {
-    for (const auto& [key, value] : options) {
-      keys.push_back(key.c_str());
-      values.push_back(value.c_str());
+// Step 1 of a load (processor_control_plan_load): the request read and, with a feature store, the
+// SavedModel's graph read and its embeddings planned; load() is step 2.
+class LoadPlan {
+ public:
+  explicit LoadPlan(const py::bytes& request) : plan_(nullptr, &processor_control_release_plan) {
+    const std::string_view bytes(request);
+    char* error = nullptr;
+    processor_load_plan* plan;
+    {
+      py::gil_scoped_release release;  // reads saved_model.pb
+      plan = processor_control_plan_load(bytes.data(), static_cast<int>(bytes.size()), &error);
     }
+    if (!plan) ThrowLoadFailure(error);
+    plan_.reset(plan);
   }
-  int count() const { return static_cast<int>(keys.size()); }
-  std::vector<const char*> keys, values;
+
+  py::bytes Embeddings() const {
+    void* output = nullptr;
+    int size = 0;
+    processor_control_plan_embeddings(plan_.get(), &output, &size);
+    return TakeBuffer(output, size);
+  }
+
+  std::shared_ptr<Servable> Load(const py::bytes& sources) {
+    const std::string_view bytes(sources);
+    char* error = nullptr;
+    processor_servable* servable;
+    {
+      py::gil_scoped_release release;  // loading takes seconds; the control plane's threads keep running
+      servable = processor_control_load(plan_.get(), bytes.data(), static_cast<int>(bytes.size()), &error);
+    }
+    if (!servable) ThrowLoadFailure(error);
+    return std::make_shared<Servable>(servable);
+  }
+
+ private:
+  std::unique_ptr<processor_load_plan, decltype(&processor_control_release_plan)> plan_;
 };
 
-std::shared_ptr<Servable> LoadServable(const std::map<std::string, std::string>& options) {
-  OptionArrays arrays(options);
-  char* error = nullptr;
-  processor_servable* servable;
-  {
-    py::gil_scoped_release release;  // loading takes seconds; the control plane's threads keep running
-    servable = processor_control_load(arrays.keys.data(), arrays.values.data(), arrays.count(), &error);
-  }
-  if (!servable) ThrowLoadFailure(error);
-  return std::make_shared<Servable>(servable);
-}
-
-py::bytes SessionConfig(const std::map<std::string, std::string>& options) {
-  OptionArrays arrays(options);
+py::bytes SessionConfig(const py::bytes& settings) {
+  const std::string_view bytes(settings);
   void* output = nullptr;
   int output_size = 0;
   char* error = nullptr;
-  if (processor_control_session_config(arrays.keys.data(), arrays.values.data(), arrays.count(), &output,
-                                       &output_size, &error) != 0) {
+  if (processor_control_session_config(bytes.data(), static_cast<int>(bytes.size()), &output, &output_size,
+                                       &error) != 0) {
     ThrowLoadFailure(error);
   }
   return TakeBuffer(output, output_size);
@@ -178,39 +178,12 @@ bool SavedModelRestoresVariables(const py::bytes& saved_model) {
   return processor_control_savedmodel_restores_variables(bytes.data(), static_cast<int>(bytes.size())) != 0;
 }
 
-// (name, rows, dim, saved name, first row) of each embedding a feature-store load serves from the store.
-std::vector<std::tuple<std::string, int64_t, int64_t, std::string, int64_t>> PlanEmbeddings(const std::map<std::string, std::string>& options) {
-  OptionArrays arrays(options);
-  void* output = nullptr;
-  int output_size = 0;
-  char* error = nullptr;
-  int code;
-  {
-    py::gil_scoped_release release;
-    code = processor_control_plan_embeddings(arrays.keys.data(), arrays.values.data(), arrays.count(), &output,
-                                             &output_size, &error);
-  }
-  if (code != 0) ThrowLoadFailure(error);
-  const std::string text = TakeBuffer(output, output_size);
-  std::vector<std::tuple<std::string, int64_t, int64_t, std::string, int64_t>> embeddings;
-  for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
-    std::vector<std::string> fields;
-    for (size_t from = start, tab; from <= end; from = tab + 1) {
-      tab = std::min(text.find('\t', from), end);
-      fields.push_back(text.substr(from, tab - from));
-    }
-    embeddings.emplace_back(fields.at(0), std::stoll(fields.at(1)), std::stoll(fields.at(2)), fields.at(3),
-                            std::stoll(fields.at(4)));
-  }
-  return embeddings;
-}
-
-class Model {
+class ModelHandle {
  public:
-  explicit Model(const std::string& model_name) : handle_(processor_control_new_model(model_name.c_str())) {}
-  ~Model() { processor_control_delete_model(handle_); }
-  Model(const Model&) = delete;
-  Model& operator=(const Model&) = delete;
+  explicit ModelHandle(const std::string& model_name) : handle_(processor_control_new_handle(model_name.c_str())) {}
+  ~ModelHandle() { processor_control_delete_handle(handle_); }
+  ModelHandle(const ModelHandle&) = delete;
+  ModelHandle& operator=(const ModelHandle&) = delete;
 
   uintptr_t address() const { return reinterpret_cast<uintptr_t>(handle_); }
 
@@ -339,9 +312,18 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("run_interface", &Servable::RunInterface,
                              "(\"callable\" or \"session_run\", why TensorFlow made no callable or \"\"): how requests "
                              "reach TensorFlow.")
-      .def("variables", &Servable::Variables, "The graph's variables: (name, dtype, shape or None, full name of a partitioned variable's part or '').")
-      .def("restore", &Servable::Restore, py::arg("prefix"),
-           "Restores a checkpoint into the live session (not atomic for requests in flight). Raises LoadError.");
+      .def("variables", &Servable::Variables, "The graph's variables: a serialized control.VariableList.")
+      .def("restore", &Servable::Restore, py::arg("request"),
+           "Restores a checkpoint (a serialized control.RestoreRequest) into the live session, not atomically for "
+           "requests in flight; nothing is restored unless it fits the graph. Raises LoadError.");
+
+  py::class_<LoadPlan>(m, "LoadPlan", "Step 1 of a load: the request read and, with a feature store, the SavedModel's "
+                                       "graph read and its embeddings planned.")
+      .def(py::init<const py::bytes&>(), py::arg("request"), "From a serialized control.LoadRequest; raises LoadError.")
+      .def_property_readonly("embeddings", &LoadPlan::Embeddings,
+                             "A serialized control.EmbeddingPlan: what the feature store serves.")
+      .def("load", &LoadPlan::Load, py::arg("sources") = py::bytes(),
+           "Step 2: loads the version; sources is a serialized control.TableSources. Raises LoadError.");
 
   py::class_<MonolithShard>(m, "MonolithShard", "A Monolith hash-table dump's shard (TFRecord of EntryDump), "
                                                  "every record's CRC checked.")
@@ -370,29 +352,24 @@ PYBIND11_MODULE(_core, m) {
         "(number, name, value field, numpy kind, numpy item size) of each dtype the protocol carries: "
         "cpp/common/dtypes.h, for the test that ties Python's table to it.");
 
-  m.def("load_servable", &LoadServable, py::arg("options"),
-        "Loads a version from string options (see abi/control_api.h); raises LoadError.");
-
-  m.def("plan_embeddings", &PlanEmbeddings, py::arg("options"),
-        "(name, rows, dim, saved name, first row) of the embeddings a load with these feature-store options serves "
-        "from the store.");
   m.def("savedmodel_restores_variables", &SavedModelRestoresVariables, py::arg("saved_model"),
         "Whether saved_model.pb's bytes describe a graph with variables to restore (a saver_def).");
-  m.def("session_config", &SessionConfig, py::arg("options"),
-        "The serialized tensorflow.ConfigProto a load with these options gives its session.");
+  m.def("session_config", &SessionConfig, py::arg("settings"),
+        "The serialized tensorflow.ConfigProto a load with these settings (a serialized control.SessionSettings) "
+        "gives its session.");
 
-  py::class_<Model>(m, "Model", "The model handle the C ABI serves from.")
+  py::class_<ModelHandle>(m, "ModelHandle", "The model handle the C ABI serves from (abi/model_handle.h).")
       .def(py::init<const std::string&>(), py::arg("model_name"))
-      .def_property_readonly("address", &Model::address, "The handle as the C ABI's void*.")
-      .def("install", &Model::Install, py::arg("servable"), py::arg("model_info"))
-      .def("set_model_info", &Model::SetModelInfo, py::arg("model_info"))
-      .def("unload", &Model::Unload)
-      .def("set_limits", &Model::SetLimits, py::arg("max_request_bytes"), py::arg("max_tensor_elements"))
-      .def("set_request_log", &Model::SetRequestLog, py::arg("path"), py::arg("sample_rate"), py::arg("max_records"),
+      .def_property_readonly("address", &ModelHandle::address, "The handle as the C ABI's void*.")
+      .def("install", &ModelHandle::Install, py::arg("servable"), py::arg("model_info"))
+      .def("set_model_info", &ModelHandle::SetModelInfo, py::arg("model_info"))
+      .def("unload", &ModelHandle::Unload)
+      .def("set_limits", &ModelHandle::SetLimits, py::arg("max_request_bytes"), py::arg("max_tensor_elements"))
+      .def("set_request_log", &ModelHandle::SetRequestLog, py::arg("path"), py::arg("sample_rate"), py::arg("max_records"),
            py::arg("max_bytes"), py::arg("backups"))
-      .def("set_timeline", &Model::SetTimeline, py::arg("start"), py::arg("interval"), py::arg("count"), py::arg("path"))
-      .def("process", &Model::Process, py::arg("request"))
-      .def("model_info", &Model::ModelInfo)
-      .def("metrics", &Model::Metrics)
-      .def("predict", &Model::Predict, py::arg("inputs"), py::arg("output_filter"), py::arg("signature_name"));
+      .def("set_timeline", &ModelHandle::SetTimeline, py::arg("start"), py::arg("interval"), py::arg("count"), py::arg("path"))
+      .def("process", &ModelHandle::Process, py::arg("request"))
+      .def("model_info", &ModelHandle::ModelInfo)
+      .def("metrics", &ModelHandle::Metrics)
+      .def("predict", &ModelHandle::Predict, py::arg("inputs"), py::arg("output_filter"), py::arg("signature_name"));
 }

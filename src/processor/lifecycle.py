@@ -1,6 +1,6 @@
 """Which version serves, and every change of it: the first version, updates found by polling, deltas,
 rollback and its pin, the feature store's reloads, failures and their backoff, and the model info
-that says all this. The Processor facade (processor.py) drives it; the version policy
+that says all this. The Processor facade (facade.py) drives it; the version policy
 (version_policy.py) decides how a new version replaces the serving one."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from . import _core, predict_pb2
 from .backoff import RetryBackoff
 from .config import ProcessorConfig
 from .errors import ModelLoadError, RequestError, StoreError
+from .loading import control
 from .loading.deltas import plan_delta
 from .loading.loader import Candidate, LoadedVersion, VersionLoader, VersionRecord, store_version_of
 from .version_policy import POLICIES
@@ -43,7 +44,7 @@ class VersionLifecycle:
         self.serving: Optional[VersionRecord] = None
         self.serving_servable: Optional[_core.Servable] = None  # to apply deltas to
         self._delta_step = -1  # newest delta applied to the serving version
-        self.model: Optional[_core.Model] = None
+        self.handle: Optional[_core.ModelHandle] = None
 
     # ---- starting and stopping
 
@@ -70,23 +71,23 @@ class VersionLifecycle:
                 next_report = now + 60
             time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
 
-    def serve_first(self, model: _core.Model, loaded: LoadedVersion) -> None:
-        self.model = model
+    def serve_first(self, handle: _core.ModelHandle, loaded: LoadedVersion) -> None:
+        self.handle = handle
         self._serve_with_deltas(loaded)
 
-    def close(self) -> Optional[_core.Model]:
-        """Stops serving: returns the model to unload (None when closed already). A load in progress
+    def close(self) -> Optional[_core.ModelHandle]:
+        """Stops serving: returns the model handle to unload (None when closed already). A load in progress
         finds the lifecycle closed and discards its result."""
         with self._state_lock:
-            model, self.model = self.model, None
+            handle, self.handle = self.handle, None
             self.serving_servable = None
-        return model
+        return handle
 
-    def live_model(self) -> _core.Model:
-        model = self.model
-        if model is None:
+    def live_handle(self) -> _core.ModelHandle:
+        handle = self.handle
+        if handle is None:
             raise RequestError(503, "the processor is closed")
-        return model
+        return handle
 
     # ---- what the facade asks for
 
@@ -94,7 +95,7 @@ class VersionLifecycle:
         """Serves the newest complete version when it is newer than the serving one (and no pin holds it
         back), else applies pending deltas. A failure raises when raise_errors, else it is logged."""
         with self._update_lock:
-            self.live_model()
+            self.live_handle()
             try:
                 candidate = self.loader.discover()
             except StoreError as error:
@@ -134,7 +135,7 @@ class VersionLifecycle:
         if reason is None:
             return
         with self._update_lock:
-            if self.serving is not serving or self.model is None:
+            if self.serving is not serving or self.handle is None:
                 return  # another version serves, or closed, meanwhile
             if self._backoff.waiting(serving.candidate.identity):
                 return  # the last reload failed: retried as failed loads are
@@ -153,7 +154,7 @@ class VersionLifecycle:
 
     def rollback(self, version: Optional[int]) -> None:
         with self._update_lock:
-            self.live_model()
+            self.live_handle()
             current = self.serving.candidate
             if version is None or version == -1:
                 earlier = [c for c in self._history if c.key < current.key]
@@ -207,7 +208,7 @@ class VersionLifecycle:
 
     def unload_serving(self) -> None:
         with self._state_lock:
-            self.live_model().unload()
+            self.live_handle().unload()
             self.serving_servable = None  # the last reference (unload() waited for the requests on it)
 
     def bring_back(self, candidate: Candidate, servable: Optional[_core.Servable]) -> None:
@@ -215,7 +216,7 @@ class VersionLifecycle:
         when given, else loaded anew. If even that fails, nothing serves (503) until a poll loads a version."""
         try:
             if servable is not None:
-                servable.restore(self.loader.localize(candidate).checkpoint.prefix)
+                control.restore(servable, self.loader.localize(candidate).checkpoint.prefix, candidate.describe())
                 loaded = LoadedVersion(servable, self.serving)
             else:
                 loaded = self.loader.load(candidate)
@@ -291,7 +292,7 @@ class VersionLifecycle:
                 break
             try:
                 local = self.loader.localize_delta(delta)
-                plan = plan_delta(local, [(name, saved_name) for name, _, _, saved_name in servable.variables()])
+                plan = plan_delta(local, [(v.name, v.saved_name) for v in control.graph_variables(servable)])
                 store = self.loader.feature_store
                 if store is not None:  # the rows of tables in Redis are written there, once among replicas
                     plan, changes = store.split_delta(candidate.savedmodel.path, plan)
@@ -309,9 +310,9 @@ class VersionLifecycle:
     def _publish_model_info(self) -> None:
         """The serving version's info for get_serving_model_info(); nothing before a version serves
         (a delta that fails before the first version is installed is counted, and shown once it is)."""
-        model = self.model
-        if model is not None and self.serving is not None:
-            model.set_model_info(self._model_info_bytes())
+        handle = self.handle
+        if handle is not None and self.serving is not None:
+            handle.set_model_info(self._model_info_bytes())
 
     def _model_info_bytes(self) -> bytes:
         record = self.serving
@@ -329,7 +330,7 @@ class VersionLifecycle:
         """Makes `loaded` serve. New requests get it at once; the install returns once the requests still
         on the version it replaced have answered, and that version is released here, off the request path."""
         with self._state_lock:
-            model = self.live_model()  # closed meanwhile: the load is discarded
+            handle = self.live_handle()  # closed meanwhile: the load is discarded
             self.serving = loaded.record
             self.serving_servable = loaded.servable
             self._delta_step = delta_step
@@ -337,7 +338,7 @@ class VersionLifecycle:
                 self._history.append(loaded.record.candidate)
                 self._history.sort(key=lambda c: c.key)
             self._trim_history()
-            model.install(loaded.servable, self._model_info_bytes())
+            handle.install(loaded.servable, self._model_info_bytes())
         logger.info("serving %s", loaded.record.candidate.describe())
         self.loader.retain(self._history)
         if self.loader.feature_store is not None:

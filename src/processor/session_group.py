@@ -32,12 +32,6 @@ def pool_threads(config: ProcessorConfig) -> int:
     return max(1, (os.cpu_count() or 1) // config.session_num)
 
 
-def session_group_options(config: ProcessorConfig) -> Dict[str, str]:
-    """The data plane's load options for the session group."""
-    return {"session_num": str(config.session_num), "select_session_policy": config.select_session_policy,
-            "inter_op_threads": str(pool_threads(config))}
-
-
 def apply_openmp_settings(config: ProcessorConfig) -> Dict[str, str]:
     """Exports omp_num_threads / kmp_blocktime as OMP_NUM_THREADS / KMP_BLOCKTIME, unless the host set
     them already. The tensorflow-cpu wheel links no OpenMP runtime (its oneDNN kernels use TF's own

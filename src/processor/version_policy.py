@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Dict, Type
 from . import _core
 from .config import VERSION_POLICIES
 from .errors import ModelLoadError
-from .loading.loader import Candidate, LoadedVersion, VersionRecord, check_checkpoint_fits
+from .loading import control
+from .loading.loader import Candidate, LoadedVersion, VersionRecord
 
 if TYPE_CHECKING:
     from .lifecycle import VersionLifecycle
@@ -39,10 +40,8 @@ class ResourcePreserving:
             if not same_graph:
                 lifecycle.unload_serving()
                 return loader.load(candidate)
-            prefix = loader.localize(candidate).checkpoint.prefix
-            check_checkpoint_fits(servable, prefix, candidate.describe())
             try:
-                servable.restore(prefix)
+                control.restore(servable, loader.localize(candidate).checkpoint.prefix, candidate.describe())
             except _core.LoadError as e:
                 raise ModelLoadError(f"cannot restore {candidate.describe()} in place: {e}") from None
             return LoadedVersion(servable, VersionRecord(candidate, int(time.time() * 1000),

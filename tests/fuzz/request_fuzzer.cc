@@ -82,7 +82,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (!model) Finding("set PROCESSOR_FUZZ_MODEL to a SavedModel directory");
   processor::LoadOptions options;
   options.savedmodel_dir = model;
-  processor::Status status = processor::Servable::Load(options, &servable);
+  std::unique_ptr<processor::LoadPlan> plan;
+  processor::Status status = processor::LoadPlan::Make(options, &plan);
+  if (status.ok()) status = processor::Servable::Load(*plan, &servable);
   if (!status.ok()) Finding("cannot load " + std::string(model) + ": " + status.message());
   std::atexit([] { std::fprintf(stderr, "request_fuzzer: answers 200: %ld, 400: %ld\n", answered_200, answered_400); });
   return 0;

@@ -1,13 +1,13 @@
 """Versioned embedding tables in Redis or a Redis Cluster, written by one replica at a time.
 
 Layout (HugeCTR HPS-style hash-tagged partitions): row `id` of table T in model version V lives in the
-hash `pe:{<model>/<V>/<T>/<id % partitions>}`, field = the id as 8 little-endian bytes, value = the row
+hash `pe:{<namespace>/<V>/<T>/<id % partitions>}`, field = the id as 8 little-endian bytes, value = the row
 as little-endian float32 (the table's dtype) bytes. The braces are a Redis Cluster hash tag: each
 partition sits in one slot, and the partitions of a table spread over the cluster's masters.
 
-A version is complete when its number is in the sorted set `pe:{<model>}:versions` (written last, after
-every row and the version's metadata hash `pe:{<model>}:v:<V>`): replicas serve only complete versions,
-so they all agree. One replica imports a version while holding `pe:{<model>}:lock:<V>` (SET NX PX,
+A version is complete when its number is in the sorted set `pe:{<namespace>}:versions` (written last, after
+every row and the version's metadata hash `pe:{<namespace>}:v:<V>`): replicas serve only complete versions,
+so they all agree. One replica imports a version while holding `pe:{<namespace>}:lock:<V>` (SET NX PX,
 renewed while it writes, released by compare-and-delete); the others wait for the version to
 complete, and take over if the lock expires without it (the importer died).
 
@@ -16,9 +16,10 @@ rows): the data plane reads it with the rows, so a partition that lost its rows 
 empty) or was imported again is never served as ids the table lacks; lost() checks the same from
 here, and forget() drops such a version so that it is imported anew.
 
-The data plane spells the partition keys, the versions key and the marker field itself
-(cpp/model/servable_feature_store.cc, cpp/feature_store/redis_table.cc): every Redis test of
-tests/test_feature_store_serving.py reads through it what this module wrote, and fails if the two differ.
+This module spells every key: a load gives the data plane each table's key prefix and the versions key
+(control.TableSources). The data plane appends "<partition>}" and reads the field "#" itself
+(cpp/feature_store/redis_table.h): every Redis test of tests/test_feature_store_serving.py reads through
+it what this module wrote, and fails if the two differ.
 
 redis-py (RedisCluster for clusters) routes by slot and follows MOVED/ASK.
 """
@@ -106,35 +107,39 @@ VARIANTS_PER_VERSION = 1000  # distinct sources one version number may have in R
 
 
 class RedisTables:
-    def __init__(self, client, model: str, partitions: int = 16, update_threads: int = 1, block_rows: int = 8192):
+    def __init__(self, client, namespace: str, partitions: int = 16, update_threads: int = 1, block_rows: int = 8192):
         self.client = client
-        self.model = model
+        self.namespace = namespace  # feature_store_namespace (default: the model's name)
         self.partitions = partitions
         self.update_threads = update_threads
         self.block_rows = block_rows
 
     # ---- keys
 
+    def table_key_prefix(self, version: int, table: str) -> str:
+        """What the data plane's reader puts before "<partition>}" (cpp/feature_store/redis_table.h)."""
+        return f"pe:{{{self.namespace}/{version}/{table}/"
+
     def partition_key(self, version: int, table: str, partition: int) -> str:
-        return f"pe:{{{self.model}/{version}/{table}/{partition}}}"
+        return f"{self.table_key_prefix(version, table)}{partition}}}"
 
     def _meta_key(self, version: int) -> str:
-        return f"pe:{{{self.model}}}:v:{version}"
+        return f"pe:{{{self.namespace}}}:v:{version}"
 
-    def _versions_key(self) -> str:
-        return f"pe:{{{self.model}}}:versions"
+    def versions_key(self) -> str:
+        return f"pe:{{{self.namespace}}}:versions"
 
     def _lock_key(self, version) -> str:
-        return f"pe:{{{self.model}}}:lock:{version}"
+        return f"pe:{{{self.namespace}}}:lock:{version}"
 
     def _deltas_key(self, version: int) -> str:
-        return f"pe:{{{self.model}}}:deltas:{version}"
+        return f"pe:{{{self.namespace}}}:deltas:{version}"
 
     def _ids_key(self) -> str:
-        return f"pe:{{{self.model}}}:ids"
+        return f"pe:{{{self.namespace}}}:ids"
 
     def _variants_key(self) -> str:
-        return f"pe:{{{self.model}}}:variants"
+        return f"pe:{{{self.namespace}}}:variants"
 
     # ---- identities
 
@@ -148,7 +153,7 @@ class RedisTables:
         if found is None:
             n = self.client.hincrby(self._variants_key(), str(version), 1)
             if n >= VARIANTS_PER_VERSION:
-                raise StoreError(f"model {self.model} version {version} has had {n} different sources in Redis "
+                raise StoreError(f"model {self.namespace} version {version} has had {n} different sources in Redis "
                                  f"(at most {VARIANTS_PER_VERSION - 1}): delete its keys, or use a new version")
             self.client.hsetnx(self._ids_key(), field, version * VARIANTS_PER_VERSION + n)
             found = self.client.hget(self._ids_key(), field)
@@ -157,10 +162,10 @@ class RedisTables:
     # ---- versions
 
     def complete_versions(self) -> List[int]:
-        return [int(v) for v in self.client.zrange(self._versions_key(), 0, -1)]
+        return [int(v) for v in self.client.zrange(self.versions_key(), 0, -1)]
 
     def is_complete(self, version: int) -> bool:
-        return self.client.zscore(self._versions_key(), str(version)) is not None
+        return self.client.zscore(self.versions_key(), str(version)) is not None
 
     def tables(self, version: int) -> Dict[str, dict]:
         raw = self.client.hget(self._meta_key(version), "tables")
@@ -171,17 +176,22 @@ class RedisTables:
         raw = self.client.hget(self._meta_key(version), "token")
         return raw.decode() if raw else ""
 
+    def tables_and_token(self, version: int) -> Tuple[Dict[str, dict], str]:
+        """tables() and token() in one round trip."""
+        tables, token = self.client.hmget(self._meta_key(version), ["tables", "token"])
+        return (json.loads(tables) if tables else {}), (token.decode() if token else "")
+
     def lost(self, version: int, token: str) -> Optional[str]:
         """Why the import `token` of `version` can no longer be served (its marker, metadata or a
         partition's rows are gone, or it was imported again), or None when it is intact."""
         if not self.is_complete(version):
-            return f"model {self.model} version {version} is no longer complete in Redis"
+            return f"model {self.namespace} version {version} is no longer complete in Redis"
         if self.token(version) != token:
-            return f"model {self.model} version {version} was imported again in Redis"
+            return f"model {self.namespace} version {version} was imported again in Redis"
         lost = [key for key, marker in self._markers(version, self._stored_partitions(version))
                 if marker != token.encode()]
         if lost:
-            return f"{len(lost)} partition(s) of model {self.model} version {version} lost their rows in Redis " \
+            return f"{len(lost)} partition(s) of model {self.namespace} version {version} lost their rows in Redis " \
                    f"(a server restarted empty?): {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}"
         return None
 
@@ -189,11 +199,11 @@ class RedisTables:
         """Drops the import `token` of `version` (lost() said why): it is no longer complete, its number
         no longer stands for its sources, and its remaining keys are deleted; the next load imports anew."""
         partitions = self._stored_partitions(version)
-        if self.client.eval(_FORGET, 4, self._meta_key(version), self._versions_key(), self._deltas_key(version),
+        if self.client.eval(_FORGET, 4, self._meta_key(version), self.versions_key(), self._deltas_key(version),
                             self._ids_key(), str(version), token):
             self._unlink_partitions(version, partitions)
             logger.warning("forgot model %s version %d in Redis: it lost rows; it will be imported again",
-                           self.model, version)
+                           self.namespace, version)
 
     def ensure_version(self, version: int, tables: Mapping[str, object], timeout: float = 3600.0) -> bool:
         """Makes `version` complete in the store: imports it under the lock, or waits while another
@@ -205,7 +215,7 @@ class RedisTables:
     def apply_delta(self, version: int, step: int, prefix: str, changes: Mapping[str, bool],
                     saved_as: Optional[Mapping[str, Tuple[str, int]]] = None, timeout: float = 600.0) -> bool:
         """Writes the rows a delta (at `prefix`, step `step`) changes in tables of `version`, once among
-        replicas (marker: the step in `pe:{<model>}:deltas:<version>`). `changes`: table -> sparse (rows
+        replicas (marker: the step in `pe:{<namespace>}:deltas:<version>`). `changes`: table -> sparse (rows
         by id) or not (the whole table). `saved_as`: table -> (saved name, first row) for a part of a
         partitioned variable, which a whole delta saves as its slice of the full variable. Only the
         changed rows are written; each row is replaced atomically, a delta as a whole is not (requests
@@ -217,7 +227,7 @@ class RedisTables:
             meta = self.tables(version)
             for table, sparse in sorted(changes.items()):
                 if table not in meta:
-                    raise StoreError(f"model {self.model} version {version} has no table '{table}' in Redis")
+                    raise StoreError(f"model {self.namespace} version {version} has no table '{table}' in Redis")
                 rows, dim, any_id = meta[table]["rows"], meta[table]["dim"], meta[table].get("keyed_by_any_id", False)
                 if meta[table]["partitions"] != self.partitions:
                     raise StoreError(f"table '{table}' of version {version} has {meta[table]['partitions']} partitions "
@@ -245,7 +255,7 @@ class RedisTables:
                         local = first - first_row
                         self._write_rows(version, table, np.arange(local, local + len(block)), block)
             self.client.zadd(marker, {str(step): step})
-            logger.info("wrote delta %s (step %d) of model %s version %d to Redis: %s", prefix, step, self.model,
+            logger.info("wrote delta %s (step %d) of model %s version %d to Redis: %s", prefix, step, self.namespace,
                         version, ", ".join(sorted(changes)))
 
         return self._once(lambda: self.client.zscore(marker, str(step)) is not None,
@@ -266,7 +276,7 @@ class RedisTables:
                 finally:
                     self.client.eval(_RELEASE, 1, lock_key, token)
                 return True
-            logger.info("model %s %s is being written by another replica: waiting", self.model, what)
+            logger.info("model %s %s is being written by another replica: waiting", self.namespace, what)
             while self.client.exists(lock_key) and not done():
                 if time.monotonic() > deadline:
                     raise StoreError(f"timed out waiting for another replica to write {what}")
@@ -278,14 +288,14 @@ class RedisTables:
         deleted, versions = [], self.complete_versions()
         for version in versions[:-keep] if keep > 0 else versions:
             partitions = self._stored_partitions(version)
-            self.client.zrem(self._versions_key(), str(version))
+            self.client.zrem(self.versions_key(), str(version))
             self._unlink_partitions(version, partitions)
             self.client.delete(self._meta_key(version), self._deltas_key(version))
             stale = [field for field, value in self.client.hgetall(self._ids_key()).items() if int(value) == version]
             if stale:
                 self.client.hdel(self._ids_key(), *stale)
             deleted.append(version)
-            logger.info("deleted model %s version %d from Redis", self.model, version)
+            logger.info("deleted model %s version %d from Redis", self.namespace, version)
         return deleted
 
     # ---- reading
@@ -295,7 +305,7 @@ class RedisTables:
         with one HMGET per partition, pipelined."""
         meta = self.tables(version).get(table)
         if meta is None:
-            raise StoreError(f"model {self.model} version {version} has no table '{table}' in Redis")
+            raise StoreError(f"model {self.namespace} version {version} has no table '{table}' in Redis")
         ids = np.asarray(ids, dtype=np.int64)
         unique, inverse = np.unique(ids, return_inverse=True)
         dtype = np.dtype(meta["dtype"])
@@ -395,11 +405,11 @@ class RedisTables:
                     written[0] += len(block)
                     if rows is None:  # a hash table: its size is known at the end
                         if written[0] >= next_report[0] * 1_000_000:
-                            logger.info("importing %s version %d table %s: %d rows", self.model, version, table,
+                            logger.info("importing %s version %d table %s: %d rows", self.namespace, version, table,
                                         written[0])
                             next_report[0] += 1
                     elif written[0] >= next_report[0] * rows:
-                        logger.info("importing %s version %d table %s: %d of %d rows (%.0f %%)", self.model, version,
+                        logger.info("importing %s version %d table %s: %d of %d rows (%.0f %%)", self.namespace, version,
                                     table, written[0], rows, 100.0 * written[0] / rows)
                         next_report[0] = (int(10 * written[0] / rows) + 1) / 10
 
@@ -417,9 +427,9 @@ class RedisTables:
         keep_lock()
         missing = [key for key, marker in self._markers(version, partitions) if marker != import_token.encode()]
         if missing:  # a server restarted empty meanwhile, without the connection failing
-            raise StoreError(f"import of model {self.model} version {version}: {len(missing)} partition(s) lost "
+            raise StoreError(f"import of model {self.namespace} version {version}: {len(missing)} partition(s) lost "
                              f"their rows meanwhile (a server restarted?), e.g. {missing[0]}", transient=True)
         self.client.hset(self._meta_key(version), mapping={"tables": json.dumps(metadata), "token": import_token})
-        self.client.zadd(self._versions_key(), {str(version): version})  # the completion marker, last
-        logger.info("imported model %s version %d (%s) in %.1f s", self.model, version,
+        self.client.zadd(self.versions_key(), {str(version): version})  # the completion marker, last
+        logger.info("imported model %s version %d (%s) in %.1f s", self.namespace, version,
                     ", ".join(f"{t}: {m['rows']} rows" for t, m in metadata.items()), time.monotonic() - started)

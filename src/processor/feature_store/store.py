@@ -1,7 +1,7 @@
 """The control plane's side of serving embeddings from a feature store.
 
-The data plane rewrites the graph and reads the tables (cpp/feature_store/). Here: the load options
-that ask for it, and for Redis what must happen around a load: the version's tables imported by one
+The data plane rewrites the graph and reads the tables (cpp/feature_store/). Here: the request that
+asks for it (protos/control.proto), and for Redis what must happen around a load: the version's tables imported by one
 replica (or awaited) before it loads, deltas' changed rows written once among replicas, and versions
 beyond the `rollback_keep` newest deleted.
 """
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from contextlib import contextmanager
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from .. import _core
+from .. import control_pb2
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
 from .layout_filters import parse_layout_filter
@@ -28,16 +27,6 @@ REDIS_LAYOUT = 2
 DeltaPlan = List[Tuple[str, bool, int]]  # (variable, sparse, key dtype), as incremental.plan_delta gives
 
 
-class Embedding(NamedTuple):
-    """A variable served from the store, and where its rows are saved (a part of a partitioned variable
-    is rows [first_row, first_row + rows) of the saved one)."""
-    name: str
-    rows: int
-    dim: int
-    saved_name: str
-    first_row: int
-
-
 def store_version(savedmodel_version: int, checkpoint_step: Optional[int]) -> int:
     """The number a version's tables are kept under in the store: its checkpoint's step, or else its
     SavedModel's version (0 for an unversioned SavedModel)."""
@@ -49,7 +38,7 @@ class FeatureStore:
         self.config = config
         self.namespace = config.feature_store_namespace or config.model_name
         self._redis_tables = None
-        self._embeddings: Dict[str, Dict[str, Embedding]] = {}  # by SavedModel path, then variable
+        self._embeddings: Dict[str, Dict[str, control_pb2.Embedding]] = {}  # by SavedModel path, then variable
         self._stored_as: Dict[int, int] = {}  # version -> the number its tables have in Redis (version_id)
         self._tokens: Dict[int, str] = {}  # version -> the import its load serves (redis_tables.py)
 
@@ -57,50 +46,40 @@ class FeatureStore:
     def is_redis(self) -> bool:
         return self.config.feature_store_type == "redis"
 
-    def load_options(self) -> Dict[str, str]:
+    def request(self) -> control_pb2.FeatureStore:
+        """Which variables a load serves from the store, and how it reaches Redis."""
         config = self.config
         min_rows = config.embedding_min_rows
         if self.is_redis and not config.embedding_names and not min_rows:
             min_rows = 1  # every variable the signature only gathers from
         names = config.embedding_names + [name for name in config.monolith_tables if name not in config.embedding_names]
-        options = {"feature_store": config.feature_store_type, "embedding_names": ",".join(names),
-                   "embedding_min_rows": str(min_rows),
-                   "embedding_default_value": repr(float(config.embedding_default_value))}
+        request = control_pb2.FeatureStore(feature_store_type=config.feature_store_type, embedding_names=names,
+                                           embedding_min_rows=min_rows,
+                                           embedding_default_value=config.embedding_default_value)
         if self.is_redis:
-            options.update({"redis_url": config.redis_url, "read_thread_num": str(config.read_thread_num),
-                            "redis_model": self.namespace, "redis_partitions": str(config.feature_store_partitions)})
-            if config.redis_password:
-                options["redis_password"] = config.redis_password
-        return options
+            request.redis_url = config.redis_url
+            request.redis_password = config.redis_password or ""
+            request.read_thread_num = config.read_thread_num
+        return request
 
-    def embeddings(self, savedmodel: str, options: Dict[str, str]) -> Dict[str, "Embedding"]:
-        """The variables a load of this SavedModel (its store path; options name its local copy) serves
-        from the store."""
-        if savedmodel not in self._embeddings:
-            try:
-                planned = _core.plan_embeddings(options)
-            except _core.LoadError as e:
-                raise ModelLoadError(str(e)) from None
-            self._embeddings[savedmodel] = {entry[0]: Embedding(*entry) for entry in planned}
-        return self._embeddings[savedmodel]
-
-    def prepare(self, version: int, savedmodel: str, options: Dict[str, str]) -> Dict[str, str]:
-        """What a load of `version` of `savedmodel` (its store path) needs on top of load_options() and
-        the local paths in `options`: for local tables, the Monolith shards to read; for Redis, its tables
-        complete in the store first (imported here, or by another replica)."""
-        if not self.is_redis and not self.config.monolith_tables:
-            return {}
-        prefix = options.get("checkpoint_prefix") or os.path.join(options["savedmodel_dir"], "variables", "variables")
-        embeddings = self.embeddings(savedmodel, options)
-        unknown = sorted(set(self.config.monolith_tables) - set(embeddings))
+    def prepare(self, version: int, savedmodel: str, prefix: str,
+                embeddings: List[control_pb2.Embedding]) -> control_pb2.TableSources:
+        """Where the tables of a load of `version` of `savedmodel` (its store path) come from, given the
+        embeddings its plan serves from the store and the local checkpoint `prefix` it restores: for
+        local tables, the Monolith dumps' shards; for Redis, the version's tables, complete in the store
+        first (imported here, or by another replica)."""
+        by_name = {e.name: e for e in embeddings}
+        self._embeddings[savedmodel] = by_name
+        unknown = sorted(set(self.config.monolith_tables) - set(by_name))
         if unknown:
             raise ModelLoadError(f"monolith_tables names {', '.join(unknown)}, not among the embeddings served from "
-                                 f"the feature store ({', '.join(embeddings)})")
+                                 f"the feature store ({', '.join(by_name)})")
         if not self.is_redis:  # the data plane reads the shards layout_filters keep
-            return {f"monolith:{name}": "\n".join(self._monolith_table(name, embeddings[name].dim).shards)
-                    for name in self.config.monolith_tables}
+            return control_pb2.TableSources(monolith_tables=[
+                control_pb2.MonolithTable(variable=name, shards=self._monolith_table(name, by_name[name].dim).shards)
+                for name in self.config.monolith_tables])
         sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
-                   CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in embeddings.items()}
+                   CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in by_name.items()}
         import hashlib  # here: hashing loads OpenSSL, which local stores must never load
         identity = hashlib.sha256(json.dumps({"layout": REDIS_LAYOUT, **{
             name: source.identity() for name, source in sorted(sources.items())}}, sort_keys=True).encode()).hexdigest()[:32]
@@ -114,17 +93,20 @@ class FeatureStore:
                 tables.forget(stored_as, token)
                 stored_as = tables.version_id(version, identity)
             tables.ensure_version(stored_as, sources)
-            stored = tables.tables(stored_as)
-            token = tables.token(stored_as)
+            stored, token = tables.tables_and_token(stored_as)
         self._stored_as[version] = stored_as
         self._tokens[version] = token
-        missing = [name for name in embeddings if name not in stored]
+        missing = [name for name in by_name if name not in stored]
         if missing:
             raise StoreError(f"version {version} in Redis lacks table(s) {', '.join(missing)} (imported from "
                              f"another graph?)")
         # The partitions the version was imported with, whatever this replica's config says.
-        return {"redis_version": str(stored_as), "redis_token": token,
-                "redis_partitions": str(stored[next(iter(embeddings))]["partitions"])}
+        partitions = stored[next(iter(by_name))]["partitions"] if by_name else self.config.feature_store_partitions
+        return control_pb2.TableSources(
+            redis_tables=[control_pb2.RedisTable(variable=name, key_prefix=tables.table_key_prefix(stored_as, name))
+                          for name in by_name],
+            redis_versions_key=tables.versions_key(), redis_version=stored_as, redis_token=token,
+            redis_partitions=partitions)
 
     def lost(self, version: int) -> Optional[str]:
         """Why the tables a load of `version` serves are gone or changed in Redis (a server restarted
@@ -147,7 +129,7 @@ class FeatureStore:
                                  f"'{variable}' of {dim}")
         return table
 
-    def split_delta(self, savedmodel: str, plan: DeltaPlan) -> Tuple[DeltaPlan, Dict[str, Embedding]]:
+    def split_delta(self, savedmodel: str, plan: DeltaPlan) -> Tuple[DeltaPlan, Dict[str, Tuple[bool, control_pb2.Embedding]]]:
         """(what the session applies, table -> (sparse, its Embedding) for what the control plane writes
         to Redis). A local store's tables take their rows in the data plane, like the session's variables."""
         if not self.is_redis:
@@ -156,7 +138,7 @@ class FeatureStore:
         return ([entry for entry in plan if entry[0] not in stored],
                 {name: (sparse, stored[name]) for name, sparse, _ in plan if name in stored})
 
-    def apply_delta(self, version: int, step: int, prefix: str, changes: Dict[str, Tuple[bool, Embedding]]) -> None:
+    def apply_delta(self, version: int, step: int, prefix: str, changes: Dict[str, Tuple[bool, control_pb2.Embedding]]) -> None:
         if changes:
             with _redis_errors():
                 self._tables().apply_delta(self._stored_as.get(version, version), step, prefix,

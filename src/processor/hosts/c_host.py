@@ -10,7 +10,7 @@ import threading
 from typing import Dict
 
 from ..errors import ModelLoadError, ProcessorError, RequestError
-from ..processor import Processor
+from ..facade import Processor
 
 logger = logging.getLogger("processor")
 _live: Dict[int, Processor] = {}

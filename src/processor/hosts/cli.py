@@ -47,9 +47,8 @@ def _versions(config) -> dict:
 
 def _signature(config, loader, candidate) -> dict:
     """The signature of the candidate's SavedModel (loaded without restoring a checkpoint)."""
-    from .. import _core
-    local = loader.localize(candidate)
-    servable = _core.load_servable({"savedmodel_dir": local.savedmodel.path, "signature_name": config.signature_name})
+    from ..loading import control
+    servable = control.plan_load(control.load_request(config, loader.localize(candidate).savedmodel.path)).load()
     code, body = servable.process(b"")
     return json.loads(body) if code == 200 else {"error": body.decode("utf-8", "replace")}
 
@@ -61,7 +60,7 @@ def _session_threads(config) -> dict:
     pools, session_inter_op_thread_pool = 12: ThreadPoolOptionProto {num_threads = 1, global_name = 2})."""
     from .. import _core
     from ..formats.checkpoint_index import read_varint
-    from ..loading.loader import session_options
+    from ..loading.control import session_settings
 
     def fields(data: bytes):
         pos = 0
@@ -74,19 +73,20 @@ def _session_threads(config) -> dict:
                 value, pos = data[pos:pos + size], pos + size
             yield tag >> 3, value
 
-    proto = _core.session_config({"savedmodel_dir": config.savedmodel_dir, **session_options(config)})
-    report = {"intra_op_threads": 0, "use_per_session_threads": False, "inter_op_pools": []}
+    proto = _core.session_config(session_settings(config).SerializeToString())
+    report = {"intra_op_parallelism_threads": 0, "use_per_session_threads": False, "inter_op_pools": []}
     for field, value in fields(proto):
         if field == 2:
-            report["intra_op_threads"] = value
+            report["intra_op_parallelism_threads"] = value
         elif field == 9:
             report["use_per_session_threads"] = bool(value)
         elif field == 12:
             pool = dict(fields(value))
             report["inter_op_pools"].append({"threads": pool.get(1, 0), "shared_as": pool.get(2, b"").decode()})
     serving, update = report["inter_op_pools"][:-1], report["inter_op_pools"][-1]
-    return {"intra_op_threads": report["intra_op_threads"], "use_per_session_threads": report["use_per_session_threads"],
-            "inline_execute": config.enable_inline_execute, "serving_pools": serving, "update_pool": update}
+    return {"intra_op_parallelism_threads": report["intra_op_parallelism_threads"],
+            "use_per_session_threads": report["use_per_session_threads"],
+            "enable_inline_execute": config.enable_inline_execute, "serving_pools": serving, "update_pool": update}
 
 
 def cmd_versions(args) -> int:
@@ -137,8 +137,8 @@ def cmd_inspect(args) -> int:
           f"{len(found['checkpoints'])}, {len(found['deltas'])} pending delta(s)  (details: versions)")
     threads = report["session_threads"]
     pools = ", ".join(f"{pool['threads'] or 'TF-sized'}" for pool in threads["serving_pools"])
-    print(f"threads: intra-op {threads['intra_op_threads'] or 'TF-sized (process-wide)'}; serving inter-op pool(s): "
-          f"{'none, ops run in the caller' if threads['inline_execute'] else pools}; updates' pool: "
+    print(f"threads: intra-op {threads['intra_op_parallelism_threads'] or 'TF-sized (process-wide)'}; serving inter-op pool(s): "
+          f"{'none, ops run in the caller' if threads['enable_inline_execute'] else pools}; updates' pool: "
           f"{threads['update_pool']['threads'] or 'TF-sized'}")
     signature = report["signature"]
     if signature and "inputs" in signature:

@@ -26,7 +26,7 @@ from typing import Any, Optional, Tuple
 from aiohttp import web
 
 from ..errors import RequestError
-from ..processor import Processor
+from ..facade import Processor
 from .rest_json import RestRequestError, format_predict_response, parse_predict_body, signature_metadata
 
 logger = logging.getLogger(__name__)

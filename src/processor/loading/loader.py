@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
-from .. import _core
+from .. import _core, control_pb2
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
 from ..feature_store.store import FeatureStore, store_version
-from ..formats.checkpoint_index import CheckpointIndexError, read_index
-from ..session_group import session_group_options
 from ..stores import open_model_store
+from . import control
 from .checkpoints import STATE_FILE, CheckpointVersion, list_versions, newest_version
 from .deltas import pending_deltas
 from .savedmodels import SavedModelVersion, newest_savedmodel
@@ -67,40 +67,6 @@ class LoadedVersion:
 def store_version_of(candidate: Candidate) -> int:
     """The version number a feature store keeps `candidate`'s tables under."""
     return store_version(candidate.savedmodel.version, candidate.checkpoint.step if candidate.checkpoint else None)
-
-
-def check_checkpoint_fits(servable: _core.Servable, prefix: str, what: str) -> None:
-    """Raises ModelLoadError unless every graph variable the checkpoint holds has the graph's dtype and
-    shape. TensorFlow's restore does not check shapes of resource variables: a checkpoint of another
-    graph would load and then fail every request."""
-    try:
-        saved = read_index(prefix)
-    except CheckpointIndexError as e:
-        raise ModelLoadError(f"cannot load model version {what}: {e}") from None
-    for name, dtype, shape, _ in servable.variables():
-        entry = saved.get(name)
-        if entry is None:
-            continue  # a variable the saver does not restore, or under another key: TF's restore decides
-        if entry.dtype != dtype:
-            raise ModelLoadError(f"cannot load model version {what}: variable '{name}' has dtype {entry.dtype} in the "
-                                 f"checkpoint but {dtype} in the graph (a checkpoint of another graph?)")
-        if shape is not None and (len(shape) != len(entry.shape) or
-                                  any(g >= 0 and g != c for g, c in zip(shape, entry.shape))):
-            raise ModelLoadError(f"cannot load model version {what}: variable '{name}' has shape "
-                                 f"{list(entry.shape)} in the checkpoint but {shape} in the graph "
-                                 f"(a checkpoint of another graph?)")
-
-
-def session_options(config: ProcessorConfig) -> Dict[str, str]:
-    """The load options the data plane takes for the config's thread settings (the serving pools'
-    sizes come from the session group)."""
-    return {
-        "intra_op_threads": str(config.intra_op_parallelism_threads),
-        "use_per_session_threads": "1" if config.use_per_session_threads else "0",
-        "inline_execute": "1" if config.enable_inline_execute else "0",
-        "update_inter_op_threads": str(config.model_update_inter_threads),
-        **session_group_options(config),
-    }
 
 
 class VersionLoader:
@@ -192,29 +158,32 @@ class VersionLoader:
         return f"no complete checkpoint under checkpoint_dir '{self.config.checkpoint_dir}'" + \
             "".join(f"; {reason}" for reason in reasons)
 
+    def _table_sources(self, candidate: Candidate, local: Candidate, plan: _core.LoadPlan) -> control_pb2.TableSources:
+        """Where the feature store's tables of a planned load come from (none without a feature store)."""
+        if self.feature_store is None:
+            return control_pb2.TableSources()
+        prefix = local.checkpoint.prefix if local.checkpoint is not None else \
+            os.path.join(local.savedmodel.path, "variables", "variables")
+        try:
+            return self.feature_store.prepare(store_version_of(candidate), candidate.savedmodel.path, prefix,
+                                              control.planned_embeddings(plan))
+        except ModelLoadError as e:
+            raise ModelLoadError(f"cannot load model version {candidate.describe()}: feature store: {e}") from None
+
     def load(self, candidate: Candidate) -> LoadedVersion:
         """Downloads (from a remote store), loads, restores and warms up a version; ModelLoadError says
         which version and why."""
         what = candidate.describe()
         started = time.monotonic()
         local = self.localize(candidate)
-        options = {"savedmodel_dir": local.savedmodel.path, "signature_name": self.config.signature_name,
-                   **session_options(self.config)}
-        if local.checkpoint is not None:
-            options["checkpoint_prefix"] = local.checkpoint.prefix
-        if self.feature_store is not None:
-            options.update(self.feature_store.load_options())
-            try:
-                options.update(self.feature_store.prepare(store_version_of(candidate), candidate.savedmodel.path,
-                                                          options))
-            except ModelLoadError as e:
-                raise ModelLoadError(f"cannot load model version {what}: feature store: {e}") from None
+        request = control.load_request(self.config, local.savedmodel.path,
+                                       local.checkpoint.prefix if local.checkpoint is not None else None,
+                                       self.feature_store.request() if self.feature_store is not None else None, what)
         try:
-            servable = _core.load_servable(options)
+            plan = control.plan_load(request)
+            servable = plan.load(self._table_sources(candidate, local, plan).SerializeToString())
         except _core.LoadError as e:
             raise ModelLoadError(f"cannot load model version {what}: {e}") from None
-        if local.checkpoint is not None:
-            check_checkpoint_fits(servable, local.checkpoint.prefix, what)
         interface, reason = servable.run_interface
         if interface != "callable":
             logger.warning("model version %s runs through TF_SessionRun, which is slower per request: %s", what, reason)

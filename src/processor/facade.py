@@ -68,13 +68,13 @@ class Processor:
         self._signature: Optional[Tuple[object, dict, Dict[str, int]]] = None  # (servable, signature, dtypes)
         self._threads: List[PollingThread] = []
         loaded = self._loader.load(self._lifecycle.first_version())
-        model = _core.Model(self.config.model_name)
-        model.set_limits(self.config.max_request_bytes, self.config.max_tensor_elements)
+        handle = _core.ModelHandle(self.config.model_name)
+        handle.set_limits(self.config.max_request_bytes, self.config.max_tensor_elements)
         if self.config.timeline_trace_count > 0:
-            self._start_timeline(model)
+            self._start_timeline(handle)
         if self.config.request_log is not None:
-            self._start_request_log(model)
-        self._lifecycle.serve_first(model, loaded)
+            self._start_request_log(handle)
+        self._lifecycle.serve_first(handle, loaded)
         if self.config.effective_poll_interval > 0:
             self._threads.append(PollingThread(self.config.effective_poll_interval, self._lifecycle.poll))
         if self._loader.feature_store is not None and self._loader.feature_store.is_redis:
@@ -89,14 +89,14 @@ class Processor:
     @property
     def handle(self) -> int:
         """The model handle as the C ABI's `void*` (an integer address)."""
-        return self._lifecycle.live_model().address
+        return self._lifecycle.live_handle().address
 
     def process(self, request: Union[bytes, bytearray, memoryview]) -> Tuple[int, bytes]:
         """The C ABI's process(): a serialized PredictRequest in, (code, bytes) out. Releases the GIL."""
-        model = self._lifecycle.model
-        if model is None:
+        handle = self._lifecycle.handle
+        if handle is None:
             return 503, b"the processor is closed"
-        return model.process(request)
+        return handle.process(request)
 
     def signature(self) -> dict:
         """The served signature: {"signature_name", "method_name", "inputs": [...], "outputs": [...]}."""
@@ -133,7 +133,7 @@ class Processor:
             except (TypeError, ValueError) as e:
                 raise RequestError(400, str(e)) from None
         try:  # numpy to request bytes and response bytes to numpy in C++; the run without the GIL
-            code, result = self._lifecycle.live_model().predict(arrays, list(output_filter or []), signature_name)
+            code, result = self._lifecycle.live_handle().predict(arrays, list(output_filter or []), signature_name)
         except (TypeError, ValueError) as e:  # inputs numpy cannot take, or over the ABI's 2 GiB
             raise RequestError(400, str(e)) from None
         if code != OK:
@@ -142,14 +142,14 @@ class Processor:
 
     def serving_model_info(self) -> Tuple[int, bytes]:
         """The C ABI's get_serving_model_info(): (code, serialized ServingModelInfo or message)."""
-        model = self._lifecycle.model
-        if model is None:
+        handle = self._lifecycle.handle
+        if handle is None:
             return 503, b"the processor is closed"
-        return model.model_info()
+        return handle.model_info()
 
     def metrics(self) -> str:
         """Prometheus text exposition: request counts and latency, serving version, loads (C get_metrics)."""
-        return self._lifecycle.live_model().metrics()[1].decode("utf-8")
+        return self._lifecycle.live_handle().metrics()[1].decode("utf-8")
 
     def model_info(self) -> ModelInfo:
         code, body = self.serving_model_info()
@@ -191,11 +191,11 @@ class Processor:
         Idempotent."""
         for thread in self._threads:
             thread.stop()
-        model = self._lifecycle.close()
-        if model is not None:
-            model.unload()
+        handle = self._lifecycle.close()
+        if handle is not None:
+            handle.unload()
             if self.config.request_log is not None:
-                model.set_request_log("", 0, 1, 1, 1)  # writes what is queued and closes the file
+                handle.set_request_log("", 0, 1, 1, 1)  # writes what is queued and closes the file
             self._loader.close()
             logger.info("processor closed")
 
@@ -207,23 +207,23 @@ class Processor:
 
     # ---- internals
 
-    def _start_timeline(self, model: _core.Model) -> None:
+    def _start_timeline(self, handle: _core.ModelHandle) -> None:
         path = self.config.timeline_path
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise ConfigError("timeline_path", f"cannot create {path!r}: {e.strerror}") from None
-        model.set_timeline(self.config.timeline_start_step, max(self.config.timeline_interval_step, 1),
+        handle.set_timeline(self.config.timeline_start_step, max(self.config.timeline_interval_step, 1),
                            self.config.timeline_trace_count, path)
         logger.info("tracing %d request(s) from step %d every %d into %s", self.config.timeline_trace_count,
                     self.config.timeline_start_step, max(self.config.timeline_interval_step, 1), path)
 
-    def _start_request_log(self, model: _core.Model) -> None:
+    def _start_request_log(self, handle: _core.ModelHandle) -> None:
         log = self.config.request_log
         directory = os.path.dirname(os.path.abspath(log.path))
         try:
             os.makedirs(directory, exist_ok=True)
-            model.set_request_log(log.path, log.sample_rate, log.max_records, log.max_bytes, log.backups)
+            handle.set_request_log(log.path, log.sample_rate, log.max_records, log.max_bytes, log.backups)
         except (OSError, _core.LoadError) as e:
             raise ConfigError("request_log.path", str(e)) from None
         logger.info("logging %g of the requests into %s", log.sample_rate, log.path)
