@@ -44,7 +44,7 @@ enum {
 };
 
 /* Loads a model and returns its opaque handle.
- * model_entry: reserved for DeepRec compatibility; may be "" (not NULL).
+ * model_entry: put before the config's warmup_file_name, as DeepRec's processor does; may be "" (not NULL).
  * model_config: the JSON configuration (docs/configuration.md); borrowed for the call.
  * state: set to 0 on success, -1 on failure.
  * Returns NULL on failure; the reason is logged to stderr. The caller owns the handle and releases it

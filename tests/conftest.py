@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import recommendation_model  # noqa: E402
 from model_builders import build_echo_model  # noqa: E402
+from oss_standin import BUCKET, OssModel, OssStandin  # noqa: E402
 from redis_servers import RedisClusterOfThree, RedisServer  # noqa: E402
 
 
@@ -80,6 +81,27 @@ def batch():
 
 
 # Real redis-server processes (tests/redis_servers.py), one per test module that asks for them.
+@pytest.fixture
+def fresh_config_log(monkeypatch):
+    """Config warnings are logged once per process: forget the ones logged before this test."""
+    from processor import config
+    monkeypatch.setattr(config, "_logged", set())
+
+
+@pytest.fixture
+def oss(tmp_path):
+    """An OSS stand-in with an empty bucket BUCKET."""
+    server = OssStandin(str(tmp_path / "oss")).start()
+    os.makedirs(os.path.join(server.root, BUCKET))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oss_model(rec_model, tmp_path, oss):
+    return OssModel(rec_model, tmp_path, oss)
+
+
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory) -> RedisServer:
     server = RedisServer(tmp_path_factory.mktemp("redis"))

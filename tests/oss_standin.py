@@ -1,7 +1,7 @@
 """A protocol-level OSS stand-in for the oss2 SDK (see standin_server.py for why): buckets are
 directories under `root`, objects their files. Speaks path-style OSS on 127.0.0.1: ListObjects (prefix,
-marker, max-keys, delimiter, url encoding, pagination), GetObject with ranges, HeadObject, and OSS's XML
-errors. Every request must carry a valid V1 signature (HMAC-SHA1 of the canonical request) by a known
+marker, max-keys, delimiter, url encoding, pagination), GetObject with ranges, HeadObject, PutObject
+(answering the CRC-64 oss2 checks), and OSS's XML errors. Every request must carry a valid V1 signature (HMAC-SHA1 of the canonical request) by a known
 key pair, as OSS checks it; error bodies echo the access key id, as OSS's do.
 """
 from __future__ import annotations
@@ -48,6 +48,28 @@ class OssHandler(StandinHandler):
 
     def do_HEAD(self) -> None:
         self._serve(head_only=True)
+
+    def do_PUT(self) -> None:
+        url = urlsplit(self.path)
+        bucket, _, quoted_key = url.path.lstrip("/").partition("/")
+        key = unquote(quoted_key)
+        data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        denied = self._check_signature(bucket, key, dict(parse_qsl(url.query, keep_blank_values=True)))
+        if denied:
+            return self._error(403, denied, DENIED_MESSAGES[denied], False)
+        fault = self.take_fault("put", f"{bucket}/{key}")
+        if fault is not None and fault.action == "500":
+            return self._error(500, "InternalError", "injected server error", False)
+        if not os.path.isdir(os.path.join(self.server.root, bucket)):
+            return self._error(404, "NoSuchBucket", "The specified bucket does not exist.", False)
+        if not key or key.endswith("/"):
+            return self._error(400, "InvalidObjectName", "The object name is not valid.", False)
+        self.server.record("put", f"{bucket}/{key}")
+        self.server.put(bucket, key, data)
+        crc = Crc64(0)
+        crc.update(data)
+        self.send_body(200, [("ETag", f'"{hashlib.md5(data).hexdigest().upper()}"'), ("x-oss-request-id", "standin"),
+                             ("x-oss-hash-crc64ecma", str(crc.crc))], b"")
 
     def _serve(self, head_only: bool) -> None:
         url = urlsplit(self.path)
@@ -191,3 +213,46 @@ class OssStandin(StandinServer):
     def remove(self, bucket: str, key_prefix: str) -> None:
         target = os.path.join(self.root, bucket, key_prefix)
         shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+
+
+BUCKET = "models"
+CHECKPOINT_FILES = (".index", ".data-", "checkpoint")
+
+
+class OssModel:
+    """A private copy of the test model, uploaded to the stand-in; new versions are trained locally and
+    uploaded the way a sync job would (files in any order, each object appearing whole)."""
+
+    def __init__(self, rec_model, tmp_path, server: OssStandin):
+        self.local = rec_model.copy(tmp_path / "local")
+        self.server = server
+        self.cache_dir = str(tmp_path / "cache")
+        server.upload_tree(self.local.savedmodel_dir, BUCKET, "rec/saved_model")
+        self.upload_checkpoints()
+
+    def upload_checkpoints(self, only=CHECKPOINT_FILES) -> None:
+        self.server.upload_tree(self.local.checkpoint_dir, BUCKET, "rec/checkpoints", only)
+
+    def config(self, **overrides) -> dict:
+        return {"model_store_type": "oss", "savedmodel_dir": f"oss://{BUCKET}/rec/saved_model",
+                "checkpoint_dir": f"oss://{BUCKET}/rec/checkpoints", "oss_endpoint": self.server.endpoint,
+                "oss_access_id": ACCESS_ID, "oss_access_key": ACCESS_KEY, "local_cache_dir": self.cache_dir,
+                "poll_interval_seconds": 0, **overrides}
+
+    def train(self, seed: int) -> str:
+        """A newer version on the local side; returns its step's remote prefix."""
+        self.local.trainer.train(3, seed=seed)
+        prefix = self.local.trainer.save_checkpoint(self.local.checkpoint_dir)
+        return self.remote(prefix)
+
+    @staticmethod
+    def remote(local_prefix: str) -> str:
+        return f"oss://{BUCKET}/rec/checkpoints/{os.path.basename(local_prefix)}"
+
+    def local_prefix(self, remote_prefix: str) -> str:
+        return os.path.join(self.local.checkpoint_dir, os.path.basename(remote_prefix))
+
+    def cached_versions(self) -> list:
+        (entry,) = [e for e in os.listdir(self.cache_dir)]
+        root = os.path.join(self.cache_dir, entry)
+        return sorted(n.rsplit("-", 1)[0] for n in os.listdir(root) if not n.startswith("."))

@@ -67,8 +67,6 @@ BAD_REQUESTS = {
     "batch sizes disagree": (lambda b: mutate(b, lambda r: set_user_ids(r, [2], [1, 2])), 400, ""),
     "unknown output_filter": (lambda b: mutate(b, lambda r: r.output_filter.append("nope")), 400,
                               "unknown output 'nope' in output_filter"),
-    "other signature_name": (lambda b: mutate(b, lambda r: setattr(r, "signature_name", "other")), 400,
-                             "signature_name 'other' is not served; this model serves 'serving_default'"),
     "input given twice": (lambda b: mutate(b, lambda r: r.inputs["user_id:0"].CopyFrom(r.inputs["user_id"])), 400,
                           "given twice"),
     "packed length not a multiple of 4": (lambda b: request_from_arrays(

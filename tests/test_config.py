@@ -18,7 +18,7 @@ def test_defaults_are_documented_values():
     assert config == ProcessorConfig(savedmodel_dir="/models/sm")
     assert (config.session_num, config.select_session_policy, config.signature_name) == (1, "MOD", "serving_default")
     assert (config.feature_store_type, config.model_store_type, config.serialize_protocol) == ("local", "local", "protobuf")
-    assert (config.read_thread_num, config.update_thread_num) == (4, 1)
+    assert (config.read_thread_num, config.update_thread_num) == (4, 2)  # DeepRec's defaults
     assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (0, 0)
     assert config.checkpoint_dir == "" and config.unknown_keys == []
 
@@ -35,6 +35,7 @@ def test_every_deeprec_field_is_parsed():
         "oss_access_id": "id", "oss_access_key": "key", "timeline_start_step": 10,
         "timeline_interval_step": 5, "timeline_trace_count": 2, "timeline_path": "/tmp/tl",
         "ev_storage_type": "DRAM_SSDHASH", "ev_storage_path": "/ssd", "ev_storage_size": [1024, 2048],
+        "shard_embedding": False, "shard_instance_count": 2, "id_type": "int64",
     }
     config = parse_config(full)
     for name, value in full.items():
@@ -43,8 +44,9 @@ def test_every_deeprec_field_is_parsed():
                            "max_request_bytes", "max_tensor_elements", "local_cache_dir", "download_threads",
                            "download_retries", "webhdfs_url", "hdfs_user", "request_log", "embedding_names",
                            "embedding_min_rows", "embedding_default_value", "feature_store_namespace",
-                           "feature_store_partitions", "monolith_tables", "layout_filters"}
-    assert set(full) | processor_additions == {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys"}
+                           "feature_store_partitions", "monolith_tables", "layout_filters", "strict_signature_name"}
+    assert set(full) | processor_additions == \
+        {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys", "not_honoured"}
 
 
 def test_poll_interval_defaults_by_store():
@@ -74,7 +76,7 @@ BAD_CONFIGS = [
     ({**BASE, "session_num": True}, "session_num", "must be an integer, got boolean true"),
     ({**BASE, "session_num": 1.5}, "session_num", "must be an integer"),
     ({**BASE, "select_session_policy": "RANDOM"}, "select_session_policy", "must be one of 'MOD', 'RR'"),
-    ({**BASE, "use_per_session_threads": 1}, "use_per_session_threads", "must be true or false"),
+    ({**BASE, "use_per_session_threads": "1"}, "use_per_session_threads", "must be true or false"),
     ({**BASE, "enable_inline_execute": "yes"}, "enable_inline_execute", "must be true or false"),
     ({**BASE, "intra_op_parallelism_threads": -1}, "intra_op_parallelism_threads", "must be >= 0"),
     ({**BASE, "inter_op_parallelism_threads": 2**40}, "inter_op_parallelism_threads", "must be < 2^31"),
@@ -105,7 +107,6 @@ BAD_CONFIGS = [
     ({**BASE, "request_log": {"path": "/l", "rate": 1}}, "request_log.rate", "is not a request_log field"),
     ({**BASE, "download_retries": -1}, "download_retries", "must be >= 0"),
     ({**BASE, "serialize_protocol": "json"}, "serialize_protocol", "must be one of 'protobuf'"),
-    ({**BASE, "checkpoint_dir": None}, "checkpoint_dir", "must be a string, got null"),
     ({**BASE, "signature_name": ""}, "signature_name", "must not be empty"),
     ({**BASE, "init_timeout_minutes": -2}, "init_timeout_minutes", "must be >= 0"),
     ({**BASE, "init_timeout_minutes": "10"}, "init_timeout_minutes", "must be a number"),
@@ -115,8 +116,18 @@ BAD_CONFIGS = [
     ({**BASE, "ev_storage_type": "TAPE"}, "ev_storage_type", "must be one of"),
     ({**BASE, "ev_storage_size": [1, "x"]}, "ev_storage_size[1]", "must be an integer"),
     ({**BASE, "ev_storage_size": "big"}, "ev_storage_size", "must be an integer or a list of integers"),
-    ({**BASE, "enable_inline_execute": True, "inter_op_parallelism_threads": 4}, "enable_inline_execute",
-     "contradicts inter_op_parallelism_threads"),
+    ({**BASE, "ev_storage_type": 2}, "ev_storage_type", "is 2 (PMEM_MEMKIND); DeepRec's processor serves only 0 (DEFAULT), "
+                                                        "1 (DRAM), 12 (DRAM_SSDHASH)"),
+    ({**BASE, "ev_storage_type": 7}, "ev_storage_type", "must be one of DeepRec's storage types"),
+    ({**BASE, "omp_num_threads": "four"}, "omp_num_threads", "must be an integer (or a string holding one)"),
+    ({**BASE, "shard_embedding": True, "embedding_names": "a;b"}, "shard_embedding",
+     "needs embedding_names, shard_instance_count (>= 1) and id_type"),
+    ({**BASE, "shard_embedding": True, "feature_store_type": "cluster_redis", "redis_url": "r:1"}, "shard_embedding",
+     "needs feature_store_type 'local'"),
+    ({**BASE, "id_type": "uuid"}, "id_type", "must be one of '', 'string', 'int64'"),
+    ({**BASE, "timeline_path": "hdfs://nn/timeline"}, "timeline_path", "must be a local directory or oss://bucket/path"),
+    ({**BASE, "timeline_path": "oss:///timeline"}, "timeline_path", "must name a bucket"),
+    ({**BASE, "timeline_path": "oss://b/timeline"}, "oss_endpoint", "is required to upload the timeline to OSS"),
     ({**BASE, "warmup_file_name": ["a"]}, "warmup_file_name", "must be a string, got list"),
     ({**BASE, "redis_password": 123}, "redis_password", "must be a string"),
     ({**BASE, "poll_interval_seconds": -5}, "poll_interval_seconds", "must be >= 0"),
@@ -189,3 +200,66 @@ def test_out_of_range_and_hostile_documents_are_config_errors(document, message)
     with pytest.raises(processor.ConfigError) as error:
         parse_config(document)
     assert message in str(error.value)
+
+
+def test_deeprecs_lenient_reading(caplog):
+    """What jsoncpp's asInt/asBool/asString accept, as model_config.cc reads each field."""
+    config = parse_config({**BASE, "checkpoint_dir": None, "session_num": 2.0, "use_per_session_threads": 1,
+                           "enable_inline_execute": 0, "omp_num_threads": "4", "kmp_blocktime": "0",
+                           "init_timeout_minutes": -1, "embedding_names": "a;b, c"})
+    assert config.checkpoint_dir == ""  # null: absent
+    assert (config.session_num, config.use_per_session_threads, config.enable_inline_execute) == (2, True, False)
+    assert (config.omp_num_threads, config.kmp_blocktime, config.init_timeout_minutes) == (4, 0, -1)
+    assert config.embedding_names == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("given,name", [(0, "DEFAULT"), (1, "DRAM"), (12, "DRAM_SSDHASH"), ("DRAM", "DRAM")])
+def test_ev_storage_type_is_deeprecs_number(given, name):
+    assert parse_config({**BASE, "ev_storage_type": given}).ev_storage_type == name
+
+
+def test_ev_storage_sizes_are_bytes_padded_to_four_tiers_as_deeprec_does():
+    config = parse_config({**BASE, "ev_storage_type": 12, "ev_storage_size": [2**33, 2**34]})
+    assert config.ev_storage_size == [2**33, 2**34]
+    assert config.ev_storage_sizes == [2**33, 2**34, 2**30, 2**30]
+    assert parse_config({**BASE, "ev_storage_type": 1, "ev_storage_size": [2**33]}).ev_storage_sizes == [2**33]
+
+
+@pytest.mark.parametrize("given,meant", [("memory", "local"), ("local", "local"), ("cluster_redis", "redis"),
+                                         ("redis", "redis")])
+def test_deeprecs_feature_store_names(given, meant):
+    assert parse_config({**BASE, "feature_store_type": given, "redis_url": "r:1"}).feature_store_type == meant
+
+
+def test_keys_deeprec_knows_and_this_build_cannot_honour_are_logged_once_with_the_reason(caplog, fresh_config_log):
+    document = {**BASE, "cpusets": "0-1;2-3", "gpu_ids_list": "0,1", "use_multi_stream": True, "lock_timeout": 900}
+    with caplog.at_level(logging.WARNING, logger="processor.config"):
+        config = parse_config(document)
+        parse_config(document)
+    assert config.not_honoured == ["cpusets", "gpu_ids_list", "lock_timeout", "use_multi_stream"]
+    assert config.unknown_keys == []
+    for key, reason in [("cpusets", "cannot pin them"), ("gpu_ids_list", "tensorflow-cpu"),
+                        ("use_multi_stream", "GPU feature"), ("lock_timeout", "renewed while its holder writes")]:
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"not honouring config key {key}:")]
+        assert len(lines) == 1 and reason in lines[0], (key, lines)
+
+
+def test_inline_execution_wins_over_inter_op_threads_and_says_so(caplog, fresh_config_log):
+    with caplog.at_level(logging.WARNING, logger="processor.config"):
+        config = parse_config({**BASE, "enable_inline_execute": True, "inter_op_parallelism_threads": 7})
+    assert config.enable_inline_execute and config.inter_op_parallelism_threads == 7
+    assert "enable_inline_execute wins over inter_op_parallelism_threads (7)" in caplog.text
+    from processor.session_group import pool_threads
+    assert pool_threads(config) == 1  # no request runs on the serving pools
+
+
+def test_schedulable_cpus_sets_the_thread_counts_a_config_leaves_out(monkeypatch):
+    monkeypatch.setenv("SCHEDULABLE_CPUS", "6")
+    config = parse_config(BASE)
+    assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (3, 3)
+    config = parse_config({**BASE, "intra_op_parallelism_threads": 1})
+    assert (config.inter_op_parallelism_threads, config.intra_op_parallelism_threads) == (3, 1)
+    monkeypatch.setenv("SCHEDULABLE_CPUS", "1")
+    assert parse_config(BASE).inter_op_parallelism_threads == 1
+    monkeypatch.delenv("SCHEDULABLE_CPUS")
+    assert parse_config(BASE).inter_op_parallelism_threads == 0

@@ -16,20 +16,8 @@ import pytest
 
 import processor
 from lifecycle_helpers import DeltaTrainer, wait_for
-from oss_standin import ACCESS_ID, ACCESS_KEY, OssStandin
+from oss_standin import ACCESS_ID, ACCESS_KEY, BUCKET, CHECKPOINT_FILES
 from webhdfs_standin import WebHdfsStandin
-
-BUCKET = "models"
-CHECKPOINT_FILES = (".index", ".data-", "checkpoint")
-
-
-@pytest.fixture
-def oss(tmp_path):
-    server = OssStandin(str(tmp_path / "oss")).start()
-    os.makedirs(os.path.join(server.root, BUCKET))
-    yield server
-    server.stop()
-
 
 @pytest.fixture
 def hdfs(tmp_path):
@@ -38,52 +26,14 @@ def hdfs(tmp_path):
     server.stop()
 
 
-class OssModel:
-    """A private copy of the test model, uploaded to the stand-in; new versions are trained locally and
-    uploaded the way a sync job would (files in any order, each object appearing whole)."""
-
-    def __init__(self, rec_model, tmp_path, server: OssStandin):
-        self.local = rec_model.copy(tmp_path / "local")
-        self.server = server
-        self.cache_dir = str(tmp_path / "cache")
-        server.upload_tree(self.local.savedmodel_dir, BUCKET, "rec/saved_model")
-        self.upload_checkpoints()
-
-    def upload_checkpoints(self, only=CHECKPOINT_FILES) -> None:
-        self.server.upload_tree(self.local.checkpoint_dir, BUCKET, "rec/checkpoints", only)
-
-    def config(self, **overrides) -> dict:
-        return {"model_store_type": "oss", "savedmodel_dir": f"oss://{BUCKET}/rec/saved_model",
-                "checkpoint_dir": f"oss://{BUCKET}/rec/checkpoints", "oss_endpoint": self.server.endpoint,
-                "oss_access_id": ACCESS_ID, "oss_access_key": ACCESS_KEY, "local_cache_dir": self.cache_dir,
-                "poll_interval_seconds": 0, **overrides}
-
-    def train(self, seed: int) -> str:
-        """A newer version on the local side; returns its step's remote prefix."""
-        self.local.trainer.train(3, seed=seed)
-        prefix = self.local.trainer.save_checkpoint(self.local.checkpoint_dir)
-        return self.remote(prefix)
-
-    @staticmethod
-    def remote(local_prefix: str) -> str:
-        return f"oss://{BUCKET}/rec/checkpoints/{os.path.basename(local_prefix)}"
-
-    def local_prefix(self, remote_prefix: str) -> str:
-        return os.path.join(self.local.checkpoint_dir, os.path.basename(remote_prefix))
-
-    def cached_versions(self) -> list:
-        (entry,) = [e for e in os.listdir(self.cache_dir)]
-        root = os.path.join(self.cache_dir, entry)
-        return sorted(n.rsplit("-", 1)[0] for n in os.listdir(root) if not n.startswith("."))
-
-
-@pytest.fixture
-def oss_model(rec_model, tmp_path, oss):
-    return OssModel(rec_model, tmp_path, oss)
-
-
 def assert_serves(p, reference, batch, local_prefix):
     np.testing.assert_allclose(p.predict(batch)["prob"], reference.predict(local_prefix, batch)["prob"], atol=1e-6)
+
+
+def test_directories_given_with_a_trailing_slash_as_deeprecs_docs_write_them(oss_model, reference, batch):
+    with processor.Processor(oss_model.config(savedmodel_dir=f"oss://{BUCKET}/rec/saved_model/",
+                                              checkpoint_dir=f"oss://{BUCKET}/rec/checkpoints/")) as p:
+        assert_serves(p, reference, batch, oss_model.local.prefixes()[-1])
 
 
 def test_oss_serves_the_newest_version_with_tensorflows_outputs(oss_model, reference, batch):

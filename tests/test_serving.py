@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import processor
+from lifecycle_helpers import serialize
 from processor import predict_pb2, tensors
 
 TOLERANCE = 1e-5
@@ -88,17 +89,34 @@ def test_empty_request_describes_the_signature(rec_model):
     assert code == 200
     signature = json.loads(body)
     assert signature["signature_name"] == "serving_default"
-    inputs = {i["alias"]: i for i in signature["inputs"]}
-    assert inputs["user_id"] == {"alias": "user_id", "name": "user_id:0", "dtype": "DT_INT64", "shape": [-1]}
-    assert inputs["dense"]["shape"] == [-1, 4] and inputs["dense"]["dtype"] == "DT_FLOAT"
-    assert inputs["category"]["dtype"] == "DT_STRING"
-    assert [o["alias"] for o in signature["outputs"]] == ["item_vector", "logits", "prob"]
+    inputs = {i["name"]: i for i in signature["inputs"]}
+    # DeepRec's entry (model_instance.cc GenerateJsonSignatureFormat: name is the alias), this project's beside it
+    assert inputs["user_id"] == {"name": "user_id", "shape": [-1], "type": "DT_INT64",
+                                 "alias": "user_id", "tensor_name": "user_id:0", "dtype": "DT_INT64"}
+    assert inputs["dense"]["shape"] == [-1, 4] and inputs["dense"]["type"] == "DT_FLOAT"
+    assert inputs["category"]["type"] == "DT_STRING"
+    assert [o["name"] for o in signature["outputs"]] == ["item_vector", "logits", "prob"]
 
 
 def test_explicit_served_signature_name_is_accepted(rec_model, batch):
     with processor.Processor(rec_model.config()) as p:
         np.testing.assert_array_equal(p.predict(batch, signature_name="serving_default")["prob"],
                                       p.predict(batch)["prob"])
+
+
+def test_another_signature_name_is_ignored_as_deeprec_does_unless_strict(rec_model, batch):
+    request = predict_pb2.PredictRequest.FromString(serialize(batch))
+    request.signature_name = "other"
+    with processor.Processor(rec_model.config()) as p:
+        code, body = p.process(request.SerializeToString())
+        assert code == 200
+        expected = p.predict(batch)["prob"]
+        served = predict_pb2.PredictResponse.FromString(body).outputs["prob"]
+        np.testing.assert_array_equal(tensors.from_array_proto(served), expected)
+    with processor.Processor(rec_model.config(strict_signature_name=True)) as p:
+        assert p.process(request.SerializeToString()) == \
+            (400, b"signature_name 'other' is not served; this model serves 'serving_default'")
+        assert p.process(serialize(batch))[0] == 200  # and it keeps serving
 
 
 def test_thread_settings_are_applied_and_serve_the_same_values(rec_model, batch):
@@ -140,7 +158,6 @@ def test_consecutive_requests_of_one_shape_get_their_own_answers(rec_model, refe
     must still be TensorFlow's for that request, across shape changes, bad requests and an output that
     aliases an input (below)."""
     import recommendation_model
-    from lifecycle_helpers import serialize
     rng = np.random.default_rng(11)
     batches = [recommendation_model.random_batch(n, rng) for n in (8, 8, 3, 8, 8)]
     newest = rec_model.prefixes()[-1]

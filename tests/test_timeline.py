@@ -40,3 +40,22 @@ def test_unwritable_timeline_path_is_a_config_error(rec_model, tmp_path):
         assert e.field == "timeline_path"
     else:
         raise AssertionError("expected a ConfigError")
+
+
+def test_a_timeline_on_oss_is_uploaded_and_a_failed_upload_is_tried_again(oss_model, batch, tmp_path, caplog):
+    """timeline_path oss://...: traces go to OSS, never to a local directory named "oss:"; an upload the
+    server refuses stays staged and goes up at the next pass."""
+    from oss_standin import BUCKET
+    oss_model.server.inject("put", "timeline-0", "500", times=2)
+    config = oss_model.config(timeline_start_step=0, timeline_interval_step=1, timeline_trace_count=2,
+                              timeline_path=f"oss://{BUCKET}/traces")
+    with processor.Processor(config) as p:
+        request = serialize(batch)
+        assert all(p.process(request)[0] == 200 for _ in range(3))
+        uploaded = lambda: sorted(k for k in oss_model.server.keys(BUCKET) if k.startswith("traces/"))  # noqa: E731
+        from lifecycle_helpers import wait_for
+        wait_for(lambda: uploaded() == ["traces/timeline-0.json", "traces/timeline-1.json"], timeout=20,
+                 what="both traces uploaded")
+    assert "cannot upload timeline timeline-0.json" in caplog.text and "500 InternalError" in caplog.text
+    assert not os.path.exists("oss:")
+    json.loads(open(os.path.join(oss_model.server.root, BUCKET, "traces", "timeline-0.json")).read())

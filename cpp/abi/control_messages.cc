@@ -143,6 +143,7 @@ Status ParseLoadRequest(std::string_view bytes, LoadOptions* options) {
       case 5: PROCESSOR_RETURN_IF_ERROR(ParseSavedTensor(m.Bytes(), &options->checkpoint_tensors.emplace_back())); break;
       case 6: PROCESSOR_RETURN_IF_ERROR(ParseSessionSettings(m.Bytes(), &options->session)); break;
       case 7: PROCESSOR_RETURN_IF_ERROR(ParseFeatureStore(m.Bytes(), &options->feature_store)); break;
+      case 8: options->strict_signature_name = m.Bool(); break;
       default: m.Unknown();
     }
   }

@@ -55,6 +55,7 @@ struct LoadOptions {
   std::vector<SavedTensor> checkpoint_tensors;  // the checkpoint's index, checked before restoring
   SessionSettings session;
   FeatureStoreOptions feature_store;
+  bool strict_signature_name = false;  // a request naming another signature: 400, or served (DeepRec's way)
 };
 
 struct BoundTensor {
@@ -100,6 +101,7 @@ class Servable {
   static int64_t LiveCount() { return live_count_.load(std::memory_order_relaxed); }
 
   const std::string& signature_name() const { return signature_name_; }
+  bool strict_signature_name() const { return strict_signature_name_; }
   const std::vector<BoundTensor>& inputs() const { return inputs_; }
   const std::vector<BoundTensor>& outputs() const { return outputs_; }
   // JSON description of the signature (what process() answers to an empty request).
@@ -171,6 +173,7 @@ class Servable {
   mutable std::atomic<uint64_t> round_robin_{0};
   BufferPtr update_run_options_;   // loads, restores, initializers and deltas: the update pool
   std::string signature_name_;
+  bool strict_signature_name_ = false;
   std::vector<BoundTensor> inputs_;
   std::vector<BoundTensor> outputs_;
   TensorNameIndex input_names_, output_names_;

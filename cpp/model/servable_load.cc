@@ -14,25 +14,27 @@
 namespace processor {
 namespace {
 
+// DeepRec's entry ({"name": alias, "shape", "type"}: model_instance.cc GenerateJsonSignatureFormat),
+// with this project's "alias", "tensor_name" and "dtype" beside it; a shape of unknown rank is [] (as
+// DeepRec prints it) with "unknown_rank": true.
 void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors) {
   out->push_back('[');
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorSpec& spec = tensors[i].spec;
     if (i) out->push_back(',');
-    out->append("{\"alias\":");
+    out->append("{\"name\":");
     AppendJsonString(out, spec.alias);
-    out->append(",\"name\":");
+    out->append(",\"shape\":[");
+    for (size_t d = 0; d < spec.dims.size(); ++d) out->append((d ? "," : "") + std::to_string(spec.dims[d]));
+    out->append("],\"type\":");
+    AppendJsonString(out, DataTypeName(spec.dtype));
+    if (spec.unknown_rank) out->append(",\"unknown_rank\":true");
+    out->append(",\"alias\":");
+    AppendJsonString(out, spec.alias);
+    out->append(",\"tensor_name\":");
     AppendJsonString(out, spec.tensor_name);
     out->append(",\"dtype\":");
     AppendJsonString(out, DataTypeName(spec.dtype));
-    out->append(",\"shape\":");
-    if (spec.unknown_rank) {
-      out->append("null");
-    } else {
-      out->push_back('[');
-      for (size_t d = 0; d < spec.dims.size(); ++d) out->append((d ? "," : "") + std::to_string(spec.dims[d]));
-      out->push_back(']');
-    }
     out->push_back('}');
   }
   out->push_back(']');
@@ -100,6 +102,7 @@ Status Servable::Load(const LoadPlan& plan, std::shared_ptr<Servable>* servable)
   }
   s->saved_slices_ = meta_graph->saved_slices;
   s->signature_name_ = options.signature_name;
+  s->strict_signature_name_ = options.strict_signature_name;
   PROCESSOR_RETURN_IF_ERROR(s->BindSignature(*meta_graph, options.savedmodel_dir));
   s->saver_ = meta_graph->saver;
   if (!options.checkpoint_prefix.empty() && !s->feature_store_) {

@@ -194,8 +194,9 @@ Status ProcessRequest(const Servable* servable, const RequestLimits& limits, con
     ~ReleaseOnExit() { scratch.Release(); }
   } release{scratch};
   PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &scratch.view));
+  // DeepRec's processor serves its one signature whatever a request names; strict_signature_name refuses.
   const std::string_view signature_name = scratch.view.signature_name;
-  if (!signature_name.empty() && signature_name != servable->signature_name()) {
+  if (servable->strict_signature_name() && !signature_name.empty() && signature_name != servable->signature_name()) {
     return Status::InvalidArgument("signature_name " + Quote(signature_name) + " is not served; this model serves " +
                                    Quote(servable->signature_name()));
   }

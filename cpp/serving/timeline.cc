@@ -111,13 +111,19 @@ bool Timeline::ShouldTrace(int64_t* step) {
   return (*step - start_) / interval_ < count_;
 }
 
+// Written beside its name and renamed into place: whoever watches the directory (an uploader, a
+// user's tail) sees whole files only.
 Status Timeline::Write(int64_t step, std::string_view run_metadata) const {
   const std::string file = path_ + "/timeline-" + std::to_string(step) + ".json";
+  const std::string partial = file + ".partial";
   const std::string json = StepStatsToChromeTrace(run_metadata);
-  std::FILE* out = std::fopen(file.c_str(), "wb");
+  std::FILE* out = std::fopen(partial.c_str(), "wb");
   if (!out) return Status::Internal("cannot write timeline " + file);
   const bool written = std::fwrite(json.data(), 1, json.size(), out) == json.size();
-  if (std::fclose(out) != 0 || !written) return Status::Internal("cannot write timeline " + file);
+  if (std::fclose(out) != 0 || !written || std::rename(partial.c_str(), file.c_str()) != 0) {
+    std::remove(partial.c_str());
+    return Status::Internal("cannot write timeline " + file);
+  }
   return Status::Ok();
 }
 

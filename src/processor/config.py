@@ -1,8 +1,12 @@
 """The processor's JSON configuration, parsed into a typed, validated object.
 
-Every field of DeepRec's processor configuration is accepted. Wrong types, unknown enum values and
-missing required fields raise ConfigError naming the field; unknown keys are logged and ignored, so a
-config written for DeepRec keeps working.
+Every field of DeepRec's processor configuration is accepted, read as DeepRec reads it
+(serving/processor/serving/model_config.cc, with jsoncpp): `null` is absent, booleans may be numbers,
+integers may be integral reals, `omp_num_threads`/`kmp_blocktime` may be strings, `ev_storage_type`
+is DeepRec's number, `embedding_names` may be "a;b". DeepRec's aliases (`feature_store_type` "memory"
+and "cluster_redis") mean what they mean there. Keys DeepRec knows and this build cannot honour are
+logged once with the reason. Wrong types, unknown enum values and missing required fields raise
+ConfigError naming the field; unknown keys are logged and ignored.
 """
 from __future__ import annotations
 
@@ -20,14 +24,28 @@ logger = logging.getLogger(__name__)
 
 SELECT_SESSION_POLICIES = ("MOD", "RR")
 FEATURE_STORE_TYPES = ("local", "redis")
+FEATURE_STORE_ALIASES = {"memory": "local", "cluster_redis": "redis"}  # DeepRec's names (demo.cc, model_config.cc)
 SERIALIZE_PROTOCOLS = ("protobuf",)
 VERSION_POLICIES = ("availability_preserving", "resource_preserving")
 REMOTE_POLL_INTERVAL_SECONDS = 60.0
 LOCAL_POLL_INTERVAL_SECONDS = 5.0
 OSS_ENVIRONMENT = {"oss_endpoint": "OSS_ENDPOINT", "oss_access_id": "OSS_ACCESS_KEY_ID",
                    "oss_access_key": "OSS_ACCESS_KEY_SECRET"}  # oss2's variables, used when a field is empty
-EV_STORAGE_TYPES = ("DRAM", "PMEM_MEMKIND", "PMEM_LIBPMEM", "SSDHASH", "DRAM_PMEM", "DRAM_SSDHASH",
-                    "HBM", "HBM_DRAM", "HBM_DRAM_SSDHASH", "DRAM_LEVELDB", "LEVELDB")
+# DeepRec's tensorflow/core/framework/embedding/config.proto StorageType, by number.
+EV_STORAGE_TYPES = {0: "DEFAULT", 1: "DRAM", 2: "PMEM_MEMKIND", 3: "PMEM_LIBPMEM", 4: "SSDHASH", 5: "LEVELDB",
+                    6: "HBM", 11: "DRAM_PMEM", 12: "DRAM_SSDHASH", 13: "HBM_DRAM", 14: "DRAM_LEVELDB",
+                    101: "DRAM_PMEM_SSDHASH", 102: "HBM_DRAM_SSDHASH"}
+PROCESSOR_EV_STORAGE_TYPES = (0, 1, 12)  # what DeepRec's processor serves (model_config.cc refuses the rest)
+EV_STORAGE_TIERS = 4                     # DeepRec pads ev_storage_size to four tiers of 1 GiB
+# Keys of DeepRec's config this build reads and cannot honour, with why; logged once each.
+NOT_HONOURED = {
+    "cpusets": "binding each session group pool to CPUs needs DeepRec's own thread pools; TensorFlow's C API "
+               "cannot pin them, so the OS schedules the serving threads",
+    "gpu_ids_list": "this build runs on tensorflow-cpu: there is no GPU to place sessions on",
+    "use_multi_stream": "multi-stream is a GPU feature; this build runs on tensorflow-cpu",
+    "lock_timeout": "the Redis import lock is renewed while its holder writes and expires 30 s after the holder "
+                    "stops (docs/feature_store.md), so no timeout is needed",
+}
 
 
 # ---- validation helpers: each names the field and says what was expected and what came
@@ -49,14 +67,26 @@ def _string(name: str, value: Any, choices: Optional[tuple] = None) -> str:
     return value
 
 
-def _integer(name: str, value: Any, minimum: int = 0) -> int:
+def _integer(name: str, value: Any, minimum: int = 0, maximum: int = 2**31 - 1) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # jsoncpp's asInt reads 4.0 as 4
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, f"must be an integer, got {_describe(value)}")
     if value < minimum:
         raise ConfigError(name, f"must be >= {minimum}, got {value}")
-    if value > 2**31 - 1:
-        raise ConfigError(name, f"must be < 2^31, got {value}")
+    if value > maximum:
+        raise ConfigError(name, f"must be < 2^{maximum.bit_length()}, got {value}")
     return value
+
+
+def _integer_or_text(name: str, value: Any, minimum: int = 0) -> int:
+    """An integer, or a string holding one: DeepRec reads these fields with asString()."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ConfigError(name, f"must be an integer (or a string holding one), got {_describe(value)}") from None
+    return _integer(name, value, minimum)
 
 
 def _secret_string(name: str, value: Any) -> str:
@@ -95,26 +125,50 @@ def _finite(name: str, value: Any) -> float:
 
 
 def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value != 0  # jsoncpp's asBool: a number is true unless 0
     if not isinstance(value, bool):
         raise ConfigError(name, f"must be true or false, got {_describe(value)}")
     return value
 
 
 def _sizes(name: str, value: Any) -> List[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [_integer(name, value)]
+    """Bytes per storage tier (DeepRec reads each with asInt64)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [_integer(name, value, maximum=2**63 - 1)]
     if not isinstance(value, list):
         raise ConfigError(name, f"must be an integer or a list of integers, got {_describe(value)}")
-    return [_integer(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return [_integer(f"{name}[{i}]", v, maximum=2**63 - 1) for i, v in enumerate(value)]
+
+
+def _ev_storage_type(name: str, value: Any) -> str:
+    """DeepRec's StorageType number (what its processor reads, asInt) or name; returns the name."""
+    if isinstance(value, str) and value in EV_STORAGE_TYPES.values():
+        return value
+    number = _integer(name, value) if not isinstance(value, str) else None
+    if number not in EV_STORAGE_TYPES:
+        raise ConfigError(name, f"must be one of DeepRec's storage types "
+                          f"({', '.join(f'{n} {t}' for n, t in EV_STORAGE_TYPES.items())}), got {_describe(value)}")
+    if number not in PROCESSOR_EV_STORAGE_TYPES:
+        raise ConfigError(name, f"is {number} ({EV_STORAGE_TYPES[number]}); DeepRec's processor serves only "
+                          + ", ".join(f"{n} ({EV_STORAGE_TYPES[n]})" for n in PROCESSOR_EV_STORAGE_TYPES))
+    return EV_STORAGE_TYPES[number]
+
+
+def _feature_store_type(name: str, value: Any) -> str:
+    text = _string(name, value, FEATURE_STORE_TYPES + tuple(FEATURE_STORE_ALIASES))
+    return FEATURE_STORE_ALIASES.get(text, text)
 
 
 def _names(name: str, value: Any) -> List[str]:
+    """A list, or one string of names separated by ',' or ';' (DeepRec's shard_embedding writes "a;b")."""
     if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
+        value = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
     if not isinstance(value, list):
-        raise ConfigError(name, f"must be a list of variable names (or one comma-separated string), got {_describe(value)}")
+        raise ConfigError(name, f"must be a list of variable names (or one string of names separated by ',' or "
+                          f"';'), got {_describe(value)}")
     for i, v in enumerate(value):
-        if not isinstance(v, str) or not v or "," in v:
+        if not isinstance(v, str) or not v or "," in v or ";" in v:
             raise ConfigError(f"{name}[{i}]", f"must be a variable name, got {_describe(v)}")
     return list(value)
 
@@ -203,6 +257,7 @@ class ProcessorConfig:
     model_name: str = _option("default", _string)        # names the model in metrics (and hosts' URLs)
     checkpoint_dir: str = _option("", _string)            # newest complete checkpoint is restored; "": SavedModel's variables
     signature_name: str = _option("serving_default", _string)
+    strict_signature_name: bool = _option(False, _boolean)  # a request naming another signature: 400 (else served)
     model_store_type: str = _option("local", _choice(MODEL_STORE_TYPES))  # "oss"/"hdfs": dirs are oss:// / hdfs:// URLs
     session_num: int = _option(1, _at_least(1))           # sessions in the session group
     select_session_policy: str = _option("MOD", _choice(SELECT_SESSION_POLICIES))  # thread id modulo, or round robin
@@ -212,8 +267,8 @@ class ProcessorConfig:
     intra_op_parallelism_threads: int = _option(0, _integer)  # 0: TensorFlow picks
     model_update_inter_threads: int = _option(0, _integer)    # thread pools for restores during updates
     model_update_intra_threads: int = _option(0, _integer)
-    omp_num_threads: Optional[int] = _option(None, _optional(_at_least(1)))  # OMP_NUM_THREADS; None: unset
-    kmp_blocktime: Optional[int] = _option(None, _optional(_integer))        # KMP_BLOCKTIME in ms; None: unset
+    omp_num_threads: Optional[int] = _option(None, lambda n, v: _integer_or_text(n, v, 1))  # OMP_NUM_THREADS; None: unset
+    kmp_blocktime: Optional[int] = _option(None, _integer_or_text)           # KMP_BLOCKTIME in ms; None: unset
     init_timeout_minutes: float = _option(-1, _wait_minutes)  # first version to appear: -1 forever, 0 fail at once
     max_request_bytes: int = _option(64 << 20, _at_least(1))       # larger requests get 400
     max_tensor_elements: int = _option(1 << 24, _at_least(1))      # per input tensor; larger get 400
@@ -224,7 +279,7 @@ class ProcessorConfig:
     rollback_keep: int = _option(2, _at_least(1))         # earlier versions rollback() can return to
     # Feature store: embedding tables served outside the session (see feature_store/). "local" with no
     # embedding selected keeps them in the session, as saved.
-    feature_store_type: str = _option("local", _choice(FEATURE_STORE_TYPES))
+    feature_store_type: str = _option("local", _feature_store_type)  # DeepRec's "memory" / "cluster_redis" too
     embedding_names: List[str] = _option([], _names)     # variables to serve from the store
     embedding_min_rows: int = _option(0, _integer)        # > 0: also every gathered-only variable this tall
                                                           # (redis with no selection: every one)
@@ -232,7 +287,7 @@ class ProcessorConfig:
     redis_url: str = _option("", _string)                 # host:port, or several nodes of a Redis Cluster
     redis_password: str = _secret()
     read_thread_num: int = _option(4, _at_least(1))       # connections per Redis server for lookups
-    update_thread_num: int = _option(1, _at_least(1))     # writers importing a version into Redis
+    update_thread_num: int = _option(2, _at_least(1))     # writers importing a version into Redis
     feature_store_namespace: str = _option("", _string)   # replicas sharing tables; "": model_name
     feature_store_partitions: int = _option(16, _at_least(1))  # hashes per table (spread over a cluster)
     monolith_tables: Dict[str, str] = _option({}, _table_paths)  # variable -> Monolith dump "<dir>/<table>"
@@ -250,11 +305,16 @@ class ProcessorConfig:
     timeline_interval_step: int = _option(0, _integer)
     timeline_trace_count: int = _option(0, _integer)
     timeline_path: str = _option("", _string)
-    ev_storage_type: str = _option("DRAM", _choice(EV_STORAGE_TYPES))
+    ev_storage_type: str = _option("DEFAULT", _ev_storage_type)  # DeepRec's number (0, 1, 12) or name
     ev_storage_path: str = _option("", _string)
-    ev_storage_size: List[int] = _option([], _sizes)
+    ev_storage_size: List[int] = _option([], _sizes)      # bytes per tier; see ev_storage_sizes
+    # DeepRec's shard_embedding: embedding_names ("a;b") split over shard_instance_count instances
+    shard_embedding: bool = _option(False, _boolean)
+    shard_instance_count: int = _option(0, _integer)
+    id_type: str = _option("", _choice(("", "string", "int64")))
     request_log: Optional[RequestLogConfig] = _option(None, _optional(_request_log))  # see RequestLogConfig
     unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
+    not_honoured: List[str] = field(default_factory=list)  # keys of DeepRec's this build reads and cannot honour
 
     @property
     def uses_feature_store(self) -> bool:
@@ -269,6 +329,14 @@ class ProcessorConfig:
         if self.poll_interval_seconds is not None:
             return float(self.poll_interval_seconds)
         return LOCAL_POLL_INTERVAL_SECONDS if self.model_store_type == "local" else REMOTE_POLL_INTERVAL_SECONDS
+
+    @property
+    def ev_storage_sizes(self) -> List[int]:
+        """ev_storage_size as DeepRec uses it: for DRAM_SSDHASH, padded to four tiers with 1 GiB each."""
+        sizes = list(self.ev_storage_size)
+        if self.ev_storage_type == "DRAM_SSDHASH":
+            sizes += [1 << 30] * (EV_STORAGE_TIERS - len(sizes))
+        return sizes
 
     def redacted(self) -> dict:
         """The config as a dict with secrets masked: safe to log or report."""
@@ -292,9 +360,20 @@ def _check_consistency(config: ProcessorConfig) -> None:
         raise ConfigError("redis_url", "is required when feature_store_type is 'redis'")
     if config.timeline_trace_count > 0 and not config.timeline_path:
         raise ConfigError("timeline_path", "is required when timeline_trace_count > 0")
-    if config.enable_inline_execute and config.inter_op_parallelism_threads > 0:
-        raise ConfigError("enable_inline_execute",
-                          "runs ops in the caller's thread, which contradicts inter_op_parallelism_threads > 0")
+    if config.shard_embedding:  # DeepRec's own checks (model_config.cc)
+        if config.feature_store_type != "local":
+            raise ConfigError("shard_embedding", "needs feature_store_type 'local' (as DeepRec's processor does)")
+        if not config.embedding_names or config.shard_instance_count < 1 or not config.id_type:
+            raise ConfigError("shard_embedding", "needs embedding_names, shard_instance_count (>= 1) and id_type")
+    if config.timeline_path.startswith("oss://"):
+        if not config.timeline_path[len("oss://"):].split("/", 1)[0]:
+            raise ConfigError("timeline_path", f"must name a bucket: oss://bucket/path, got {config.timeline_path!r}")
+        for name, variable in OSS_ENVIRONMENT.items():
+            if not getattr(config, name) and not os.environ.get(variable):
+                raise ConfigError(name, f"is required to upload the timeline to OSS (or set {variable})")
+    elif "://" in config.timeline_path:
+        raise ConfigError("timeline_path", f"must be a local directory or oss://bucket/path, got "
+                          f"{config.timeline_path!r}")
     if config.model_store_type == "oss":
         for name, variable in OSS_ENVIRONMENT.items():
             if not getattr(config, name) and not os.environ.get(variable):
@@ -338,13 +417,20 @@ def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> P
     if "savedmodel_dir" not in document:
         raise ConfigError("savedmodel_dir", "is required")
     values = {}
-    unknown = []
+    unknown, not_honoured = [], []
     for key, value in document.items():
+        if value is None:
+            continue  # DeepRec's reader: a null field is an absent one
+        if key in NOT_HONOURED:
+            not_honoured.append(key)
+            _log_once(f"not honouring config key {key}: {NOT_HONOURED[key]}")
+            continue
         parser = _FIELDS.get(key)
         if parser is None:
             unknown.append(key)
             continue
         values[key] = parser(key, value)
+    _deeprec_defaults(document, values)
     if values.get("redis_url"):
         values["redis_url"], url_password = _split_redis_url(values["redis_url"])
         if url_password:
@@ -353,9 +439,38 @@ def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> P
             values["redis_password"] = url_password
     if unknown:
         logger.warning("ignoring unknown config keys: %s", ", ".join(sorted(unknown)))
-    config = ProcessorConfig(**values, unknown_keys=sorted(unknown))
+    config = ProcessorConfig(**values, unknown_keys=sorted(unknown), not_honoured=sorted(not_honoured))
     _check_consistency(config)
+    if config.enable_inline_execute and config.inter_op_parallelism_threads > 0:
+        _log_once(f"enable_inline_execute wins over inter_op_parallelism_threads "
+                  f"({config.inter_op_parallelism_threads}): requests run in the calling thread, so no serving "
+                  f"inter-op pool is sized by it (as in DeepRec, which sets RUN_ALL_KERNELS_INLINE)")
+    if config.shard_embedding:
+        _log_once(f"shard_embedding: every instance serves every row of {', '.join(config.embedding_names)} from "
+                  f"its local feature store; DeepRec keeps 1/{config.shard_instance_count} of each per instance")
     return config
+
+
+_logged: set = set()
+
+
+def _log_once(message: str) -> None:
+    """A warning about the config, once per process (hosts parse one config many times)."""
+    if message not in _logged:
+        _logged.add(message)
+        logger.warning("%s", message)
+
+
+def _deeprec_defaults(document: Mapping[str, Any], values: Dict[str, Any]) -> None:
+    """DeepRec's defaults a user would notice: without thread counts, SCHEDULABLE_CPUS (when the
+    environment sets it, as DeepRec's deployments do) is shared half and half between the inter-op and
+    intra-op pools."""
+    cpus = os.environ.get("SCHEDULABLE_CPUS", "").strip()
+    if not cpus.isdigit() or int(cpus) < 1:
+        return
+    for key in ("inter_op_parallelism_threads", "intra_op_parallelism_threads"):
+        if document.get(key) is None:
+            values[key] = max(1, int(cpus) // 2)
 
 
 def _load_document(source: Any) -> Any:

@@ -1,6 +1,7 @@
 """Processor: a served model, from Python. The same object backs the C ABI's handle for C hosts."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -48,11 +49,15 @@ class Processor:
 
     `config` is a dict, a JSON string or the path of a JSON file. Raises ConfigError or ModelLoadError.
     With a poll interval > 0 a background thread serves each newer complete version as it appears.
+    `model_entry` (initialize()'s first argument) is put before a `warmup_file_name`, as DeepRec's
+    processor does (model_serving.cc).
     """
 
     def __init__(self, config: Union[Mapping[str, Any], str, bytes], model_entry: str = ""):
         self.config = parse_config(config)
         self.model_entry = model_entry
+        if model_entry and self.config.warmup_file_name:
+            self.config = dataclasses.replace(self.config, warmup_file_name=model_entry + self.config.warmup_file_name)
         openmp = apply_openmp_settings(self.config)
         if openmp:
             logger.info("exported %s (the TF wheel itself uses no OpenMP)", openmp)
@@ -67,6 +72,7 @@ class Processor:
         self._lifecycle = VersionLifecycle(self.config, self._loader)
         self._signature: Optional[Tuple[object, dict, Dict[str, int]]] = None  # (servable, signature, dtypes)
         self._threads: List[PollingThread] = []
+        self._timeline_uploader = None  # with an oss:// timeline_path
         loaded = self._loader.load(self._lifecycle.first_version())
         handle = _core.ModelHandle(self.config.model_name)
         handle.set_limits(self.config.max_request_bytes, self.config.max_tensor_elements)
@@ -117,7 +123,7 @@ class Processor:
             signature = json.loads(body)
             dtypes = {}
             for spec in signature["inputs"]:
-                dtypes[spec["alias"]] = dtypes[spec["name"]] = predict_pb2.ArrayDataType.Value(spec["dtype"])
+                dtypes[spec["alias"]] = dtypes[spec["tensor_name"]] = predict_pb2.ArrayDataType.Value(spec["dtype"])
             cached = self._signature = (servable, signature, dtypes)
         return cached[1], cached[2]
 
@@ -196,6 +202,8 @@ class Processor:
             handle.unload()
             if self.config.request_log is not None:
                 handle.set_request_log("", 0, 1, 1, 1)  # writes what is queued and closes the file
+            if self._timeline_uploader is not None:
+                self._timeline_uploader.close()
             self._loader.close()
             logger.info("processor closed")
 
@@ -209,6 +217,15 @@ class Processor:
 
     def _start_timeline(self, handle: _core.ModelHandle) -> None:
         path = self.config.timeline_path
+        if path.startswith("oss://"):  # written locally, then uploaded
+            from .stores.cache import default_cache_dir
+            from .timeline_upload import UPLOAD_SECONDS, TimelineUploader
+            staging = os.path.join(self.config.local_cache_dir or default_cache_dir(), "timeline",
+                                   f"{self.config.model_name}-{os.getpid()}-{id(self):x}")
+            self._timeline_uploader = TimelineUploader(self.config, staging)
+            self._threads.append(PollingThread(UPLOAD_SECONDS, self._timeline_uploader.upload_finished,
+                                               name="processor-timeline-upload"))
+            path = staging
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
@@ -216,7 +233,8 @@ class Processor:
         handle.set_timeline(self.config.timeline_start_step, max(self.config.timeline_interval_step, 1),
                            self.config.timeline_trace_count, path)
         logger.info("tracing %d request(s) from step %d every %d into %s", self.config.timeline_trace_count,
-                    self.config.timeline_start_step, max(self.config.timeline_interval_step, 1), path)
+                    self.config.timeline_start_step, max(self.config.timeline_interval_step, 1),
+                    self.config.timeline_path)
 
     def _start_request_log(self, handle: _core.ModelHandle) -> None:
         log = self.config.request_log

@@ -25,7 +25,9 @@ from .config import ProcessorConfig
 def pool_threads(config: ProcessorConfig) -> int:
     """Threads per serving pool: inter_op_parallelism_threads, or by default the cores shared out among
     the pools (one pool per core each would oversubscribe the machine: measured 40 % fewer requests/s
-    with 2 pools of 2 threads than with 1 on 2 cores)."""
+    with 2 pools of 2 threads than with 1 on 2 cores). With enable_inline_execute no request uses them."""
+    if config.enable_inline_execute:
+        return 1  # requests run in the calling thread: the serving pools only have to exist
     if config.inter_op_parallelism_threads > 0 or config.session_num == 1:
         return config.inter_op_parallelism_threads
     import os

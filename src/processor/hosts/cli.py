@@ -145,8 +145,8 @@ def cmd_inspect(args) -> int:
         print(f"signature '{signature['signature_name']}' ({signature['method_name']}):")
         for kind in ("inputs", "outputs"):
             for spec in signature[kind]:
-                shape = "unknown rank" if spec.get("shape") is None else spec["shape"]
-                print(f"  {kind[:-1]:<6} {spec['alias']:<24} {spec['dtype']:<10} {shape}  ({spec['name']})")
+                shape = "unknown rank" if spec.get("unknown_rank") else spec["shape"]
+                print(f"  {kind[:-1]:<6} {spec['alias']:<24} {spec['dtype']:<10} {shape}  ({spec['tensor_name']})")
     elif signature:
         print(f"signature: {signature['error']}")
     return 0 if candidate else 1

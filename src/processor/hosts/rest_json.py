@@ -56,10 +56,9 @@ def format_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool)
 def signature_metadata(signature: Mapping[str, Any]) -> Dict[str, Any]:
     """The signature as TF Serving's GetModelMetadata JSON shows a SignatureDef."""
     def tensor_info(spec):
-        shape = spec.get("shape")
-        return {"dtype": spec["dtype"], "name": spec["name"],
-                "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in shape or []],
-                                 "unknown_rank": shape is None}}
+        return {"dtype": spec["dtype"], "name": spec["tensor_name"],
+                "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec["shape"]],
+                                 "unknown_rank": spec.get("unknown_rank", False)}}
     return {signature["signature_name"]: {
         "inputs": {spec["alias"]: tensor_info(spec) for spec in signature["inputs"]},
         "outputs": {spec["alias"]: tensor_info(spec) for spec in signature["outputs"]},

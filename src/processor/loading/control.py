@@ -43,7 +43,8 @@ def load_request(config: ProcessorConfig, savedmodel_dir: str, checkpoint_prefix
     """Step 1's request: the local SavedModel, and the checkpoint to restore with its index (read here;
     ModelLoadError names `what` when it cannot be)."""
     request = control_pb2.LoadRequest(savedmodel_dir=savedmodel_dir, signature_name=config.signature_name,
-                                      session=session_settings(config))
+                                      session=session_settings(config),
+                                      strict_signature_name=config.strict_signature_name)
     if checkpoint_prefix:
         request.checkpoint_prefix = checkpoint_prefix
         request.checkpoint_tensors.extend(checkpoint_tensors(checkpoint_prefix, what or checkpoint_prefix))

@@ -49,8 +49,8 @@ class ModelCache:
     # ---- what the loader asks for
 
     def savedmodel(self, remote_dir: str) -> str:
-        """The local copy of a SavedModel directory."""
-        return self._fetch(remote_dir, self._store.files_under(remote_dir), remote_dir)
+        """The local copy of a SavedModel directory (given with a trailing slash or without)."""
+        return self._fetch(remote_dir, self._store.files_under(remote_dir), remote_dir.rstrip("/"))
 
     def checkpoint(self, remote_prefix: str) -> str:
         """The local prefix of a checkpoint's copy (its .index and .data-* files)."""

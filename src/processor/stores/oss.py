@@ -110,6 +110,11 @@ class OssTransport:
             self._call(what, lambda: oss2.utils.check_crc("get", result.client_crc, result.server_crc,
                                                           result.request_id))
 
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Uploads `data` as the object at `path` (oss2 checks the server's CRC-64 of it)."""
+        bucket, key = self._locate(path)
+        self._call(f"upload {path}", lambda: bucket.put_object(key, data))
+
     def _locate(self, url: str) -> Tuple[oss2.Bucket, str]:
         name, key = split_oss_url(url)
         bucket = self._buckets.get(name)
