@@ -152,6 +152,20 @@ def test_c_host_serves_embeddings_from_redis(c_host, rec_model, reference, tmp_p
         np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), expected[name], atol=1e-6)
 
 
+def test_c_host_serves_a_deeprec_embedding_variable_model(c_host, tmp_path):
+    """DeepRec's EmbeddingVariables (tests/deeprec_models.py) through initialize()/process() of a C host,
+    with DeepRec's "memory" feature store name."""
+    from deeprec_models import build_deeprec_model
+    model = build_deeprec_model(str(tmp_path / "deeprec"))
+    ids = np.concatenate([model.keys[:3], [5, 77, 2 ** 33]]).astype(np.int64)
+    batch = {"user_id": ids, "dense": np.linspace(-1, 1, len(ids) * 4, dtype=np.float32).reshape(len(ids), 4)}
+    _, response, info = serve_one_request(c_host, {"savedmodel_dir": model.savedmodel_dir,
+                                                   "checkpoint_dir": model.checkpoint_dir, "poll_interval_seconds": 0,
+                                                   "feature_store_type": "memory"}, batch, tmp_path)
+    np.testing.assert_allclose(tensors.from_array_proto(response.outputs["prob"]), model.expected(batch), atol=1e-6)
+    assert info.model_path == model.prefix
+
+
 TF_BANNERS = ("absl::InitializeLog", "cpu_feature_guard", "Reading SavedModel", "SavedModel load for tags")
 
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -25,12 +26,27 @@ class EmbeddingTable {
   int64_t dim() const { return dim_; }
 
   // Writes the rows of `ids` into `rows` ([n, dim], row-major); ids the table lacks get `default_row`
-  // (dim values). Called concurrently by requests. An unreachable store is Unavailable.
+  // (dim values), or DefaultRowOf(id) when default rows are set. Called concurrently by requests. An
+  // unreachable store is Unavailable.
   virtual Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows) const = 0;
+
+  // Rows ([k, dim]) ids the table lacks read instead of the lookup's default row: row (id mod k), as
+  // DeepRec's EmbeddingVariables read their initializer's values (kv_variable_ops.cc; mod taken
+  // non-negative, where DeepRec's C++ % would read before the table for a negative id). Set before the
+  // table serves.
+  void SetDefaultRows(std::vector<float> rows) { default_rows_ = std::move(rows); }
+
+ protected:
+  const float* DefaultRowOf(int64_t id, const float* default_row) const {
+    if (default_rows_.empty()) return default_row;
+    const int64_t k = static_cast<int64_t>(default_rows_.size()) / dim_;
+    return default_rows_.data() + ((id % k) + k) % k * dim_;
+  }
 
  private:
   std::string name_;
   int64_t dim_;
+  std::vector<float> default_rows_;
 };
 
 }  // namespace processor

@@ -149,7 +149,8 @@ Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& o
   const std::unordered_set<TF_Operation*> serving = FanIn(graph.get(), output_ops, &fan_in_status);
   PROCESSOR_RETURN_IF_ERROR(fan_in_status);
 
-  const std::set<std::string> named(selection.names.begin(), selection.names.end());
+  std::set<std::string> named(selection.names.begin(), selection.names.end());
+  named.insert(selection.keyed_by_id.begin(), selection.keyed_by_id.end());
   for (const std::string& name : named) {
     TF_Operation* op = TF_GraphOperationByName(graph.get(), name.c_str());
     if (!op || !IsVariable(TF_OperationOpType(op))) return Status::InvalidArgument("embedding_names: the graph has no variable " + Quote(name));
@@ -169,7 +170,8 @@ Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& o
       TF_OperationGetAttrShape(op, "shape", shape, 2, status.get());
       embedding.rows = shape[0];
       embedding.dim = shape[1];
-      table = status.ok() && shape[0] > 0 && shape[1] > 0;
+      embedding.keyed_by_id = selection.keyed_by_id.count(name) > 0;
+      table = status.ok() && (shape[0] > 0 || embedding.keyed_by_id) && shape[1] > 0;
     }
     if (!table) why = "it is not a 2-D variable of known shape";
     bool gathered = table && FindGathers(op, serving, &embedding.gathers, &why);

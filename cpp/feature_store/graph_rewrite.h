@@ -8,6 +8,7 @@
 #include <tensorflow/c/c_api.h>
 
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,9 @@ struct EmbeddingSelection {
   std::vector<std::string> names;  // these variables, which must be gathered only
   int64_t min_rows = 0;            // and, when > 0, every gathered-only variable with this many rows
   float default_value = 0;         // what ids a table lacks read as
+  // Variables served from the store whatever else is selected, keyed by any id and of unknown rows:
+  // DeepRec's EmbeddingVariables (feature_store/embedding_variables.h).
+  std::set<std::string> keyed_by_id;
 };
 
 struct GatherSite {
@@ -39,6 +43,12 @@ struct EmbeddingVariable {
   std::string saved_name;
   std::string shape_and_slice;
   int64_t first_row = 0;
+  // A DeepRec EmbeddingVariable: its table holds the checkpoint's <saved_name>-keys/-values, rows is
+  // unknown (-1), and ids it lacks read row (id mod default_value_dim) of `default_value`'s tensor.
+  bool keyed_by_id = false;
+  TF_DataType key_dtype = TF_INT64;  // of <saved_name>-keys
+  std::string default_value;
+  int64_t default_value_dim = 0;
 };
 
 struct RewritePlan {

@@ -14,7 +14,7 @@ DenseTable::DenseTable(std::string name, TensorPtr rows)
 Status DenseTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* out) const {
   const size_t row_bytes = sizeof(float) * dim();
   for (size_t i = 0; i < n; ++i) {
-    const float* row = ids[i] >= 0 && ids[i] < rows_ ? data_ + ids[i] * dim() : default_row;
+    const float* row = ids[i] >= 0 && ids[i] < rows_ ? data_ + ids[i] * dim() : DefaultRowOf(ids[i], default_row);
     std::memcpy(out + i * dim(), row, row_bytes);
   }
   return Status::Ok();
@@ -52,11 +52,8 @@ size_t HashedTable::SlotOf(int64_t id) const {
 Status HashedTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* out) const {
   const size_t row_bytes = sizeof(float) * dim();
   for (size_t i = 0; i < n; ++i) {
-    const float* row = default_row;
-    if (!slot_ids_.empty()) {
-      const uint32_t found = slot_rows_[SlotOf(ids[i])];
-      if (found != kEmpty) row = values_.data() + (found - 1) * dim();
-    }
+    const uint32_t found = slot_ids_.empty() ? kEmpty : slot_rows_[SlotOf(ids[i])];
+    const float* row = found != kEmpty ? values_.data() + (found - 1) * dim() : DefaultRowOf(ids[i], default_row);
     std::memcpy(out + i * dim(), row, row_bytes);
   }
   return Status::Ok();

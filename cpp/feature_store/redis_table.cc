@@ -145,7 +145,8 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
   for (size_t i = 0; i < n; ++i) {
     const PartitionRead& read = reads[read_of_partition[PartitionOf(ids[i])]];
     const size_t position = std::lower_bound(read.ids.begin(), read.ids.end(), ids[i]) - read.ids.begin();
-    std::memcpy(rows + i * dim(), read.found[position] ? read.rows.data() + position * dim() : default_row, row_bytes);
+    const float* row = read.found[position] ? read.rows.data() + position * dim() : DefaultRowOf(ids[i], default_row);
+    std::memcpy(rows + i * dim(), row, row_bytes);
   }
   return Status::Ok();
 }

@@ -70,7 +70,8 @@ struct BoundTensor {
 struct LoadPlan {
   LoadOptions options;
   std::string meta_graph_bytes;
-  MetaGraphSpec meta_graph;
+  MetaGraphSpec meta_graph;       // its graph_def is ev_graph_def when the graph has EmbeddingVariables
+  std::string ev_graph_def;       // the graph with DeepRec's EmbeddingVariables rewritten (embedding_variables.h)
   RewritePlan rewrite;
 
   static Status Make(LoadOptions options, std::unique_ptr<LoadPlan>* plan);
@@ -79,9 +80,10 @@ struct LoadPlan {
   LoadPlan& operator=(const LoadPlan&) = delete;
 };
 
-// Which variables a load with `options.feature_store` serves from the store (reads the SavedModel's
-// graph; `meta_graph` points into `bytes`). LoadPlan::Make's job with a feature store.
-Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphSpec* meta_graph, RewritePlan* plan);
+// Which variables a load with `plan->options.feature_store` serves from the store, DeepRec's
+// EmbeddingVariables included, given the SavedModel's MetaGraphDef in `plan->meta_graph_bytes`.
+// LoadPlan::Make's job with a feature store.
+Status PlanEmbeddings(LoadPlan* plan);
 
 // Its three jobs live in three files: loading (servable_load.cc, and servable_feature_store.cc for a
 // load with the feature store), serving (servable_run.cc) and updating a loaded version in place
@@ -145,6 +147,10 @@ class Servable {
                     const std::map<std::string, std::string>& keys);
   Status LoadMonolithTable(const EmbeddingVariable& embedding, const std::vector<std::string>& shards,
                            std::shared_ptr<LocalTable>* table);
+  // A DeepRec EmbeddingVariable's rows, and the default rows its initializer gives ids it lacks.
+  Status LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, const std::string& prefix,
+                                    std::shared_ptr<LocalTable>* table);
+  Status LoadDefaultRows(const RewritePlan& plan);
   Status ConnectRedisTables(const FeatureStoreOptions& options, const RewritePlan& plan,
                             const std::map<std::string, std::string>& keys);
   Status RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);

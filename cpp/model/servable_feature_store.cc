@@ -6,6 +6,7 @@
 
 #include "common/logging.h"
 #include "common/quote.h"
+#include "feature_store/embedding_variables.h"
 #include "feature_store/lookup_op.h"
 #include "feature_store/monolith_dump.h"
 #if PROCESSOR_WITH_REDIS
@@ -17,10 +18,30 @@
 
 namespace processor {
 
-Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphSpec* meta_graph, RewritePlan* plan) {
+Status PlanEmbeddings(LoadPlan* load) {
+  const LoadOptions& options = load->options;
+  MetaGraphSpec* meta_graph = &load->meta_graph;
+  RewritePlan* plan = &load->rewrite;
   std::string_view serialized;
-  PROCESSOR_RETURN_IF_ERROR(ReadSavedModelMetaGraph(options.savedmodel_dir, options.tags, bytes, &serialized));
+  PROCESSOR_RETURN_IF_ERROR(
+      ReadSavedModelMetaGraph(options.savedmodel_dir, options.tags, &load->meta_graph_bytes, &serialized));
   PROCESSOR_RETURN_IF_ERROR(ParseMetaGraph(serialized, meta_graph));
+  EmbeddingSelection selection = options.feature_store.selection;
+  std::map<std::string, DeepRecEmbedding> evs;
+  if (MentionsEmbeddingVariables(meta_graph->graph_def)) {
+    std::vector<DeepRecEmbedding> found;
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(RewriteEmbeddingVariables(meta_graph->graph_def, &load->ev_graph_def, &found),
+                                           "DeepRec EmbeddingVariables");
+    meta_graph->graph_def = load->ev_graph_def;
+    for (DeepRecEmbedding& ev : found) {
+      selection.keyed_by_id.insert(ev.name);
+      evs[ev.name] = std::move(ev);
+    }
+    if (!evs.empty() && options.feature_store.type == "redis") {
+      return Status::InvalidArgument("the graph's DeepRec EmbeddingVariables are served from local tables only in "
+                                     "this version: set feature_store_type 'local'");
+    }
+  }
   auto signature = meta_graph->signatures.find(options.signature_name);
   if (signature == meta_graph->signatures.end()) {
     return Status::Internal(MissingSignatureMessage(*meta_graph, options.signature_name, options.savedmodel_dir));
@@ -32,8 +53,14 @@ Status PlanEmbeddings(const LoadOptions& options, std::string* bytes, MetaGraphS
     if (ParseTensorName(output.tensor_name, &op, &index)) output_ops.push_back(op);
   }
   PROCESSOR_RETURN_IF_ERROR(
-      PlanRewrite(meta_graph->graph_def, output_ops, options.feature_store.selection, plan).WithContext("feature store"));
+      PlanRewrite(meta_graph->graph_def, output_ops, selection, plan).WithContext("feature store"));
   for (EmbeddingVariable& embedding : plan->embeddings) {
+    auto ev = evs.find(embedding.name);
+    if (ev != evs.end()) {
+      embedding.default_value = ev->second.default_value;
+      embedding.default_value_dim = ev->second.default_value_dim;
+      embedding.key_dtype = ev->second.key_dtype;
+    }
     auto slice = meta_graph->saved_slices.find(embedding.name);
     if (slice == meta_graph->saved_slices.end()) {
       embedding.saved_name = embedding.name;
@@ -82,6 +109,7 @@ Status Servable::LoadWithFeatureStore(const LoadPlan& load, TF_SessionOptions* s
   }
   PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(delta_applier().Apply(prefix, dense), "restoring the dense variables");
   PROCESSOR_RETURN_IF_ERROR(LoadTables(options.feature_store, plan, prefix, keys));
+  PROCESSOR_RETURN_IF_ERROR(LoadDefaultRows(plan));
   return RunInitOp(load.meta_graph, options.savedmodel_dir);
 }
 
@@ -105,6 +133,10 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
       PROCESSOR_RETURN_IF_ERROR(LoadMonolithTable(embedding, shards->second, &local_tables_[embedding.name]));
       continue;
     }
+    if (embedding.keyed_by_id) {
+      PROCESSOR_RETURN_IF_ERROR(LoadEmbeddingVariableTable(embedding, prefix, &local_tables_[embedding.name]));
+      continue;
+    }
     from_checkpoint.push_back(&embedding);
     names.push_back(embedding.saved_name);
     slices.push_back(embedding.shape_and_slice);
@@ -126,6 +158,62 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
     local_tables_[embedding.name] = std::make_shared<DenseTable>(embedding.name, std::move(tensors[i]));
   }
   for (const auto& [name, table] : local_tables_) TableRegistry::Global().Register(keys.at(name), table);
+  return Status::Ok();
+}
+
+Status Servable::LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, const std::string& prefix,
+                                            std::shared_ptr<LocalTable>* table) {
+  // DeepRec's checkpoint of an EV (embedding_var_ckpt_data.cc, ExportToCkpt): <name>-keys [n] and
+  // <name>-values [n, dim] are the rows it admitted; the filtered keys, versions and freqs are not served.
+  std::vector<TensorPtr> tensors;
+  PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
+      delta_applier().Read(prefix, {embedding.saved_name + "-keys", embedding.saved_name + "-values"}, {"", ""},
+                           {embedding.key_dtype, TF_FLOAT}, &tensors),
+      "reading EmbeddingVariable " + Quote(embedding.name));
+  TF_Tensor* keys = tensors[0].get();
+  TF_Tensor* values = tensors[1].get();
+  const int64_t n = TF_NumDims(keys) == 1 ? TF_Dim(keys, 0) : -1;
+  if (n < 0 || TF_NumDims(values) != 2 || TF_Dim(values, 0) != n || TF_Dim(values, 1) != embedding.dim) {
+    return Status::InvalidArgument("EmbeddingVariable " + Quote(embedding.name) + " in checkpoint " + Quote(prefix) +
+                                   " does not hold [n] keys and [n, " + std::to_string(embedding.dim) + "] values");
+  }
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    ids[i] = embedding.key_dtype == TF_INT32 ? static_cast<const int32_t*>(TF_TensorData(keys))[i]
+                                             : static_cast<const int64_t*>(TF_TensorData(keys))[i];
+  }
+  auto hashed = std::make_shared<HashedTable>(embedding.name, embedding.dim);
+  PROCESSOR_RETURN_IF_ERROR(hashed->WriteRows(ids.data(), ids.size(), static_cast<const float*>(TF_TensorData(values))));
+  Log(LogLevel::kInfo, "EmbeddingVariable " + Quote(embedding.name) + ": " + std::to_string(n) + " rows");
+  *table = std::move(hashed);
+  return Status::Ok();
+}
+
+Status Servable::LoadDefaultRows(const RewritePlan& plan) {
+  for (const EmbeddingVariable& embedding : plan.embeddings) {
+    if (embedding.default_value.empty()) continue;
+    auto table = local_tables_.find(embedding.name);
+    if (table == local_tables_.end()) continue;
+    TF_Output port;
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), embedding.default_value, &port),
+                                           "the default values of EmbeddingVariable " + Quote(embedding.name));
+    TF_Tensor* raw = nullptr;
+    TfStatus status;
+    TF_SessionRun(session_, update_run_options_.get(), nullptr, nullptr, 0, &port, &raw, 1, nullptr, 0, nullptr,
+                  status.get());
+    TensorPtr value(raw);
+    if (!status.ok()) {
+      return Status::Internal("cannot compute the default values of EmbeddingVariable " + Quote(embedding.name) +
+                              ": " + status.message());
+    }
+    const int64_t count = TF_TensorElementCount(value.get());
+    if (TF_TensorType(value.get()) != TF_FLOAT || count == 0 || count % embedding.dim != 0) {
+      return Status::InvalidArgument("the default values of EmbeddingVariable " + Quote(embedding.name) +
+                                     " are not rows of " + std::to_string(embedding.dim) + " floats");
+    }
+    const float* data = static_cast<const float*>(TF_TensorData(value.get()));
+    table->second->SetDefaultRows(std::vector<float>(data, data + count));
+  }
   return Status::Ok();
 }
 

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include "common/json_writer.h"
+#include "common/logging.h"
 #include "common/quote.h"
+#include "feature_store/embedding_variables.h"
 #include "feature_store/table_registry.h"
 #include "model/graph_names.h"
 
@@ -57,10 +59,23 @@ std::atomic<int64_t> Servable::live_count_{0};
 Status LoadPlan::Make(LoadOptions options, std::unique_ptr<LoadPlan>* plan) {
   auto made = std::make_unique<LoadPlan>();
   made->options = std::move(options);
-  if (!made->options.feature_store.type.empty()) {
-    // TensorFlow's SavedModel loader reads the graph itself when no feature store rewrites it.
-    PROCESSOR_RETURN_IF_ERROR(PlanEmbeddings(made->options, &made->meta_graph_bytes, &made->meta_graph, &made->rewrite));
+  FeatureStoreOptions& store = made->options.feature_store;
+  if (store.type.empty()) {
+    // TensorFlow's SavedModel loader reads the graph itself when no feature store rewrites it, unless
+    // it holds DeepRec's EmbeddingVariables: only the feature store can serve those.
+    std::string_view serialized;
+    PROCESSOR_RETURN_IF_ERROR(ReadSavedModelMetaGraph(made->options.savedmodel_dir, made->options.tags,
+                                                      &made->meta_graph_bytes, &serialized));
+    const bool has_evs = MentionsEmbeddingVariables(serialized);
+    made->meta_graph_bytes.clear();  // PlanEmbeddings reads it again, for the rare graph that needs it
+    if (!has_evs) {
+      *plan = std::move(made);
+      return Status::Ok();
+    }
+    Log(LogLevel::kInfo, "the SavedModel holds DeepRec EmbeddingVariables: serving them from local tables");
+    store.type = "local";
   }
+  PROCESSOR_RETURN_IF_ERROR(PlanEmbeddings(made.get()));
   *plan = std::move(made);
   return Status::Ok();
 }

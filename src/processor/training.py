@@ -50,7 +50,8 @@ def save_incremental_checkpoint(session, checkpoint_dir: str, global_step: int,
                                 whole_variables: Iterable[object] = (), keep: int = 20) -> str:
     """Writes a delta for a training job: the rows `changed_rows` names of each variable (a tf.Variable
     or a variable name -> row ids), and `whole_variables` entirely, into
-    `<checkpoint_dir>/.incremental_checkpoint/model.ckpt-<global_step>`. The state file is updated last,
+    `<checkpoint_dir>/.incremental_checkpoint/incremental_model.ckpt-<global_step>` (DeepRec's names,
+    tensorflow/python/training/incremental_saver.py). The state file is updated last,
     so a processor polling the directory never sees a half-written delta. Returns the prefix.
 
     Reads each variable through `session`, once; the training graph gets no new ops."""
@@ -75,7 +76,7 @@ def save_incremental_checkpoint(session, checkpoint_dir: str, global_step: int,
         tensors[name + VALUES_SUFFIX] = np.ascontiguousarray(values[name][ids])
     for name in whole:
         tensors[name] = np.asarray(values[name])
-    prefix = os.path.join(directory, f"model.ckpt-{int(global_step)}")
+    prefix = os.path.join(directory, f"incremental_model.ckpt-{int(global_step)}")
     save_tensors(prefix, tensors)
     existing = [p for p in read_state_file(LocalModelStore(), directory) if p != prefix]
     write_checkpoint_state(directory, (existing + [prefix])[-keep:])

@@ -144,5 +144,19 @@ TEST(HashedTable, AnEmptyTableReadsTheDefaultRow) {
   EXPECT_EQ(out, 9);
 }
 
+TEST(HashedTable, DefaultRowsAreReadByIdModTheirCountAsDeepRecsEmbeddingVariablesDo) {
+  HashedTable table("ev", 2);
+  const int64_t held = 10;
+  const float held_row[] = {1, 1};
+  ASSERT_TRUE(table.WriteRows(&held, 1, held_row).ok());
+  table.SetDefaultRows({0, 0, 100, 101, 200, 201});  // three default rows
+  const int64_t ids[] = {10, 4, 5, -1, std::numeric_limits<int64_t>::min()};
+  const float unused_default[] = {-9, -9};
+  float out[10];
+  ASSERT_TRUE(table.Lookup(ids, 5, unused_default, out).ok());
+  // 4 % 3 = 1, 5 % 3 = 2, -1 mod 3 = 2, INT64_MIN mod 3 = 1 (mod taken non-negative)
+  EXPECT_EQ(std::vector<float>(out, out + 10), (std::vector<float>{1, 1, 100, 101, 200, 201, 200, 201, 100, 101}));
+}
+
 }  // namespace
 }  // namespace processor
