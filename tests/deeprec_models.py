@@ -30,6 +30,7 @@ import numpy as np
 
 DIM = 8
 DEFAULT_VALUE_DIM = 16
+PER_ID_DEFAULT_SCALE = 0.001  # with is_use_default_value_tensor: id i's default row is i * this, everywhere
 SAVED_PARTITIONS = 1000  # DeepRec's kSavedPartitionNum
 
 
@@ -42,11 +43,17 @@ class DeepRecModel:
     values: np.ndarray      # their rows
     default_rows: np.ndarray  # [DEFAULT_VALUE_DIM, DIM], the initializer's value
     weights: dict           # the dense variables' values
+    default_value_tensor: bool = False  # the gather's defaults come from its per-id input
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """What DeepRec's lookup reads for `ids`."""
         held = {int(k): i for i, k in enumerate(self.keys)}
-        return np.stack([self.values[held[int(i)]] if int(i) in held else self.default_rows[int(i) % DEFAULT_VALUE_DIM]
+
+        def missing(i: int) -> np.ndarray:
+            if self.default_value_tensor:
+                return np.full(DIM, np.float32(i) * np.float32(PER_ID_DEFAULT_SCALE), np.float32)
+            return self.default_rows[i % DEFAULT_VALUE_DIM]
+        return np.stack([self.values[held[int(i)]] if int(i) in held else missing(int(i))
                          for i in ids.reshape(-1)]).reshape(ids.shape + (DIM,))
 
     def expected(self, batch: dict) -> np.ndarray:
@@ -68,6 +75,10 @@ def _graph(tf, tf1):
     # The EV's initializer value, [default_value_dim, dim], seeded: DeepRec runs it at load to make the
     # default rows, and so does the feature store.
     initial = tf.random.normal([DEFAULT_VALUE_DIM, DIM], seed=11, name="user_emb/Initializer/random_normal")
+    # A per-id default tensor ([n, dim]), what a gather with is_use_default_value_tensor reads for ids
+    # the EV lacks.
+    tf.multiply(tf.cast(tf.tile(tf.expand_dims(user_id, 1), [1, DIM]), tf.float32), PER_ID_DEFAULT_SCALE,
+                name="user_emb/per_id_default")
     return user_id, dense, embedded, prob, initial
 
 
@@ -86,7 +97,7 @@ def reference_prob(weights: dict, rows: np.ndarray, dense: np.ndarray) -> np.nda
                                       user_id: np.zeros(len(dense), np.int64)})
 
 
-def _to_deeprec_graph(graph_def, tf) -> None:
+def _to_deeprec_graph(graph_def, tf, default_value_tensor: bool) -> None:
     """Rewrites the ordinary model's GraphDef in place into the one DeepRec's EV API builds."""
     from tensorflow.core.framework import attr_value_pb2, node_def_pb2, tensor_shape_pb2
     from tensorflow.core.framework import types_pb2
@@ -119,13 +130,14 @@ def _to_deeprec_graph(graph_def, tf) -> None:
             ids = node.input[1]
             controls = [i for i in node.input if i.startswith("^")]
             del node.input[:]
-            node.input.extend(["user_emb", ids, "user_emb/default_value"] + controls)
+            defaults = "user_emb/per_id_default" if default_value_tensor else "user_emb/default_value"
+            node.input.extend(["user_emb", ids, defaults] + controls)
             node.op = "KvResourceGather"
             for key in list(node.attr):
                 del node.attr[key]
             node.attr["dtype"].CopyFrom(common["dtype"])
             node.attr["Tkeys"].CopyFrom(common["Tkeys"])
-            node.attr["is_use_default_value_tensor"].CopyFrom(attr_value_pb2.AttrValue(b=False))
+            node.attr["is_use_default_value_tensor"].CopyFrom(attr_value_pb2.AttrValue(b=default_value_tensor))
             node.attr["validate_indices"].CopyFrom(attr_value_pb2.AttrValue(b=True))
             node.attr["is_inference"].CopyFrom(attr_value_pb2.AttrValue(b=False))
     ev_attrs = dict(common, shape=attr_value_pb2.AttrValue(shape=shape_dim),
@@ -252,8 +264,9 @@ def save_deeprec_delta(model: DeepRecModel, step: int, keys: np.ndarray, values:
     return prefix
 
 
-def build_deeprec_model(root: str, seed: int = 0) -> DeepRecModel:
-    """A DeepRec-format SavedModel (root/saved_model) and checkpoint (root/checkpoints/model.ckpt-1)."""
+def build_deeprec_model(root: str, seed: int = 0, default_value_tensor: bool = False) -> DeepRecModel:
+    """A DeepRec-format SavedModel (root/saved_model) and checkpoint (root/checkpoints/model.ckpt-1);
+    with `default_value_tensor`, its gather reads defaults from a per-id tensor."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
     tf1 = tf.compat.v1
@@ -271,7 +284,7 @@ def build_deeprec_model(root: str, seed: int = 0) -> DeepRecModel:
                                    saver=tf1.train.Saver(sharded=False))
     path = os.path.join(savedmodel_dir, "saved_model.pb")
     saved_model = saved_model_pb2.SavedModel.FromString(open(path, "rb").read())
-    _to_deeprec_graph(saved_model.meta_graphs[0].graph_def, tf)
+    _to_deeprec_graph(saved_model.meta_graphs[0].graph_def, tf, default_value_tensor)
     open(path, "wb").write(saved_model.SerializeToString())
 
     keys = np.sort(rng.choice(np.arange(0, 2000, 2), 40, replace=False)).astype(np.int64)  # even ids, some held
@@ -284,4 +297,5 @@ def build_deeprec_model(root: str, seed: int = 0) -> DeepRecModel:
     save_deeprec_checkpoint(os.path.join(savedmodel_dir, "variables", "variables"), weights, keys, values)
     with open(os.path.join(checkpoint_dir, "checkpoint"), "w") as f:
         f.write(f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
-    return DeepRecModel(savedmodel_dir, checkpoint_dir, prefix, keys, values, default_rows, weights)
+    return DeepRecModel(savedmodel_dir, checkpoint_dir, prefix, keys, values, default_rows, weights,
+                        default_value_tensor)

@@ -31,6 +31,18 @@ def test_stock_tensorflow_cannot_import_the_graph(deeprec_model):
             tf.compat.v1.saved_model.loader.load(session, ["serve"], deeprec_model.savedmodel_dir)
 
 
+def test_a_gather_with_a_default_value_tensor_reads_it_for_missing_ids(tmp_path):
+    """is_use_default_value_tensor: the gather's default_value input, one row per id, for ids the EV
+    lacks (kv_variable_ops.cc: default_v + len * index)."""
+    model = build_deeprec_model(str(tmp_path / "deeprec"), seed=4, default_value_tensor=True)
+    batch = batch_of(np.concatenate([model.keys[:2], [3, 1001, 2 ** 34]]))
+    config = {"savedmodel_dir": model.savedmodel_dir, "checkpoint_dir": model.checkpoint_dir,
+              "poll_interval_seconds": 0}
+    with processor.Processor(config) as p:
+        np.testing.assert_allclose(p.predict(batch)["prob"], model.expected(batch), rtol=0, atol=1e-6)
+    assert model.rows(batch["user_id"])[3][0] == np.float32(1001 * 0.001)
+
+
 def test_an_embedding_variable_model_serves_deeprecs_lookups(deeprec_model, capfd):
     held = deeprec_model.keys[:5]
     missing = np.array([1, 3, 2001, 2 ** 40 + 5, -7], np.int64)  # odd, beyond the keys, huge, negative
@@ -49,20 +61,21 @@ def test_an_embedding_variable_model_serves_deeprecs_lookups(deeprec_model, capf
     np.testing.assert_array_equal(rows[-1], deeprec_model.default_rows[-7 % DEFAULT_VALUE_DIM])
 
 
-def test_an_embedding_variable_model_is_refused_clearly_with_redis(deeprec_model, standalone):
-    config = {"savedmodel_dir": deeprec_model.savedmodel_dir, "checkpoint_dir": deeprec_model.checkpoint_dir,
-              "poll_interval_seconds": 0, "feature_store_type": "redis", "redis_url": standalone.address,
-              "feature_store_namespace": "deeprec-ev"}
-    with pytest.raises(processor.ModelLoadError, match="served from local tables only"):
-        processor.Processor(config)
+@pytest.fixture(params=["local", "redis"])
+def where(request):
+    return request.param
 
 
-def test_deeprecs_embedding_variable_deltas_apply_atomically(tmp_path):
+def test_deeprecs_embedding_variable_deltas_apply_atomically(tmp_path, where, request):
     """A delta changes held rows, adds new ids and replaces the dense weights; the served outputs are
-    the new model's for held, new and still-missing ids."""
+    the new model's for held, new and still-missing ids, from local tables and from Redis (imported
+    from DeepRec's EV tensors, the delta's rows written there by id)."""
     model = build_deeprec_model(str(tmp_path / "deeprec"), seed=3)
     config = {"savedmodel_dir": model.savedmodel_dir, "checkpoint_dir": model.checkpoint_dir,
               "poll_interval_seconds": 0}
+    if where == "redis":
+        config.update(feature_store_type="cluster_redis", redis_url=request.getfixturevalue("standalone").address,
+                      feature_store_namespace=f"deeprec-ev-{tmp_path.name}")
     ids = np.array([model.keys[0], model.keys[1], 7, 9, 2 ** 35 + 1], np.int64)
     batch = batch_of(ids)
     rng = np.random.default_rng(5)

@@ -233,6 +233,7 @@ std::string EncodeEmbeddingPlan(const std::vector<EmbeddingVariable>& embeddings
     PutInt(&e, 3, embedding.dim);
     PutString(&e, 4, embedding.saved_name);
     PutInt(&e, 5, embedding.first_row);
+    PutInt(&e, 6, embedding.keyed_by_id);
     plan.Bytes(1, e.str());
   }
   return plan.str();

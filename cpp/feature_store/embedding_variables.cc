@@ -73,6 +73,19 @@ int64_t AttrVarint(const Node& node, const std::string& key, uint32_t wanted, in
   return missing;
 }
 
+// A string attr's value, or "".
+std::string AttrString(const Node& node, const std::string& key) {
+  auto it = node.attrs.find(key);
+  if (it == node.attrs.end()) return {};
+  wire::Reader r(it->second);
+  uint32_t field, type;
+  while (r.NextField(&field, &type)) {
+    if (field == kAttrS && type == wire::kLengthDelimited) return std::string(r.LengthDelimited());
+    r.Skip(type);
+  }
+  return {};
+}
+
 // The dims of a shape attr (-1 for unknown ones); empty when absent or of unknown rank.
 std::vector<int64_t> AttrShape(const Node& node, const std::string& key) {
   std::vector<int64_t> dims;
@@ -270,6 +283,8 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewrit
     const std::vector<int64_t> shape = AttrShape(node, "shape");
     DeepRecEmbedding ev;
     ev.name = node.name;
+    ev.saved_name = AttrString(node, "shared_name");  // what DeepRec's saver names its tensors by
+    if (ev.saved_name.empty()) ev.saved_name = node.name;
     ev.dim = shape.empty() ? 0 : shape.back();
     ev.key_dtype = static_cast<TF_DataType>(AttrVarint(node, "Tkeys", kAttrType, TF_INT64));
     if (AttrVarint(node, "dtype", kAttrType, TF_FLOAT) != TF_FLOAT || ev.dim <= 0) {
@@ -304,15 +319,17 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewrit
                                                               : handle_of.find(ProducerOf(node.inputs[0]));
     if (IsGather(node.op) && ev != handle_of.end()) {
       if (AttrVarint(node, "is_use_default_value_tensor", kAttrB, 0) != 0) {
-        return Status::InvalidArgument("gather " + Quote(node.name) + " of EmbeddingVariable " + Quote(ev->second) +
-                                       " takes its default values from a tensor (is_use_default_value_tensor), "
-                                       "which the feature store does not serve yet");
+        if (node.inputs.size() < 3 || node.inputs[2][0] == '^') {
+          return Status::InvalidArgument("gather " + Quote(node.name) + " has no default_value input");
+        }
+        found[ev->second].default_value_tensors[node.name] = node.inputs[2];
       }
       replaced[node.name] = GatherNode(node, ev->second);
       gathered.insert(ev->second);
       continue;
     }
-    if (node.op == "InitializeKvVariableOp" && ev != handle_of.end() && node.inputs.size() >= 3 &&
+    const bool initializer = node.op == "InitializeKvVariableOp" || node.op == "InitializeKvVariableV2Op";
+    if (initializer && ev != handle_of.end() && node.inputs.size() >= 3 &&
         ProducerOf(node.inputs[1]) == ProducerOf(node.inputs[0])) {  // a primary EV, not an optimizer's slot
       found[ev->second].default_value = node.inputs[2];
       found[ev->second].default_value_dim = AttrVarint(node, "default_value_dim", kAttrI, 4096);

@@ -264,7 +264,10 @@ Status RewriteGraph(std::string_view graph_def, const RewritePlan& plan,
     if (key == table_keys.end()) return Status::Internal("no table for embedding " + Quote(embedding.name));
     const std::string default_row = embedding.name + "/processor_default_row";
     out.Bytes(1, DefaultRowNode(default_row, std::vector<float>(embedding.dim, default_value)));
-    for (const GatherSite& site : embedding.gathers) replacements[site.node] = LookupNode(site, default_row, key->second);
+    for (const GatherSite& site : embedding.gathers) {
+      replacements[site.node] = LookupNode(site, site.default_input.empty() ? default_row : site.default_input,
+                                           key->second);
+    }
   }
   wire::Reader r(graph_def);
   uint32_t field, wire_type;

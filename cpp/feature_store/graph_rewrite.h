@@ -31,6 +31,7 @@ struct GatherSite {
   std::string ids;              // its ids input, "op:index"
   std::vector<std::string> control_inputs;
   TF_DataType ids_dtype = TF_INT64;
+  std::string default_input;    // a tensor of one default row per id, else the table's default row
 };
 
 struct EmbeddingVariable {

@@ -11,10 +11,12 @@ DenseTable::DenseTable(std::string name, TensorPtr rows)
       data_(static_cast<float*>(TF_TensorData(tensor_.get()))),
       rows_(TF_Dim(tensor_.get(), 0)) {}
 
-Status DenseTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* out) const {
+Status DenseTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* out,
+                          size_t default_stride) const {
   const size_t row_bytes = sizeof(float) * dim();
   for (size_t i = 0; i < n; ++i) {
-    const float* row = ids[i] >= 0 && ids[i] < rows_ ? data_ + ids[i] * dim() : DefaultRowOf(ids[i], default_row);
+    const float* row =
+        ids[i] >= 0 && ids[i] < rows_ ? data_ + ids[i] * dim() : MissingRow(ids[i], i, default_row, default_stride);
     std::memcpy(out + i * dim(), row, row_bytes);
   }
   return Status::Ok();
@@ -49,11 +51,13 @@ size_t HashedTable::SlotOf(int64_t id) const {
   return slot;
 }
 
-Status HashedTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* out) const {
+Status HashedTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* out,
+                           size_t default_stride) const {
   const size_t row_bytes = sizeof(float) * dim();
   for (size_t i = 0; i < n; ++i) {
     const uint32_t found = slot_ids_.empty() ? kEmpty : slot_rows_[SlotOf(ids[i])];
-    const float* row = found != kEmpty ? values_.data() + (found - 1) * dim() : DefaultRowOf(ids[i], default_row);
+    const float* row =
+        found != kEmpty ? values_.data() + (found - 1) * dim() : MissingRow(ids[i], i, default_row, default_stride);
     std::memcpy(out + i * dim(), row, row_bytes);
   }
   return Status::Ok();

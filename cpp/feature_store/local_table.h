@@ -28,7 +28,8 @@ class DenseTable final : public LocalTable {
 
   bool keyed_by_any_id() const override { return false; }
   int64_t rows() const override { return rows_; }
-  Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* out) const override;
+  Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* out,
+                size_t default_stride = 0) const override;
   // Ids outside [0, rows()) are an error (the caller drops them first).
   Status WriteRows(const int64_t* ids, size_t n, const float* values) override;
 
@@ -46,7 +47,8 @@ class HashedTable final : public LocalTable {
 
   bool keyed_by_any_id() const override { return true; }
   int64_t rows() const override { return static_cast<int64_t>(ids_.size()); }
-  Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* out) const override;
+  Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* out,
+                size_t default_stride = 0) const override;
   // Replaces the rows of ids it holds and adds the others (a later duplicate wins).
   Status WriteRows(const int64_t* ids, size_t n, const float* values) override;
 

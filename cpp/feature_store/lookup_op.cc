@@ -56,16 +56,19 @@ void Compute(void* opaque, TF_OpKernelContext* context) {
   if (status.ok()) TF_GetInput(context, 1, &raw_default, status.get());
   TensorPtr default_row(raw_default);
   if (!status.ok()) return TF_OpKernelContext_Failure(context, status.get());
-  if (TF_NumDims(default_row.get()) != 1 || TF_Dim(default_row.get(), 0) != table.dim()) {
-    return Fail(context, TF_INVALID_ARGUMENT, "default_row of table '" + table.name() + "' is not [" +
-                                                  std::to_string(table.dim()) + "]");
+  const size_t n = static_cast<size_t>(TF_TensorElementCount(ids.get()));
+  // One default row for every id, or one per id (DeepRec's is_use_default_value_tensor gathers).
+  const int default_rank = TF_NumDims(default_row.get());
+  const bool per_id = default_rank == 2 && TF_Dim(default_row.get(), 0) == static_cast<int64_t>(n);
+  if ((default_rank != 1 && !per_id) || TF_Dim(default_row.get(), default_rank - 1) != table.dim()) {
+    return Fail(context, TF_INVALID_ARGUMENT, "default_row of table '" + table.name() + "' is neither [" +
+                                                  std::to_string(table.dim()) + "] nor one row per id");
   }
 
   const int rank = TF_NumDims(ids.get());
   std::vector<int64_t> dims(rank + 1);
   for (int d = 0; d < rank; ++d) dims[d] = TF_Dim(ids.get(), d);
   dims[rank] = table.dim();
-  const size_t n = static_cast<size_t>(TF_TensorElementCount(ids.get()));
   TensorPtr rows(TF_AllocateOutput(context, 0, TF_FLOAT, dims.data(), rank + 1, n * table.dim() * sizeof(float),
                                    status.get()));
   if (!status.ok()) return TF_OpKernelContext_Failure(context, status.get());
@@ -79,7 +82,8 @@ void Compute(void* opaque, TF_OpKernelContext* context) {
     id_values = widened.data();
   }
   const Status looked_up = table.Lookup(id_values, n, static_cast<const float*>(TF_TensorData(default_row.get())),
-                                        static_cast<float*>(TF_TensorData(rows.get())));
+                                        static_cast<float*>(TF_TensorData(rows.get())),
+                                        per_id ? static_cast<size_t>(table.dim()) : 0);
   if (!looked_up.ok()) {
     const TF_Code code = looked_up.code() == StatusCode::kUnavailable ? TF_UNAVAILABLE
                          : looked_up.code() == StatusCode::kInvalidArgument ? TF_INVALID_ARGUMENT
@@ -89,16 +93,19 @@ void Compute(void* opaque, TF_OpKernelContext* context) {
   }
 }
 
-// rows: the ids' shape followed by default_row's.
+// rows: the ids' shape followed by default_row's last dimension (default_row is [dim] or [n, dim]).
 void InferShape(TF_ShapeInferenceContext* context, TF_Status* status) {
   TF_ShapeHandle* ids = TF_NewShapeHandle();
+  TF_ShapeHandle* defaults = TF_NewShapeHandle();
   TF_ShapeHandle* row = TF_NewShapeHandle();
   TF_ShapeHandle* rows = TF_NewShapeHandle();
   TF_ShapeInferenceContextGetInput(context, 0, ids, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(context, 1, row, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextGetInput(context, 1, defaults, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSubshape(context, defaults, -1, 1 << 30, row, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextConcatenateShapes(context, ids, row, rows, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(context, 0, rows, status);
   TF_DeleteShapeHandle(ids);
+  TF_DeleteShapeHandle(defaults);
   TF_DeleteShapeHandle(row);
   TF_DeleteShapeHandle(rows);
 }

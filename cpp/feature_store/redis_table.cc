@@ -110,7 +110,8 @@ Status RedisTable::ReadOnce(std::vector<PartitionRead>& reads, bool* moved, Stat
   return Status::Ok();
 }
 
-Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows) const {
+Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows,
+                          size_t default_stride) const {
   std::vector<int64_t> distinct(ids, ids + n);
   std::sort(distinct.begin(), distinct.end());
   distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
@@ -145,7 +146,8 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
   for (size_t i = 0; i < n; ++i) {
     const PartitionRead& read = reads[read_of_partition[PartitionOf(ids[i])]];
     const size_t position = std::lower_bound(read.ids.begin(), read.ids.end(), ids[i]) - read.ids.begin();
-    const float* row = read.found[position] ? read.rows.data() + position * dim() : DefaultRowOf(ids[i], default_row);
+    const float* row = read.found[position] ? read.rows.data() + position * dim()
+                                            : MissingRow(ids[i], i, default_row, default_stride);
     std::memcpy(rows + i * dim(), row, row_bytes);
   }
   return Status::Ok();

@@ -31,7 +31,8 @@ class RedisTable : public EmbeddingTable {
       : EmbeddingTable(std::move(name), dim), key_prefix_(std::move(key_prefix)), partitions_(partitions),
         token_(std::move(token)), router_(std::move(router)) {}
 
-  Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows) const override;
+  Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows,
+                size_t default_stride = 0) const override;
 
  private:
   struct PartitionRead;

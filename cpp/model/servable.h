@@ -143,16 +143,20 @@ class Servable {
   Status LoadSavedModel(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
                         MetaGraphSpec* meta_graph);
   Status LoadWithFeatureStore(const LoadPlan& plan, TF_SessionOptions* session_options);
+  // `default_rows`: by embedding, the rows ids its table lacks read (ComputeDefaultRows).
   Status LoadTables(const FeatureStoreOptions& options, const RewritePlan& plan, const std::string& prefix,
-                    const std::map<std::string, std::string>& keys);
+                    const std::map<std::string, std::string>& keys,
+                    const std::map<std::string, std::vector<float>>& default_rows);
   Status LoadMonolithTable(const EmbeddingVariable& embedding, const std::vector<std::string>& shards,
                            std::shared_ptr<LocalTable>* table);
   // A DeepRec EmbeddingVariable's rows, and the default rows its initializer gives ids it lacks.
   Status LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, const std::string& prefix,
                                     std::shared_ptr<LocalTable>* table);
-  Status LoadDefaultRows(const RewritePlan& plan);
+  // The default rows of DeepRec EmbeddingVariables: their initializers' values, run once in the session.
+  Status ComputeDefaultRows(const RewritePlan& plan, std::map<std::string, std::vector<float>>* rows);
   Status ConnectRedisTables(const FeatureStoreOptions& options, const RewritePlan& plan,
-                            const std::map<std::string, std::string>& keys);
+                            const std::map<std::string, std::string>& keys,
+                            const std::map<std::string, std::vector<float>>& default_rows);
   Status RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
   static TensorNameIndex IndexNames(const std::vector<BoundTensor>& tensors);
   Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);

@@ -37,10 +37,6 @@ Status PlanEmbeddings(LoadPlan* load) {
       selection.keyed_by_id.insert(ev.name);
       evs[ev.name] = std::move(ev);
     }
-    if (!evs.empty() && options.feature_store.type == "redis") {
-      return Status::InvalidArgument("the graph's DeepRec EmbeddingVariables are served from local tables only in "
-                                     "this version: set feature_store_type 'local'");
-    }
   }
   auto signature = meta_graph->signatures.find(options.signature_name);
   if (signature == meta_graph->signatures.end()) {
@@ -60,9 +56,15 @@ Status PlanEmbeddings(LoadPlan* load) {
       embedding.default_value = ev->second.default_value;
       embedding.default_value_dim = ev->second.default_value_dim;
       embedding.key_dtype = ev->second.key_dtype;
+      for (GatherSite& site : embedding.gathers) {
+        auto tensor = ev->second.default_value_tensors.find(site.node);
+        if (tensor != ev->second.default_value_tensors.end()) site.default_input = tensor->second;
+      }
     }
     auto slice = meta_graph->saved_slices.find(embedding.name);
-    if (slice == meta_graph->saved_slices.end()) {
+    if (ev != evs.end()) {
+      embedding.saved_name = ev->second.saved_name;
+    } else if (slice == meta_graph->saved_slices.end()) {
       embedding.saved_name = embedding.name;
     } else {
       embedding.saved_name = slice->second.full_name;
@@ -108,14 +110,16 @@ Status Servable::LoadWithFeatureStore(const LoadPlan& load, TF_SessionOptions* s
     dense.push_back(std::move(variable));
   }
   PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(delta_applier().Apply(prefix, dense), "restoring the dense variables");
-  PROCESSOR_RETURN_IF_ERROR(LoadTables(options.feature_store, plan, prefix, keys));
-  PROCESSOR_RETURN_IF_ERROR(LoadDefaultRows(plan));
+  std::map<std::string, std::vector<float>> default_rows;
+  PROCESSOR_RETURN_IF_ERROR(ComputeDefaultRows(plan, &default_rows));
+  PROCESSOR_RETURN_IF_ERROR(LoadTables(options.feature_store, plan, prefix, keys, default_rows));
   return RunInitOp(load.meta_graph, options.savedmodel_dir);
 }
 
 Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePlan& plan, const std::string& prefix,
-                            const std::map<std::string, std::string>& keys) {
-  if (options.type == "redis") return ConnectRedisTables(options, plan, keys);
+                            const std::map<std::string, std::string>& keys,
+                            const std::map<std::string, std::vector<float>>& default_rows) {
+  if (options.type == "redis") return ConnectRedisTables(options, plan, keys, default_rows);
   if (options.type != "local") return Status::InvalidArgument("unknown feature store type " + Quote(options.type));
   for (const auto& shards : options.monolith_shards) {
     const std::string& variable = shards.first;
@@ -157,7 +161,11 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
     }
     local_tables_[embedding.name] = std::make_shared<DenseTable>(embedding.name, std::move(tensors[i]));
   }
-  for (const auto& [name, table] : local_tables_) TableRegistry::Global().Register(keys.at(name), table);
+  for (const auto& [name, table] : local_tables_) {
+    auto rows = default_rows.find(name);
+    if (rows != default_rows.end()) table->SetDefaultRows(rows->second);
+    TableRegistry::Global().Register(keys.at(name), table);
+  }
   return Status::Ok();
 }
 
@@ -189,11 +197,9 @@ Status Servable::LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, 
   return Status::Ok();
 }
 
-Status Servable::LoadDefaultRows(const RewritePlan& plan) {
+Status Servable::ComputeDefaultRows(const RewritePlan& plan, std::map<std::string, std::vector<float>>* rows) {
   for (const EmbeddingVariable& embedding : plan.embeddings) {
     if (embedding.default_value.empty()) continue;
-    auto table = local_tables_.find(embedding.name);
-    if (table == local_tables_.end()) continue;
     TF_Output port;
     PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), embedding.default_value, &port),
                                            "the default values of EmbeddingVariable " + Quote(embedding.name));
@@ -212,7 +218,7 @@ Status Servable::LoadDefaultRows(const RewritePlan& plan) {
                                      " are not rows of " + std::to_string(embedding.dim) + " floats");
     }
     const float* data = static_cast<const float*>(TF_TensorData(value.get()));
-    table->second->SetDefaultRows(std::vector<float>(data, data + count));
+    (*rows)[embedding.name].assign(data, data + count);
   }
   return Status::Ok();
 }
@@ -245,7 +251,8 @@ Status Servable::LoadMonolithTable(const EmbeddingVariable& embedding, const std
 }
 
 Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const RewritePlan& plan,
-                                    const std::map<std::string, std::string>& keys) {
+                                    const std::map<std::string, std::string>& keys,
+                                    const std::map<std::string, std::vector<float>>& default_rows) {
 #if !PROCESSOR_WITH_REDIS
   return Status::InvalidArgument("this build of Processor has no Redis feature store: install hiredis "
                                  "(apt-get install libhiredis-dev) and rebuild");
@@ -269,8 +276,11 @@ Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const Re
     if (prefix == options.redis_key_prefixes.end()) {
       return Status::InvalidArgument("no table in Redis for embedding " + Quote(embedding.name));
     }
-    TableRegistry::Global().Register(keys.at(embedding.name), std::make_shared<RedisTable>(
-        embedding.name, embedding.dim, prefix->second, options.partitions, options.token, router));
+    auto table = std::make_shared<RedisTable>(embedding.name, embedding.dim, prefix->second, options.partitions,
+                                              options.token, router);
+    auto rows = default_rows.find(embedding.name);
+    if (rows != default_rows.end()) table->SetDefaultRows(rows->second);
+    TableRegistry::Global().Register(keys.at(embedding.name), std::move(table));
   }
   return Status::Ok();
 #endif

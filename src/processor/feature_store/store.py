@@ -16,7 +16,7 @@ from .. import control_pb2
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
 from .layout_filters import parse_layout_filter
-from .table_sources import CheckpointTable, MonolithTable
+from .table_sources import CheckpointTable, EmbeddingVariableTable, MonolithTable
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class FeatureStore:
                 control_pb2.MonolithTable(variable=name, shards=self._monolith_table(name, by_name[name].dim).shards)
                 for name in self.config.monolith_tables])
         sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
+                   EmbeddingVariableTable(prefix, e.saved_name) if e.keyed_by_id else
                    CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in by_name.items()}
         import hashlib  # here: hashing loads OpenSSL, which local stores must never load
         identity = hashlib.sha256(json.dumps({"layout": REDIS_LAYOUT, **{

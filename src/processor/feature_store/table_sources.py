@@ -2,6 +2,8 @@
 takes bounded memory:
 
 - CheckpointTable: a 2-D variable of a TF checkpoint; row i has id i.
+- EmbeddingVariableTable: a DeepRec EmbeddingVariable in a checkpoint, its rows keyed by id
+  (embedding_var_ckpt_data.cc, ExportToCkpt: `<name>-keys` [n], `<name>-values` [n, dim]).
 - MonolithTable: a Monolith hash-table dump, TFRecord shards `<name>-<i>-of-<n>` of EntryDump records
   (monolith/native_training/runtime/hash_table/embedding_hash_table.proto: `sfixed64 id = 1`,
   `repeated float num = 2`, optimizer state and timestamps skipped), read by the data plane's reader;
@@ -18,7 +20,7 @@ import numpy as np
 
 from .. import _core, tensors
 from ..errors import ModelLoadError
-from .checkpoint_rows import iter_rows, table_entry
+from .checkpoint_rows import iter_rows, read_tensor, table_entry
 from .layout_filters import LayoutFilter, select_shards
 
 Block = Tuple[np.ndarray, np.ndarray]  # (int64 ids [n], rows [n, dim])
@@ -58,6 +60,38 @@ class CheckpointTable:
         for first, rows in iter_rows(self.prefix, self.variable, block_rows, self.first_row, self.rows):
             first -= self.first_row
             yield np.arange(first, first + len(rows), dtype=np.int64), rows
+
+
+class EmbeddingVariableTable:
+    def __init__(self, prefix: str, name: str):
+        self.prefix, self.name = prefix, name
+        values = table_entry(prefix, name + "-values")
+        self.dim = values.shape[1]
+        self.saved_rows = values.shape[0]
+        self.rows = None  # keyed by any id, as DeepRec's EVs are
+        self.dtype = np.dtype(tensors.numpy_dtype(values.dtype)).newbyteorder("<")
+        if self.dtype.kind != "f":
+            raise ModelLoadError(f"'{name}-values' in {prefix} is {self.dtype}, not floating point")
+
+    def identity(self) -> list:
+        import hashlib  # here: hashing loads OpenSSL, which local stores must never load
+        try:
+            with open(self.prefix + ".index", "rb") as f:
+                index = hashlib.sha256(f.read()).hexdigest()
+        except OSError as e:
+            raise ModelLoadError(f"cannot read {self.prefix}.index: {e.strerror}") from None
+        return ["embedding_variable", index, self.name]
+
+    @property
+    def source(self) -> str:
+        return f"{self.prefix}:{self.name} (a DeepRec EmbeddingVariable)"
+
+    def blocks(self, block_rows: int) -> Iterator[Block]:
+        keys = read_tensor(self.prefix, self.name + "-keys").astype(np.int64).reshape(-1)
+        if len(keys) != self.saved_rows:
+            raise ModelLoadError(f"{self.prefix}: '{self.name}-keys' holds {len(keys)} ids for {self.saved_rows} rows")
+        for first, rows in iter_rows(self.prefix, self.name + "-values", block_rows, 0, self.saved_rows):
+            yield keys[first:first + len(rows)], rows
 
 
 _SHARD = re.compile(r"^(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
