@@ -152,18 +152,28 @@ def test_c_host_serves_embeddings_from_redis(c_host, rec_model, reference, tmp_p
         np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), expected[name], atol=1e-6)
 
 
-def test_c_host_serves_a_deeprec_embedding_variable_model(c_host, tmp_path):
+@pytest.mark.parametrize("store", ["memory", "cluster_redis"])
+def test_c_host_serves_a_deeprec_embedding_variable_model(c_host, tmp_path, store):
     """DeepRec's EmbeddingVariables (tests/deeprec_models.py) through initialize()/process() of a C host,
-    with DeepRec's "memory" feature store name."""
+    with DeepRec's feature store names: in this process, or imported into a real redis-server."""
     from deeprec_models import build_deeprec_model
     model = build_deeprec_model(str(tmp_path / "deeprec"))
     ids = np.concatenate([model.keys[:3], [5, 77, 2 ** 33]]).astype(np.int64)
     batch = {"user_id": ids, "dense": np.linspace(-1, 1, len(ids) * 4, dtype=np.float32).reshape(len(ids), 4)}
-    _, response, info = serve_one_request(c_host, {"savedmodel_dir": model.savedmodel_dir,
-                                                   "checkpoint_dir": model.checkpoint_dir, "poll_interval_seconds": 0,
-                                                   "feature_store_type": "memory"}, batch, tmp_path)
+    config = {"savedmodel_dir": model.savedmodel_dir, "checkpoint_dir": model.checkpoint_dir,
+              "poll_interval_seconds": 0, "feature_store_type": store}
+    server = None
+    if store == "cluster_redis":
+        from redis_servers import RedisServer
+        server = RedisServer(tmp_path / "redis", password="ev-pass")
+        config.update(redis_url=server.address, redis_password="ev-pass")
+    try:
+        result, response, info = serve_one_request(c_host, config, batch, tmp_path)
+    finally:
+        if server is not None:
+            server.stop()
     np.testing.assert_allclose(tensors.from_array_proto(response.outputs["prob"]), model.expected(batch), atol=1e-6)
-    assert info.model_path == model.prefix
+    assert info.model_path == model.prefix and "ev-pass" not in result.stdout + result.stderr
 
 
 TF_BANNERS = ("absl::InitializeLog", "cpu_feature_guard", "Reading SavedModel", "SavedModel load for tags")

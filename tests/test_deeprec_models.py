@@ -66,17 +66,19 @@ def where(request):
     return request.param
 
 
-def test_deeprecs_embedding_variable_deltas_apply_atomically(tmp_path, where, request):
+@pytest.mark.parametrize("partitions", [1, 2], ids=["one EV", "two parts"])
+def test_deeprecs_embedding_variable_deltas_apply_atomically(tmp_path, where, request, partitions):
     """A delta changes held rows, adds new ids and replaces the dense weights; the served outputs are
     the new model's for held, new and still-missing ids, from local tables and from Redis (imported
-    from DeepRec's EV tensors, the delta's rows written there by id)."""
-    model = build_deeprec_model(str(tmp_path / "deeprec"), seed=3)
+    from DeepRec's EV tensors, the delta's rows written there by id); for one EV and for an EV in two
+    parts, each part's table holding the ids routed to it."""
+    model = build_deeprec_model(str(tmp_path / "deeprec"), seed=3, partitions=partitions)
     config = {"savedmodel_dir": model.savedmodel_dir, "checkpoint_dir": model.checkpoint_dir,
               "poll_interval_seconds": 0}
     if where == "redis":
         config.update(feature_store_type="cluster_redis", redis_url=request.getfixturevalue("standalone").address,
                       feature_store_namespace=f"deeprec-ev-{tmp_path.name}")
-    ids = np.array([model.keys[0], model.keys[1], 7, 9, 2 ** 35 + 1], np.int64)
+    ids = np.array([model.keys[0], model.keys[1], 7, 9, 2 ** 35 + 1, -3], np.int64)
     batch = batch_of(ids)
     rng = np.random.default_rng(5)
     with processor.Processor(config) as p:

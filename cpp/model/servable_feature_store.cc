@@ -197,27 +197,39 @@ Status Servable::LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, 
   return Status::Ok();
 }
 
+// In one session run, as DeepRec runs its EVs' initializers together: EVs (the parts of a partitioned
+// one) sharing a random initializer get the same sample of it.
 Status Servable::ComputeDefaultRows(const RewritePlan& plan, std::map<std::string, std::vector<float>>* rows) {
+  std::vector<std::string> tensors;  // distinct, in the order of the embeddings
+  std::vector<TF_Output> ports;
   for (const EmbeddingVariable& embedding : plan.embeddings) {
-    if (embedding.default_value.empty()) continue;
+    if (embedding.default_value.empty() ||
+        std::find(tensors.begin(), tensors.end(), embedding.default_value) != tensors.end()) {
+      continue;
+    }
     TF_Output port;
     PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), embedding.default_value, &port),
                                            "the default values of EmbeddingVariable " + Quote(embedding.name));
-    TF_Tensor* raw = nullptr;
-    TfStatus status;
-    TF_SessionRun(session_, update_run_options_.get(), nullptr, nullptr, 0, &port, &raw, 1, nullptr, 0, nullptr,
-                  status.get());
-    TensorPtr value(raw);
-    if (!status.ok()) {
-      return Status::Internal("cannot compute the default values of EmbeddingVariable " + Quote(embedding.name) +
-                              ": " + status.message());
-    }
-    const int64_t count = TF_TensorElementCount(value.get());
-    if (TF_TensorType(value.get()) != TF_FLOAT || count == 0 || count % embedding.dim != 0) {
+    tensors.push_back(embedding.default_value);
+    ports.push_back(port);
+  }
+  if (ports.empty()) return Status::Ok();
+  OwnedTensors values;
+  values.Reset(ports.size());
+  TfStatus status;
+  TF_SessionRun(session_, update_run_options_.get(), nullptr, nullptr, 0, ports.data(), values.data(),
+                static_cast<int>(ports.size()), nullptr, 0, nullptr, status.get());
+  if (!status.ok()) return Status::Internal("cannot compute the EmbeddingVariables' default values: " + status.message());
+  for (const EmbeddingVariable& embedding : plan.embeddings) {
+    if (embedding.default_value.empty()) continue;
+    const size_t i = std::find(tensors.begin(), tensors.end(), embedding.default_value) - tensors.begin();
+    TF_Tensor* value = values.data()[i];
+    const int64_t count = TF_TensorElementCount(value);
+    if (TF_TensorType(value) != TF_FLOAT || count == 0 || count % embedding.dim != 0) {
       return Status::InvalidArgument("the default values of EmbeddingVariable " + Quote(embedding.name) +
                                      " are not rows of " + std::to_string(embedding.dim) + " floats");
     }
-    const float* data = static_cast<const float*>(TF_TensorData(value.get()));
+    const float* data = static_cast<const float*>(TF_TensorData(value));
     (*rows)[embedding.name].assign(data, data + count);
   }
   return Status::Ok();
