@@ -64,8 +64,9 @@ struct BoundTensor {
 };
 
 // Step 1 of a load: what the control plane needs before the version's tables can be prepared. With a
-// feature store, the SavedModel's graph is read once here and `rewrite` says which variables the store
-// serves; step 2 (Servable::Load) uses both. Does not move once planned: `meta_graph` points into
+// feature store (or DeepRec EmbeddingVariables, which only the feature store serves), the SavedModel's
+// graph is read and planned here once, and `rewrite` says which variables the store serves; step 2
+// (Servable::Load) uses both. Does not move once planned: `meta_graph` points into
 // `meta_graph_bytes`.
 struct LoadPlan {
   LoadOptions options;
@@ -138,8 +139,9 @@ class Servable {
 
  private:
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
-  // The two ways to a session: TensorFlow's SavedModel loader, or the feature store's rewritten graph
-  // (restoring the dense variables only). Both leave the MetaGraphDef in `meta_graph`, pointing into `bytes`.
+  // The two ways to a session: TensorFlow's SavedModel loader, which leaves the MetaGraphDef it read in
+  // `meta_graph` (pointing into `bytes`), or the feature store's rewritten graph of the plan's
+  // MetaGraphDef (restoring the dense variables only).
   Status LoadSavedModel(const LoadOptions& options, TF_SessionOptions* session_options, std::string* bytes,
                         MetaGraphSpec* meta_graph);
   Status LoadWithFeatureStore(const LoadPlan& plan, TF_SessionOptions* session_options);
@@ -149,7 +151,7 @@ class Servable {
                     const std::map<std::string, std::vector<float>>& default_rows);
   Status LoadMonolithTable(const EmbeddingVariable& embedding, const std::vector<std::string>& shards,
                            std::shared_ptr<LocalTable>* table);
-  // A DeepRec EmbeddingVariable's rows, and the default rows its initializer gives ids it lacks.
+  // A DeepRec EmbeddingVariable's rows, from the checkpoint's <saved_name>-keys and -values.
   Status LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, const std::string& prefix,
                                     std::shared_ptr<LocalTable>* table);
   // The default rows of DeepRec EmbeddingVariables: their initializers' values, run once in the session.
