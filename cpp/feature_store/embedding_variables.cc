@@ -257,8 +257,8 @@ bool MentionsEmbeddingVariables(std::string_view bytes) {
   return bytes.find(kOpField) != std::string_view::npos;
 }
 
-Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewritten,
-                                 std::vector<DeepRecEmbedding>* evs) {
+Status RewriteEmbeddingVariables(std::string_view graph_def, const std::vector<std::string>& outputs,
+                                 std::string* rewritten, std::vector<DeepRecEmbedding>* evs) {
   std::vector<Node> nodes;
   std::unordered_set<std::string> functions;
   wire::Reader r(graph_def);
@@ -309,6 +309,7 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewrit
   std::unordered_map<std::string, std::string> replaced;  // node -> its new NodeDef
   std::set<std::string> gathered;
   std::unordered_set<std::string> dropped;
+  std::unordered_map<std::string, std::string> why_dropped;  // node -> the node (and op) that took it
   for (const Node& node : nodes) {
     if (node.op == "KvVarHandleOp") {
       replaced[node.name] = VariableNode(node, found[node.name].dim);
@@ -336,7 +337,10 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewrit
     }
     bool reads_handle = false;
     for (const std::string& input : node.inputs) reads_handle |= input[0] != '^' && handle_of.count(ProducerOf(input));
-    if (reads_handle || (!RegisteredOps().count(node.op) && !functions.count(node.op))) dropped.insert(node.name);
+    if (reads_handle || (!RegisteredOps().count(node.op) && !functions.count(node.op))) {
+      dropped.insert(node.name);
+      why_dropped[node.name] = Quote(node.name) + " (" + node.op + ")";
+    }
   }
   // What reads a dropped node's output goes too (a save's filename output, a restore's values).
   for (bool grew = true; grew;) {
@@ -346,6 +350,7 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewrit
       for (const std::string& input : node.inputs) {
         if (input[0] != '^' && dropped.count(ProducerOf(input))) {
           dropped.insert(node.name);
+          why_dropped[node.name] = why_dropped[ProducerOf(input)];
           grew = true;
           break;
         }
@@ -353,6 +358,13 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewrit
     }
   }
 
+  for (const std::string& output : outputs) {
+    if (dropped.count(output)) {
+      return Status::InvalidArgument("signature output " + Quote(output) + " needs " + why_dropped[output] +
+                                     ", which stock TensorFlow cannot run (of DeepRec's ops, this build serves "
+                                     "EmbeddingVariables read by KvResourceGather)");
+    }
+  }
   wire::StringWriter out;
   wire::Reader copy(graph_def);
   while (copy.NextField(&field, &type)) {

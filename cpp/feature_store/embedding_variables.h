@@ -43,8 +43,10 @@ struct DeepRecEmbedding {
 bool MentionsEmbeddingVariables(std::string_view bytes);
 
 // Rewrites `graph_def` as the header says. `evs` gets the EmbeddingVariables the rewritten graph's
-// gathers read (primary variables, not optimizer slots).
-Status RewriteEmbeddingVariables(std::string_view graph_def, std::string* rewritten,
-                                 std::vector<DeepRecEmbedding>* evs);
+// gathers read (primary variables, not optimizer slots). InvalidArgument when one of `outputs` (the
+// signature's output ops) would be dropped, naming the node and op it needs that stock TensorFlow
+// cannot run (a DeepRec op other than the EV ops served here, such as a fused embedding lookup).
+Status RewriteEmbeddingVariables(std::string_view graph_def, const std::vector<std::string>& outputs,
+                                 std::string* rewritten, std::vector<DeepRecEmbedding>* evs);
 
 }  // namespace processor

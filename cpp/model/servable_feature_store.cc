@@ -26,18 +26,6 @@ Status PlanEmbeddings(LoadPlan* load) {
   PROCESSOR_RETURN_IF_ERROR(
       ReadSavedModelMetaGraph(options.savedmodel_dir, options.tags, &load->meta_graph_bytes, &serialized));
   PROCESSOR_RETURN_IF_ERROR(ParseMetaGraph(serialized, meta_graph));
-  EmbeddingSelection selection = options.feature_store.selection;
-  std::map<std::string, DeepRecEmbedding> evs;
-  if (MentionsEmbeddingVariables(meta_graph->graph_def)) {
-    std::vector<DeepRecEmbedding> found;
-    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(RewriteEmbeddingVariables(meta_graph->graph_def, &load->ev_graph_def, &found),
-                                           "DeepRec EmbeddingVariables");
-    meta_graph->graph_def = load->ev_graph_def;
-    for (DeepRecEmbedding& ev : found) {
-      selection.keyed_by_id.insert(ev.name);
-      evs[ev.name] = std::move(ev);
-    }
-  }
   auto signature = meta_graph->signatures.find(options.signature_name);
   if (signature == meta_graph->signatures.end()) {
     return Status::Internal(MissingSignatureMessage(*meta_graph, options.signature_name, options.savedmodel_dir));
@@ -47,6 +35,19 @@ Status PlanEmbeddings(LoadPlan* load) {
     std::string op;
     int index = 0;
     if (ParseTensorName(output.tensor_name, &op, &index)) output_ops.push_back(op);
+  }
+  EmbeddingSelection selection = options.feature_store.selection;
+  std::map<std::string, DeepRecEmbedding> evs;
+  if (MentionsEmbeddingVariables(meta_graph->graph_def)) {
+    std::vector<DeepRecEmbedding> found;
+    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(
+        RewriteEmbeddingVariables(meta_graph->graph_def, output_ops, &load->ev_graph_def, &found),
+        "DeepRec EmbeddingVariables");
+    meta_graph->graph_def = load->ev_graph_def;
+    for (DeepRecEmbedding& ev : found) {
+      selection.keyed_by_id.insert(ev.name);
+      evs[ev.name] = std::move(ev);
+    }
   }
   PROCESSOR_RETURN_IF_ERROR(
       PlanRewrite(meta_graph->graph_def, output_ops, selection, plan).WithContext("feature store"));

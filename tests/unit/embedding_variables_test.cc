@@ -109,7 +109,7 @@ TEST(EmbeddingVariables, DeepRecsOpsBecomeAGraphStockTensorFlowImports) {
   std::string rewritten;
   std::vector<DeepRecEmbedding> evs;
   ASSERT_TRUE(MentionsEmbeddingVariables(graph.str()));
-  ASSERT_TRUE(RewriteEmbeddingVariables(graph.str(), &rewritten, &evs).ok());
+  ASSERT_TRUE(RewriteEmbeddingVariables(graph.str(), {"out"}, &rewritten, &evs).ok());
   EXPECT_FALSE(MentionsEmbeddingVariables(rewritten));
 
   const std::map<std::string, Parsed> nodes = Nodes(rewritten);
@@ -129,6 +129,22 @@ TEST(EmbeddingVariables, DeepRecsOpsBecomeAGraphStockTensorFlowImports) {
   EXPECT_EQ(evs[0].key_dtype, TF_INT64);
   EXPECT_EQ(evs[0].default_value, "init_value");
   EXPECT_EQ(evs[0].default_value_dim, 32);
+}
+
+TEST(EmbeddingVariables, AnOutputNeedingAnotherDeepRecOpIsRefusedNamingIt) {
+  wire::StringWriter graph;
+  for (const std::string& node : {Node("ev", "KvVarHandleOp", {}, {{"shape", Shape({4})}}),
+                                  Node("ids", "Placeholder", {}),
+                                  Node("fused", "FusedEmbeddingSparseLookUp", {"ids"}),
+                                  Node("out", "Identity", {"fused"})}) {
+    graph.Bytes(1, node);
+  }
+  std::string rewritten;
+  std::vector<DeepRecEmbedding> evs;
+  const Status status = RewriteEmbeddingVariables(graph.str(), {"out"}, &rewritten, &evs);
+  EXPECT_EQ(status.message(), "signature output 'out' needs 'fused' (FusedEmbeddingSparseLookUp), which stock "
+                              "TensorFlow cannot run (of DeepRec's ops, this build serves EmbeddingVariables read "
+                              "by KvResourceGather)");
 }
 
 TEST(EmbeddingVariables, OnlyAnOpFieldCountsAsAMention) {
