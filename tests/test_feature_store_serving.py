@@ -93,8 +93,9 @@ def test_ids_the_table_lacks_read_the_default_row(tmp_path, resource_variables):
 
 
 @pytest.mark.parametrize("where", ["local", "redis"])
-def test_partitioned_embeddings_are_one_table_per_part(tmp_path, where, request):
-    """A [50, 4] table split in 3 parts, saved as slices of one checkpoint tensor."""
+def test_partitioned_embeddings_are_one_table_per_part(tmp_path, where, request, caplog):
+    """A [50, 4] table split in 3 parts, saved as slices of one checkpoint tensor. The rewritten graph is
+    nothing but lookups (no dense variable, no init op), and it still runs as a TensorFlow callable."""
     ids = np.array([0, 1, 2, 3, 17, 25, 48, 49, 3], dtype=np.int64)
     expected = build_lookup_model(str(tmp_path / "model"), rows=50, dim=4, partitions=3, seed=3, sample_ids=ids)
     config = {"savedmodel_dir": str(tmp_path / "model"), "embedding_min_rows": 10, "poll_interval_seconds": 0}
@@ -106,6 +107,7 @@ def test_partitioned_embeddings_are_one_table_per_part(tmp_path, where, request)
         ("table/part_0", 17, "table", 0), ("table/part_1", 17, "table", 17), ("table/part_2", 16, "table", 34)]
     with processor.Processor(config) as p:
         np.testing.assert_array_equal(p.predict({"ids": ids})["rows"], expected)
+    assert "runs through TF_SessionRun" not in caplog.text
 
 
 def test_embeddings_that_cannot_be_served_from_the_store_are_named(rec_model):

@@ -229,6 +229,19 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
 }
 
 void Servable::MakeCallables(const SessionSettings& settings) {
+  // A callable needs the session to hold the graph, which TF_SessionRun hands it lazily: a load that ran
+  // nothing yet (a feature-store graph with no dense variable and no init op) runs a NoOp first.
+  TfStatus status;
+  TF_OperationDescription* extend = TF_NewOperation(graph_.get(), "NoOp", "processor/extend_session");
+  const TF_Operation* target = TF_FinishOperation(extend, status.get());
+  if (status.ok()) {
+    TF_SessionRun(session_, update_run_options_.get(), nullptr, nullptr, 0, nullptr, nullptr, 0, &target, 1, nullptr,
+                  status.get());
+  }
+  if (!status.ok()) {
+    callable_error_ = "cannot hand the graph to the session: " + status.message();
+    return;
+  }
   std::vector<std::string> feeds, fetches;
   for (const BoundTensor& input : inputs_) feeds.push_back(input.spec.tensor_name);
   for (const BoundTensor& output : outputs_) fetches.push_back(output.spec.tensor_name);
