@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from processor.training import save_tensors
+
 DIM = 8
 DEFAULT_VALUE_DIM = 16
 PER_ID_DEFAULT_SCALE = 0.001  # with is_use_default_value_tensor: id i's default row is i * this, everywhere
@@ -223,18 +225,11 @@ def save_deeprec_checkpoint(prefix: str, weights: dict, keys: np.ndarray, values
     """The checkpoint DeepRec saves for the dense variables and the EV (ExportToCkpt's nine tensors per
     EV or part, a part holding the ids routed to it; keys grouped by key % 1000 as DeepRec's save orders
     them)."""
-    import tensorflow as tf
     tensors = dict(weights)
     for part, name in enumerate(handles(partitions)):
         mine = keys % partitions == part
         tensors.update(_ev_tensors(name, keys[mine], values[mine]))
-    names = sorted(tensors)
-    graph = tf.Graph()
-    with graph.as_default():
-        save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                                 tensors=[tf.constant(tensors[n]) for n in names])
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(save)
+    save_tensors(prefix, tensors)  # TensorFlow's own SaveV2
 
 
 def _ev_tensors(name: str, keys: np.ndarray, values: np.ndarray) -> dict:
@@ -258,7 +253,6 @@ def save_deeprec_delta(model: DeepRecModel, step: int, keys: np.ndarray, values:
     file naming it by absolute path; per EV <name>-sparse_incr_keys, -sparse_incr_values,
     -sparse_incr_versions, -sparse_incr_freqs and -incr_partition_offset). `model` then holds the rows
     and weights after it."""
-    import tensorflow as tf
     directory = os.path.join(model.checkpoint_dir, ".incremental_checkpoint")
     os.makedirs(directory, exist_ok=True)
     prefix = os.path.join(directory, f"incremental_model.ckpt-{step}")
@@ -272,13 +266,7 @@ def save_deeprec_delta(model: DeepRecModel, step: int, keys: np.ndarray, values:
                         f"{name}-sparse_incr_versions": np.full(int(mine.sum()), step, np.int64),
                         f"{name}-sparse_incr_freqs": np.ones(int(mine.sum()), np.int64),
                         f"{name}-incr_partition_offset": np.cumsum(offsets).astype(np.int32)})
-    names = sorted(tensors)
-    graph = tf.Graph()
-    with graph.as_default():
-        save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                                 tensors=[tf.constant(tensors[n]) for n in names])
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(save)
+    save_tensors(prefix, tensors)  # TensorFlow's own SaveV2
     with open(os.path.join(directory, "checkpoint.tmp"), "w") as f:
         f.write(f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
     os.replace(os.path.join(directory, "checkpoint.tmp"), os.path.join(directory, "checkpoint"))

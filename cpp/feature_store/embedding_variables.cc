@@ -10,13 +10,20 @@
 #include "common/quote.h"
 #include "common/tf_handles.h"
 #include "common/wire_format.h"
+#include "feature_store/node_def_writer.h"
 
 namespace processor {
 namespace {
 
 // NodeDef (tensorflow/core/framework/node_def.proto) and AttrValue (attr_value.proto) field numbers.
-constexpr uint32_t kNodeName = 1, kNodeOp = 2, kNodeInput = 3, kNodeAttr = 5;
-constexpr uint32_t kAttrS = 2, kAttrI = 3, kAttrB = 5, kAttrType = 6, kAttrShape = 7;
+using node_def::AttrEntry;
+using node_def::kAttrB;
+using node_def::kAttrI;
+using node_def::kAttrS;
+using node_def::kAttrShape;
+using node_def::kAttrType;
+constexpr uint32_t kNodeName = node_def::kName, kNodeOp = node_def::kOp, kNodeInput = node_def::kInput,
+                   kNodeAttr = node_def::kAttr;
 constexpr uint32_t kGraphNode = 1, kGraphLibrary = 2;
 
 struct Node {
@@ -116,31 +123,6 @@ std::vector<int64_t> AttrShape(const Node& node, const std::string& key) {
   return dims;
 }
 
-std::string AttrEntry(const std::string& key, const std::string& value) {
-  wire::StringWriter entry;
-  entry.Bytes(1, key);
-  entry.Bytes(2, value);
-  return entry.str();
-}
-
-std::string VarintAttr(uint32_t field, int64_t value) {
-  wire::StringWriter attr;
-  attr.Varint(field, static_cast<uint64_t>(value));
-  return attr.str();
-}
-
-std::string ShapeAttr(const std::vector<int64_t>& dims) {
-  wire::StringWriter shape;
-  for (int64_t size : dims) {
-    wire::StringWriter dim;
-    dim.Varint(1, static_cast<uint64_t>(size));
-    shape.Bytes(2, dim.str());
-  }
-  wire::StringWriter attr;
-  attr.Bytes(kAttrShape, shape.str());
-  return attr.str();
-}
-
 std::string CopiedAttr(const Node& node, const std::string& key) {
   auto it = node.attrs.find(key);
   return it == node.attrs.end() ? std::string() : std::string(it->second);
@@ -152,7 +134,7 @@ std::string VariableNode(const Node& handle, int64_t dim) {
   node.Bytes(kNodeName, handle.name);
   node.Bytes(kNodeOp, "VarHandleOp");
   node.Bytes(kNodeAttr, AttrEntry("dtype", CopiedAttr(handle, "dtype")));
-  node.Bytes(kNodeAttr, AttrEntry("shape", ShapeAttr({-1, dim})));
+  node.Bytes(kNodeAttr, AttrEntry("shape", node_def::ShapeAttr({-1, dim})));
   for (const char* key : {"container", "shared_name"}) {
     if (handle.attrs.count(key)) node.Bytes(kNodeAttr, AttrEntry(key, CopiedAttr(handle, key)));
   }
@@ -171,8 +153,8 @@ std::string GatherNode(const Node& gather, const std::string& handle) {
   }
   node.Bytes(kNodeAttr, AttrEntry("dtype", CopiedAttr(gather, "dtype")));
   node.Bytes(kNodeAttr, AttrEntry("Tindices", CopiedAttr(gather, "Tkeys")));
-  node.Bytes(kNodeAttr, AttrEntry("batch_dims", VarintAttr(kAttrI, 0)));
-  node.Bytes(kNodeAttr, AttrEntry("validate_indices", VarintAttr(kAttrB, 1)));
+  node.Bytes(kNodeAttr, AttrEntry("batch_dims", node_def::IntAttr(0)));
+  node.Bytes(kNodeAttr, AttrEntry("validate_indices", node_def::BoolAttr(true)));
   return node.str();
 }
 
@@ -367,6 +349,7 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, const std::vector<s
   }
   wire::StringWriter out;
   wire::Reader copy(graph_def);
+  size_t next_node = 0;  // `nodes` holds the graph's nodes parsed above, in this order
   while (copy.NextField(&field, &type)) {
     if (type == wire::kVarint) {
       out.Varint(field, copy.Varint());
@@ -378,8 +361,7 @@ Status RewriteEmbeddingVariables(std::string_view graph_def, const std::vector<s
       out.Bytes(field, bytes);
       continue;
     }
-    Node node;
-    ParseNode(bytes, &node);
+    const Node& node = nodes[next_node++];
     if (dropped.count(node.name)) continue;
     auto replacement = replaced.find(node.name);
     if (replacement != replaced.end()) {

@@ -8,6 +8,7 @@
 #include "common/tf_handles.h"
 #include "common/wire_format.h"
 #include "feature_store/lookup_op.h"
+#include "feature_store/node_def_writer.h"
 
 namespace processor {
 namespace {
@@ -196,25 +197,6 @@ Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& o
 
 namespace {
 
-std::string AttrEntry(const std::string& key, const std::string& attr_value) {
-  wire::StringWriter entry;
-  entry.Bytes(1, key);
-  entry.Bytes(2, attr_value);
-  return entry.str();
-}
-
-std::string TypeAttrValue(TF_DataType dtype) {
-  wire::StringWriter value;
-  value.Varint(6, dtype);
-  return value.str();
-}
-
-std::string StringAttrValue(const std::string& s) {
-  wire::StringWriter value;
-  value.Bytes(2, s);
-  return value.str();
-}
-
 // A Const node holding `row` ([dim] float32).
 std::string DefaultRowNode(const std::string& name, const std::vector<float>& row) {
   wire::StringWriter dim, shape, tensor, value, node;
@@ -226,8 +208,8 @@ std::string DefaultRowNode(const std::string& name, const std::vector<float>& ro
   value.Bytes(8, tensor.str());
   node.Bytes(1, name);
   node.Bytes(2, "Const");
-  node.Bytes(5, AttrEntry("dtype", TypeAttrValue(TF_FLOAT)));
-  node.Bytes(5, AttrEntry("value", value.str()));
+  node.Bytes(5, node_def::AttrEntry("dtype", node_def::TypeAttr(TF_FLOAT)));
+  node.Bytes(5, node_def::AttrEntry("value", value.str()));
   return node.str();
 }
 
@@ -238,8 +220,8 @@ std::string LookupNode(const GatherSite& site, const std::string& default_row, c
   node.Bytes(3, site.ids);
   node.Bytes(3, default_row);
   for (const std::string& control : site.control_inputs) node.Bytes(3, control);
-  node.Bytes(5, AttrEntry("Tindices", TypeAttrValue(site.ids_dtype)));
-  node.Bytes(5, AttrEntry("table", StringAttrValue(table_key)));
+  node.Bytes(5, node_def::AttrEntry("Tindices", node_def::TypeAttr(site.ids_dtype)));
+  node.Bytes(5, node_def::AttrEntry("table", node_def::StringAttr(table_key)));
   return node.str();
 }
 

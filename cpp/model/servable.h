@@ -82,9 +82,9 @@ struct LoadPlan {
 };
 
 // Which variables a load with `plan->options.feature_store` serves from the store, DeepRec's
-// EmbeddingVariables included, given the SavedModel's MetaGraphDef in `plan->meta_graph_bytes`.
-// LoadPlan::Make's job with a feature store.
-Status PlanEmbeddings(LoadPlan* plan);
+// EmbeddingVariables included, given the SavedModel's MetaGraphDef `serialized` (which points into
+// `plan->meta_graph_bytes`). LoadPlan::Make's job with a feature store.
+Status PlanEmbeddings(LoadPlan* plan, std::string_view serialized);
 
 // Its three jobs live in three files: loading (servable_load.cc, and servable_feature_store.cc for a
 // load with the feature store), serving (servable_run.cc) and updating a loaded version in place

@@ -18,13 +18,10 @@
 
 namespace processor {
 
-Status PlanEmbeddings(LoadPlan* load) {
+Status PlanEmbeddings(LoadPlan* load, std::string_view serialized) {
   const LoadOptions& options = load->options;
   MetaGraphSpec* meta_graph = &load->meta_graph;
   RewritePlan* plan = &load->rewrite;
-  std::string_view serialized;
-  PROCESSOR_RETURN_IF_ERROR(
-      ReadSavedModelMetaGraph(options.savedmodel_dir, options.tags, &load->meta_graph_bytes, &serialized));
   PROCESSOR_RETURN_IF_ERROR(ParseMetaGraph(serialized, meta_graph));
   auto signature = meta_graph->signatures.find(options.signature_name);
   if (signature == meta_graph->signatures.end()) {

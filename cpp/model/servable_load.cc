@@ -60,22 +60,21 @@ Status LoadPlan::Make(LoadOptions options, std::unique_ptr<LoadPlan>* plan) {
   auto made = std::make_unique<LoadPlan>();
   made->options = std::move(options);
   FeatureStoreOptions& store = made->options.feature_store;
+  std::string_view serialized;  // the MetaGraphDef, read once here; PlanEmbeddings parses it
+  PROCESSOR_RETURN_IF_ERROR(ReadSavedModelMetaGraph(made->options.savedmodel_dir, made->options.tags,
+                                                    &made->meta_graph_bytes, &serialized));
   if (store.type.empty()) {
     // TensorFlow's SavedModel loader reads the graph itself when no feature store rewrites it, unless
     // it holds DeepRec's EmbeddingVariables: only the feature store can serve those.
-    std::string_view serialized;
-    PROCESSOR_RETURN_IF_ERROR(ReadSavedModelMetaGraph(made->options.savedmodel_dir, made->options.tags,
-                                                      &made->meta_graph_bytes, &serialized));
-    const bool has_evs = MentionsEmbeddingVariables(serialized);
-    made->meta_graph_bytes.clear();  // PlanEmbeddings reads it again, for the rare graph that needs it
-    if (!has_evs) {
+    if (!MentionsEmbeddingVariables(serialized)) {
+      made->meta_graph_bytes = std::string();  // TensorFlow's loader reads the file itself; free it
       *plan = std::move(made);
       return Status::Ok();
     }
     Log(LogLevel::kInfo, "the SavedModel holds DeepRec EmbeddingVariables: serving them from local tables");
     store.type = "local";
   }
-  PROCESSOR_RETURN_IF_ERROR(PlanEmbeddings(made.get()));
+  PROCESSOR_RETURN_IF_ERROR(PlanEmbeddings(made.get(), serialized));
   *plan = std::move(made);
   return Status::Ok();
 }

@@ -9,40 +9,15 @@
 #include <vector>
 
 #include "common/wire_format.h"
+#include "feature_store/node_def_writer.h"
 
 namespace processor {
 namespace {
 
-std::string Attr(const std::string& key, const std::string& value) {
-  wire::StringWriter entry;
-  entry.Bytes(1, key);
-  entry.Bytes(2, value);
-  return entry.str();
-}
-
-std::string Varint(uint32_t field, uint64_t value) {
-  wire::StringWriter w;
-  w.Varint(field, value);
-  return w.str();
-}
-
-std::string Shape(std::vector<int64_t> dims) {
-  wire::StringWriter shape;
-  for (int64_t size : dims) {
-    wire::StringWriter dim;
-    dim.Varint(1, static_cast<uint64_t>(size));
-    shape.Bytes(2, dim.str());
-  }
-  wire::StringWriter attr;
-  attr.Bytes(7, shape.str());
-  return attr.str();
-}
-
-std::string String(const std::string& s) {
-  wire::StringWriter attr;
-  attr.Bytes(2, s);
-  return attr.str();
-}
+using node_def::AttrEntry;
+using node_def::ShapeAttr;
+using node_def::StringAttr;
+using node_def::TypeAttr;
 
 std::string Node(const std::string& name, const std::string& op, std::vector<std::string> inputs,
                  std::map<std::string, std::string> attrs = {}) {
@@ -50,7 +25,7 @@ std::string Node(const std::string& name, const std::string& op, std::vector<std
   node.Bytes(1, name);
   node.Bytes(2, op);
   for (const std::string& input : inputs) node.Bytes(3, input);
-  for (const auto& [key, value] : attrs) node.Bytes(5, Attr(key, value));
+  for (const auto& [key, value] : attrs) node.Bytes(5, AttrEntry(key, value));
   return node.str();
 }
 
@@ -83,21 +58,21 @@ std::map<std::string, Parsed> Nodes(const std::string& graph_def) {
 }
 
 TEST(EmbeddingVariables, DeepRecsOpsBecomeAGraphStockTensorFlowImports) {
-  const std::string float_type = Varint(6, TF_FLOAT), int64_type = Varint(6, TF_INT64);
+  const std::string float_type = TypeAttr(TF_FLOAT), int64_type = TypeAttr(TF_INT64);
   wire::StringWriter graph;
   for (const std::string& node : {
-           Node("ev", "KvVarHandleOp", {}, {{"dtype", float_type}, {"Tkeys", int64_type}, {"shape", Shape({4})},
-                                            {"shared_name", String("ev_saved")}}),
+           Node("ev", "KvVarHandleOp", {}, {{"dtype", float_type}, {"Tkeys", int64_type}, {"shape", ShapeAttr({4})},
+                                            {"shared_name", StringAttr("ev_saved")}}),
            Node("ids", "Placeholder", {}, {{"dtype", int64_type}}),
            Node("dv", "Const", {}, {{"dtype", float_type}}),
-           Node("ev/read", "Identity", {"ev"}, {{"T", Varint(6, TF_RESOURCE)}}),
+           Node("ev/read", "Identity", {"ev"}, {{"T", TypeAttr(TF_RESOURCE)}}),
            Node("gather", "KvResourceGather", {"ev/read", "ids", "dv", "^ids"},
                 {{"dtype", float_type}, {"Tkeys", int64_type}}),
            Node("init_value", "Const", {}, {{"dtype", float_type}}),
            Node("empty_key", "Const", {}, {{"dtype", int64_type}}),
            Node("ev/init", "InitializeKvVariableOp", {"ev", "ev", "init_value", "empty_key"},
-                {{"default_value_dim", Varint(3, 32)}}),
-           Node("slot", "KvVarHandleOp", {}, {{"dtype", float_type}, {"Tkeys", int64_type}, {"shape", Shape({4})}}),
+                {{"default_value_dim", node_def::IntAttr(32)}}),
+           Node("slot", "KvVarHandleOp", {}, {{"dtype", float_type}, {"Tkeys", int64_type}, {"shape", ShapeAttr({4})}}),
            Node("slot/init", "InitializeKvVariableOp", {"slot", "ev", "init_value", "empty_key"}),
            Node("save", "SaveV2", {"ev"}),
            Node("save/after", "Identity", {"save"}),
@@ -133,7 +108,7 @@ TEST(EmbeddingVariables, DeepRecsOpsBecomeAGraphStockTensorFlowImports) {
 
 TEST(EmbeddingVariables, AnOutputNeedingAnotherDeepRecOpIsRefusedNamingIt) {
   wire::StringWriter graph;
-  for (const std::string& node : {Node("ev", "KvVarHandleOp", {}, {{"shape", Shape({4})}}),
+  for (const std::string& node : {Node("ev", "KvVarHandleOp", {}, {{"shape", ShapeAttr({4})}}),
                                   Node("ids", "Placeholder", {}),
                                   Node("fused", "FusedEmbeddingSparseLookUp", {"ids"}),
                                   Node("out", "Identity", {"fused"})}) {
