@@ -8,6 +8,7 @@
 
 #include "common/logging.h"
 #include "common/quote.h"
+#include "common/tensor_shape_proto.h"
 #include "common/tf_handles.h"
 #include "common/wire_format.h"
 #include "feature_store/node_def_writer.h"
@@ -105,20 +106,7 @@ std::vector<int64_t> AttrShape(const Node& node, const std::string& key) {
       r.Skip(type);
       continue;
     }
-    wire::Reader shape(r.LengthDelimited());
-    while (shape.NextField(&field, &type)) {
-      if (field != 2 || type != wire::kLengthDelimited) {
-        shape.Skip(type);
-        continue;
-      }
-      wire::Reader dim(shape.LengthDelimited());
-      int64_t size = 0;
-      while (dim.NextField(&field, &type)) {
-        if (field == 1 && type == wire::kVarint) size = static_cast<int64_t>(dim.Varint());
-        else dim.Skip(type);
-      }
-      dims.push_back(size);
-    }
+    ReadTensorShape(r.LengthDelimited(), &dims);
   }
   return dims;
 }

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/tensor_shape_proto.h"
 #include "common/wire_format.h"
 
 namespace processor {
@@ -19,27 +20,6 @@ enum : uint32_t {
 enum : uint32_t { kSavedModelMetaGraphs = 2, kMetaInfoTags = 4 };
 constexpr char kInitOpSignature[] = "__saved_model_init_op";
 
-void ParseShape(std::string_view bytes, TensorSpec* spec) {
-  Reader r(bytes);
-  uint32_t field, wire_type;
-  while (r.NextField(&field, &wire_type)) {
-    if (field == 2 && wire_type == wire::kLengthDelimited) {  // Dim
-      Reader dim(r.LengthDelimited());
-      int64_t size = 0;
-      uint32_t f, w;
-      while (dim.NextField(&f, &w)) {
-        if (f == 1 && w == wire::kVarint) size = static_cast<int64_t>(dim.Varint());
-        else dim.Skip(w);
-      }
-      spec->dims.push_back(size);
-    } else if (field == 3 && wire_type == wire::kVarint) {
-      spec->unknown_rank = r.Varint() != 0;
-    } else {
-      r.Skip(wire_type);
-    }
-  }
-}
-
 TensorSpec ParseTensorInfo(std::string_view bytes) {
   TensorSpec spec;
   Reader r(bytes);
@@ -47,7 +27,8 @@ TensorSpec ParseTensorInfo(std::string_view bytes) {
   while (r.NextField(&field, &wire_type)) {
     if (field == 1 && wire_type == wire::kLengthDelimited) spec.tensor_name = std::string(r.LengthDelimited());
     else if (field == 2 && wire_type == wire::kVarint) spec.dtype = static_cast<int>(r.Varint());
-    else if (field == 3 && wire_type == wire::kLengthDelimited) ParseShape(r.LengthDelimited(), &spec);
+    else if (field == 3 && wire_type == wire::kLengthDelimited)
+      spec.unknown_rank = ReadTensorShape(r.LengthDelimited(), &spec.dims);
     else r.Skip(wire_type);
   }
   return spec;
