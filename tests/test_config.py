@@ -215,11 +215,11 @@ def test_deeprecs_lenient_reading(caplog):
 
 @pytest.mark.parametrize("given,name", [(0, "DEFAULT"), (1, "DRAM"), (12, "DRAM_SSDHASH"), ("DRAM", "DRAM")])
 def test_ev_storage_type_is_deeprecs_number(given, name):
-    assert parse_config({**BASE, "ev_storage_type": given}).ev_storage_type == name
+    assert parse_config({**BASE, "ev_storage_type": given, "ev_storage_path": "/ssd"}).ev_storage_type == name
 
 
 def test_ev_storage_sizes_are_bytes_padded_to_four_tiers_as_deeprec_does():
-    config = parse_config({**BASE, "ev_storage_type": 12, "ev_storage_size": [2**33, 2**34]})
+    config = parse_config({**BASE, "ev_storage_type": 12, "ev_storage_size": [2**33, 2**34], "ev_storage_path": "/ssd"})
     assert config.ev_storage_size == [2**33, 2**34]
     assert config.ev_storage_sizes == [2**33, 2**34, 2**30, 2**30]
     assert parse_config({**BASE, "ev_storage_type": 1, "ev_storage_size": [2**33]}).ev_storage_sizes == [2**33]

@@ -61,7 +61,7 @@ def test_an_embedding_variable_model_serves_deeprecs_lookups(deeprec_model, capf
     np.testing.assert_array_equal(rows[-1], deeprec_model.default_rows[-7 % DEFAULT_VALUE_DIM])
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "tiers"])
 def where(request):
     return request.param
 
@@ -78,6 +78,8 @@ def test_deeprecs_embedding_variable_deltas_apply_atomically(tmp_path, where, re
     if where == "redis":
         config.update(feature_store_type="cluster_redis", redis_url=request.getfixturevalue("standalone").address,
                       feature_store_namespace=f"deeprec-ev-{tmp_path.name}")
+    if where == "tiers":  # local, two tiers, a DRAM tier of a few rows (tests/test_feature_store_tiers.py)
+        config.update(ev_storage_type=12, ev_storage_path=str(tmp_path / "ssd"), ev_storage_size=[1024])
     ids = np.array([model.keys[0], model.keys[1], 7, 9, 2 ** 35 + 1, -3], np.int64)
     batch = batch_of(ids)
     rng = np.random.default_rng(5)

@@ -333,10 +333,13 @@ def monolith_config(tmp_path, store: str, request, namespace: str) -> dict:
               "embedding_default_value": -1.0, "poll_interval_seconds": 0}
     if store == "redis":
         config.update(redis_url=request.getfixturevalue("standalone").address, feature_store_namespace=namespace)
+    if store == "tiers":  # local, in two tiers with a DRAM tier of a few rows (tests/test_feature_store_tiers.py)
+        config.update(feature_store_type="local", ev_storage_type=12, ev_storage_path=str(tmp_path / "ssd"),
+                      ev_storage_size=[1024])
     return config
 
 
-@pytest.mark.parametrize("store", ["local", "redis"])
+@pytest.mark.parametrize("store", ["local", "redis", "tiers"])
 def test_a_monolith_table_serves_the_shards_layout_filters_keep(tmp_path, store, request):
     build_ids_model(str(tmp_path / "model"), resource_variables=True)
     entries = write_monolith_dump(tmp_path / "dump", "emb", 4, 4, np.random.default_rng(3))
@@ -367,7 +370,7 @@ def test_a_corrupt_monolith_shard_is_refused(tmp_path, store, request):
         processor.Processor(monolith_config(tmp_path, store, request, "corrupt"))
 
 
-@pytest.mark.parametrize("store", ["local", "redis"])
+@pytest.mark.parametrize("store", ["local", "redis", "tiers"])
 def test_a_monolith_table_takes_a_deltas_rows_by_id(tmp_path, store, request, capfd, caplog):
     """A sparse delta's rows are written by id, whatever the id (a hash table's ids are not row numbers);
     a delta saving the variable whole does not touch the dump's rows, and says so."""

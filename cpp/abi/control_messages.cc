@@ -191,11 +191,31 @@ Status ParseTableSources(std::string_view bytes, FeatureStoreOptions* store) {
       case 4: store->version = m.Int(); break;
       case 5: store->partitions = m.Int32(); break;
       case 6: store->token = m.String(); break;
+      case 7: {
+        MessageReader table(m.Bytes(), "TierTable");
+        std::string variable;
+        FeatureStoreOptions::TierSource source;
+        while (table.Next()) {
+          switch (table.field()) {
+            case 1: variable = table.String(); break;
+            case 2: source.path = table.String(); break;
+            case 3: source.keyed = table.Bool(); break;
+            case 4: source.rows = table.Int(); break;
+            default: table.Unknown();
+          }
+        }
+        PROCESSOR_RETURN_IF_ERROR(table.Finish());
+        store->tier_tables[variable] = std::move(source);
+        break;
+      }
+      case 8: store->tier_dram_bytes = m.Int(); break;
+      case 9: store->tier_directory = m.String(); break;
       default: m.Unknown();
     }
   }
   PROCESSOR_RETURN_IF_ERROR(m.Finish());
   if (store->partitions < 1) return Status::InvalidArgument("redis_partitions must be >= 1");
+  if (store->tier_dram_bytes < 0) return Status::InvalidArgument("tier_dram_bytes must be >= 0");
   return Status::Ok();
 }
 

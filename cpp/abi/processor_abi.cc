@@ -120,12 +120,17 @@ PROCESSOR_EXPORT int get_metrics(void* model_buf, void** output_data, int* outpu
     if (!model_buf) return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
     auto* handle = static_cast<ModelHandle*>(model_buf);
     std::string model_info;
+    processor::TierReport tiers;
     {
       const processor::VersionManager::Hold hold(handle->versions);
-      if (hold.version()) model_info = hold.version()->model_info;
+      if (hold.version()) {
+        model_info = hold.version()->model_info;
+        tiers = hold.version()->servable->Tiers();
+      }
     }
     processor::CopyToMallocBuffer(processor::RenderMetrics(handle->model_name, handle->metrics.Read(), model_info,
-                                                           processor::Servable::LiveCount()),
+                                                           processor::Servable::LiveCount()) +
+                                      processor::RenderTierMetrics(handle->model_name, tiers),
                                   output_data, output_size);
     return PROCESSOR_OK;
   } catch (...) {

@@ -22,6 +22,7 @@
 #include "feature_store/graph_rewrite.h"
 #include "feature_store/local_table.h"
 #include "feature_store/redis_settings.h"
+#include "feature_store/tiered_table.h"
 #include "model/callable_runner.h"
 #include "model/checkpoint_fit.h"
 #include "model/delta_applier.h"
@@ -45,6 +46,15 @@ struct FeatureStoreOptions {
   int64_t version = 0;             // this version's member in it
   int partitions = 16;
   std::string token;  // the import's, which each partition holds (redis_table.h)
+  // "local" with ev_storage_type 12: every table in two tiers, its rows in files (feature_store/tier_file.h).
+  struct TierSource {
+    std::string path;
+    bool keyed = false;
+    int64_t rows = 0;
+  };
+  std::map<std::string, TierSource> tier_tables;
+  int64_t tier_dram_bytes = 0;  // each table's DRAM tier
+  std::string tier_directory;   // holds the files alone: removed once they are open
 };
 
 struct LoadOptions {
@@ -136,6 +146,8 @@ class Servable {
   // Applies an incremental checkpoint atomically with respect to Run() (see DeltaApplier).
   Status ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables);
   std::vector<VariableSpec> Variables();
+  // The counters of the tables served in two tiers (none unless ev_storage_type is 12).
+  TierReport Tiers() const;
 
  private:
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
@@ -151,6 +163,9 @@ class Servable {
                     const std::map<std::string, std::vector<float>>& default_rows);
   Status LoadMonolithTable(const EmbeddingVariable& embedding, const std::vector<std::string>& shards,
                            std::shared_ptr<LocalTable>* table);
+  // A table in two tiers (ev_storage_type 12), from the files the control plane wrote.
+  Status OpenTieredTable(const FeatureStoreOptions& options, const EmbeddingVariable& embedding,
+                         std::shared_ptr<LocalTable>* table);
   // A DeepRec EmbeddingVariable's rows, from the checkpoint's <saved_name>-keys and -values.
   Status LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, const std::string& prefix,
                                     std::shared_ptr<LocalTable>* table);

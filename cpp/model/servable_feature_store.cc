@@ -2,6 +2,8 @@
 // (local, from the checkpoint or a Monolith dump, or in Redis), the SavedModel's init op.
 #include <tensorflow/c/tf_tstring.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "common/logging.h"
@@ -13,6 +15,7 @@
 #include "feature_store/redis_table.h"
 #endif
 #include "feature_store/table_registry.h"
+#include "feature_store/tiered_table.h"
 #include "model/graph_names.h"
 #include "model/servable.h"
 
@@ -130,6 +133,10 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
   std::vector<const EmbeddingVariable*> from_checkpoint;
   std::vector<std::string> names, slices;
   for (const EmbeddingVariable& embedding : plan.embeddings) {
+    if (!options.tier_tables.empty()) {
+      PROCESSOR_RETURN_IF_ERROR(OpenTieredTable(options, embedding, &local_tables_[embedding.name]));
+      continue;
+    }
     auto shards = options.monolith_shards.find(embedding.name);
     if (shards != options.monolith_shards.end()) {
       PROCESSOR_RETURN_IF_ERROR(LoadMonolithTable(embedding, shards->second, &local_tables_[embedding.name]));
@@ -159,12 +166,46 @@ Status Servable::LoadTables(const FeatureStoreOptions& options, const RewritePla
     }
     local_tables_[embedding.name] = std::make_shared<DenseTable>(embedding.name, std::move(tensors[i]));
   }
+  if (!options.tier_directory.empty()) rmdir(options.tier_directory.c_str());  // its files are open and unlinked
   for (const auto& [name, table] : local_tables_) {
     auto rows = default_rows.find(name);
     if (rows != default_rows.end()) table->SetDefaultRows(rows->second);
     TableRegistry::Global().Register(keys.at(name), table);
   }
   return Status::Ok();
+}
+
+Status Servable::OpenTieredTable(const FeatureStoreOptions& options, const EmbeddingVariable& embedding,
+                                 std::shared_ptr<LocalTable>* table) {
+  auto source = options.tier_tables.find(embedding.name);
+  if (source == options.tier_tables.end()) {
+    return Status::InvalidArgument("no disk tier for embedding " + Quote(embedding.name));
+  }
+  const FeatureStoreOptions::TierSource& tier = source->second;
+  if (!embedding.keyed_by_id && !tier.keyed && tier.rows != embedding.rows) {
+    return Status::InvalidArgument("the disk tier of embedding " + Quote(embedding.name) + " has " +
+                                   std::to_string(tier.rows) + " rows, the graph " + std::to_string(embedding.rows));
+  }
+  std::unique_ptr<TierFile> file;
+  PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(TierFile::Open(tier.path, embedding.dim, tier.keyed, tier.rows, &file),
+                                         "embedding " + Quote(embedding.name));
+  auto tiered = std::make_shared<TieredTable>(embedding.name, embedding.dim, std::move(file),
+                                              static_cast<uint64_t>(options.tier_dram_bytes));
+  const TierCounters counters = tiered->counters();
+  Log(LogLevel::kInfo, "embedding " + Quote(embedding.name) + ": " + std::to_string(tier.rows) + " rows on disk (" +
+                           std::to_string(counters.disk_bytes >> 20) + " MiB), up to " +
+                           std::to_string(tiered->cache_rows()) + " in DRAM (" + std::to_string(counters.dram_bytes >> 20) +
+                           " MiB)");
+  *table = std::move(tiered);
+  return Status::Ok();
+}
+
+TierReport Servable::Tiers() const {
+  TierReport report;
+  for (const auto& [name, table] : local_tables_) {
+    if (auto* tiered = dynamic_cast<const TieredTable*>(table.get())) report.tables.emplace_back(name, tiered->counters());
+  }
+  return report;
 }
 
 Status Servable::LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, const std::string& prefix,

@@ -104,4 +104,41 @@ std::string RenderMetrics(const std::string& model_name, const RequestMetrics::S
   return out;
 }
 
+std::string RenderTierMetrics(const std::string& model_name, const TierReport& tiers) {
+  if (tiers.tables.empty()) return "";
+  const std::string model = "model_name=\"" + Label(model_name) + "\"";
+  std::string out;
+  auto each = [&](const char* name, const char* type, const char* help, auto line) {
+    Metric(&out, name, type, help);
+    for (const auto& [table, c] : tiers.tables) line(name, model + ",table=\"" + Label(table) + "\"", c);
+  };
+  each(":processor:feature_store_tier_lookups", "counter",
+       "Ids looked up in a table served in two tiers, by where they were found (absent: the default row).",
+       [&](const char* name, const std::string& labels, const TierCounters& c) {
+         out += std::string(name) + "{" + labels + ",tier=\"dram\"} " + std::to_string(c.dram_hits) + "\n";
+         out += std::string(name) + "{" + labels + ",tier=\"disk\"} " + std::to_string(c.disk_hits) + "\n";
+         out += std::string(name) + "{" + labels + ",tier=\"absent\"} " + std::to_string(c.absent) + "\n";
+       });
+  each(":processor:feature_store_tier_bytes", "gauge",
+       "Bytes of each tier: the DRAM tier's allocation (its budget) and the disk tier's files.",
+       [&](const char* name, const std::string& labels, const TierCounters& c) {
+         out += std::string(name) + "{" + labels + ",tier=\"dram\"} " + std::to_string(c.dram_bytes) + "\n";
+         out += std::string(name) + "{" + labels + ",tier=\"disk\"} " + std::to_string(c.disk_bytes) + "\n";
+       });
+  each(":processor:feature_store_tier_dram_rows", "gauge", "Rows the DRAM tier holds.",
+       [&](const char* name, const std::string& labels, const TierCounters& c) {
+         out += std::string(name) + "{" + labels + "} " + std::to_string(c.dram_rows) + "\n";
+       });
+  each(":processor:feature_store_tier_evictions", "counter", "Rows the DRAM tier let go for more frequent ones.",
+       [&](const char* name, const std::string& labels, const TierCounters& c) {
+         out += std::string(name) + "{" + labels + "} " + std::to_string(c.evictions) + "\n";
+       });
+  each(":processor:feature_store_tier_rejections", "counter",
+       "Rows read from disk that the DRAM tier did not admit (less frequent than the row they would evict).",
+       [&](const char* name, const std::string& labels, const TierCounters& c) {
+         out += std::string(name) + "{" + labels + "} " + std::to_string(c.rejections) + "\n";
+       });
+  return out;
+}
+
 }  // namespace processor

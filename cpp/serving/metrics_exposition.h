@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "feature_store/tiered_table.h"
 #include "serving/request_metrics.h"
 
 namespace processor {
@@ -13,5 +14,8 @@ namespace processor {
 // `loaded_versions`: the model versions loaded in the process, all models together.
 std::string RenderMetrics(const std::string& model_name, const RequestMetrics::Snapshot& requests,
                           std::string_view model_info, int64_t loaded_versions);
+
+// The serving version's tables in two tiers (nothing when it has none).
+std::string RenderTierMetrics(const std::string& model_name, const TierReport& tiers);
 
 }  // namespace processor

@@ -358,6 +358,12 @@ def _check_consistency(config: ProcessorConfig) -> None:
         raise ConfigError("signature_name", "must not be empty")
     if config.feature_store_type == "redis" and not config.redis_url:
         raise ConfigError("redis_url", "is required when feature_store_type is 'redis'")
+    if config.ev_storage_type == "DRAM_SSDHASH":
+        if not config.ev_storage_path.strip():
+            raise ConfigError("ev_storage_path", "is required when ev_storage_type is 12 (DRAM_SSDHASH): the "
+                              "directory of the disk tier (a local SSD)")
+        if "://" in config.ev_storage_path:
+            raise ConfigError("ev_storage_path", f"must be a local directory, got {config.ev_storage_path!r}")
     if config.timeline_trace_count > 0 and not config.timeline_path:
         raise ConfigError("timeline_path", "is required when timeline_trace_count > 0")
     if config.shard_embedding:  # DeepRec's own checks (model_config.cc)
@@ -445,6 +451,9 @@ def parse_config(source: Union[Mapping[str, Any], str, bytes, os.PathLike]) -> P
         _log_once(f"enable_inline_execute wins over inter_op_parallelism_threads "
                   f"({config.inter_op_parallelism_threads}): requests run in the calling thread, so no serving "
                   f"inter-op pool is sized by it (as in DeepRec, which sets RUN_ALL_KERNELS_INLINE)")
+    if config.ev_storage_type == "DRAM_SSDHASH" and config.feature_store_type == "redis":
+        _log_once("ev_storage_type 12 (DRAM_SSDHASH) applies to local tables; with feature_store_type 'redis' the "
+                  "tables are in Redis and ev_storage_path is not used")
     if config.shard_embedding:
         _log_once(f"shard_embedding: every instance serves every row of {', '.join(config.embedding_names)} from "
                   f"its local feature store; DeepRec keeps 1/{config.shard_instance_count} of each per instance")

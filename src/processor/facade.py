@@ -70,7 +70,9 @@ class Processor:
 
     def _start(self) -> None:
         self._lifecycle = VersionLifecycle(self.config, self._loader)
-        self._signature: Optional[Tuple[object, dict, Dict[str, int]]] = None  # (servable, signature, dtypes)
+        # (the serving version's record, its signature, dtypes): keyed by the record, which holds no servable,
+        # so that the cache never keeps a version alive after a swap or close()
+        self._signature: Optional[Tuple[object, dict, Dict[str, int]]] = None
         self._threads: List[PollingThread] = []
         self._timeline_uploader = None  # with an oss:// timeline_path
         loaded = self._loader.load(self._lifecycle.first_version())
@@ -112,9 +114,9 @@ class Processor:
         """The serving version's signature, and the ArrayDataType of each input by alias and tensor name,
         cached with the version they describe, so that a swap never pairs one version's signature with
         another's."""
-        servable = self._lifecycle.serving_servable
+        servable, record = self._lifecycle.serving_pair()
         cached = self._signature
-        if cached is None or cached[0] is not servable or servable is None:
+        if cached is None or cached[0] is not record or servable is None:
             # Asked of the serving version directly: the lookup is not a request of the host's, and
             # must not count in request_count (an empty request through process() does).
             code, body = servable.process(b"") if servable is not None else self.process(b"")
@@ -124,7 +126,7 @@ class Processor:
             dtypes = {}
             for spec in signature["inputs"]:
                 dtypes[spec["alias"]] = dtypes[spec["tensor_name"]] = predict_pb2.ArrayDataType.Value(spec["dtype"])
-            cached = self._signature = (servable, signature, dtypes)
+            cached = self._signature = (record, signature, dtypes)
         return cached[1], cached[2]
 
     def predict(self, inputs: Mapping[str, Any], output_filter: Optional[Iterable[str]] = None,

@@ -42,7 +42,9 @@ class VersionLifecycle:
         self._history: List[Candidate] = []   # loaded versions by key, the serving one included
         self._pin: Optional[Tuple[int, int]] = None  # serve nothing newer than this until a newer one appears
         self.serving: Optional[VersionRecord] = None
-        self.serving_servable: Optional[_core.Servable] = None  # to apply deltas to
+        # (the serving servable, its record), replaced as one so that readers without the lock (the
+        # facade's signature cache) never pair one version's servable with another's record
+        self._serving: Tuple[Optional[_core.Servable], Optional[VersionRecord]] = (None, None)
         self._delta_step = -1  # newest delta applied to the serving version
         self.handle: Optional[_core.ModelHandle] = None
 
@@ -80,8 +82,17 @@ class VersionLifecycle:
         finds the lifecycle closed and discards its result."""
         with self._state_lock:
             handle, self.handle = self.handle, None
-            self.serving_servable = None
+            self._serving = (None, self.serving)
         return handle
+
+    @property
+    def serving_servable(self) -> Optional[_core.Servable]:
+        """The serving version's servable (to apply deltas to); None once closed."""
+        return self._serving[0]
+
+    def serving_pair(self) -> Tuple[Optional[_core.Servable], Optional[VersionRecord]]:
+        """(the serving servable, its record), one consistent pair; the servable is None once closed."""
+        return self._serving
 
     def live_handle(self) -> _core.ModelHandle:
         handle = self.handle
@@ -209,7 +220,7 @@ class VersionLifecycle:
     def unload_serving(self) -> None:
         with self._state_lock:
             self.live_handle().unload()
-            self.serving_servable = None  # the last reference (unload() waited for the requests on it)
+            self._serving = (None, self.serving)  # the last reference (unload() waited for the requests on it)
 
     def bring_back(self, candidate: Candidate, servable: Optional[_core.Servable]) -> None:
         """Serves `candidate` again after a failed resource-preserving update: restored into `servable`
@@ -332,7 +343,7 @@ class VersionLifecycle:
         with self._state_lock:
             handle = self.live_handle()  # closed meanwhile: the load is discarded
             self.serving = loaded.record
-            self.serving_servable = loaded.servable
+            self._serving = (loaded.servable, loaded.record)
             self._delta_step = delta_step
             if loaded.record.candidate not in self._history:
                 self._history.append(loaded.record.candidate)

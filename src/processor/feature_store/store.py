@@ -16,6 +16,7 @@ from .. import control_pb2
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
 from .layout_filters import parse_layout_filter
+from . import tier_files
 from .table_sources import CheckpointTable, EmbeddingVariableTable, MonolithTable
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,17 @@ class FeatureStore:
         self._embeddings: Dict[str, Dict[str, control_pb2.Embedding]] = {}  # by SavedModel path, then variable
         self._stored_as: Dict[int, int] = {}  # version -> the number its tables have in Redis (version_id)
         self._tokens: Dict[int, str] = {}  # version -> the import its load serves (redis_tables.py)
+        if self.tiered:
+            tier_files.clear_stale(config.ev_storage_path)
 
     @property
     def is_redis(self) -> bool:
         return self.config.feature_store_type == "redis"
+
+    @property
+    def tiered(self) -> bool:
+        """Local tables in two tiers, DRAM and disk (ev_storage_type 12, DeepRec's DRAM_SSDHASH)."""
+        return not self.is_redis and self.config.ev_storage_type == "DRAM_SSDHASH"
 
     def request(self) -> control_pb2.FeatureStore:
         """Which variables a load serves from the store, and how it reaches Redis."""
@@ -66,7 +74,7 @@ class FeatureStore:
                 embeddings: List[control_pb2.Embedding]) -> control_pb2.TableSources:
         """Where the tables of a load of `version` of `savedmodel` (its store path) come from, given the
         embeddings its plan serves from the store and the local checkpoint `prefix` it restores: for
-        local tables, the Monolith dumps' shards; for Redis, the version's tables, complete in the store
+        local tables, the Monolith dumps' shards, or in two tiers their rows written to disk; for Redis, the version's tables, complete in the store
         first (imported here, or by another replica)."""
         by_name = {e.name: e for e in embeddings}
         self._embeddings[savedmodel] = by_name
@@ -74,13 +82,16 @@ class FeatureStore:
         if unknown:
             raise ModelLoadError(f"monolith_tables names {', '.join(unknown)}, not among the embeddings served from "
                                  f"the feature store ({', '.join(by_name)})")
+        if self.tiered:  # every table in two tiers: its rows written to the disk tier's files
+            sources = self._sources(prefix, by_name)
+            tables = tier_files.write_tables(self.config.ev_storage_path, f"{self.namespace}-v{version}", sources)
+            tables.tier_dram_bytes = self.config.ev_storage_sizes[0]
+            return tables
         if not self.is_redis:  # the data plane reads the shards layout_filters keep
             return control_pb2.TableSources(monolith_tables=[
                 control_pb2.MonolithTable(variable=name, shards=self._monolith_table(name, by_name[name].dim).shards)
                 for name in self.config.monolith_tables])
-        sources = {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
-                   EmbeddingVariableTable(prefix, e.saved_name) if e.keyed_by_id else
-                   CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in by_name.items()}
+        sources = self._sources(prefix, by_name)
         import hashlib  # here: hashing loads OpenSSL, which local stores must never load
         identity = hashlib.sha256(json.dumps({"layout": REDIS_LAYOUT, **{
             name: source.identity() for name, source in sorted(sources.items())}}, sort_keys=True).encode()).hexdigest()[:32]
@@ -108,6 +119,12 @@ class FeatureStore:
                           for name in by_name],
             redis_versions_key=tables.versions_key(), redis_version=stored_as, redis_token=token,
             redis_partitions=partitions)
+
+    def _sources(self, prefix: str, by_name: Dict[str, control_pb2.Embedding]) -> dict:
+        """Where each table's rows come from: a Monolith dump, an EmbeddingVariable or a checkpoint variable."""
+        return {name: self._monolith_table(name, e.dim) if name in self.config.monolith_tables else
+                EmbeddingVariableTable(prefix, e.saved_name) if e.keyed_by_id else
+                CheckpointTable(prefix, e.saved_name, e.first_row, e.rows) for name, e in by_name.items()}
 
     def lost(self, version: int) -> Optional[str]:
         """Why the tables a load of `version` serves are gone or changed in Redis (a server restarted

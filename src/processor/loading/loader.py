@@ -11,6 +11,7 @@ from typing import Iterable, List, Optional, Tuple
 from .. import _core, control_pb2
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
+from ..feature_store import tier_files
 from ..feature_store.store import FeatureStore, store_version
 from ..stores import open_model_store
 from . import control
@@ -181,7 +182,11 @@ class VersionLoader:
                                        self.feature_store.request() if self.feature_store is not None else None, what)
         try:
             plan = control.plan_load(request)
-            servable = plan.load(self._table_sources(candidate, local, plan).SerializeToString())
+            sources = self._table_sources(candidate, local, plan)
+            try:
+                servable = plan.load(sources.SerializeToString())
+            finally:
+                tier_files.remove(sources)
         except _core.LoadError as e:
             raise ModelLoadError(f"cannot load model version {what}: {e}") from None
         interface, reason = servable.run_interface
