@@ -170,3 +170,47 @@ def test_a_full_disk_fails_the_next_version_and_the_serving_one_stays(rec_model,
         subprocess.run(["mount", "-o", "remount,size=2m", str(small_disk)], check=True)  # room again
         assert p.update()
         assert_outputs_equal(p.predict(batch), reference.predict(new, batch))
+
+
+KILLED_IMPORT = """
+import sys
+import processor
+processor.Processor({"savedmodel_dir": sys.argv[1], "feature_store_type": "local", "embedding_names": ["table"],
+                     "ev_storage_type": 12, "ev_storage_path": sys.argv[2], "poll_interval_seconds": 0})
+print("loaded", flush=True)
+"""
+
+
+def test_an_import_killed_midway_leaves_nothing_a_restart_serves(tmp_path):
+    """A process killed (SIGKILL) while it writes the disk tier: the next start on the same path removes
+    what it left and serves the checkpoint's rows, which TensorFlow gives."""
+    import signal
+    import sys
+    import time
+    from model_builders import build_lookup_model
+    ids = np.array([0, 7, 199_999, 123_456], np.int64)
+    expected = build_lookup_model(str(tmp_path / "model"), 200_000, 64, sample_ids=ids)  # 51 MB of rows
+    storage = tmp_path / "ssd"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_IMPORT, str(tmp_path / "model"), str(storage)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        def writing() -> bool:  # its directory holds a rows file with some bytes in it
+            return any(f.stat().st_size > 0 for d in storage.glob(f"{tier_files.DIRECTORY_PREFIX}*")
+                       for f in d.iterdir())
+        deadline = time.monotonic() + 60
+        while not writing():
+            assert child.poll() is None, "the child finished before it could be killed mid-import"
+            assert time.monotonic() < deadline, "the child never started writing"
+            time.sleep(0.001)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    left = [d.name for d in storage.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f"{tier_files.DIRECTORY_PREFIX}{child.pid}-")
+    config = {"savedmodel_dir": str(tmp_path / "model"), "feature_store_type": "local", "embedding_names": ["table"],
+              "ev_storage_type": 12, "ev_storage_path": str(storage), "poll_interval_seconds": 0}
+    with processor.Processor(config) as p:
+        np.testing.assert_array_equal(p.predict({"ids": ids})["rows"], expected)
+        assert os.listdir(storage) == []

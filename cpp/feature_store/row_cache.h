@@ -4,14 +4,16 @@
 // Policy: TinyLFU admission over CLOCK eviction (Einziger, Friedman & Manes, "TinyLFU: A Highly
 // Efficient Cache Admission Policy", 2017). Recommendation ids are skewed (Zipf-like) with a long tail
 // of ids seen once: LRU admits every tail id and lets it push a hot row out; TinyLFU admits a row
-// read from disk only when a count-min sketch of recent accesses (4-bit counters, halved every
-// 10 x capacity accesses so that popularity can shift) says it is more frequent than the row CLOCK
-// would evict. CLOCK (a reference bit per row, set by a hit) approximates LRU without moving anything
-// on a hit. The cache is 16 shards by id hash; a batch locks each shard it touches once.
+// read from disk only when a count-min sketch of recent misses (counters up to 15, halved every
+// 10 x capacity misses so that popularity can shift) says it is more frequent than the row CLOCK
+// would evict, and never a row seen once. CLOCK (a reference bit per row, set by a hit) keeps hot rows
+// without moving anything on a hit, so a hit only reads. The cache is 16 shards by id hash; a batch
+// locks each shard it touches once.
 //
-// Memory: rows live in one slab per shard; per row its floats plus kOverheadBytes (id, reference bit,
-// index slots, sketch counters). Everything is allocated when the cache is made: the budget is the
-// cache's whole size from the first request on.
+// Memory: rows live in one slab per shard, each beside its id (8 bytes); per row also its reference
+// byte, two index words (16 bytes) and 8 sketch counters: about 33 bytes beyond its floats.
+// Everything is allocated when the cache is made: the budget is the cache's whole size from the first
+// request on.
 #pragma once
 
 #include <atomic>
@@ -25,8 +27,6 @@ namespace processor {
 
 class RowCache {
  public:
-  static constexpr size_t kOverheadBytes = 8 + 1 + 2 * 4 + 8;  // id, ref bit, 2 index slots, sketch
-
   RowCache(int64_t dim, uint64_t budget_bytes);
   ~RowCache();
   RowCache(const RowCache&) = delete;
@@ -51,6 +51,8 @@ class RowCache {
   Shard& ShardOf(uint64_t hash) { return *shards_[hash >> (64 - kShardBits)]; }
   template <typename Visit>
   void ForEachShard(const int64_t* ids, const uint32_t* which, size_t n, Visit visit);
+  // Admits `row` of `id` if TinyLFU prefers it to CLOCK's victim; the shard is locked.
+  void Offer(Shard* shard, int64_t id, uint64_t hash, const float* row, uint64_t* evicted, uint64_t* rejected);
 
   static constexpr int kShardBits = 4;
   int64_t dim_;

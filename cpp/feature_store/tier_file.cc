@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "common/quote.h"
@@ -17,9 +18,10 @@ Status Errno(const std::string& what, const std::string& path) {  // reads errno
   return Status::Internal("disk tier: cannot " + what + " " + Quote(path) + ": " + std::strerror(errno));
 }
 
-// Maps `bytes` of fd shared (writes reach the file), or returns nullptr with errno set.
-void* MapShared(int fd, size_t bytes) {
-  void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+// Maps `bytes` of fd shared (writes reach the file), or returns nullptr with errno set; `populate`
+// maps every page at once.
+void* MapShared(int fd, size_t bytes, bool populate = false) {
+  void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
   if (map == MAP_FAILED) return nullptr;
   madvise(map, bytes, MADV_RANDOM);  // lookups touch rows at random: no readahead of neighbours
   return map;
@@ -34,6 +36,19 @@ int UnnamedFile(const std::string& directory) {
   fd = mkostemp(path.data(), O_CLOEXEC);
   if (fd >= 0) unlink(path.c_str());
   return fd;
+}
+
+// MemAvailable of /proc/meminfo, in bytes (0 when unknown).
+uint64_t AvailableMemory() {
+  FILE* meminfo = std::fopen("/proc/meminfo", "r");
+  if (meminfo == nullptr) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof(line), meminfo) != nullptr) {
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  }
+  std::fclose(meminfo);
+  return kb * 1024;
 }
 
 }  // namespace
@@ -61,6 +76,11 @@ Status TierFile::Open(const std::string& path, int64_t dim, bool keyed, int64_t 
                                    " bytes, not " + std::to_string(rows) + " rows of " + std::to_string(dim) + " floats");
   }
   file->rows_ = rows;
+  // A table that fits easily in the page cache (it was just written, so its pages are there) is mapped
+  // whole at once: a page first touched by a request would cost a fault on the request path.
+  // Buys: no faults after the load (benchmarks/tiers.py: p50 at batch 64 of Zipf ids; first request).
+  // A larger table is faulted in as it is read, as a cache should be.
+  file->populate_ = static_cast<uint64_t>(st.st_size) <= AvailableMemory() / 2;
   PROCESSOR_RETURN_IF_ERROR(file->GrowRows(rows));
   unlink(rows_path.c_str());  // from now on the file lives as long as the mapping
   if (keyed) {
@@ -91,7 +111,7 @@ Status TierFile::GrowRows(int64_t rows) {
     const int error = posix_fallocate(rows_fd_, 0, static_cast<off_t>(bytes));
     if (error != 0) return Status::Internal(std::string("disk tier: cannot grow the rows file: ") + std::strerror(error));
   }
-  void* map = rows_map_ == nullptr ? MapShared(rows_fd_, bytes)
+  void* map = rows_map_ == nullptr ? MapShared(rows_fd_, bytes, populate_)
                                    : mremap(rows_map_, std::max<int64_t>(rows_capacity_, 1) * row_bytes, bytes, MREMAP_MAYMOVE);
   if (map == nullptr || map == MAP_FAILED) return Errno("map", "rows");
   rows_map_ = static_cast<float*>(map);

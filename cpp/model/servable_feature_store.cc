@@ -189,11 +189,14 @@ Status Servable::OpenTieredTable(const FeatureStoreOptions& options, const Embed
   std::unique_ptr<TierFile> file;
   PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(TierFile::Open(tier.path, embedding.dim, tier.keyed, tier.rows, &file),
                                          "embedding " + Quote(embedding.name));
+  const bool populated = file->populated();
   auto tiered = std::make_shared<TieredTable>(embedding.name, embedding.dim, std::move(file),
                                               static_cast<uint64_t>(options.tier_dram_bytes));
   const TierCounters counters = tiered->counters();
   Log(LogLevel::kInfo, "embedding " + Quote(embedding.name) + ": " + std::to_string(tier.rows) + " rows on disk (" +
-                           std::to_string(counters.disk_bytes >> 20) + " MiB), up to " +
+                           std::to_string(counters.disk_bytes >> 20) + " MiB, " +
+                           (populated ? "mapped whole" : "larger than half the free memory: mapped as read") +
+                           "), up to " +
                            std::to_string(tiered->cache_rows()) + " in DRAM (" + std::to_string(counters.dram_bytes >> 20) +
                            " MiB)");
   *table = std::move(tiered);

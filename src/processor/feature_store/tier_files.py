@@ -102,8 +102,9 @@ def _write_table(base: str, variable: str, source) -> control_pb2.TierTable:
             if keyed:
                 out_ids.write(np.ascontiguousarray(ids, dtype="<i8").tobytes())
             rows += len(block)
-        out_rows.flush()
-        os.fsync(out_rows.fileno())
+    # Not fsync'ed: the files are never read after a crash (their names go when the data plane opens
+    # them), so the kernel writes them back when it likes; space is allocated as they are written, so a
+    # full disk still fails the write here.
     return control_pb2.TierTable(variable=variable, path=base, keyed=keyed, rows=rows)
 
 
