@@ -44,7 +44,8 @@ def test_every_deeprec_field_is_parsed():
                            "max_request_bytes", "max_tensor_elements", "local_cache_dir", "download_threads",
                            "download_retries", "webhdfs_url", "hdfs_user", "request_log", "embedding_names",
                            "embedding_min_rows", "embedding_default_value", "feature_store_namespace",
-                           "feature_store_partitions", "monolith_tables", "layout_filters", "strict_signature_name"}
+                           "feature_store_partitions", "feature_store_cache_bytes", "monolith_tables", "layout_filters",
+                           "strict_signature_name"}
     assert set(full) | processor_additions == \
         {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys", "not_honoured"}
 
@@ -111,6 +112,7 @@ BAD_CONFIGS = [
     ({**BASE, "init_timeout_minutes": -2}, "init_timeout_minutes", "must be >= 0"),
     ({**BASE, "init_timeout_minutes": "10"}, "init_timeout_minutes", "must be a number"),
     ({**BASE, "read_thread_num": 0}, "read_thread_num", "must be >= 1"),
+    ({**BASE, "feature_store_cache_bytes": -1}, "feature_store_cache_bytes", "must be >= 0"),
     ({**BASE, "omp_num_threads": 0}, "omp_num_threads", "must be >= 1"),
     ({**BASE, "timeline_trace_count": 3}, "timeline_path", "is required when timeline_trace_count > 0"),
     ({**BASE, "ev_storage_type": "TAPE"}, "ev_storage_type", "must be one of"),

@@ -139,6 +139,14 @@ PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* serv
   });
 }
 
+PROCESSOR_EXPORT int processor_control_servable_forget_rows(processor_servable* servable, const char* variable,
+                                                            const long long* ids, long long count) {
+  static_assert(sizeof(long long) == sizeof(int64_t), "ids are int64");
+  servable->servable->ForgetRows(variable ? variable : "", reinterpret_cast<const int64_t*>(ids),
+                                 ids ? static_cast<size_t>(count) : 0);
+  return 0;
+}
+
 PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable, const char** reason) {
   if (reason) *reason = servable->servable->callable_error().c_str();
   return servable->servable->run_interface();

@@ -51,6 +51,11 @@ PROCESSOR_EXPORT int processor_control_servable_apply_delta(processor_servable* 
  * is a RestoreRequest, whose checkpoint must fit the graph. Returns 0, or -1 and *error. */
 PROCESSOR_EXPORT int processor_control_servable_restore(processor_servable* servable, const void* request, int size,
                                                         char** error);
+/* A delta changed rows in Redis behind this version's hot-row cache: the cache forgets `count` ids
+ * (int64) of table `variable`, or all it holds of that table when ids is NULL, of every table when
+ * variable is "". Nothing happens without a cache. Returns 0. */
+PROCESSOR_EXPORT int processor_control_servable_forget_rows(processor_servable* servable, const char* variable,
+                                                            const long long* ids, long long count);
 /* The graph's variables: a VariableList in a buffer from malloc(). Returns 0. */
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size);

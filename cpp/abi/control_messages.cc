@@ -88,6 +88,7 @@ Status ParseFeatureStore(std::string_view bytes, FeatureStoreOptions* store) {
       case 5: redis_url = m.String(); break;
       case 6: store->redis.password = m.String(); break;
       case 7: store->redis.connections_per_node = m.Int32(); break;
+      case 8: store->cache_bytes = m.Int(); break;
       default: m.Unknown();
     }
   }
@@ -101,6 +102,7 @@ Status ParseFeatureStore(std::string_view bytes, FeatureStoreOptions* store) {
     PROCESSOR_RETURN_IF_ERROR(ParseRedisUrl(redis_url, &store->redis.seeds));
     if (store->redis.connections_per_node < 1) return Status::InvalidArgument("read_thread_num must be >= 1");
   }
+  if (store->cache_bytes < 0) return Status::InvalidArgument("feature_store_cache_bytes must be >= 0");
   return Status::Ok();
 }
 

@@ -115,15 +115,31 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
   std::vector<int64_t> distinct(ids, ids + n);
   std::sort(distinct.begin(), distinct.end());
   distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  const size_t row_floats = static_cast<size_t>(dim());
+  // The rows of the distinct ids, and which have one: the cache's first (its generation taken before
+  // anything is read from Redis), then Redis's for the others.
+  std::vector<float> rows_of(distinct.size() * row_floats);
+  std::vector<char> have(distinct.size(), 0);
+  std::vector<uint32_t> missing;
+  const uint64_t generation = cache_ ? cache_->generation() : 0;
+  if (cache_) {
+    cache_->Find(distinct.data(), distinct.size(), rows_of.data(), &missing);
+    for (size_t k = 0; k < distinct.size(); ++k) have[k] = 1;
+    for (uint32_t k : missing) have[k] = 0;
+  } else {
+    missing.resize(distinct.size());
+    for (size_t k = 0; k < distinct.size(); ++k) missing[k] = static_cast<uint32_t>(k);
+  }
+  std::sort(missing.begin(), missing.end());
   std::map<int, size_t> read_of_partition;
   std::vector<PartitionRead> reads;
-  for (int64_t id : distinct) {
-    const int partition = PartitionOf(id);
+  for (uint32_t k : missing) {
+    const int partition = PartitionOf(distinct[k]);
     auto [it, added] = read_of_partition.emplace(partition, reads.size());
     if (added) reads.push_back(PartitionRead{PartitionKey(partition), {}, {}, {}});
-    reads[it->second].ids.push_back(id);
+    reads[it->second].ids.push_back(distinct[k]);
   }
-  for (int attempt = 1;; ++attempt) {
+  for (int attempt = 1; !reads.empty(); ++attempt) {
     bool moved = false;
     Status answer;
     const Status read = ReadOnce(reads, &moved, &answer);
@@ -141,16 +157,60 @@ Status RedisTable::Lookup(const int64_t* ids, size_t n, const float* default_row
     if (attempt == kAttempts) return Status::Unavailable("the Redis Cluster kept answering MOVED (resharding?)");
     PROCESSOR_RETURN_IF_ERROR(router_->RefreshSlots());
   }
-  // Each id's row: found by binary search among the distinct ids of its partition.
-  const size_t row_bytes = sizeof(float) * dim();
+  // Each partition's ids are in the order of `distinct` (both sorted): walk them together.
+  std::vector<uint32_t> read_from_redis;
+  for (const PartitionRead& read : reads) {
+    size_t k = 0;
+    for (size_t j = 0; j < read.ids.size(); ++j) {
+      k = std::lower_bound(distinct.begin() + k, distinct.end(), read.ids[j]) - distinct.begin();
+      if (!read.found[j]) continue;
+      std::memcpy(rows_of.data() + k * row_floats, read.rows.data() + j * row_floats, sizeof(float) * row_floats);
+      have[k] = 1;
+      read_from_redis.push_back(static_cast<uint32_t>(k));
+    }
+  }
+  if (cache_) cache_->Admit(distinct.data(), read_from_redis.data(), read_from_redis.size(), rows_of.data(), generation);
+  size_t absent = 0;
   for (size_t i = 0; i < n; ++i) {
-    const PartitionRead& read = reads[read_of_partition[PartitionOf(ids[i])]];
-    const size_t position = std::lower_bound(read.ids.begin(), read.ids.end(), ids[i]) - read.ids.begin();
-    const float* row = read.found[position] ? read.rows.data() + position * dim()
-                                            : MissingRow(ids[i], i, default_row, default_stride);
-    std::memcpy(rows + i * dim(), row, row_bytes);
+    const size_t k = std::lower_bound(distinct.begin(), distinct.end(), ids[i]) - distinct.begin();
+    const float* row = have[k] ? rows_of.data() + k * row_floats : MissingRow(ids[i], i, default_row, default_stride);
+    absent += !have[k];
+    std::memcpy(rows + i * row_floats, row, sizeof(float) * row_floats);
+  }
+  if (cache_) {
+    cache_hits_.fetch_add(distinct.size() - missing.size(), std::memory_order_relaxed);
+    redis_hits_.fetch_add(read_from_redis.size(), std::memory_order_relaxed);
+    absent_.fetch_add(absent, std::memory_order_relaxed);
   }
   return Status::Ok();
+}
+
+void RedisTable::UseCache(uint64_t bytes) {
+  cache_ = bytes ? std::make_unique<RowCache>(dim(), bytes) : nullptr;
+  if (cache_ && cache_->capacity_rows() == 0) cache_ = nullptr;  // too small for a row per shard
+}
+
+void RedisTable::Forget(const int64_t* ids, size_t n) const {
+  if (cache_) cache_->Forget(ids, n);
+}
+
+void RedisTable::ForgetAll() const {
+  if (cache_) cache_->Clear();
+}
+
+TierCounters RedisTable::counters() const {
+  TierCounters c;
+  c.store = "redis";
+  c.dram_hits = cache_hits_.load(std::memory_order_relaxed);
+  c.disk_hits = redis_hits_.load(std::memory_order_relaxed);
+  c.absent = absent_.load(std::memory_order_relaxed);
+  if (cache_) {
+    c.evictions = cache_->evictions();
+    c.rejections = cache_->rejections();
+    c.dram_bytes = cache_->bytes();
+    c.dram_rows = cache_->held_rows();
+  }
+  return c;
 }
 
 }  // namespace processor

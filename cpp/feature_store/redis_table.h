@@ -12,14 +12,23 @@
 // another import's token, lost its rows (a server restarted empty) or was re-imported since this
 // version loaded (perhaps without this version's deltas): the lookup is Unavailable, naming the table,
 // and the control plane re-imports and reloads (feature_store/store.py).
+//
+// With a hot-row cache (feature_store_cache_bytes), the rows it holds are served from this process and
+// only the others are read (RowCache: TinyLFU over CLOCK, as the DRAM tier of local tables). The cache
+// is this version's table's own, so a switch never reads another version's rows. Deltas are written to
+// Redis behind it: the control plane makes it forget the ids a delta changes when it applies the delta
+// (this replica's or, as it polls, another's), and all it holds when the version's delta record
+// changed (checked once a second), and a row read before such a moment is never admitted after it.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "feature_store/embedding_table.h"
 #include "feature_store/redis_router.h"
+#include "feature_store/tiered_table.h"
 
 namespace processor {
 
@@ -33,6 +42,13 @@ class RedisTable : public EmbeddingTable {
 
   Status Lookup(const int64_t* ids, size_t n, const float* default_row, float* rows,
                 size_t default_stride = 0) const override;
+
+  // A hot-row cache of `bytes` (0: none); before the table serves.
+  void UseCache(uint64_t bytes);
+  bool cached() const { return cache_ != nullptr; }
+  void Forget(const int64_t* ids, size_t n) const;  // a delta changed these rows in Redis
+  void ForgetAll() const;                           // a delta changed rows this process does not know
+  TierCounters counters() const;
 
  private:
   struct PartitionRead;
@@ -50,6 +66,8 @@ class RedisTable : public EmbeddingTable {
   int partitions_;
   std::string token_;
   std::shared_ptr<RedisRouter> router_;
+  std::unique_ptr<RowCache> cache_;
+  mutable std::atomic<uint64_t> cache_hits_{0}, redis_hits_{0}, absent_{0};
 };
 
 }  // namespace processor

@@ -215,10 +215,14 @@ void RowCache::Find(const int64_t* ids, size_t n, float* rows, std::vector<uint3
   });
 }
 
-void RowCache::Admit(const int64_t* ids, const uint32_t* which, size_t count, const float* rows) {
+void RowCache::Admit(const int64_t* ids, const uint32_t* which, size_t count, const float* rows,
+                     uint64_t generation) {
   if (capacity_ == 0 || count == 0) return;
   uint64_t evicted = 0, rejected = 0;
   ForEachShard(ids, which, count, [&](Shard& shard, const uint32_t* positions, const uint64_t* hashes, size_t m) {
+    // Checked under the shard's lock, which Forget and Clear take after they move the generation on:
+    // a row read before an invalidation is either refused here or forgotten by it.
+    if (generation_.load(std::memory_order_acquire) != generation) return;
     for (size_t j = 0; j < m; ++j) shard.PrefetchSketch(hashes[j]);
     for (size_t j = 0; j < m; ++j) Offer(&shard, ids[positions[j]], hashes[j], rows + positions[j] * dim_, &evicted,
                                         &rejected);
@@ -265,6 +269,43 @@ void RowCache::Offer(Shard* shard_ptr, int64_t id, uint64_t hash, const float* r
   shard.referenced[slot] = 0;
   std::memcpy(shard.RowAt(slot), row, sizeof(float) * dim_);
   shard.index[shard.Probe(id, hash)] = Shard::Entry(hash, slot);
+}
+
+void RowCache::Forget(const int64_t* ids, size_t n) {
+  if (capacity_ == 0) return;
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  ForEachShard(ids, nullptr, n, [&](Shard& shard, const uint32_t* positions, const uint64_t* hashes, size_t m) {
+    for (size_t j = 0; j < m; ++j) {
+      const size_t p = shard.Probe(ids[positions[j]], hashes[j]);
+      if (shard.index[p] == kNoSlot) continue;
+      const uint64_t slot = (shard.index[p] & 0xffffffffu) - 1;
+      shard.Erase(p);
+      // The slot is free again: the last used slot moves into it, so that slots [0, used) stay in use.
+      const uint64_t last = --shard.used;
+      if (slot != last) {
+        const int64_t moved = shard.IdAt(last);
+        const uint64_t moved_hash = Mix(moved);
+        std::memcpy(&shard.slab[slot * shard.entry_words], &shard.slab[last * shard.entry_words],
+                    sizeof(uint64_t) * shard.entry_words);
+        shard.referenced[slot] = shard.referenced[last];
+        shard.index[shard.Probe(moved, moved_hash)] = Shard::Entry(moved_hash, slot);
+      }
+      shard.referenced[last] = 0;
+      if (shard.hand >= shard.used) shard.hand = 0;
+    }
+  });
+}
+
+void RowCache::Clear() {
+  if (capacity_ == 0) return;
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  for (auto& shard : shards_) {
+    std::lock_guard<std::mutex> lock(shard->mu);
+    std::fill(shard->index.begin(), shard->index.end(), kNoSlot);
+    std::fill(shard->referenced.begin(), shard->referenced.end(), 0);
+    shard->used = 0;
+    shard->hand = 0;
+  }
 }
 
 void RowCache::Update(const int64_t* ids, size_t n, const float* rows) {

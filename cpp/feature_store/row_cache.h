@@ -35,10 +35,17 @@ class RowCache {
   // Copies the rows of the ids it holds into rows[i * dim]; appends the positions of the others to
   // *missing. Counts an access of every id.
   void Find(const int64_t* ids, size_t n, float* rows, std::vector<uint32_t>* missing);
-  // Offers rows just read from the disk tier: rows[which[k] * dim] is the row of ids[which[k]].
-  void Admit(const int64_t* ids, const uint32_t* which, size_t count, const float* rows);
-  // A delta: rows the cache holds take their new values (the others are not admitted).
+  // Offers rows just read from the store behind: rows[which[k] * dim] is the row of ids[which[k]].
+  // `generation`: generation() taken before they were read; if an invalidation came since, the rows
+  // may predate it and none is admitted.
+  void Admit(const int64_t* ids, const uint32_t* which, size_t count, const float* rows, uint64_t generation);
+  // A delta whose lookups are kept out meanwhile (local tables): rows the cache holds take their new values.
   void Update(const int64_t* ids, size_t n, const float* rows);
+  // A delta written behind the cache's back while lookups run (Redis): the cache forgets these ids
+  // (Forget), or everything (Clear), and rows read before are not admitted afterwards.
+  void Forget(const int64_t* ids, size_t n);
+  void Clear();
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
   uint64_t capacity_rows() const { return capacity_; }
   uint64_t bytes() const { return bytes_; }  // allocated: the budget, rounded down to whole rows
@@ -59,6 +66,7 @@ class RowCache {
   uint64_t capacity_ = 0;
   uint64_t bytes_ = 0;
   std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<uint64_t> generation_{0};
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> rejections_{0};
 };

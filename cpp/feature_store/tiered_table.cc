@@ -13,6 +13,7 @@ Status TieredTable::Lookup(const int64_t* ids, size_t n, const float* default_ro
   thread_local std::vector<uint32_t> missing, read;
   missing.clear();
   read.clear();
+  const uint64_t generation = cache_.generation();
   cache_.Find(ids, n, out, &missing);
   const size_t row_bytes = sizeof(float) * dim();
   for (uint32_t i : missing) {
@@ -20,7 +21,7 @@ Status TieredTable::Lookup(const int64_t* ids, size_t n, const float* default_ro
     if (row != nullptr) read.push_back(i);
     std::memcpy(out + i * dim(), row != nullptr ? row : MissingRow(ids[i], i, default_row, default_stride), row_bytes);
   }
-  cache_.Admit(ids, read.data(), read.size(), out);
+  cache_.Admit(ids, read.data(), read.size(), out, generation);
   dram_hits_.fetch_add(n - missing.size(), std::memory_order_relaxed);
   disk_hits_.fetch_add(read.size(), std::memory_order_relaxed);
   absent_.fetch_add(missing.size() - read.size(), std::memory_order_relaxed);

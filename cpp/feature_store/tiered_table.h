@@ -17,15 +17,17 @@
 
 namespace processor {
 
+// A table's tiers: DRAM in front of `store` ("disk", or "redis" for Redis's hot-row cache).
 struct TierCounters {
+  const char* store = "disk";
   uint64_t dram_hits = 0;     // ids found in the DRAM tier
-  uint64_t disk_hits = 0;     // ids read from the disk tier
+  uint64_t disk_hits = 0;     // ids read from the store behind it
   uint64_t absent = 0;        // ids neither holds (default rows)
   uint64_t evictions = 0;     // rows the DRAM tier let go for more frequent ones
   uint64_t rejections = 0;    // rows read from disk that the DRAM tier did not admit (TinyLFU)
   uint64_t dram_bytes = 0;    // the DRAM tier's allocation (its budget, rounded down to whole rows)
   uint64_t dram_rows = 0;     // rows it holds now
-  uint64_t disk_bytes = 0;    // the disk tier's files, as allocated on disk
+  uint64_t disk_bytes = 0;    // the disk tier's files, as allocated on disk (Redis: not reported)
 };
 
 // The tiers of a version's tables, for the metrics.

@@ -46,6 +46,7 @@ struct FeatureStoreOptions {
   int64_t version = 0;             // this version's member in it
   int partitions = 16;
   std::string token;  // the import's, which each partition holds (redis_table.h)
+  int64_t cache_bytes = 0;  // the hot-row cache of the version's Redis tables, all together (0: none)
   // "local" with ev_storage_type 12: every table in two tiers, its rows in files (feature_store/tier_file.h).
   struct TierSource {
     std::string path;
@@ -146,8 +147,11 @@ class Servable {
   // Applies an incremental checkpoint atomically with respect to Run() (see DeltaApplier).
   Status ApplyDelta(const std::string& prefix, const std::vector<DeltaVariable>& variables);
   std::vector<VariableSpec> Variables();
-  // The counters of the tables served in two tiers (none unless ev_storage_type is 12).
+  // The counters of the tables with a DRAM tier (two local tiers, or Redis's hot-row cache).
   TierReport Tiers() const;
+  // A delta changed rows of `variable` in Redis: the hot-row cache forgets `ids` (all it holds of the
+  // table when ids is null; of every table when variable is empty). Nothing without a cache.
+  void ForgetRows(const std::string& variable, const int64_t* ids, size_t n) const;
 
  private:
   Servable() { live_count_.fetch_add(1, std::memory_order_relaxed); }
@@ -214,6 +218,7 @@ class Servable {
   bool feature_store_ = false;
   std::vector<std::string> table_keys_;
   std::map<std::string, std::shared_ptr<LocalTable>> local_tables_;
+  std::map<std::string, std::shared_ptr<const EmbeddingTable>> redis_tables_;  // RedisTable (Redis builds only)
 
   static std::atomic<int64_t> live_count_;
 };

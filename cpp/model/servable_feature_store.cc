@@ -208,7 +208,26 @@ TierReport Servable::Tiers() const {
   for (const auto& [name, table] : local_tables_) {
     if (auto* tiered = dynamic_cast<const TieredTable*>(table.get())) report.tables.emplace_back(name, tiered->counters());
   }
+#if PROCESSOR_WITH_REDIS
+  for (const auto& [name, table] : redis_tables_) {
+    auto* redis = static_cast<const RedisTable*>(table.get());
+    if (redis->cached()) report.tables.emplace_back(name, redis->counters());
+  }
+#endif
   return report;
+}
+
+void Servable::ForgetRows(const std::string& variable, const int64_t* ids, size_t n) const {
+#if PROCESSOR_WITH_REDIS
+  for (const auto& [name, table] : redis_tables_) {
+    if (!variable.empty() && name != variable) continue;
+    auto* redis = static_cast<const RedisTable*>(table.get());
+    if (ids != nullptr) redis->Forget(ids, n);
+    else redis->ForgetAll();
+  }
+#else
+  (void)variable, (void)ids, (void)n;
+#endif
 }
 
 Status Servable::LoadEmbeddingVariableTable(const EmbeddingVariable& embedding, const std::string& prefix,
@@ -334,6 +353,9 @@ Status Servable::ConnectRedisTables(const FeatureStoreOptions& options, const Re
                                               options.token, router);
     auto rows = default_rows.find(embedding.name);
     if (rows != default_rows.end()) table->SetDefaultRows(rows->second);
+    // The cache's bytes are shared evenly among the version's tables.
+    table->UseCache(static_cast<uint64_t>(options.cache_bytes) / plan.embeddings.size());
+    redis_tables_[embedding.name] = table;
     TableRegistry::Global().Register(keys.at(embedding.name), std::move(table));
   }
   return Status::Ok();

@@ -100,6 +100,14 @@ class Servable {
     if (code != 0) ThrowLoadFailure(error);
   }
 
+  // ids: int64, or None for all the table's (all tables' with variable "").
+  void ForgetRows(const std::string& variable, const std::optional<py::array_t<int64_t, py::array::c_style | py::array::forcecast>>& ids) {
+    const long long* data = ids ? reinterpret_cast<const long long*>(ids->data()) : nullptr;
+    const long long count = ids ? static_cast<long long>(ids->size()) : 0;
+    py::gil_scoped_release release;
+    processor_control_servable_forget_rows(servable_.get(), variable.c_str(), data, count);
+  }
+
   std::pair<std::string, std::string> RunInterface() const {
     const char* reason = nullptr;
     const std::string interface = processor_control_servable_run_interface(servable_.get(), &reason);
@@ -313,6 +321,9 @@ PYBIND11_MODULE(_core, m) {
                              "(\"callable\" or \"session_run\", why TensorFlow made no callable or \"\"): how requests "
                              "reach TensorFlow.")
       .def("variables", &Servable::Variables, "The graph's variables: a serialized control.VariableList.")
+      .def("forget_rows", &Servable::ForgetRows, py::arg("variable"), py::arg("ids"),
+           "A delta changed these rows (int64 ids; None: all of the table's; variable \"\": every table's) in Redis: "
+           "the hot-row cache forgets them.")
       .def("restore", &Servable::Restore, py::arg("request"),
            "Restores a checkpoint (a serialized control.RestoreRequest) into the live session, not atomically for "
            "requests in flight; nothing is restored unless it fits the graph. Raises LoadError.");

@@ -113,17 +113,20 @@ std::string RenderTierMetrics(const std::string& model_name, const TierReport& t
     for (const auto& [table, c] : tiers.tables) line(name, model + ",table=\"" + Label(table) + "\"", c);
   };
   each(":processor:feature_store_tier_lookups", "counter",
-       "Ids looked up in a table served in two tiers, by where they were found (absent: the default row).",
+       "Ids looked up in a table with a DRAM tier (two local tiers, or Redis's hot-row cache), by where they "
+       "were found (absent: the default row).",
        [&](const char* name, const std::string& labels, const TierCounters& c) {
          out += std::string(name) + "{" + labels + ",tier=\"dram\"} " + std::to_string(c.dram_hits) + "\n";
-         out += std::string(name) + "{" + labels + ",tier=\"disk\"} " + std::to_string(c.disk_hits) + "\n";
+         out += std::string(name) + "{" + labels + ",tier=\"" + c.store + "\"} " + std::to_string(c.disk_hits) + "\n";
          out += std::string(name) + "{" + labels + ",tier=\"absent\"} " + std::to_string(c.absent) + "\n";
        });
   each(":processor:feature_store_tier_bytes", "gauge",
        "Bytes of each tier: the DRAM tier's allocation (its budget) and the disk tier's files.",
        [&](const char* name, const std::string& labels, const TierCounters& c) {
          out += std::string(name) + "{" + labels + ",tier=\"dram\"} " + std::to_string(c.dram_bytes) + "\n";
-         out += std::string(name) + "{" + labels + ",tier=\"disk\"} " + std::to_string(c.disk_bytes) + "\n";
+         if (std::string(c.store) == "disk") {
+           out += std::string(name) + "{" + labels + ",tier=\"disk\"} " + std::to_string(c.disk_bytes) + "\n";
+         }
        });
   each(":processor:feature_store_tier_dram_rows", "gauge", "Rows the DRAM tier holds.",
        [&](const char* name, const std::string& labels, const TierCounters& c) {

@@ -290,6 +290,7 @@ class ProcessorConfig:
     update_thread_num: int = _option(2, _at_least(1))     # writers importing a version into Redis
     feature_store_namespace: str = _option("", _string)   # replicas sharing tables; "": model_name
     feature_store_partitions: int = _option(16, _at_least(1))  # hashes per table (spread over a cluster)
+    feature_store_cache_bytes: int = _option(0, lambda n, v: _integer(n, v, maximum=2**62))  # Redis: hot rows kept here
     monolith_tables: Dict[str, str] = _option({}, _table_paths)  # variable -> Monolith dump "<dir>/<table>"
     layout_filters: List[str] = _option([], _layout_filters)     # which Monolith shards this instance imports
     serialize_protocol: str = _option("protobuf", _choice(SERIALIZE_PROTOCOLS))

@@ -138,12 +138,18 @@ class VersionLifecycle:
     def check_store(self) -> None:
         """Reloads the serving version (its tables imported again, its deltas written again) when its
         tables in Redis lost rows or were imported again; requests meanwhile answer 503, never rows of
-        another import or default rows (cpp/feature_store/redis_table.h)."""
+        another import or default rows (cpp/feature_store/redis_table.h). With a hot-row cache, clears it
+        when another replica wrote a delta (this replica forgets its own deltas' rows as it writes them)."""
         serving = self.serving
         if serving is None:
             return
-        reason = self.loader.feature_store.lost(store_version_of(serving.candidate))
+        store = self.loader.feature_store
+        reason = store.lost(store_version_of(serving.candidate))
         if reason is None:
+            servable = self.serving_servable
+            if store.deltas_changed(store_version_of(serving.candidate)) and servable is not None:
+                # another replica wrote a delta: which rows, only its files say; the cache forgets all
+                servable.forget_rows("", None)
             return
         with self._update_lock:
             if self.serving is not serving or self.handle is None:
@@ -308,6 +314,7 @@ class VersionLifecycle:
                 if store is not None:  # the rows of tables in Redis are written there, once among replicas
                     plan, changes = store.split_delta(candidate.savedmodel.path, plan)
                     store.apply_delta(store_version_of(candidate), delta.step, local, changes)
+                    store.forget_delta_rows(store_version_of(candidate), servable, local, changes)
                 servable.apply_delta(local, plan)
             except (ModelLoadError, _core.LoadError) as e:
                 error = ModelLoadError(f"cannot apply delta {delta.prefix}: {e}")

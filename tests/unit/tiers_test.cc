@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -33,6 +34,7 @@ std::vector<float> RowOf(int64_t id, float salt = 0) {
 size_t Read(RowCache* cache, const std::vector<int64_t>& ids) {
   std::vector<float> rows(ids.size() * kDim, -1);
   std::vector<uint32_t> missing;
+  const uint64_t generation = cache->generation();
   cache->Find(ids.data(), ids.size(), rows.data(), &missing);
   for (uint32_t i : missing) {
     const std::vector<float> row = RowOf(ids[i]);
@@ -41,7 +43,7 @@ size_t Read(RowCache* cache, const std::vector<int64_t>& ids) {
   for (size_t i = 0; i < ids.size(); ++i) {
     EXPECT_EQ(std::vector<float>(rows.begin() + i * kDim, rows.begin() + (i + 1) * kDim), RowOf(ids[i])) << ids[i];
   }
-  cache->Admit(ids.data(), missing.data(), missing.size(), rows.data());
+  cache->Admit(ids.data(), missing.data(), missing.size(), rows.data(), generation);
   return ids.size() - missing.size();
 }
 
@@ -116,6 +118,50 @@ TEST(RowCache, UpdateRewritesHeldRowsOnly) {
   cache.Find(ids.data(), ids.size(), out.data(), &missing);
   EXPECT_EQ(missing, std::vector<uint32_t>{1});
   EXPECT_EQ(std::vector<float>(out.begin(), out.begin() + kDim), RowOf(2, 0.5f));
+}
+
+TEST(RowCache, ForgottenRowsAreGoneAndTheOthersStay) {
+  RowCache cache(kDim, 1 << 16);
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 300; ++i) ids.push_back(i * 7 - 50);
+  Read(&cache, ids);
+  ASSERT_EQ(Read(&cache, ids), ids.size());
+  std::vector<int64_t> forget;
+  for (size_t i = 0; i < ids.size(); i += 3) forget.push_back(ids[i]);
+  cache.Forget(forget.data(), forget.size());
+  std::vector<float> out(ids.size() * kDim);
+  std::vector<uint32_t> missing;
+  cache.Find(ids.data(), ids.size(), out.data(), &missing);
+  std::sort(missing.begin(), missing.end());
+  std::vector<uint32_t> expected;
+  for (uint32_t i = 0; i < ids.size(); i += 3) expected.push_back(i);
+  EXPECT_EQ(missing, expected);
+  EXPECT_EQ(cache.held_rows(), ids.size() - forget.size());
+  Read(&cache, ids);  // checks every row (the moved slots hold their own rows) and takes them back
+  EXPECT_EQ(Read(&cache, ids), ids.size());
+  cache.Clear();
+  EXPECT_EQ(cache.held_rows(), 0u);
+  EXPECT_EQ(Read(&cache, ids), 0u);
+}
+
+TEST(RowCache, RowsReadBeforeAnInvalidationAreNotAdmitted) {
+  // A lookup reads a row from Redis, a delta rewrites it there and forgets it here, then the lookup
+  // offers the row it read: it must not come in (it predates the delta).
+  RowCache cache(kDim, 1 << 16);
+  const int64_t id = 42;
+  const uint64_t before = cache.generation();
+  const std::vector<float> old_row = RowOf(id);
+  cache.Forget(&id, 1);
+  const uint32_t which = 0;
+  cache.Admit(&id, &which, 1, old_row.data(), before);
+  std::vector<float> out(kDim);
+  std::vector<uint32_t> missing;
+  cache.Find(&id, 1, out.data(), &missing);
+  EXPECT_EQ(missing.size(), 1u);
+  cache.Admit(&id, &which, 1, old_row.data(), cache.generation());  // read after it: admitted
+  missing.clear();
+  cache.Find(&id, 1, out.data(), &missing);
+  EXPECT_TRUE(missing.empty());
 }
 
 // ---- TierFile

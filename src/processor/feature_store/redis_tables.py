@@ -135,6 +135,15 @@ class RedisTables:
     def _deltas_key(self, version: int) -> str:
         return f"pe:{{{self.namespace}}}:deltas:{version}"
 
+    def delta_mark(self, version: int) -> tuple:
+        """What the deltas written to `version` are, in a word: (how many, the newest step). A delta
+        written by any replica changes it once its rows are all written."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(self._deltas_key(version))
+        pipe.zrevrange(self._deltas_key(version), 0, 0, withscores=True)
+        count, newest = pipe.execute()
+        return (int(count), newest[0][1] if newest else None)
+
     def _ids_key(self) -> str:
         return f"pe:{{{self.namespace}}}:ids"
 

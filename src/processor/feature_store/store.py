@@ -12,6 +12,8 @@ import logging
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .. import control_pb2
 from ..config import ProcessorConfig
 from ..errors import ModelLoadError, StoreError
@@ -42,6 +44,7 @@ class FeatureStore:
         self._embeddings: Dict[str, Dict[str, control_pb2.Embedding]] = {}  # by SavedModel path, then variable
         self._stored_as: Dict[int, int] = {}  # version -> the number its tables have in Redis (version_id)
         self._tokens: Dict[int, str] = {}  # version -> the import its load serves (redis_tables.py)
+        self._delta_marks: Dict[int, tuple] = {}  # version -> its deltas in Redis as last seen (hot-row cache)
         if self.tiered:
             tier_files.clear_stale(config.ev_storage_path)
 
@@ -68,6 +71,7 @@ class FeatureStore:
             request.redis_url = config.redis_url
             request.redis_password = config.redis_password or ""
             request.read_thread_num = config.read_thread_num
+            request.feature_store_cache_bytes = config.feature_store_cache_bytes
         return request
 
     def prepare(self, version: int, savedmodel: str, prefix: str,
@@ -108,6 +112,9 @@ class FeatureStore:
             stored, token = tables.tables_and_token(stored_as)
         self._stored_as[version] = stored_as
         self._tokens[version] = token
+        if self.config.feature_store_cache_bytes:
+            with _redis_errors():
+                self._delta_marks[version] = tables.delta_mark(stored_as)
         missing = [name for name in by_name if name not in stored]
         if missing:
             raise StoreError(f"version {version} in Redis lacks table(s) {', '.join(missing)} (imported from "
@@ -162,6 +169,34 @@ class FeatureStore:
                 self._tables().apply_delta(self._stored_as.get(version, version), step, prefix,
                                            {name: sparse for name, (sparse, _) in changes.items()},
                                            {name: (e.saved_name, e.first_row) for name, (_, e) in changes.items()})
+
+    def forget_delta_rows(self, version: int, servable, prefix: str,
+                          changes: Dict[str, Tuple[bool, control_pb2.Embedding]]) -> None:
+        """After a delta's rows are in Redis (written here or by another replica): the serving version's
+        hot-row cache forgets exactly the rows it changes (a whole variable: all of its table's)."""
+        if not self.config.feature_store_cache_bytes or not changes:
+            return
+        from ..loading.deltas import KEYS_SUFFIX
+        from .checkpoint_rows import read_tensor
+        for name, (sparse, _) in sorted(changes.items()):
+            servable.forget_rows(name, read_tensor(prefix, name + KEYS_SUFFIX).astype(np.int64).reshape(-1)
+                                 if sparse else None)
+        self.deltas_changed(version)  # this delta seen: the next check does not clear the whole cache
+
+    def deltas_changed(self, version: int) -> bool:
+        """Whether deltas were written to `version`'s tables in Redis since this replica last looked (by
+        another replica, say): then its hot-row cache must forget what it holds. False without a cache,
+        or when Redis cannot be asked (its lookups say so themselves)."""
+        if not self.config.feature_store_cache_bytes or version not in self._stored_as:
+            return False
+        try:
+            with _redis_errors():
+                mark = self._tables().delta_mark(self._stored_as[version])
+        except StoreError as e:
+            logger.debug("cannot read the deltas of version %d in Redis: %s", version, e)
+            return False
+        previous, self._delta_marks[version] = self._delta_marks.get(version), mark
+        return previous != mark
 
     def delete_old_versions(self, keep: int) -> List[int]:
         """Deletes the store's versions but the `keep` newest; failures are logged, not raised."""
