@@ -152,16 +152,20 @@ def test_c_host_serves_embeddings_from_redis(c_host, rec_model, reference, tmp_p
         np.testing.assert_allclose(tensors.from_array_proto(response.outputs[name]), expected[name], atol=1e-6)
 
 
-@pytest.mark.parametrize("store", ["memory", "cluster_redis"])
+@pytest.mark.parametrize("store", ["memory", "DRAM+SSD", "cluster_redis"])
 def test_c_host_serves_a_deeprec_embedding_variable_model(c_host, tmp_path, store):
     """DeepRec's EmbeddingVariables (tests/deeprec_models.py) through initialize()/process() of a C host,
-    with DeepRec's feature store names: in this process, or imported into a real redis-server."""
+    with DeepRec's feature store names: in this process (in memory, or in two tiers with
+    ev_storage_type 12 and a DRAM tier of a few rows), or imported into a real redis-server."""
     from deeprec_models import build_deeprec_model
     model = build_deeprec_model(str(tmp_path / "deeprec"))
     ids = np.concatenate([model.keys[:3], [5, 77, 2 ** 33]]).astype(np.int64)
     batch = {"user_id": ids, "dense": np.linspace(-1, 1, len(ids) * 4, dtype=np.float32).reshape(len(ids), 4)}
     config = {"savedmodel_dir": model.savedmodel_dir, "checkpoint_dir": model.checkpoint_dir,
               "poll_interval_seconds": 0, "feature_store_type": store}
+    if store == "DRAM+SSD":
+        config.update(feature_store_type="memory", ev_storage_type=12, ev_storage_path=str(tmp_path / "ssd"),
+                      ev_storage_size=[1024, 1024])
     server = None
     if store == "cluster_redis":
         from redis_servers import RedisServer
@@ -174,6 +178,9 @@ def test_c_host_serves_a_deeprec_embedding_variable_model(c_host, tmp_path, stor
             server.stop()
     np.testing.assert_allclose(tensors.from_array_proto(response.outputs["prob"]), model.expected(batch), atol=1e-6)
     assert info.model_path == model.prefix and "ev-pass" not in result.stdout + result.stderr
+    if store == "DRAM+SSD":
+        assert "rows on disk" in result.stderr, result.stderr
+        assert os.listdir(tmp_path / "ssd") == []  # the load's files had their names removed
 
 
 TF_BANNERS = ("absl::InitializeLog", "cpu_feature_guard", "Reading SavedModel", "SavedModel load for tags")

@@ -94,4 +94,8 @@ def test_deeprecs_embedding_variable_deltas_apply_atomically(tmp_path, where, re
         after = p.predict(batch)["prob"]
         np.testing.assert_allclose(after, model.expected(batch), atol=1e-6)
         assert not np.allclose(after[[0, 2]], before[[0, 2]])
+        if where == "tiers":  # every part's rows were served through its DRAM tier
+            lookups = [line for line in p.metrics().splitlines()
+                       if line.startswith(":processor:feature_store_tier_lookups") and 'tier="disk"' in line]
+            assert len(lookups) == partitions and all(int(line.rsplit(" ", 1)[1]) > 0 for line in lookups), lookups
     assert delta.endswith("/.incremental_checkpoint/incremental_model.ckpt-2")

@@ -214,3 +214,26 @@ def test_an_import_killed_midway_leaves_nothing_a_restart_serves(tmp_path):
     with processor.Processor(config) as p:
         np.testing.assert_array_equal(p.predict({"ids": ids})["rows"], expected)
         assert os.listdir(storage) == []
+
+
+@pytest.mark.parametrize("keys, message", [
+    (np.arange(5, dtype=np.int64), "'emb-keys' holds shape [5] for 6 rows"),
+    (np.arange(7, dtype=np.int64), "'emb-keys' holds shape [7] for 6 rows"),
+])
+def test_an_embedding_variables_keys_stream_beside_its_values(tmp_path, keys, message):
+    """An EV's keys and values are read a block of each at a time (bounded memory at any size), ids of
+    int32 or int64 keys alike; keys that do not match the rows in number are refused."""
+    from processor import training
+    from processor.feature_store.table_sources import EmbeddingVariableTable
+    values = np.arange(24, dtype=np.float32).reshape(6, 4)
+    training.save_tensors(str(tmp_path / "ok"), {"emb-keys": np.array([9, -1, 5, 2**40, 7, 3], np.int64),
+                                                 "emb-values": values})
+    training.save_tensors(str(tmp_path / "int32"), {"emb-keys": np.array([9, -1, 5, 8, 7, 3], np.int32),
+                                                    "emb-values": values})
+    blocks = list(EmbeddingVariableTable(str(tmp_path / "ok"), "emb").blocks(4))
+    assert [ids.tolist() for ids, _ in blocks] == [[9, -1, 5, 2**40], [7, 3]]
+    np.testing.assert_array_equal(np.concatenate([rows for _, rows in blocks]), values)
+    assert [ids.dtype for ids, _ in EmbeddingVariableTable(str(tmp_path / "int32"), "emb").blocks(4)] == [np.int64] * 2
+    training.save_tensors(str(tmp_path / "bad"), {"emb-keys": keys, "emb-values": values})
+    with pytest.raises(processor.ModelLoadError, match=re.escape(message)):
+        EmbeddingVariableTable(str(tmp_path / "bad"), "emb")

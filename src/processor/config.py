@@ -320,10 +320,11 @@ class ProcessorConfig:
     @property
     def uses_feature_store(self) -> bool:
         """Whether embeddings are served outside the session: always with Redis (by default every
-        variable the signature only gathers rows from, as DeepRec moves every embedding variable), and
-        locally when some are selected (a variable of monolith_tables is)."""
+        variable the signature only gathers rows from, as DeepRec moves every embedding variable),
+        locally when some are selected (a variable of monolith_tables is), and in two tiers (whose disk
+        files the control plane writes, for EmbeddingVariables too)."""
         return (self.feature_store_type == "redis" or bool(self.embedding_names) or self.embedding_min_rows > 0
-                or bool(self.monolith_tables))
+                or bool(self.monolith_tables) or self.ev_storage_type == "DRAM_SSDHASH")
 
     @property
     def effective_poll_interval(self) -> float:

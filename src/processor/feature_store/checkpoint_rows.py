@@ -92,6 +92,30 @@ def iter_rows(prefix: str, name: str, block_rows: int = 8192, first_row: int = 0
         _check_crc(prefix, name, entry, crc)
 
 
+def iter_values(prefix: str, name: str, block: int = 65536) -> Iterator[np.ndarray]:
+    """A 1-D numeric tensor (an EmbeddingVariable's keys) in blocks of at most `block` values; its
+    CRC-32C is checked once its last byte is read, as iter_rows does."""
+    try:
+        entry = read_index(prefix).get(name)
+    except CheckpointIndexError as e:
+        raise ModelLoadError(str(e)) from None
+    if entry is None:
+        raise ModelLoadError(f"{prefix} has no tensor '{name}'")
+    if len(entry.shape) != 1 or entry.dtype == predict_pb2.DT_STRING:
+        raise ModelLoadError(f"'{name}' in {prefix} is not a 1-D numeric tensor (shape {list(entry.shape)})")
+    dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+    count = entry.shape[0]
+    if entry.size != count * dtype.itemsize:
+        raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for {count} values of {dtype}")
+    with _open_data(prefix, name, entry) as f:
+        crc = 0
+        for first in range(0, count, block):
+            data = f.read(min(block, count - first) * dtype.itemsize)
+            crc = _core.crc32c(data, crc)
+            yield np.frombuffer(data, dtype=dtype)
+        _check_crc(prefix, name, entry, crc)
+
+
 def _crc_of(f, size: int, crc: int) -> int:
     """`crc` extended by the next `size` bytes of `f`."""
     while size > 0:

@@ -57,13 +57,16 @@ class FeatureStore:
         """Local tables in two tiers, DRAM and disk (ev_storage_type 12, DeepRec's DRAM_SSDHASH)."""
         return not self.is_redis and self.config.ev_storage_type == "DRAM_SSDHASH"
 
-    def request(self) -> control_pb2.FeatureStore:
-        """Which variables a load serves from the store, and how it reaches Redis."""
+    def request(self) -> Optional[control_pb2.FeatureStore]:
+        """Which variables a load serves from the store, and how it reaches Redis; None when only the
+        EmbeddingVariables a graph holds go to it (which a load finds by itself)."""
         config = self.config
         min_rows = config.embedding_min_rows
         if self.is_redis and not config.embedding_names and not min_rows:
             min_rows = 1  # every variable the signature only gathers from
         names = config.embedding_names + [name for name in config.monolith_tables if name not in config.embedding_names]
+        if self.tiered and not names and not min_rows:
+            return None  # only the EmbeddingVariables a graph may hold, as DeepRec's ev_storage_type means
         request = control_pb2.FeatureStore(feature_store_type=config.feature_store_type, embedding_names=names,
                                            embedding_min_rows=min_rows,
                                            embedding_default_value=config.embedding_default_value)

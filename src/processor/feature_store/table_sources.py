@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import _core, tensors
 from ..errors import ModelLoadError
-from .checkpoint_rows import iter_rows, read_tensor, table_entry
+from ..formats.checkpoint_index import CheckpointIndexError, read_index
+from .checkpoint_rows import iter_rows, iter_values, table_entry
 from .layout_filters import LayoutFilter, select_shards
 
 Block = Tuple[np.ndarray, np.ndarray]  # (int64 ids [n], rows [n, dim])
@@ -68,6 +69,13 @@ class EmbeddingVariableTable:
         values = table_entry(prefix, name + "-values")
         self.dim = values.shape[1]
         self.saved_rows = values.shape[0]
+        try:
+            keys = read_index(prefix).get(name + "-keys")
+        except CheckpointIndexError as e:
+            raise ModelLoadError(str(e)) from None
+        if keys is None or tuple(keys.shape) != (self.saved_rows,):
+            raise ModelLoadError(f"{prefix}: '{name}-keys' holds {'no ids' if keys is None else f'shape {list(keys.shape)}'}"
+                                 f" for {self.saved_rows} rows")
         self.rows = None  # keyed by any id, as DeepRec's EVs are
         self.dtype = np.dtype(tensors.numpy_dtype(values.dtype)).newbyteorder("<")
         if self.dtype.kind != "f":
@@ -87,11 +95,12 @@ class EmbeddingVariableTable:
         return f"{self.prefix}:{self.name} (a DeepRec EmbeddingVariable)"
 
     def blocks(self, block_rows: int) -> Iterator[Block]:
-        keys = read_tensor(self.prefix, self.name + "-keys").astype(np.int64).reshape(-1)
-        if len(keys) != self.saved_rows:
-            raise ModelLoadError(f"{self.prefix}: '{self.name}-keys' holds {len(keys)} ids for {self.saved_rows} rows")
-        for first, rows in iter_rows(self.prefix, self.name + "-values", block_rows, 0, self.saved_rows):
-            yield keys[first:first + len(rows)], rows
+        """The keys and values side by side, a block of each at a time: bounded memory for any size."""
+        keys = iter_values(self.prefix, self.name + "-keys", block_rows)  # as many as the rows (checked above)
+        for (_, rows), ids in zip(iter_rows(self.prefix, self.name + "-values", block_rows, 0, self.saved_rows), keys):
+            yield ids.astype(np.int64), rows
+        for _ in keys:  # finishes the keys' CRC check
+            pass
 
 
 _SHARD = re.compile(r"^(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
