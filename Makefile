@@ -112,6 +112,7 @@ soak: build
 bench: build
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target latency_bench
 	$(PY) benchmarks/performance.py
+	$(PY) benchmarks/batching.py
 	$(PY) benchmarks/lifecycle.py
 	$(PY) benchmarks/feature_store.py
 	$(PY) benchmarks/tiers.py

@@ -45,7 +45,7 @@ def test_every_deeprec_field_is_parsed():
                            "download_retries", "webhdfs_url", "hdfs_user", "request_log", "embedding_names",
                            "embedding_min_rows", "embedding_default_value", "feature_store_namespace",
                            "feature_store_partitions", "feature_store_cache_bytes", "monolith_tables", "layout_filters",
-                           "strict_signature_name"}
+                           "strict_signature_name", "enable_batching", "batching_parameters"}
     assert set(full) | processor_additions == \
         {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys", "not_honoured"}
 
@@ -136,7 +136,35 @@ BAD_CONFIGS = [
     ({**BASE, "version_policy": "fast"}, "version_policy", "must be one of 'availability_preserving', 'resource_preserving'"),
     ({**BASE, "rollback_keep": 0}, "rollback_keep", "must be >= 1"),
     ({**BASE, "warmup_iterations": 0}, "warmup_iterations", "must be >= 1"),
+    ({**BASE, "batching_parameters": {"max_batch_size": 8}}, "batching_parameters",
+     'is set but enable_batching is not true: add "enable_batching": true'),
+    ({**BASE, "enable_batching": True, "batching_parameters": {"max_batch_size": 0}},
+     "batching_parameters.max_batch_size", "must be >= 1, got 0"),
+    ({**BASE, "enable_batching": True, "batching_parameters": {"max_batch_size": {"value": "x"}}},
+     "batching_parameters.max_batch_size", 'must be an integer (or a string holding one), got str "x"'),
+    ({**BASE, "enable_batching": True, "batching_parameters": {"max_batch_size": 64, "allowed_batch_sizes": [8, 32]}},
+     "batching_parameters.allowed_batch_sizes", "must end with max_batch_size (64), as TF Serving requires; got [8, 32]"),
+    ({**BASE, "enable_batching": True, "batching_parameters": {"allowed_batch_sizes": [8, 8, 1000]}},
+     "batching_parameters.allowed_batch_sizes", "must be increasing, got [8, 8, 1000]"),
+    ({**BASE, "enable_batching": True, "batching_parameters": {"batch_size": 8}},
+     "batching_parameters.batch_size", "is not a batching parameter (max_batch_size, batch_timeout_micros"),
+    ({**BASE, "enable_batching": True, "batching_parameters": 8}, "batching_parameters", "must be an object"),
+    ({**BASE, "enable_batching": "yes"}, "enable_batching", "must be true or false"),
 ]
+
+
+def test_batching_parameters_take_tf_servings_names_and_forms():
+    """Plain numbers, numeric strings and google.protobuf wrappers ({"value": n}, as TF Serving's
+    BatchingParameters holds them) alike; its defaults where a field is left out; its fields that
+    change nothing here are accepted."""
+    from processor.config import BatchingParameters
+    config = parse_config({**BASE, "enable_batching": True, "batching_parameters": {
+        "max_batch_size": {"value": 128}, "batch_timeout_micros": "500", "num_batch_threads": 4,
+        "allowed_batch_sizes": [16, 64, 128], "pad_variable_length_inputs": True, "thread_pool_name": "x"}})
+    assert config.batching_parameters == BatchingParameters(max_batch_size=128, batch_timeout_micros=500,
+                                                            max_enqueued_batches=10, num_batch_threads=4,
+                                                            allowed_batch_sizes=(16, 64, 128))
+    assert parse_config(BASE).enable_batching is False
 
 
 @pytest.mark.parametrize("document,field,message", BAD_CONFIGS, ids=[f"{c[1]}-{i}" for i, c in enumerate(BAD_CONFIGS)])

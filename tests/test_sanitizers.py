@@ -42,7 +42,7 @@ def asan_build():
     return sanitizer_build("asan")
 
 
-def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan", **settings):
+def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan", threads: int = 2, **settings):
     """Runs a sanitizer build's stress host for `cycles` cycles while new versions keep appearing, with
     every request logged (the request log's queue, writer thread and rotation run under the sanitizer
     too) and the config's other `settings`; returns (stdout, stderr, returncode, versions written).
@@ -59,7 +59,7 @@ def run_stress(model, tmp_path, cycles: int, build=None, sanitizer: str = "asan"
     site_packages = os.path.dirname(os.path.dirname(processor.__file__))
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": site_packages, "TF_CPP_MIN_LOG_LEVEL": "2",
            **SANITIZER_OPTIONS[sanitizer]}
-    host = subprocess.Popen([str(stress), str(library), str(config), str(request), str(cycles), "400", "2"],
+    host = subprocess.Popen([str(stress), str(library), str(config), str(request), str(cycles), "400", str(threads)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     versions = 0
     while host.poll() is None and versions < 300:
@@ -128,6 +128,21 @@ def test_embeddings_from_redis_are_clean_under_sanitizers(sanitizer, rec_model, 
     assert code == 0, stdout + stderr[-3000:]
     assert stdout.startswith("cycles 2 requests ") and stdout.strip().endswith("failures 0")
     assert versions >= 2
+
+
+@pytest.mark.parametrize("sanitizer", ["asan", "tsan"])
+def test_batching_is_clean_under_sanitizers(sanitizer, rec_model, tmp_path):
+    """Six threads on one run slot (enable_batching): requests queue, merge, split and swap versions
+    under the sanitizers; every request answered 200."""
+    build = sanitizer_build(sanitizer)
+    model = rec_model.copy(tmp_path)
+    stdout, stderr, code, versions = run_stress(model, tmp_path, 2, build, sanitizer=sanitizer, threads=6,
+                                                enable_batching=True, batching_parameters={"num_batch_threads": 1})
+    for error in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer"):
+        assert error not in stderr, stderr[-8000:]
+    assert code == 0, stdout + stderr[-3000:]
+    assert stdout.startswith("cycles 2 requests ") and stdout.strip().endswith("failures 0")
+    assert "batching: concurrent requests merge, up to 1000 rows a run, 1 run(s) at once" in stderr
 
 
 def assert_request_log_is_whole(directory):

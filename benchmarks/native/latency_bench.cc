@@ -6,6 +6,7 @@
 //   latency_bench process LIBRARY CONFIG.json REQUEST.bin ITERATIONS THREADS SECONDS
 //   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline] [decoding] [callable]
 //   latency_bench codec SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS [inline]
+//   latency_bench load LIBRARY CONFIG_A.json CONFIG_B.json REQUEST.bin THREADS SECONDS ROUNDS
 //
 // `inline` runs the bare loop's graph in the calling thread (RunOptions.inter_op_thread_pool = -1), as
 // process() does with "enable_inline_execute": pass it when CONFIG.json sets that, so that both sides
@@ -19,6 +20,10 @@
 // `decoding`, the bare loop also decodes the request into its input tensors and encodes the outputs
 // into a response at every call, with this project's codec: the ratio is then what the serving
 // machinery (checks, version lookup, metrics, buffers) costs beyond the codec.
+// load initializes two models in one process (A and B: batching off and on) and runs THREADS threads
+// sending the request for SECONDS against each in turn, ROUNDS times (order swapped every round); it
+// prints {"a": {...}, "b": {...}, "b_metrics": B's get_metrics() text}: requests/s (median over rounds)
+// and the median and p99 latency of every request of every round.
 // codec times, in one process, what process() adds to the bare run in wall time: parsing the request,
 // parsing it and writing its values into the input tensors (reused from call to call, as process()
 // reuses a thread's), and encoding the model's outputs into a response; then the bare run itself. It
@@ -293,12 +298,22 @@ class ProcessPath {
     auto initialize = reinterpret_cast<Initialize>(dlsym(handle, "initialize"));
     process_ = reinterpret_cast<Process>(dlsym(handle, "process"));
     finalize_ = reinterpret_cast<Finalize>(dlsym(handle, "finalize"));
+    get_metrics_ = reinterpret_cast<int (*)(void*, void**, int*)>(dlsym(handle, "get_metrics"));
     const std::string config = ReadFile(config_path);
     int state = -1;
     model_ = initialize("", config.c_str(), &state);
     if (!model_ || state != 0) Die("initialize failed");
   }
   ~ProcessPath() { finalize_(model_); }
+
+  std::string Metrics() {
+    void* out = nullptr;
+    int size = 0;
+    if (get_metrics_(model_, &out, &size) != 200) Die("get_metrics failed");
+    std::string text(static_cast<const char*>(out), size);
+    std::free(out);
+    return text;
+  }
 
   __attribute__((noinline)) void Call() {
     void* out = nullptr;
@@ -313,8 +328,65 @@ class ProcessPath {
   const std::string request_;
   Process process_ = nullptr;
   Finalize finalize_ = nullptr;
+  int (*get_metrics_)(void*, void**, int*) = nullptr;
   void* model_ = nullptr;
 };
+
+// THREADS threads calling `call` for SECONDS: requests/s, and every call's latency appended to `latencies`.
+double TimedLoad(const std::function<void()>& call, int threads, double seconds, std::vector<double>* latencies) {
+  std::atomic<bool> stop{false};
+  std::vector<std::vector<double>> per_thread(threads);
+  std::vector<std::thread> workers;
+  const double start = NowMs();
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const double begun = NowMs();
+        call();
+        per_thread[t].push_back(NowMs() - begun);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& w : workers) w.join();
+  const double elapsed_s = (NowMs() - start) / 1e3;
+  size_t done = 0;
+  for (const auto& samples : per_thread) {
+    done += samples.size();
+    latencies->insert(latencies->end(), samples.begin(), samples.end());
+  }
+  return done / elapsed_s;
+}
+
+void CompareUnderLoad(ProcessPath& a, ProcessPath& b, int threads, double seconds, int rounds) {
+  std::vector<double> rates[2], latencies[2];
+  ProcessPath* paths[2] = {&a, &b};
+  for (ProcessPath* path : paths) WarmUp([&] { path->Call(); }, 200);
+  for (int round = 0; round < rounds; ++round) {
+    for (int k = 0; k < 2; ++k) {
+      const int which = round % 2 ? 1 - k : k;
+      rates[which].push_back(TimedLoad([&] { paths[which]->Call(); }, threads, seconds, &latencies[which]));
+    }
+  }
+  std::string json = "{";
+  for (int which = 0; which < 2; ++which) {
+    std::sort(rates[which].begin(), rates[which].end());
+    std::vector<double>& l = latencies[which];
+    std::sort(l.begin(), l.end());
+    char text[200];
+    std::snprintf(text, sizeof text, "\"%s\": {\"requests_per_s\": %.1f, \"median_ms\": %.5f, \"p99_ms\": %.5f}, ",
+                  which ? "b" : "a", rates[which][rates[which].size() / 2], l[l.size() / 2], l[l.size() * 99 / 100]);
+    json += text;
+  }
+  std::string metrics;
+  for (char c : b.Metrics()) {
+    if (c == '"' || c == '\\') metrics += '\\', metrics += c;
+    else if (c == '\n') metrics += "\\n";
+    else metrics += c;
+  }
+  std::printf("%s\"threads\": %d, \"b_metrics\": \"%s\"}\n", json.c_str(), threads, metrics.c_str());
+}
 
 // The codec's share of process(), stage by stage, against the bare run in the same process.
 void TimeCodec(RawPath& raw, const std::string& request, int iterations) {
@@ -371,6 +443,12 @@ int main(int argc, char** argv) {
     const std::function<void()> bare = chosen.count("decoding") ? std::function<void()>([&] { raw.CallDecoding(); })
                                                                  : std::function<void()>([&] { raw.Call(); });
     Compare(bare, [&] { process.Call(); }, std::atoi(argv[7]), std::atoi(argv[8]));
+    return 0;
+  }
+  if (mode == "load" && argc == 9) {
+    const std::string request = ReadFile(argv[5]);
+    ProcessPath a(argv[2], argv[3], request), b(argv[2], argv[4], request);
+    CompareUnderLoad(a, b, std::atoi(argv[6]), std::atof(argv[7]), std::atoi(argv[8]));
     return 0;
   }
   if (mode == "codec" && (argc == 6 || argc == 7)) {

@@ -133,6 +133,28 @@ Status ParseSessionSettings(std::string_view bytes, SessionSettings* settings) {
   return Status::Ok();
 }
 
+Status ParseBatching(std::string_view bytes, BatchingOptions* batching) {
+  MessageReader m(bytes, "Batching");
+  while (m.Next()) {
+    switch (m.field()) {
+      case 1: batching->enabled = m.Bool(); break;
+      case 2: batching->max_batch_size = m.Int(); break;
+      case 3: batching->batch_timeout_micros = m.Int(); break;
+      case 4: batching->max_enqueued_batches = m.Int(); break;
+      case 5: batching->num_batch_threads = m.Int32(); break;
+      case 6: m.AppendInts(&batching->allowed_batch_sizes); break;
+      default: m.Unknown();
+    }
+  }
+  PROCESSOR_RETURN_IF_ERROR(m.Finish());
+  if (batching->max_batch_size < 1 || batching->batch_timeout_micros < 0 || batching->max_enqueued_batches < 1 ||
+      batching->num_batch_threads < 0) {
+    return Status::InvalidArgument("batching: max_batch_size and max_enqueued_batches must be >= 1, "
+                                   "batch_timeout_micros and num_batch_threads >= 0");
+  }
+  return Status::Ok();
+}
+
 Status ParseLoadRequest(std::string_view bytes, LoadOptions* options) {
   MessageReader m(bytes, "LoadRequest");
   std::vector<std::string> tags;
@@ -146,6 +168,7 @@ Status ParseLoadRequest(std::string_view bytes, LoadOptions* options) {
       case 6: PROCESSOR_RETURN_IF_ERROR(ParseSessionSettings(m.Bytes(), &options->session)); break;
       case 7: PROCESSOR_RETURN_IF_ERROR(ParseFeatureStore(m.Bytes(), &options->feature_store)); break;
       case 8: options->strict_signature_name = m.Bool(); break;
+      case 9: PROCESSOR_RETURN_IF_ERROR(ParseBatching(m.Bytes(), &options->batching)); break;
       default: m.Unknown();
     }
   }

@@ -121,16 +121,20 @@ PROCESSOR_EXPORT int get_metrics(void* model_buf, void** output_data, int* outpu
     auto* handle = static_cast<ModelHandle*>(model_buf);
     std::string model_info;
     processor::TierReport tiers;
+    std::string batching;
     {
       const processor::VersionManager::Hold hold(handle->versions);
       if (hold.version()) {
         model_info = hold.version()->model_info;
         tiers = hold.version()->servable->Tiers();
+        if (const processor::BatchScheduler* batcher = hold.version()->servable->batcher()) {
+          batching = processor::RenderBatchingMetrics(handle->model_name, batcher->Read());
+        }
       }
     }
     processor::CopyToMallocBuffer(processor::RenderMetrics(handle->model_name, handle->metrics.Read(), model_info,
                                                            processor::Servable::LiveCount()) +
-                                      processor::RenderTierMetrics(handle->model_name, tiers),
+                                      processor::RenderTierMetrics(handle->model_name, tiers) + batching,
                                   output_data, output_size);
     return PROCESSOR_OK;
   } catch (...) {

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "batching/batch_scheduler.h"
 #include "common/rw_lock.h"
 #include "common/status.h"
 #include "common/tf_handles.h"
@@ -67,6 +68,7 @@ struct LoadOptions {
   SessionSettings session;
   FeatureStoreOptions feature_store;
   bool strict_signature_name = false;  // a request naming another signature: 400, or served (DeepRec's way)
+  BatchingOptions batching;            // enable_batching: concurrent requests merged (batching/batch_scheduler.h)
 };
 
 struct BoundTensor {
@@ -136,6 +138,13 @@ class Servable {
   // (an output_filter, a timeline step) through TF_SessionRun.
   Status Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
              OwnedTensors* results, std::string* run_metadata = nullptr) const;
+  // Run() of a host's request: with batching on, merged with concurrent ones into one run.
+  Status Serve(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
+               OwnedTensors* results) const {
+    return batcher_ ? batcher_->Run(inputs, values, outputs, results) : Run(inputs, values, outputs, results);
+  }
+  // The batching of this version's requests; null when off (or the signature has no batch dimension).
+  const BatchScheduler* batcher() const { return batcher_.get(); }
 
   // ---- updating
   // Restores a checkpoint into the session through the SavedModel's saver. On a serving version it is
@@ -188,8 +197,14 @@ class Servable {
   // Made last in Load, when the session holds the whole graph; on failure serving_callables_ stays empty.
   void MakeCallables(const SessionSettings& settings);
   bool IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const;
+  // Run(), on a serving pool or (in_caller) in the calling thread.
+  Status RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
+               OwnedTensors* results, std::string* run_metadata, bool in_caller) const;
   // The session group: the pool this request runs on.
   size_t ChooseServingPool() const;
+  // With options.enabled, the batcher, unless an input or output of the signature has no batch
+  // dimension (then the version is served unbatched, and the log says why).
+  void MakeBatcher(const BatchingOptions& options);
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
@@ -198,6 +213,10 @@ class Servable {
   std::vector<BufferPtr> serving_run_options_;
   // One callable per serving pool, running the whole signature (empty: TensorFlow made none).
   std::vector<std::unique_ptr<CallableRunner>> serving_callables_;
+  std::unique_ptr<BatchScheduler> batcher_;
+  // The batching's runs, in the calling thread: the whole signature's callable, and RunOptions for others.
+  std::unique_ptr<CallableRunner> caller_callable_;
+  BufferPtr caller_run_options_;
   std::string callable_error_;
   BufferPtr traced_run_options_;
   SessionPolicy policy_ = SessionPolicy::kMod;

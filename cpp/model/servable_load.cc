@@ -127,6 +127,7 @@ Status Servable::Load(const LoadPlan& plan, std::shared_ptr<Servable>* servable)
   PROCESSOR_RETURN_IF_ERROR(
       s->RunTargets(meta_graph->table_initializers, "table initializers", *meta_graph, options.savedmodel_dir));
   s->MakeCallables(options.session);
+  s->MakeBatcher(options.batching);
   *servable = std::move(s);
   return Status::Ok();
 }
@@ -150,7 +151,9 @@ Status Servable::LoadSavedModel(const LoadOptions& options, TF_SessionOptions* s
 
 Servable::~Servable() {
   live_count_.fetch_sub(1, std::memory_order_relaxed);
-  serving_callables_.clear();  // released while the session is open
+  batcher_.reset();
+  caller_callable_.reset();  // the callables are released while the session is open
+  serving_callables_.clear();
   for (const std::string& key : table_keys_) TableRegistry::Global().Unregister(key);
   if (session_) {
     TfStatus status;

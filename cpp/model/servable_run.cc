@@ -1,8 +1,14 @@
 // Servable, serving: a request's run, through the signature's TF callable on one of the serving
-// pools, or through TF_SessionRun for what no callable covers (an output_filter, a traced run).
+// pools, or through TF_SessionRun for what no callable covers (an output_filter, a traced run); with
+// enable_batching, the batcher made at load, whose queued batches run in their leader's thread.
 #include "model/servable.h"
 
 #include <shared_mutex>
+
+#include "common/logging.h"
+#include "common/quote.h"
+#include "common/shape_string.h"
+#include "model/session_settings.h"
 
 namespace processor {
 
@@ -20,6 +26,12 @@ bool Servable::IsWholeSignature(const std::vector<TF_Output>& inputs, const std:
 
 Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values,
                      const std::vector<TF_Output>& outputs, OwnedTensors* results, std::string* run_metadata) const {
+  return RunOn(inputs, values, outputs, results, run_metadata, /*in_caller=*/false);
+}
+
+Status Servable::RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors& values,
+                       const std::vector<TF_Output>& outputs, OwnedTensors* results, std::string* run_metadata,
+                       bool in_caller) const {
   results->Reset(outputs.size());
   // One TF_Status per thread rather than a heap allocation per request; both ways of running set it
   // (to OK, or to the error).
@@ -27,12 +39,17 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& v
   BufferPtr metadata(run_metadata ? TF_NewBuffer() : nullptr);
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    if (!run_metadata && !serving_callables_.empty() && IsWholeSignature(inputs, outputs)) {
+    const bool whole = !run_metadata && !serving_callables_.empty() && IsWholeSignature(inputs, outputs);
+    if (whole && in_caller && caller_callable_) {
+      caller_callable_->Run(values.data(), results->data(), status.get());
+    } else if (whole) {
       serving_callables_[ChooseServingPool()]->Run(values.data(), results->data(), status.get());
     } else {
-      TF_SessionRun(session_, run_metadata ? traced_run_options_.get() : serving_run_options_[ChooseServingPool()].get(),
-                    inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(), results->data(),
-                    static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
+      const TF_Buffer* options = run_metadata ? traced_run_options_.get()
+                                 : in_caller  ? caller_run_options_.get()
+                                              : serving_run_options_[ChooseServingPool()].get();
+      TF_SessionRun(session_, options, inputs.data(), values.data(), static_cast<int>(inputs.size()), outputs.data(),
+                    results->data(), static_cast<int>(outputs.size()), nullptr, 0, metadata.get(), status.get());
     }
   }
   if (metadata && metadata->data) run_metadata->assign(static_cast<const char*>(metadata->data), metadata->length);
@@ -46,6 +63,41 @@ Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& v
     }
   }
   return status.ToStatus("running the model");
+}
+
+void Servable::MakeBatcher(const BatchingOptions& options) {
+  if (!options.enabled) return;
+  const auto unbatched = [](const char* kind, const TensorSpec& spec) {
+    Log(LogLevel::kWarning, std::string("enable_batching: this version is served unbatched: ") + kind + " " +
+                                Quote(spec.alias) + " has no batch dimension (shape " + ShapeString(spec.dims) +
+                                "; batching needs -1 first)");
+  };
+  for (const BoundTensor& input : inputs_) {
+    if (!input.spec.unknown_rank && (input.spec.dims.empty() || input.spec.dims[0] >= 0)) return unbatched("input", input.spec);
+  }
+  for (const BoundTensor& output : outputs_) {
+    if (!output.spec.unknown_rank && (output.spec.dims.empty() || output.spec.dims[0] >= 0)) return unbatched("output", output.spec);
+  }
+  // A batch runs its graph in the thread of the request that leads it, which would otherwise only wait
+  // for TensorFlow's pool: no handoff to a pool thread and back per run (benchmarks/batching.py).
+  const std::string encoded = EncodeRunOptions(-1);
+  caller_run_options_.reset(TF_NewBufferFromString(encoded.data(), encoded.size()));
+  if (!serving_callables_.empty()) {
+    std::vector<std::string> feeds, fetches;
+    for (const BoundTensor& input : inputs_) feeds.push_back(input.spec.tensor_name);
+    for (const BoundTensor& output : outputs_) fetches.push_back(output.spec.tensor_name);
+    if (!CallableRunner::Create(session_, feeds, fetches, -1, &caller_callable_).ok()) caller_callable_.reset();
+  }
+  batcher_ = std::make_unique<BatchScheduler>(
+      options, [this](const std::vector<TF_Output>& inputs, const OwnedTensors& values,
+                      const std::vector<TF_Output>& outputs, OwnedTensors* results, bool in_caller) {
+        return RunOn(inputs, values, outputs, results, nullptr, in_caller);
+      });
+  Log(LogLevel::kInfo, "batching: concurrent requests merge, up to " + std::to_string(options.max_batch_size) +
+                           " rows a run, " + std::to_string(batcher_->run_slots()) + " run(s) at once, " +
+                           (options.batch_timeout_micros > 0
+                                ? "a batch waits up to " + std::to_string(options.batch_timeout_micros) + " us to fill"
+                                : std::string("no request waits for a timer")));
 }
 
 size_t Servable::ChooseServingPool() const {

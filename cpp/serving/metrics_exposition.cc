@@ -144,4 +144,37 @@ std::string RenderTierMetrics(const std::string& model_name, const TierReport& t
   return out;
 }
 
+std::string RenderBatchingMetrics(const std::string& model_name, const BatchScheduler::Stats& b) {
+  const std::string model = "model_name=\"" + Label(model_name) + "\"";
+  std::string out;
+  // A Prometheus histogram of `counts` (non-cumulative, bucket i's bound first_bound << i, the last +Inf).
+  auto histogram = [&](const char* name, const char* help, const auto& counts, uint64_t first_bound, uint64_t sum) {
+    Metric(&out, name, "histogram", help);
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < counts.size(); ++i) {
+      cumulative += counts[i];
+      const std::string bound = i + 1 < counts.size() ? std::to_string(first_bound << i) : "+Inf";
+      out += std::string(name) + "_bucket{" + model + ",le=\"" + bound + "\"} " + std::to_string(cumulative) + "\n";
+    }
+    out += std::string(name) + "_sum{" + model + "} " + std::to_string(sum) + "\n";
+    out += std::string(name) + "_count{" + model + "} " + std::to_string(cumulative) + "\n";
+  };
+  histogram(":processor:batch_size", "Rows of each run the batching formed (a request alone included).", b.batch_rows,
+            1, b.rows_sum);
+  histogram(":processor:batch_queuing_delay_microseconds",
+            "How long each batched request waited for its run (0 when a run slot was free).", b.queue_delay_us, 10,
+            b.queue_delay_sum_us);
+  Metric(&out, ":processor:batch_runs", "counter", "Runs of the batching: all, and those that merged requests.");
+  out += ":processor:batch_runs{" + model + ",kind=\"all\"} " + std::to_string(b.runs) + "\n";
+  out += ":processor:batch_runs{" + model + ",kind=\"merged\"} " + std::to_string(b.merged_runs) + "\n";
+  Metric(&out, ":processor:batch_queued_rows", "gauge", "Rows of requests waiting for a run now.");
+  out += ":processor:batch_queued_rows{" + model + "} " + std::to_string(b.queued_rows) + "\n";
+  Metric(&out, ":processor:batch_rejections", "counter", "Requests answered 503 because the batching queue was full.");
+  out += ":processor:batch_rejections{" + model + "} " + std::to_string(b.rejected) + "\n";
+  Metric(&out, ":processor:batch_reruns", "counter",
+         "Requests run again alone after the merged run they were in failed (one member's data, most likely).");
+  out += ":processor:batch_reruns{" + model + "} " + std::to_string(b.reruns) + "\n";
+  return out;
+}
+
 }  // namespace processor

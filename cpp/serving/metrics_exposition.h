@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "batching/batch_scheduler.h"
 #include "feature_store/tiered_table.h"
 #include "serving/request_metrics.h"
 
@@ -17,5 +18,8 @@ std::string RenderMetrics(const std::string& model_name, const RequestMetrics::S
 
 // The serving version's tables in two tiers (nothing when it has none).
 std::string RenderTierMetrics(const std::string& model_name, const TierReport& tiers);
+
+// The serving version's batching (nothing when it is off).
+std::string RenderBatchingMetrics(const std::string& model_name, const BatchScheduler::Stats& batching);
 
 }  // namespace processor

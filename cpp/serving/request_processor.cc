@@ -202,8 +202,11 @@ Status ProcessRequest(const Servable* servable, const RequestLimits& limits, con
   }
   PROCESSOR_RETURN_IF_ERROR(BindInputs(*servable, limits, &scratch));
   PROCESSOR_RETURN_IF_ERROR(BindOutputs(*servable, &scratch));
-  PROCESSOR_RETURN_IF_ERROR(servable->Run(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
-                                          &scratch.output_tensors, run_metadata));
+  PROCESSOR_RETURN_IF_ERROR(run_metadata  // a traced run (timeline) runs alone
+                                ? servable->Run(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
+                                                &scratch.output_tensors, run_metadata)
+                                : servable->Serve(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
+                                                  &scratch.output_tensors));
   return EncodePredictResponse(scratch.output_names, scratch.output_tensors, output, output_size);
 }
 

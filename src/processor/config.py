@@ -250,6 +250,58 @@ def _request_log(name: str, value: Any) -> RequestLogConfig:
 
 
 @dataclass(frozen=True)
+class BatchingParameters:
+    """`batching_parameters`: TF Serving's BatchingParameters (session_bundle_config.proto), its field
+    names and defaults; what each does here is in docs/batching.md."""
+    max_batch_size: int = 1000        # rows in one merged run
+    batch_timeout_micros: int = 0     # > 0: a batch waits up to this long to fill (0: no request waits)
+    max_enqueued_batches: int = 10    # the queue holds this many batches' rows; beyond, 503 at once
+    num_batch_threads: int = 0        # runs at once; 0: one per two cores
+    allowed_batch_sizes: Tuple[int, ...] = ()  # increasing, the last == max_batch_size; runs padded up to one
+
+
+def _wrapped_integer(minimum: int) -> Callable[[str, Any], int]:
+    """An integer, or TF Serving's wrapper form {"value": n} (google.protobuf.Int64Value)."""
+    def parse(name: str, value: Any) -> int:
+        if isinstance(value, Mapping) and set(value) == {"value"}:
+            value = value["value"]
+        return _integer_or_text(name, value, minimum)
+    return parse
+
+
+def _allowed_batch_sizes(name: str, value: Any) -> Tuple[int, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(name, f"must be a list of integers, got {_describe(value)}")
+    sizes = tuple(_integer(f"{name}[{i}]", v, 1) for i, v in enumerate(value))
+    if any(a >= b for a, b in zip(sizes, sizes[1:])):
+        raise ConfigError(name, f"must be increasing, got {list(sizes)}")
+    return sizes
+
+
+_BATCHING_FIELDS = {"max_batch_size": _wrapped_integer(1), "batch_timeout_micros": _wrapped_integer(0),
+                    "max_enqueued_batches": _wrapped_integer(1), "num_batch_threads": _wrapped_integer(0),
+                    "allowed_batch_sizes": _allowed_batch_sizes}
+# TF Serving's fields that change nothing here (thread pools are the callers' threads; inputs of other
+# lengths run in batches of their own rather than padded).
+_BATCHING_IGNORED = ("thread_pool_name", "pad_variable_length_inputs")
+
+
+def _batching_parameters(name: str, value: Any) -> BatchingParameters:
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"must be an object like {{\"max_batch_size\": 128}}, got {_describe(value)}")
+    for key in value:
+        if key not in _BATCHING_FIELDS and key not in _BATCHING_IGNORED:
+            raise ConfigError(f"{name}.{key}", f"is not a batching parameter ({', '.join(_BATCHING_FIELDS)})")
+    parameters = BatchingParameters(**{key: _BATCHING_FIELDS[key](f"{name}.{key}", v)
+                                       for key, v in value.items() if key in _BATCHING_FIELDS})
+    sizes = parameters.allowed_batch_sizes
+    if sizes and sizes[-1] != parameters.max_batch_size:
+        raise ConfigError(f"{name}.allowed_batch_sizes", f"must end with max_batch_size ({parameters.max_batch_size}), "
+                          f"as TF Serving requires; got {list(sizes)}")
+    return parameters
+
+
+@dataclass(frozen=True)
 class ProcessorConfig:
     """Validated configuration. Comments give what uses each value; defaults are DeepRec's."""
 
@@ -314,6 +366,9 @@ class ProcessorConfig:
     shard_instance_count: int = _option(0, _integer)
     id_type: str = _option("", _choice(("", "string", "int64")))
     request_log: Optional[RequestLogConfig] = _option(None, _optional(_request_log))  # see RequestLogConfig
+    # TF Serving's --enable_batching: concurrent requests merged into one run (docs/batching.md)
+    enable_batching: bool = _option(False, _boolean)
+    batching_parameters: Optional[BatchingParameters] = _option(None, _optional(_batching_parameters))
     unknown_keys: List[str] = field(default_factory=list)  # keys present in the JSON that we ignore
     not_honoured: List[str] = field(default_factory=list)  # keys of DeepRec's this build reads and cannot honour
 
@@ -366,6 +421,9 @@ def _check_consistency(config: ProcessorConfig) -> None:
                               "directory of the disk tier (a local SSD)")
         if "://" in config.ev_storage_path:
             raise ConfigError("ev_storage_path", f"must be a local directory, got {config.ev_storage_path!r}")
+    if config.batching_parameters is not None and not config.enable_batching:
+        raise ConfigError("batching_parameters", "is set but enable_batching is not true: add \"enable_batching\": "
+                          "true to merge requests (or remove batching_parameters)")
     if config.timeline_trace_count > 0 and not config.timeline_path:
         raise ConfigError("timeline_path", "is required when timeline_trace_count > 0")
     if config.shard_embedding:  # DeepRec's own checks (model_config.cc)

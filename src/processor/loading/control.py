@@ -9,10 +9,11 @@ crossing of the language line.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional
 
 from .. import _core, control_pb2
-from ..config import ProcessorConfig
+from ..config import BatchingParameters, ProcessorConfig
 from ..errors import ModelLoadError
 from ..formats.checkpoint_index import CheckpointIndexError, read_index
 from ..session_group import pool_threads
@@ -45,6 +46,9 @@ def load_request(config: ProcessorConfig, savedmodel_dir: str, checkpoint_prefix
     request = control_pb2.LoadRequest(savedmodel_dir=savedmodel_dir, signature_name=config.signature_name,
                                       session=session_settings(config),
                                       strict_signature_name=config.strict_signature_name)
+    if config.enable_batching:
+        parameters = config.batching_parameters or BatchingParameters()
+        request.batching.CopyFrom(control_pb2.Batching(enabled=True, **dataclasses.asdict(parameters)))
     if checkpoint_prefix:
         request.checkpoint_prefix = checkpoint_prefix
         request.checkpoint_tensors.extend(checkpoint_tensors(checkpoint_prefix, what or checkpoint_prefix))
