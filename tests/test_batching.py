@@ -8,6 +8,7 @@ holds every thread's rows (max_batch_size = their sum), or a slow request holds 
 while the others queue; the batching metrics then say how many runs merged."""
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -62,11 +63,15 @@ def rows_of(batch: dict, first: int, count: int) -> dict:
     return {name: value[first:first + count] for name, value in batch.items()}
 
 
-@pytest.mark.parametrize("embeddings", [{}, {"feature_store_type": "local", "embedding_min_rows": 1000}],
-                         ids=["in the session", "local tables"])
-def test_merged_requests_each_get_tensorflows_rows(rec_model, reference, embeddings):
+@pytest.mark.parametrize("embeddings", [{}, {"feature_store_type": "local", "embedding_min_rows": 1000}, "redis"],
+                         ids=["in the session", "local tables", "redis"])
+def test_merged_requests_each_get_tensorflows_rows(rec_model, reference, embeddings, request, tmp_path):
     """Eight requests of 1..8 rows merge into one run of 36; every output of each equals TensorFlow's
-    for that request alone, with the embeddings in the session or in the feature store's tables."""
+    for that request alone, with the embeddings in the session or in the feature store's tables (in
+    this process, or in a real redis-server)."""
+    if embeddings == "redis":
+        embeddings = {"feature_store_type": "redis", "redis_url": request.getfixturevalue("standalone").address,
+                      "feature_store_namespace": f"batching-{tmp_path.name}"}
     import recommendation_model
     batch = recommendation_model.random_batch(36, np.random.default_rng(7))
     sizes = list(range(1, 9))
@@ -131,6 +136,27 @@ def test_adaptive_batching_under_many_threads_stays_exact(rec_model, reference):
     assert wrong == []
     assert metrics[':processor:batch_runs{kind="merged"}'] > 0
     assert metrics[":processor:batch_queuing_delay_microseconds_count"] == 12 * 60
+
+
+def test_traced_requests_run_alone_and_are_written_while_others_merge(rec_model, batch, tmp_path):
+    """The timeline traces steps 1-3 while six threads send requests on one run slot: every answer is
+    the same, the traces are written, and the untraced requests merged."""
+    path = tmp_path / "timelines"
+    config = rec_model.config(poll_interval_seconds=0, timeline_start_step=1, timeline_interval_step=1,
+                              timeline_trace_count=3, timeline_path=str(path), enable_batching=True,
+                              batching_parameters={"num_batch_threads": 1})
+    with processor.Processor(config) as p:
+        request = serialize(batch)
+        expected = p.process(request)
+        answers = at_once([request] * 6, lambda r: [p.process(r) for _ in range(20)])
+        merged_runs = batching_metrics(p)[':processor:batch_runs{kind="merged"}']
+    assert expected[0] == 200
+    assert all(code == 200 for thread in answers for code, _ in thread)
+    for thread in answers:  # a merged run's matmuls may round otherwise than a lone one's
+        for _, body in thread:
+            np.testing.assert_allclose(prob_of(body), prob_of(expected[1]), rtol=0, atol=1e-6)
+    assert sorted(os.listdir(path)) == ["timeline-1.json", "timeline-2.json", "timeline-3.json"]
+    assert merged_runs > 0
 
 
 def echo_request(rows: int, width: int, seed: int) -> dict:
