@@ -129,6 +129,12 @@ def test_grpc_load_reports_the_hosts_rate_latency_and_the_librarys_own_time(host
     info = subprocess.run([hosts["load"], server.address, str(request), "0.5", "1", "--model-info"],
                           capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "library:" not in info.stdout and ", 0 errors" in info.stdout, info.stdout
+    # Echo: the request back without the library (the transport's floor, benchmarks/grpc_floor.py)
+    echoed = server.channel.unary_unary("/processor.Processor/Echo")(serialize(batch), timeout=30)
+    assert predict_pb2.PredictRequest.FromString(echoed) == predict_pb2.PredictRequest.FromString(serialize(batch))
+    echo = subprocess.run([hosts["load"], server.address, str(request), "0.5", "1", "--echo"],
+                          capture_output=True, text=True, timeout=60)
+    assert echo.returncode == 0 and "library:" not in echo.stdout and ", 0 errors" in echo.stdout, echo.stdout
     # a request the library rejects is counted as an error, with the library's message, and fails the run
     unknown = predict_pb2.PredictRequest()
     unknown.inputs["nope"].dtype = predict_pb2.DT_FLOAT

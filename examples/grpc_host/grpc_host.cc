@@ -3,7 +3,7 @@
 //
 //   grpc_host LIBRARY CONFIG.json [--address HOST:PORT] [--threads N]
 //
-// Serves processor.Processor (processor_service.proto): Predict, GetModelInfo and GetMetrics, from up
+// Serves processor.Processor (processor_service.proto): Predict, GetModelInfo, GetMetrics and Echo, from up
 // to N server threads (default 8). The library's codes become gRPC codes (400 INVALID_ARGUMENT, 503
 // UNAVAILABLE, anything else INTERNAL) with the library's message. Prints "listening on HOST:PORT"
 // once it serves (port 0 picks a free one); SIGTERM or SIGINT stops it: in-flight calls finish (up to
@@ -101,6 +101,12 @@ class ProcessorService final : public processor::Processor::Service {
     if (code != PROCESSOR_OK) return ToGrpc(code, answer);
     return answer.ParseInto(info) ? grpc::Status::OK
                                   : grpc::Status(grpc::StatusCode::INTERNAL, "unparsable ServingModelInfo");
+  }
+
+  grpc::Status Echo(grpc::ServerContext*, const tensorflow::eas::PredictRequest* request,
+                    tensorflow::eas::PredictRequest* echo) override {
+    *echo = *request;
+    return grpc::Status::OK;
   }
 
   grpc::Status GetMetrics(grpc::ServerContext*, const processor::MetricsRequest*,

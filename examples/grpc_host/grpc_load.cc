@@ -3,9 +3,10 @@
 // (requests/s, p50, p99, max, errors), so the two compare directly (benchmarks/embedding.py).
 // It also prints the library's own mean time in process() over the run ("library: mean X ms"), from
 // the host's GetMetrics before and after. With --model-info the threads call GetModelInfo instead:
-// the round trip of gRPC itself, as the library answers it without running the model.
+// the round trip of gRPC with the library answering without running the model; with --echo, Echo:
+// the request back without the library (the transport's floor; any server of processor.Processor).
 //
-//   grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info]]]
+//   grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info|--echo]]]
 //
 // Exit status 0 when every call answered OK. Build: make load (see Makefile).
 #include <grpcpp/grpcpp.h>
@@ -56,7 +57,9 @@ struct Worker {
   std::string first_error;
 };
 
-void Run(const std::string& address, int index, const tensorflow::eas::PredictRequest& request, bool model_info,
+enum class Call { kPredict, kModelInfo, kEcho };
+
+void Run(const std::string& address, int index, const tensorflow::eas::PredictRequest& request, Call call,
          Clock::time_point deadline, Worker* worker) {
   grpc::ChannelArguments arguments;
   arguments.SetInt("processor.load.connection", index);  // a distinct argument: a connection of its own
@@ -67,9 +70,11 @@ void Run(const std::string& address, int index, const tensorflow::eas::PredictRe
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     tensorflow::eas::PredictResponse response;
     tensorflow::eas::ServingModelInfo info;
+    tensorflow::eas::PredictRequest echo;
     const auto started = Clock::now();
-    const grpc::Status status = model_info ? stub->GetModelInfo(&context, processor::ModelInfoRequest(), &info)
-                                           : stub->Predict(&context, request, &response);
+    const grpc::Status status = call == Call::kModelInfo ? stub->GetModelInfo(&context, processor::ModelInfoRequest(), &info)
+                                : call == Call::kEcho    ? stub->Echo(&context, request, &echo)
+                                                         : stub->Predict(&context, request, &response);
     const std::chrono::duration<double> elapsed = Clock::now() - started;
     if (status.ok()) {
       worker->latencies.push_back(elapsed.count());
@@ -83,12 +88,13 @@ void Run(const std::string& address, int index, const tensorflow::eas::PredictRe
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info]]]\n");
+    std::fprintf(stderr, "usage: grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info|--echo]]]\n");
     return 2;
   }
   const double seconds = argc > 3 ? std::atof(argv[3]) : 5;
   const int connections = argc > 4 ? std::atoi(argv[4]) : 1;
-  const bool model_info = argc > 5 && std::string(argv[5]) == "--model-info";
+  const std::string mode = argc > 5 ? argv[5] : "";
+  const Call call = mode == "--model-info" ? Call::kModelInfo : mode == "--echo" ? Call::kEcho : Call::kPredict;
   std::ifstream in(argv[2], std::ios::binary);
   const std::string wire((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   tensorflow::eas::PredictRequest request;
@@ -98,12 +104,12 @@ int main(int argc, char** argv) {
   }
   auto metrics_stub = processor::Processor::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
   LatencyTotals before, after;
-  const bool library_times = !model_info && FetchLatency(metrics_stub.get(), &before);
+  const bool library_times = call == Call::kPredict && FetchLatency(metrics_stub.get(), &before);
   std::vector<Worker> workers(connections);
   std::vector<std::thread> threads;
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-  for (int i = 0; i < connections; ++i) threads.emplace_back(Run, argv[1], i, std::cref(request), model_info, deadline,
+  for (int i = 0; i < connections; ++i) threads.emplace_back(Run, argv[1], i, std::cref(request), call, deadline,
                                                            &workers[i]);
   for (auto& t : threads) t.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
