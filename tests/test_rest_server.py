@@ -23,16 +23,20 @@ OUTPUTS = ("item_vector", "logits", "prob")
 
 
 class Server:
-    def __init__(self, config: dict, work: Path, model_name: str = "rec"):
+    """`python -m processor serve` with `config` (None: `flags` say what to serve, as TF Serving's do)."""
+
+    def __init__(self, config, work: Path, model_name: str = "rec", flags: tuple = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_name = model_name
-        config_path = work / "rest_config.json"
-        config_path.write_text(json.dumps(config))
+        if config is not None:
+            config_path = work / "rest_config.json"
+            config_path.write_text(json.dumps(config))
+            flags = ("--config", str(config_path), "--model-name", model_name, *flags)
         self.log = open(work / "server.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "processor", "serve", "--config", str(config_path), "--model-name", model_name,
-             "--port", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "processor", "serve", "--port", str(self.port), *flags], stdout=self.log,
+            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (work / "server.log").read_text()[-3000:]
@@ -150,3 +154,75 @@ def test_load_with_and_without_a_version_swap_answers_everything(server, tmp_pat
     for phase in ("steady", "swapping"):
         assert report[phase]["errors"] == 0 and report[phase]["requests"] > 50, report
     assert report["swapping"]["versions_swapped"] >= 1
+
+
+def test_tf_servings_batching_flags_merge_concurrent_rest_requests(rec_model, reference, batch, tmp_path):
+    """--enable_batching with TF Serving's --batching_parameters_file (its documented text format):
+    twelve concurrent REST requests answer TensorFlow's outputs, all through the batching."""
+    from concurrent.futures import ThreadPoolExecutor
+    parameters = tmp_path / "batching.config"
+    parameters.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
+                          "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\n")
+    server = Server(rec_model.config(poll_interval_seconds=0), tmp_path, flags=(
+        "--enable_batching", "--batching_parameters_file", str(parameters)))
+    try:
+        expected = reference.predict(rec_model.prefixes()[-1], batch)
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda _: server.predict({"instances": json_rows(batch)}), range(12)))
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            np.testing.assert_allclose([p["prob"] for p in answer.json()["predictions"]], expected["prob"], atol=1e-6)
+        metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30).text
+        assert ':processor:batch_queuing_delay_microseconds_count{model_name="default"} 12' in metrics, metrics
+    finally:
+        assert server.stop() == 0
+
+
+def test_tf_servings_model_flags_serve_the_newest_numbered_version(tmp_path):
+    """--model_name and --model_base_path over a base path of numbered SavedModel versions (TF
+    Serving's layout), --rest_api_port, and a ModelServerConfig naming the same model: the newest
+    version's rows, under the model's name."""
+    from model_builders import build_lookup_model
+    base = tmp_path / "models" / "lookup"
+    ids = np.array([0, 3, 7])
+    rows = {version: build_lookup_model(str(base / str(version)), rows=10, dim=4, seed=version, sample_ids=ids)
+            for version in (1, 2)}
+    config_file = tmp_path / "models.config"
+    config_file.write_text(f"model_config_list {{ config {{ name: 'lookup' base_path: '{base}' "
+                           f"model_platform: 'tensorflow' }} }}")
+    for flags in (("--model_name", "lookup", "--model_base_path", str(base)), ("--model_config_file", str(config_file))):
+        work = tmp_path / flags[0].strip("-")
+        work.mkdir()
+        server = Server(None, work, "lookup", flags)
+        try:
+            answer = server.predict({"instances": [{"ids": int(i)} for i in ids]})
+            assert answer.status_code == 200, answer.text
+            np.testing.assert_allclose([p for p in answer.json()["predictions"]], rows[2], atol=1e-6)
+            status = requests.get(f"{server.url}/v1/models/lookup", timeout=30).json()
+            assert [v["version"] for v in status["model_version_status"]] == ["2"]
+        finally:
+            assert server.stop() == 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    ((), "give one of --config, --model_base_path and --model_config_file"),
+    (("--config", "{}", "--model_base_path", "/m"), "not --config and --model_base_path"),
+    (("--model_config_file", "TWO"), "lists 2 models (a, b); serving several from one server is not supported yet"),
+    (("--model_config_file", "PINNED"), "model 'a': only the newest version is served here yet"),
+    (("--model_base_path", "/m", "--batching_parameters_file", "BATCHING"),
+     "config field 'batching_parameters_file.max_batch_size': must be >= 1, got 0"),
+])
+def test_serve_refuses_what_it_cannot_serve_with_a_message(flags, message, tmp_path, capsys):
+    from processor.hosts.cli import main
+    files = {"TWO": "model_config_list { config { name: 'a' base_path: '/a' } config { name: 'b' base_path: '/b' } }",
+             "PINNED": "model_config_list { config { name: 'a' base_path: '/a' "
+                       "model_version_policy { specific { versions: 4 } } } }",
+             "BATCHING": "max_batch_size { value: 0 }"}
+    paths = []
+    for flag in flags:
+        if flag in files:
+            (tmp_path / flag).write_text(files[flag])
+            flag = str(tmp_path / flag)
+        paths.append(flag)
+    assert main(["serve", *paths]) == 1
+    assert message in capsys.readouterr().err

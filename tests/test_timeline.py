@@ -59,3 +59,29 @@ def test_a_timeline_on_oss_is_uploaded_and_a_failed_upload_is_tried_again(oss_mo
     assert "cannot upload timeline timeline-0.json" in caplog.text and "500 InternalError" in caplog.text
     assert not os.path.exists("oss:")
     json.loads(open(os.path.join(oss_model.server.root, BUCKET, "traces", "timeline-0.json")).read())
+
+
+def test_traced_steps_of_concurrent_requests_take_turns(rec_model, batch, tmp_path):
+    """TensorFlow's profiler traces one run at a time in a process: four threads whose requests are
+    traced at once all answer 200 (a second trace used to fail with "Another profiling session
+    active"), and every trace is written."""
+    import threading
+    path = tmp_path / "timelines"
+    config = rec_model.config(timeline_start_step=1, timeline_interval_step=1, timeline_trace_count=8,
+                              timeline_path=str(path), poll_interval_seconds=0)
+    with processor.Processor(config) as p:
+        request = serialize(batch)
+        codes = []
+        start = threading.Barrier(4)
+
+        def client():
+            start.wait()
+            codes.extend(p.process(request)[0] for _ in range(4))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert codes == [200] * 16
+    assert sorted(os.listdir(path)) == sorted(f"timeline-{step}.json" for step in range(1, 9))

@@ -3,6 +3,7 @@
 // enable_batching, the batcher made at load, whose queued batches run in their leader's thread.
 #include "model/servable.h"
 
+#include <mutex>
 #include <shared_mutex>
 
 #include "common/logging.h"
@@ -37,6 +38,11 @@ Status Servable::RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors&
   // (to OK, or to the error).
   thread_local TfStatus status;
   BufferPtr metadata(run_metadata ? TF_NewBuffer() : nullptr);
+  // TensorFlow's profiler traces one run at a time in the process ("Another profiling session
+  // active" fails a second): traced runs (the timeline's few steps) take turns.
+  static std::mutex tracing;
+  std::unique_lock<std::mutex> one_trace(tracing, std::defer_lock);
+  if (run_metadata) one_trace.lock();
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
     const bool whole = !run_metadata && !serving_callables_.empty() && IsWholeSignature(inputs, outputs);

@@ -1,2 +1,2 @@
-"""File formats read (and written) without TensorFlow: TensorFlow's checkpoint index (tensor bundle)
-and TFRecord files."""
+"""File formats read (and written) without TensorFlow: TensorFlow's checkpoint index (tensor bundle),
+TFRecord files, and TF Serving's config files (tf_serving.py)."""

@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from typing import List, Optional
 
 from ..config import parse_config
-from ..errors import ProcessorError
+from ..errors import ConfigError, ProcessorError
 
 
 def _versions(config) -> dict:
@@ -201,12 +202,53 @@ def cmd_warmup_build(args) -> int:
     return 0
 
 
+def serve_config(args) -> dict:
+    """The config `serve` loads: --config, or TF Serving's --model_base_path (with --model_name) or
+    --model_config_file (one model, its newest version), with --file_system_poll_wait_seconds,
+    --enable_batching and --batching_parameters_file (TF Serving's text format) over it."""
+    from ..config import _load_document
+    given = [flag for flag, value in (("--config", args.config), ("--model_base_path", args.model_base_path),
+                                      ("--model_config_file", args.model_config_file)) if value]
+    if len(given) != 1:
+        raise ConfigError("", "give one of --config, --model_base_path and --model_config_file" +
+                          (f", not {' and '.join(given)}" if given else ""))
+    if args.config:
+        document = dict(_load_document(args.config))
+    elif args.model_base_path:
+        document = {"savedmodel_dir": args.model_base_path, "model_name": args.model_name or "default"}
+    else:
+        document = _from_model_config_file(args.model_config_file)
+    if args.file_system_poll_wait_seconds is not None:
+        document["poll_interval_seconds"] = args.file_system_poll_wait_seconds
+    if args.enable_batching:
+        document["enable_batching"] = True
+    if args.batching_parameters_file:
+        from ..formats.tf_serving import read_batching_parameters
+        parameters = dataclasses.asdict(read_batching_parameters(args.batching_parameters_file))
+        document["batching_parameters"] = {**parameters, "allowed_batch_sizes": list(parameters["allowed_batch_sizes"])}
+    return document
+
+
+def _from_model_config_file(path: str) -> dict:
+    """The one model of a ModelServerConfig, served at its newest version."""
+    from ..formats.tf_serving import read_model_server_config
+    models = read_model_server_config(path)
+    if len(models) > 1:
+        raise ConfigError("model_config_file", f"{path} lists {len(models)} models ({', '.join(m.name for m in models)}); "
+                          "serving several from one server is not supported yet: start one server per model")
+    model = models[0]
+    if (model.version_policy.kind, model.version_policy.num_versions) != ("latest", 1) or model.version_labels:
+        raise ConfigError("model_config_file", f"model {model.name!r}: only the newest version is served here yet "
+                          "(model_version_policy latest, 1 version, no version_labels)")
+    return {"savedmodel_dir": model.base_path, "model_name": model.name}
+
+
 def cmd_serve(args) -> int:
     try:
         from .rest import serve
     except ImportError as e:
         raise ProcessorError(f"serve needs the {e.name} package: pip install 'processor[rest]'") from None
-    serve(args.config, args.model_name, args.host, args.port, args.threads)
+    serve(serve_config(args), args.model_name, args.host, args.port, args.threads)
     return 0
 
 
@@ -217,11 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve a model over TF Serving's REST API")
-    serve.add_argument("--config", required=True, help="the processor config (JSON file or text)")
-    serve.add_argument("--model-name", help="the NAME in /v1/models/NAME (default: the config's model_name)")
+    serve.add_argument("--config", help="the processor config (JSON file or text)")
+    serve.add_argument("--model-name", "--model_name", dest="model_name",
+                       help="the NAME in /v1/models/NAME (default: the config's model_name)")
+    serve.add_argument("--model_base_path", metavar="DIR",
+                       help="TF Serving's flag: the model's directory of numbered SavedModel versions, instead of --config")
+    serve.add_argument("--model_config_file", metavar="FILE",
+                       help="TF Serving's ModelServerConfig (text format) naming one model, instead of --config")
+    serve.add_argument("--file_system_poll_wait_seconds", type=float, metavar="SECONDS",
+                       help="TF Serving's flag: how often to look for new versions (the config's poll_interval_seconds)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
+    serve.add_argument("--port", "--rest_api_port", dest="port", type=int, default=8501,
+                       help="the REST port (default 8501); --rest_api_port is TF Serving's name for it")
     serve.add_argument("--threads", type=int, default=0, help="request threads (default: 2 per core)")
+    serve.add_argument("--enable_batching", action="store_true",
+                       help="TF Serving's flag: merge concurrent requests (docs/batching.md)")
+    serve.add_argument("--batching_parameters_file", metavar="FILE",
+                       help="TF Serving's BatchingParameters in text format (needs --enable_batching)")
     serve.set_defaults(run=cmd_serve)
 
     inspect = commands.add_parser("inspect", help="the signature, the versions found and what would be served")

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 from aiohttp import web
 
@@ -132,7 +132,7 @@ class RestServer:
         self.processor.close()
 
 
-def serve(config: str, model_name: Optional[str], host: str, port: int, threads: int = 0) -> None:
+def serve(config: Union[str, dict], model_name: Optional[str], host: str, port: int, threads: int = 0) -> None:
     """Loads the model and serves it until SIGINT or SIGTERM."""
     processor = Processor(config)
     name = model_name or processor.config.model_name

@@ -1,0 +1,155 @@
+"""TF Serving's configuration files, in its protobuf text format, read into typed values:
+
+- `--model_config_file`: a ModelServerConfig (tensorflow_serving/config/model_server_config.proto),
+  parsed with the message classes of TF Serving's own `tensorflow-serving-api` package;
+- `--batching_parameters_file`: a BatchingParameters
+  (tensorflow_serving/servables/tensorflow/session_bundle_config.proto), which that package does not
+  ship: its descriptor is built here with the same field numbers and types.
+
+Errors are ConfigError naming the flag, the file and, for a syntax error, TF Serving's own line and
+column; the checks are TF Serving's (a platform it serves, unique names, a label on a version the
+policy can serve).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple, Union
+
+from ..config import BatchingParameters, _batching_parameters
+from ..errors import ConfigError
+
+FilePath = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """model_version_policy: the newest `num_versions`, every version, or the listed `versions`."""
+    kind: str = "latest"  # "latest", "all" or "specific"
+    num_versions: int = 1
+    versions: Tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One `config` of a ModelServerConfig's model_config_list."""
+    name: str
+    base_path: str
+    version_policy: VersionPolicy = VersionPolicy()
+    version_labels: Dict[str, int] = field(default_factory=dict)
+
+
+def _read(flag: str, path: FilePath) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(flag, f"cannot read {os.fspath(path)}: {e.strerror}") from None
+
+
+def _parse(flag: str, text: str, what: str, message):
+    from google.protobuf import text_format
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as e:  # its message holds the line:column
+        raise ConfigError(flag, f"{what} is not a {message.DESCRIPTOR.name} in text format: {e}") from None
+
+
+def read_model_server_config(path: FilePath) -> List[ModelConfig]:
+    """The models of a `--model_config_file`."""
+    return parse_model_server_config(_read("model_config_file", path), os.fspath(path))
+
+
+def parse_model_server_config(text: str, what: str = "the text given") -> List[ModelConfig]:
+    """The models of a ModelServerConfig in text format, checked as TF Serving checks them."""
+    from tensorflow_serving.config import model_server_config_pb2
+    flag = "model_config_file"
+    config = _parse(flag, text, what, model_server_config_pb2.ModelServerConfig())
+    if config.WhichOneof("config") == "custom_model_config":
+        raise ConfigError(flag, "custom_model_config is not served here: list the models in model_config_list")
+    models, names = [], set()
+    for index, model in enumerate(config.model_config_list.config):
+        where = f"model_config_list.config[{index}]" + (f" ({model.name!r})" if model.name else "")
+        if not model.name:
+            raise ConfigError(flag, f"{where}: name is required")
+        if model.name in names:
+            raise ConfigError(flag, f"{where}: the name {model.name!r} is given twice")
+        names.add(model.name)
+        if not model.base_path:
+            raise ConfigError(flag, f"{where}: base_path is required")
+        if model.model_platform not in ("", "tensorflow"):
+            raise ConfigError(flag, f"{where}: model_platform {model.model_platform!r} is not served here "
+                                    "(only 'tensorflow' SavedModels)")
+        policy = _version_policy(flag, where, model.model_version_policy)
+        labels = dict(model.version_labels)
+        for label, version in sorted(labels.items()):
+            if version <= 0:
+                raise ConfigError(flag, f"{where}: version label {label!r} names version {version}; versions are > 0")
+            if policy.kind == "specific" and version not in policy.versions:
+                raise ConfigError(flag, f"{where}: version label {label!r} names version {version}, which "
+                                        f"model_version_policy does not serve ({', '.join(map(str, policy.versions))})")
+        models.append(ModelConfig(model.name, model.base_path, policy, labels))
+    if not models:
+        raise ConfigError(flag, "model_config_list names no model")
+    return models
+
+
+def _version_policy(flag: str, where: str, policy) -> VersionPolicy:
+    kind = policy.WhichOneof("policy_choice") or "latest"
+    if kind == "latest":
+        return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
+    if kind == "all":
+        return VersionPolicy("all", num_versions=0)
+    versions = tuple(sorted(set(policy.specific.versions)))
+    if not versions or versions[0] <= 0:
+        raise ConfigError(flag, f"{where}: model_version_policy.specific needs versions > 0, got "
+                                f"{list(policy.specific.versions)}")
+    return VersionPolicy("specific", num_versions=len(versions), versions=versions)
+
+
+_BATCHING_PARAMETERS = None
+
+
+def _batching_parameters_message():
+    """BatchingParameters as session_bundle_config.proto defines it (fields 1-7), made once."""
+    global _BATCHING_PARAMETERS
+    if _BATCHING_PARAMETERS is None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import wrappers_pb2  # noqa: F401 - puts wrappers.proto in the default pool
+        file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_batching_parameters.proto",
+                                                  package="processor.tf_serving", syntax="proto3",
+                                                  dependency=["google/protobuf/wrappers.proto"])
+        message = file.message_type.add(name="BatchingParameters")
+        spec = descriptor_pb2.FieldDescriptorProto
+        for number, name, wrapper in ((1, "max_batch_size", "Int64Value"), (2, "batch_timeout_micros", "Int64Value"),
+                                      (3, "max_enqueued_batches", "Int64Value"), (4, "num_batch_threads", "Int64Value"),
+                                      (5, "thread_pool_name", "StringValue")):
+            message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
+                              type_name=f".google.protobuf.{wrapper}")
+        message.field.add(name="allowed_batch_sizes", number=6, label=spec.LABEL_REPEATED, type=spec.TYPE_INT64)
+        message.field.add(name="pad_variable_length_inputs", number=7, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
+        pool = descriptor_pool.Default()
+        try:
+            pool.Add(file)
+        except TypeError:  # already added (a module reloaded)
+            pass
+        descriptor = pool.FindMessageTypeByName("processor.tf_serving.BatchingParameters")
+        _BATCHING_PARAMETERS = message_factory.GetMessageClass(descriptor)
+    return _BATCHING_PARAMETERS
+
+
+def read_batching_parameters(path: FilePath) -> BatchingParameters:
+    """A `--batching_parameters_file`."""
+    return parse_batching_parameters(_read("batching_parameters_file", path), os.fspath(path))
+
+
+def parse_batching_parameters(text: str, what: str = "the text given") -> BatchingParameters:
+    """BatchingParameters in text format, with TF Serving's defaults for what it leaves out."""
+    flag = "batching_parameters_file"
+    parsed = _parse(flag, text, what, _batching_parameters_message()())
+    values = {name: getattr(parsed, name).value for name in
+              ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+              if parsed.HasField(name)}
+    if parsed.allowed_batch_sizes:
+        values["allowed_batch_sizes"] = list(parsed.allowed_batch_sizes)
+    return _batching_parameters(flag, values)
