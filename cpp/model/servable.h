@@ -196,6 +196,8 @@ class Servable {
   DeltaApplier& delta_applier();
   // Made last in Load, when the session holds the whole graph; on failure serving_callables_ stays empty.
   void MakeCallables(const SessionSettings& settings);
+  // A callable of the whole signature whose runs use inter-op pool `pool` (-1: the calling thread).
+  Status MakeCallable(int pool, std::unique_ptr<CallableRunner>* runner) const;
   bool IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const;
   // Run(), on a serving pool or (in_caller) in the calling thread.
   Status RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,

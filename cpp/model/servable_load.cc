@@ -230,6 +230,13 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
   return Status::Ok();
 }
 
+Status Servable::MakeCallable(int pool, std::unique_ptr<CallableRunner>* runner) const {
+  std::vector<std::string> feeds, fetches;
+  for (const BoundTensor& input : inputs_) feeds.push_back(input.spec.tensor_name);
+  for (const BoundTensor& output : outputs_) fetches.push_back(output.spec.tensor_name);
+  return CallableRunner::Create(session_, feeds, fetches, pool, runner);
+}
+
 void Servable::MakeCallables(const SessionSettings& settings) {
   // A callable needs the session to hold the graph, which TF_SessionRun hands it lazily: a load that ran
   // nothing yet (a feature-store graph with no dense variable and no init op) runs a NoOp first.
@@ -244,12 +251,9 @@ void Servable::MakeCallables(const SessionSettings& settings) {
     callable_error_ = "cannot hand the graph to the session: " + status.message();
     return;
   }
-  std::vector<std::string> feeds, fetches;
-  for (const BoundTensor& input : inputs_) feeds.push_back(input.spec.tensor_name);
-  for (const BoundTensor& output : outputs_) fetches.push_back(output.spec.tensor_name);
   for (int pool : ServingPools(settings)) {
     std::unique_ptr<CallableRunner> runner;
-    Status made = CallableRunner::Create(session_, feeds, fetches, pool, &runner);
+    Status made = MakeCallable(pool, &runner);
     if (!made.ok()) {
       callable_error_ = made.message();
       serving_callables_.clear();

@@ -5,6 +5,7 @@
 
 #include <mutex>
 #include <shared_mutex>
+#include <utility>
 
 #include "common/logging.h"
 #include "common/quote.h"
@@ -73,27 +74,21 @@ Status Servable::RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors&
 
 void Servable::MakeBatcher(const BatchingOptions& options) {
   if (!options.enabled) return;
-  const auto unbatched = [](const char* kind, const TensorSpec& spec) {
-    Log(LogLevel::kWarning, std::string("enable_batching: this version is served unbatched: ") + kind + " " +
-                                Quote(spec.alias) + " has no batch dimension (shape " + ShapeString(spec.dims) +
-                                "; batching needs -1 first)");
-  };
-  for (const BoundTensor& input : inputs_) {
-    if (!input.spec.unknown_rank && (input.spec.dims.empty() || input.spec.dims[0] >= 0)) return unbatched("input", input.spec);
-  }
-  for (const BoundTensor& output : outputs_) {
-    if (!output.spec.unknown_rank && (output.spec.dims.empty() || output.spec.dims[0] >= 0)) return unbatched("output", output.spec);
+  for (const auto& [kind, tensors] : {std::pair{"input", &inputs_}, std::pair{"output", &outputs_}}) {
+    for (const BoundTensor& tensor : *tensors) {
+      const TensorSpec& spec = tensor.spec;
+      if (spec.unknown_rank || (!spec.dims.empty() && spec.dims[0] < 0)) continue;  // a batch dimension, or maybe one
+      Log(LogLevel::kWarning, std::string("enable_batching: this version is served unbatched: ") + kind + " " +
+                                  Quote(spec.alias) + " has no batch dimension (shape " + ShapeString(spec.dims) +
+                                  "; batching needs -1 first)");
+      return;
+    }
   }
   // A batch runs its graph in the thread of the request that leads it, which would otherwise only wait
   // for TensorFlow's pool: no handoff to a pool thread and back per run (benchmarks/batching.py).
   const std::string encoded = EncodeRunOptions(-1);
   caller_run_options_.reset(TF_NewBufferFromString(encoded.data(), encoded.size()));
-  if (!serving_callables_.empty()) {
-    std::vector<std::string> feeds, fetches;
-    for (const BoundTensor& input : inputs_) feeds.push_back(input.spec.tensor_name);
-    for (const BoundTensor& output : outputs_) fetches.push_back(output.spec.tensor_name);
-    if (!CallableRunner::Create(session_, feeds, fetches, -1, &caller_callable_).ok()) caller_callable_.reset();
-  }
+  if (!serving_callables_.empty() && !MakeCallable(-1, &caller_callable_).ok()) caller_callable_.reset();
   batcher_ = std::make_unique<BatchScheduler>(
       options, [this](const std::vector<TF_Output>& inputs, const OwnedTensors& values,
                       const std::vector<TF_Output>& outputs, OwnedTensors* results, bool in_caller) {

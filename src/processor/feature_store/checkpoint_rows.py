@@ -19,15 +19,25 @@ from ..formats.tfrecord import mask
 _CHECK_BYTES = 8 << 20  # read at a time where only the CRC needs the bytes
 
 
-def table_entry(prefix: str, name: str) -> TensorEntry:
-    """The index entry of a 2-D numeric variable; ModelLoadError says what is wrong."""
+def _entry(prefix: str, name: str, what: str = "tensor") -> TensorEntry:
+    """The index entry of `name`; ModelLoadError when the index cannot be read or lacks it."""
     try:
-        entries = read_index(prefix)
+        entry = read_index(prefix).get(name)
     except CheckpointIndexError as e:
         raise ModelLoadError(str(e)) from None
-    entry = entries.get(name)
     if entry is None:
-        raise ModelLoadError(f"{prefix} has no variable '{name}'")
+        raise ModelLoadError(f"{prefix} has no {what} '{name}'")
+    return entry
+
+
+def _numpy_dtype(entry: TensorEntry) -> np.dtype:
+    """The little-endian numpy dtype of a numeric entry's bytes."""
+    return np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+
+
+def table_entry(prefix: str, name: str) -> TensorEntry:
+    """The index entry of a 2-D numeric variable; ModelLoadError says what is wrong."""
+    entry = _entry(prefix, name, "variable")
     if len(entry.shape) != 2 or entry.dtype == predict_pb2.DT_STRING:
         raise ModelLoadError(f"'{name}' in {prefix} is not a 2-D numeric table (shape {list(entry.shape)})")
     return entry
@@ -75,7 +85,7 @@ def iter_rows(prefix: str, name: str, block_rows: int = 8192, first_row: int = 0
     [first_row, first_row + count) (default: all), ids counted from first_row. A partitioned
     variable's part is such a range, saved as a slice of the variable."""
     entry, local_first, count = _rows_entry(prefix, name, first_row, count)
-    dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+    dtype = _numpy_dtype(entry)
     rows, dim = entry.shape
     row_bytes = dim * dtype.itemsize
     if entry.size != rows * row_bytes:
@@ -95,15 +105,10 @@ def iter_rows(prefix: str, name: str, block_rows: int = 8192, first_row: int = 0
 def iter_values(prefix: str, name: str, block: int = 65536) -> Iterator[np.ndarray]:
     """A 1-D numeric tensor (an EmbeddingVariable's keys) in blocks of at most `block` values; its
     CRC-32C is checked once its last byte is read, as iter_rows does."""
-    try:
-        entry = read_index(prefix).get(name)
-    except CheckpointIndexError as e:
-        raise ModelLoadError(str(e)) from None
-    if entry is None:
-        raise ModelLoadError(f"{prefix} has no tensor '{name}'")
+    entry = _entry(prefix, name)
     if len(entry.shape) != 1 or entry.dtype == predict_pb2.DT_STRING:
         raise ModelLoadError(f"'{name}' in {prefix} is not a 1-D numeric tensor (shape {list(entry.shape)})")
-    dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+    dtype = _numpy_dtype(entry)
     count = entry.shape[0]
     if entry.size != count * dtype.itemsize:
         raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for {count} values of {dtype}")
@@ -135,15 +140,10 @@ def _check_crc(prefix: str, name: str, entry: TensorEntry, crc: int) -> None:
 
 def read_tensor(prefix: str, name: str) -> np.ndarray:
     """A whole numeric tensor (a delta's row ids or rows: small)."""
-    try:
-        entry = read_index(prefix).get(name)
-    except CheckpointIndexError as e:
-        raise ModelLoadError(str(e)) from None
-    if entry is None:
-        raise ModelLoadError(f"{prefix} has no tensor '{name}'")
+    entry = _entry(prefix, name)
     if entry.dtype == predict_pb2.DT_STRING:
         raise ModelLoadError(f"'{name}' in {prefix} is not numeric")
-    dtype = np.dtype(tensors.numpy_dtype(entry.dtype)).newbyteorder("<")
+    dtype = _numpy_dtype(entry)
     count = int(np.prod(entry.shape, dtype=np.int64))
     if entry.size != count * dtype.itemsize:
         raise ModelLoadError(f"'{name}' in {prefix}: {entry.size} bytes for shape {list(entry.shape)} of {dtype}")

@@ -12,6 +12,7 @@ policy can serve).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple, Union
@@ -107,35 +108,26 @@ def _version_policy(flag: str, where: str, policy) -> VersionPolicy:
     return VersionPolicy("specific", num_versions=len(versions), versions=versions)
 
 
-_BATCHING_PARAMETERS = None
-
-
+@functools.lru_cache(maxsize=None)
 def _batching_parameters_message():
     """BatchingParameters as session_bundle_config.proto defines it (fields 1-7), made once."""
-    global _BATCHING_PARAMETERS
-    if _BATCHING_PARAMETERS is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-        from google.protobuf import wrappers_pb2  # noqa: F401 - puts wrappers.proto in the default pool
-        file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_batching_parameters.proto",
-                                                  package="processor.tf_serving", syntax="proto3",
-                                                  dependency=["google/protobuf/wrappers.proto"])
-        message = file.message_type.add(name="BatchingParameters")
-        spec = descriptor_pb2.FieldDescriptorProto
-        for number, name, wrapper in ((1, "max_batch_size", "Int64Value"), (2, "batch_timeout_micros", "Int64Value"),
-                                      (3, "max_enqueued_batches", "Int64Value"), (4, "num_batch_threads", "Int64Value"),
-                                      (5, "thread_pool_name", "StringValue")):
-            message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
-                              type_name=f".google.protobuf.{wrapper}")
-        message.field.add(name="allowed_batch_sizes", number=6, label=spec.LABEL_REPEATED, type=spec.TYPE_INT64)
-        message.field.add(name="pad_variable_length_inputs", number=7, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
-        pool = descriptor_pool.Default()
-        try:
-            pool.Add(file)
-        except TypeError:  # already added (a module reloaded)
-            pass
-        descriptor = pool.FindMessageTypeByName("processor.tf_serving.BatchingParameters")
-        _BATCHING_PARAMETERS = message_factory.GetMessageClass(descriptor)
-    return _BATCHING_PARAMETERS
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import wrappers_pb2  # noqa: F401 - puts wrappers.proto in the default pool
+    file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_batching_parameters.proto",
+                                              package="processor.tf_serving", syntax="proto3",
+                                              dependency=["google/protobuf/wrappers.proto"])
+    message = file.message_type.add(name="BatchingParameters")
+    spec = descriptor_pb2.FieldDescriptorProto
+    for number, name, wrapper in ((1, "max_batch_size", "Int64Value"), (2, "batch_timeout_micros", "Int64Value"),
+                                  (3, "max_enqueued_batches", "Int64Value"), (4, "num_batch_threads", "Int64Value"),
+                                  (5, "thread_pool_name", "StringValue")):
+        message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
+                          type_name=f".google.protobuf.{wrapper}")
+    message.field.add(name="allowed_batch_sizes", number=6, label=spec.LABEL_REPEATED, type=spec.TYPE_INT64)
+    message.field.add(name="pad_variable_length_inputs", number=7, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("processor.tf_serving.BatchingParameters"))
 
 
 def read_batching_parameters(path: FilePath) -> BatchingParameters:
