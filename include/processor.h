@@ -60,6 +60,24 @@ PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_con
 PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_size, void** output_data,
                              int* output_size);
 
+/* Request formats of process_as(). */
+enum {
+  PROCESSOR_FORMAT_DEEPREC = 0,            /* what process() takes: protos/predict.proto's PredictRequest */
+  PROCESSOR_FORMAT_TF_SERVING_PREDICT = 1  /* TF Serving's tensorflow.serving.PredictRequest */
+};
+
+/* process() for a request in another format, decoded straight into tensors as process()'s are.
+ * PROCESSOR_FORMAT_TF_SERVING_PREDICT: input_data is a serialized tensorflow.serving.PredictRequest
+ * (tensorflow_serving/apis/predict.proto: TensorProto inputs with tensor_content or the typed value
+ * fields, half and bfloat16 in half_val); on PROCESSOR_OK, *output_data is a serialized
+ * tensorflow.serving.PredictResponse with the values in the dtype's field (as TF Serving writes them)
+ * and model_spec naming the request's model, the serving version and the signature. The request's
+ * model_spec is not routed here (the host picks the handle): its signature_name, when set, must be the
+ * signature served (otherwise 400, 'Serving signature key "NAME" not found.'). An unknown format
+ * answers PROCESSOR_BAD_REQUEST. Otherwise as process(). */
+PROCESSOR_EXPORT int process_as(void* model_buf, int format, const void* input_data, int input_size,
+                                void** output_data, int* output_size);
+
 /* Writes a serialized ServingModelInfo describing the version being served into *output_data
  * (owned by the caller). Returns PROCESSOR_OK, or an error code with a message as for process(). */
 PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size);

@@ -16,6 +16,9 @@ class CAbi:
         lib.process.restype = ctypes.c_int
         lib.process.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
                                 ctypes.POINTER(ctypes.c_int)]
+        lib.process_as.restype = ctypes.c_int
+        lib.process_as.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                   ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int)]
         lib.get_serving_model_info.restype = ctypes.c_int
         lib.get_serving_model_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
                                                ctypes.POINTER(ctypes.c_int)]
@@ -39,6 +42,11 @@ class CAbi:
     def process(self, handle, request: bytes) -> Tuple[int, bytes]:
         out, size = ctypes.c_void_p(), ctypes.c_int()
         code = self.lib.process(handle, request, len(request), ctypes.byref(out), ctypes.byref(size))
+        return code, self._take(out, size)
+
+    def process_as(self, handle, format: int, request: bytes) -> Tuple[int, bytes]:
+        out, size = ctypes.c_void_p(), ctypes.c_int()
+        code = self.lib.process_as(handle, format, request, len(request), ctypes.byref(out), ctypes.byref(size))
         return code, self._take(out, size)
 
     def model_info(self, handle) -> Tuple[int, bytes]:

@@ -106,7 +106,8 @@ def test_python_mirror_of_the_abi(rec_model, batch):
     assert processor.process(None, b"")[0] == 503
 
 
-PUBLIC = {"initialize", "process", "get_serving_model_info", "free_buffer", "finalize", "rollback", "get_metrics"}
+PUBLIC = {"initialize", "process", "process_as", "get_serving_model_info", "free_buffer", "finalize", "rollback",
+          "get_metrics"}
 ALLOCATOR = {"malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign", "valloc", "pvalloc",
              "malloc_usable_size"}
 

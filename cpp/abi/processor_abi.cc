@@ -60,11 +60,16 @@ PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_con
   return handle;
 }
 
-PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_size, void** output_data,
-                             int* output_size) {
+PROCESSOR_EXPORT int process_as(void* model_buf, int format, const void* input_data, int input_size,
+                                void** output_data, int* output_size) {
   if (!model_buf) {
     if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
     return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
+  }
+  if (format != PROCESSOR_FORMAT_DEEPREC && format != PROCESSOR_FORMAT_TF_SERVING_PREDICT) {
+    if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
+    return processor::ReplyWithStatus(Status::InvalidArgument("unknown request format " + std::to_string(format)),
+                                      output_data, output_size);
   }
   auto* handle = static_cast<ModelHandle*>(model_buf);
   const auto started = std::chrono::steady_clock::now();
@@ -75,15 +80,17 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
   int code;
   {
     const processor::VersionManager::Hold hold(handle->versions);
-    code = processor::ServeRequest(hold.version() ? hold.version()->servable.get() : nullptr, handle->limits(),
-                                   input_data, input_size, output_data, output_size,
-                                   traced ? &run_metadata : nullptr);
+    const processor::ServingVersion* version = hold.version();
+    code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
+                                   input_size, output_data, output_size, traced ? &run_metadata : nullptr,
+                                   static_cast<processor::RequestFormat>(format), version ? version->number : -1);
   }
   const auto elapsed = std::chrono::steady_clock::now() - started;
   Bookkeep("recording the request's metrics", [&] {
     handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
   });
-  if (code == PROCESSOR_OK && input_size > 0) {
+  // The request log is a warmup file of DeepRec's requests: other formats are not written into it.
+  if (code == PROCESSOR_OK && input_size > 0 && format == PROCESSOR_FORMAT_DEEPREC) {
     Bookkeep("logging the request", [&] { handle->request_log.Offer(input_data, static_cast<size_t>(input_size)); });
   }
   if (traced) {
@@ -93,6 +100,11 @@ PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_
     });
   }
   return code;
+}
+
+PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_size, void** output_data,
+                             int* output_size) {
+  return process_as(model_buf, PROCESSOR_FORMAT_DEEPREC, input_data, input_size, output_data, output_size);
 }
 
 PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size) {

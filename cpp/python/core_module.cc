@@ -232,9 +232,9 @@ class ModelHandle {
     processor_control_set_timeline(handle_, start, interval, count, path.c_str());
   }
 
-  std::pair<int, py::bytes> Process(const py::buffer& request) const {
-    return ServeWithoutGil(request, [this](const void* data, int size, void** output, int* output_size) {
-      return process(handle_, data, size, output, output_size);
+  std::pair<int, py::bytes> Process(const py::buffer& request, int format) const {
+    return ServeWithoutGil(request, [this, format](const void* data, int size, void** output, int* output_size) {
+      return process_as(handle_, format, data, size, output, output_size);
     });
   }
 
@@ -379,7 +379,7 @@ PYBIND11_MODULE(_core, m) {
       .def("set_request_log", &ModelHandle::SetRequestLog, py::arg("path"), py::arg("sample_rate"), py::arg("max_records"),
            py::arg("max_bytes"), py::arg("backups"))
       .def("set_timeline", &ModelHandle::SetTimeline, py::arg("start"), py::arg("interval"), py::arg("count"), py::arg("path"))
-      .def("process", &ModelHandle::Process, py::arg("request"))
+      .def("process", &ModelHandle::Process, py::arg("request"), py::arg("format") = 0)
       .def("model_info", &ModelHandle::ModelInfo)
       .def("metrics", &ModelHandle::Metrics)
       .def("predict", &ModelHandle::Predict, py::arg("inputs"), py::arg("output_filter"), py::arg("signature_name"));

@@ -1,5 +1,6 @@
 #include "serving/request_processor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "codec/predict_codec.h"
+#include "codec/tf_serving_codec.h"
 #include "common/quote.h"
 #include "common/shape_string.h"
 
@@ -24,8 +26,19 @@ std::string Names(const std::vector<BoundTensor>& tensors) {
   return names;
 }
 
+// TF Serving's way of listing them: "{a,b}", sorted, as its messages print a std::set.
+std::string TfServingNames(const std::vector<BoundTensor>& tensors) {
+  std::vector<std::string_view> names;
+  for (const BoundTensor& tensor : tensors) names.push_back(tensor.spec.alias);
+  std::sort(names.begin(), names.end());
+  std::string joined = "{";
+  for (size_t i = 0; i < names.size(); ++i) (joined += i ? "," : "") += names[i];
+  return joined + "}";
+}
+
 // The signature's shape is a contract: rank and every known dimension must match.
-Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
+template <typename View>
+Status CheckShape(const View& array, const TensorSpec& spec) {
   if (spec.unknown_rank) return Status::Ok();
   bool matches = array.dims.size() == spec.dims.size();
   for (size_t i = 0; matches && i < spec.dims.size(); ++i) {
@@ -40,6 +53,7 @@ Status CheckShape(const ArrayView& array, const TensorSpec& spec) {
 // request path allocates nothing for bookkeeping; the tensors are released when the request ends.
 struct RequestScratch {
   RequestView view;
+  TfServingRequestView tf_serving_view;
   std::vector<int> entry_of;  // per signature input, the request's entry for it
   std::vector<int> input_of;  // per request entry, its signature input
   std::vector<TF_Output> input_ports;
@@ -72,10 +86,12 @@ constexpr size_t kMaxRank = 254;
 // Binds the request's inputs to the signature's in two passes: names first (unknown, given twice),
 // so that an input given again under the same key is dropped before any tensor is made for it
 // (protobuf's map semantics: the last one wins); then, in the request's order, each input's checks
-// and tensor; then what is missing.
-Status BindInputs(const Servable& servable, const RequestLimits& limits, RequestScratch* scratch) {
+// and tensor; then what is missing. `entries` are the request's (ArrayViews or TensorProtoViews);
+// `tf_serving` words an unknown input as TF Serving does, for clients that match its message.
+template <typename Entries>
+Status BindInputs(const Servable& servable, const RequestLimits& limits, const Entries& entries, bool tf_serving,
+                  RequestScratch* scratch) {
   const auto& specs = servable.inputs();
-  const auto& entries = scratch->view.inputs;
   std::vector<int>& entry_of = scratch->entry_of;  // signature input -> its entry in the request, or -1
   std::vector<int>& input_of = scratch->input_of;  // request entry -> its signature input
   entry_of.assign(specs.size(), -1);
@@ -83,6 +99,10 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
   for (size_t k = 0; k < entries.size(); ++k) {
     const std::string_view name = entries[k].first;
     const int index = servable.FindInput(name);
+    if (index < 0 && tf_serving) {
+      return Status::InvalidArgument("input tensor alias not found in signature: " + std::string(name) +
+                                     ". Inputs expected to be in the set " + TfServingNames(specs) + ".");
+    }
     if (index < 0) {
       return Status::InvalidArgument("unknown input " + Quote(name) + "; the signature's inputs are " +
                                      Names(specs));
@@ -101,7 +121,7 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
   for (size_t k = 0; k < entries.size(); ++k) {
     const int index = input_of[k];
     if (entry_of[index] != static_cast<int>(k)) continue;  // given again later: that one counts
-    const ArrayView& array = entries[k].second;
+    const auto& array = entries[k].second;
     const TensorSpec& spec = specs[index].spec;
     Status status;
     int64_t elements = 0;
@@ -134,14 +154,16 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, Request
   return Status::Ok();
 }
 
-Status BindOutputs(const Servable& servable, RequestScratch* scratch) {
+// The outputs `output_filter` names (all when empty). `tf_serving`: TF Serving's messages, and a name
+// given twice is refused as it refuses it (otherwise it is answered once).
+Status BindOutputs(const Servable& servable, const std::vector<std::string_view>& output_filter, bool tf_serving,
+                   RequestScratch* scratch) {
   std::vector<TF_Output>* ports = &scratch->output_ports;
   std::vector<std::string_view>* names = &scratch->output_names;
-  const RequestView& request = scratch->view;
   ports->clear();
   names->clear();
   const auto& specs = servable.outputs();
-  if (request.output_filter.empty()) {
+  if (output_filter.empty()) {
     for (const BoundTensor& output : specs) {
       ports->push_back(output.port);
       names->push_back(output.spec.alias);
@@ -149,12 +171,17 @@ Status BindOutputs(const Servable& servable, RequestScratch* scratch) {
     return Status::Ok();
   }
   std::vector<bool> chosen(specs.size(), false);
-  for (std::string_view name : request.output_filter) {
+  for (std::string_view name : output_filter) {
     const int index = servable.FindOutput(name);
+    if (index < 0 && tf_serving) {
+      return Status::InvalidArgument("output tensor alias not found in signature: " + std::string(name) +
+                                     " Outputs expected to be in the set " + TfServingNames(specs) + ".");
+    }
     if (index < 0) {
       return Status::InvalidArgument("unknown output " + Quote(name) + " in output_filter; the signature's outputs are " +
                                      Names(specs));
     }
+    if (chosen[index] && tf_serving) return Status::InvalidArgument("duplicate output tensor alias: " + std::string(name));
     if (chosen[index]) continue;  // named twice: answer once
     chosen[index] = true;
     ports->push_back(specs[index].port);
@@ -177,37 +204,77 @@ void CopyToMallocBuffer(const std::string& text, void** output, int* output_size
   *output_size = static_cast<int>(text.size());
 }
 
+namespace {
+
+// Runs the bound request: traced (timeline) runs run alone.
+Status Run(const Servable& servable, RequestScratch& scratch, std::string* run_metadata) {
+  return run_metadata ? servable.Run(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
+                                     &scratch.output_tensors, run_metadata)
+                      : servable.Serve(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
+                                       &scratch.output_tensors);
+}
+
+Status ProcessDeepRec(const Servable& servable, const RequestLimits& limits, const void* request, size_t size,
+                      RequestScratch& scratch, void** output, int* output_size, std::string* run_metadata) {
+  if (size == 0) {
+    CopyToMallocBuffer(servable.signature_json(), output, output_size);
+    return Status::Ok();
+  }
+  PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &scratch.view));
+  // DeepRec's processor serves its one signature whatever a request names; strict_signature_name refuses.
+  const std::string_view signature_name = scratch.view.signature_name;
+  if (servable.strict_signature_name() && !signature_name.empty() && signature_name != servable.signature_name()) {
+    return Status::InvalidArgument("signature_name " + Quote(signature_name) + " is not served; this model serves " +
+                                   Quote(servable.signature_name()));
+  }
+  PROCESSOR_RETURN_IF_ERROR(BindInputs(servable, limits, scratch.view.inputs, false, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(BindOutputs(servable, scratch.view.output_filter, false, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(Run(servable, scratch, run_metadata));
+  return EncodePredictResponse(scratch.output_names, scratch.output_tensors, output, output_size);
+}
+
+Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& limits, const void* request, size_t size,
+                               int64_t version, RequestScratch& scratch, void** output, int* output_size,
+                               std::string* run_metadata) {
+  TfServingRequestView& view = scratch.tf_serving_view;
+  PROCESSOR_RETURN_IF_ERROR(ParseTfServingPredictRequest(request, size, &view));
+  // TF Serving runs the signature the request names (serving_default when none); a model here serves
+  // one, which an unnamed request gets.
+  const std::string_view signature_name = view.model_spec.signature_name;
+  if (!signature_name.empty() && signature_name != servable.signature_name()) {
+    return Status::InvalidArgument("Serving signature key \"" + std::string(signature_name) + "\" not found.");
+  }
+  PROCESSOR_RETURN_IF_ERROR(BindInputs(servable, limits, view.inputs, true, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(BindOutputs(servable, view.output_filter, true, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(Run(servable, scratch, run_metadata));
+  return EncodeTfServingPredictResponse(scratch.output_names, scratch.output_tensors,
+                                        {view.model_spec.name, version, servable.signature_name()}, output,
+                                        output_size);
+}
+
+}  // namespace
+
 Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
-                      void** output, int* output_size, std::string* run_metadata) {
+                      void** output, int* output_size, std::string* run_metadata, RequestFormat format,
+                      int64_t version) {
   if (!servable) return Status::Unavailable("no model version is ready to serve");
   if (size > static_cast<uint64_t>(limits.max_request_bytes)) {
     return Status::InvalidArgument("the request is " + std::to_string(size) + " bytes, more than max_request_bytes (" +
                                    std::to_string(limits.max_request_bytes) + ")");
-  }
-  if (size == 0) {
-    CopyToMallocBuffer(servable->signature_json(), output, output_size);
-    return Status::Ok();
   }
   RequestScratch& scratch = ThreadScratch();
   struct ReleaseOnExit {
     RequestScratch& scratch;
     ~ReleaseOnExit() { scratch.Release(); }
   } release{scratch};
-  PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &scratch.view));
-  // DeepRec's processor serves its one signature whatever a request names; strict_signature_name refuses.
-  const std::string_view signature_name = scratch.view.signature_name;
-  if (servable->strict_signature_name() && !signature_name.empty() && signature_name != servable->signature_name()) {
-    return Status::InvalidArgument("signature_name " + Quote(signature_name) + " is not served; this model serves " +
-                                   Quote(servable->signature_name()));
+  switch (format) {
+    case RequestFormat::kDeepRec:
+      return ProcessDeepRec(*servable, limits, request, size, scratch, output, output_size, run_metadata);
+    case RequestFormat::kTfServingPredict:
+      return ProcessTfServingPredict(*servable, limits, request, size, version, scratch, output, output_size,
+                                     run_metadata);
   }
-  PROCESSOR_RETURN_IF_ERROR(BindInputs(*servable, limits, &scratch));
-  PROCESSOR_RETURN_IF_ERROR(BindOutputs(*servable, &scratch));
-  PROCESSOR_RETURN_IF_ERROR(run_metadata  // a traced run (timeline) runs alone
-                                ? servable->Run(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
-                                                &scratch.output_tensors, run_metadata)
-                                : servable->Serve(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
-                                                  &scratch.output_tensors));
-  return EncodePredictResponse(scratch.output_names, scratch.output_tensors, output, output_size);
+  return Status::InvalidArgument("unknown request format " + std::to_string(static_cast<int>(format)));
 }
 
 int ReplyWithStatus(const Status& status, void** output, int* output_size) {
@@ -216,14 +283,14 @@ int ReplyWithStatus(const Status& status, void** output, int* output_size) {
 }
 
 int ServeRequest(const Servable* servable, const RequestLimits& limits, const void* request, int size, void** output,
-                 int* output_size, std::string* run_metadata) {
+                 int* output_size, std::string* run_metadata, RequestFormat format, int64_t version) {
   if (!output || !output_size) return static_cast<int>(StatusCode::kInternal);  // nowhere to say why
   *output = nullptr;
   *output_size = 0;
   try {
     if (size < 0) return ReplyWithStatus(Status::InvalidArgument("input_size is negative"), output, output_size);
     Status status = ProcessRequest(servable, limits, request, static_cast<size_t>(size), output, output_size,
-                                   run_metadata);
+                                   run_metadata, format, version);
     return status.ok() ? status.http_code() : ReplyWithStatus(status, output, output_size);
   } catch (const std::bad_alloc&) {
     return ReplyWithStatus(Status::Internal("out of memory"), output, output_size);

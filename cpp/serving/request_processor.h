@@ -19,17 +19,26 @@ struct RequestLimits {
   int64_t max_tensor_elements = kDefaultMaxTensorElements;
 };
 
-// Serves one serialized PredictRequest on `servable` (null: no model is ready). On success *output holds
-// a serialized PredictResponse from malloc(). An empty request (size 0) is answered with the signature
-// as JSON. Errors come back as a Status; the caller turns them into the ABI's message buffers.
+// The request formats of one engine (include/processor.h's PROCESSOR_FORMAT_*).
+enum class RequestFormat : int {
+  kDeepRec = 0,           // protos/predict.proto's PredictRequest -> PredictResponse
+  kTfServingPredict = 1,  // tensorflow.serving.PredictRequest -> PredictResponse (codec/tf_serving_codec.h)
+};
+
+// Serves one serialized request of `format` on `servable` (null: no model is ready). On success *output
+// holds the serialized response from malloc(). A DeepRec request of size 0 is answered with the
+// signature as JSON. `version`: the serving version's number, which TF Serving's response names.
+// Errors come back as a Status; the caller turns them into the ABI's message buffers.
 Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
-                      void** output, int* output_size, std::string* run_metadata = nullptr);
+                      void** output, int* output_size, std::string* run_metadata = nullptr,
+                      RequestFormat format = RequestFormat::kDeepRec, int64_t version = -1);
 
 // ProcessRequest() under the C ABI's contract: returns the code, puts the message of a failure into
 // *output, and never throws.
 // With `run_metadata`, the run is traced (see Servable::Run).
 int ServeRequest(const Servable* servable, const RequestLimits& limits, const void* request, int size, void** output,
-                 int* output_size, std::string* run_metadata = nullptr);
+                 int* output_size, std::string* run_metadata = nullptr, RequestFormat format = RequestFormat::kDeepRec,
+                 int64_t version = -1);
 
 // Writes `status`'s message into *output (from malloc) and returns its code.
 int ReplyWithStatus(const Status& status, void** output, int* output_size);

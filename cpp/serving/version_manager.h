@@ -10,13 +10,31 @@
 #include <string>
 
 #include "common/grace_period.h"
+#include "common/wire_format.h"
 #include "model/servable.h"
 
 namespace processor {
 
+// The version number TF Serving's API reports for a ServingModelInfo: its savedmodel_version (field
+// 10), or 0 for a model not served from numbered SavedModel versions (as the REST API reports it).
+inline int64_t ServedVersionNumber(const std::string& model_info) {
+  wire::Reader r(model_info);
+  uint32_t field, wire_type;
+  int64_t version = 0;
+  while (r.NextField(&field, &wire_type)) {
+    if (field == 10 && wire_type == wire::kVarint) version = static_cast<int64_t>(r.Varint());
+    else r.Skip(wire_type);
+  }
+  return version > 0 ? version : 0;
+}
+
 struct ServingVersion {
+  ServingVersion(std::shared_ptr<const Servable> servable, std::string model_info)
+      : servable(std::move(servable)), model_info(std::move(model_info)), number(ServedVersionNumber(this->model_info)) {}
+
   std::shared_ptr<const Servable> servable;
   std::string model_info;  // serialized ServingModelInfo, written by the control plane
+  int64_t number;          // ServedVersionNumber(model_info)
 };
 
 class VersionManager {
@@ -45,14 +63,14 @@ class VersionManager {
   // Each swap returns once no request holds the version it replaced, and releases that version.
   void Install(std::shared_ptr<const Servable> servable, std::string model_info) {
     std::lock_guard<std::mutex> lock(swap_mutex_);
-    Replace(std::make_unique<const ServingVersion>(ServingVersion{std::move(servable), std::move(model_info)}));
+    Replace(std::make_unique<const ServingVersion>(std::move(servable), std::move(model_info)));
   }
 
   // Replaces the model info of the serving version (counters change between versions).
   void SetModelInfo(std::string model_info) {
     std::lock_guard<std::mutex> lock(swap_mutex_);
     if (!serving_) return;
-    Replace(std::make_unique<const ServingVersion>(ServingVersion{serving_->servable, std::move(model_info)}));
+    Replace(std::make_unique<const ServingVersion>(serving_->servable, std::move(model_info)));
   }
 
   void Unload() {

@@ -31,6 +31,7 @@
 struct engine {
   void* (*initialize)(const char*, const char*, int*);
   int (*process)(void*, const void*, int, void**, int*);
+  int (*process_as)(void*, int, const void*, int, void**, int*);
   int (*get_serving_model_info)(void*, void**, int*);
   int (*get_metrics)(void*, void**, int*);
   int (*rollback)(void*, long long);
@@ -55,6 +56,10 @@ static int unloaded_process(void* model_buf, const void* input_data, int input_s
                             int* output_size) {
   return reply_unavailable(output_data, output_size);
 }
+static int unloaded_process_as(void* model_buf, int format, const void* input_data, int input_size,
+                               void** output_data, int* output_size) {
+  return reply_unavailable(output_data, output_size);
+}
 static int unloaded_info(void* model_buf, void** output_data, int* output_size) {
   return reply_unavailable(output_data, output_size);
 }
@@ -62,7 +67,7 @@ static int unloaded_rollback(void* model_buf, long long version) { return PROCES
 static void unloaded_finalize(void* model_buf) {}
 
 /* Written once, under load_once, before initialize() can return a handle. */
-static struct engine engine = {NULL, unloaded_process, unloaded_info, unloaded_info, unloaded_rollback,
+static struct engine engine = {NULL, unloaded_process, unloaded_process_as, unloaded_info, unloaded_info, unloaded_rollback,
                                unloaded_finalize};
 static char load_error[1024]; /* why the engine could not be loaded */
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -121,11 +126,12 @@ static void load_engine(void) {
   struct engine found;
   found.initialize = (void* (*)(const char*, const char*, int*))dlsym(library, "initialize");
   found.process = (int (*)(void*, const void*, int, void**, int*))dlsym(library, "process");
+  found.process_as = (int (*)(void*, int, const void*, int, void**, int*))dlsym(library, "process_as");
   found.get_serving_model_info = (int (*)(void*, void**, int*))dlsym(library, "get_serving_model_info");
   found.get_metrics = (int (*)(void*, void**, int*))dlsym(library, "get_metrics");
   found.rollback = (int (*)(void*, long long))dlsym(library, "rollback");
   found.finalize = (void (*)(void*))dlsym(library, "finalize");
-  if (!found.initialize || !found.process || !found.get_serving_model_info || !found.get_metrics || !found.rollback ||
+  if (!found.initialize || !found.process || !found.process_as || !found.get_serving_model_info || !found.get_metrics || !found.rollback ||
       !found.finalize) {
     snprintf(load_error, sizeof load_error, "%s lacks a function of processor.h", path);
     return;
@@ -151,6 +157,11 @@ PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_con
 PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_size, void** output_data,
                              int* output_size) {
   return engine.process(model_buf, input_data, input_size, output_data, output_size);
+}
+
+PROCESSOR_EXPORT int process_as(void* model_buf, int format, const void* input_data, int input_size,
+                                void** output_data, int* output_size) {
+  return engine.process_as(model_buf, format, input_data, input_size, output_data, output_size);
 }
 
 PROCESSOR_EXPORT int get_serving_model_info(void* model_buf, void** output_data, int* output_size) {

@@ -21,6 +21,10 @@ from .updater import PollingThread
 logger = logging.getLogger(__name__)
 
 OK = 200
+# Request formats of process() (include/processor.h's PROCESSOR_FORMAT_*; tests/test_tf_serving_predict.py
+# ties the two).
+FORMAT_DEEPREC = 0
+FORMAT_TF_SERVING_PREDICT = 1
 
 
 @dataclass(frozen=True)
@@ -99,12 +103,16 @@ class Processor:
         """The model handle as the C ABI's `void*` (an integer address)."""
         return self._lifecycle.live_handle().address
 
-    def process(self, request: Union[bytes, bytearray, memoryview]) -> Tuple[int, bytes]:
-        """The C ABI's process(): a serialized PredictRequest in, (code, bytes) out. Releases the GIL."""
+    def process(self, request: Union[bytes, bytearray, memoryview], format: int = FORMAT_DEEPREC) -> Tuple[int, bytes]:
+        """The C ABI's process_as(): a serialized request in, (code, bytes) out. Releases the GIL.
+
+        `format`: FORMAT_DEEPREC (protos/predict.proto's PredictRequest, as process() takes) or
+        FORMAT_TF_SERVING_PREDICT (a tensorflow.serving.PredictRequest, answered with its PredictResponse).
+        """
         handle = self._lifecycle.handle
         if handle is None:
             return 503, b"the processor is closed"
-        return handle.process(request)
+        return handle.process(request, format)
 
     def signature(self) -> dict:
         """The served signature: {"signature_name", "method_name", "inputs": [...], "outputs": [...]}."""
