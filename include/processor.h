@@ -39,6 +39,7 @@ extern "C" {
 enum {
   PROCESSOR_OK = 200,
   PROCESSOR_BAD_REQUEST = 400,   /* the request is wrong; the message says what */
+  PROCESSOR_NOT_FOUND = 404,     /* process_as(): the request names a version this handle does not serve */
   PROCESSOR_INTERNAL_ERROR = 500,
   PROCESSOR_UNAVAILABLE = 503    /* no model version is ready */
 };
@@ -72,9 +73,11 @@ enum {
  * fields, half and bfloat16 in half_val); on PROCESSOR_OK, *output_data is a serialized
  * tensorflow.serving.PredictResponse with the values in the dtype's field (as TF Serving writes them)
  * and model_spec naming the request's model, the serving version and the signature. The request's
- * model_spec is not routed here (the host picks the handle): its signature_name, when set, must be the
- * signature served (otherwise 400, 'Serving signature key "NAME" not found.'). An unknown format
- * answers PROCESSOR_BAD_REQUEST. Otherwise as process(). */
+ * model_spec is not routed here (the host picks the handle), but it is checked: a version, when set,
+ * must be the one serving (otherwise PROCESSOR_NOT_FOUND, "Servable not found for request:
+ * Specific(NAME, VERSION)"), and a signature_name the signature served (otherwise 400, 'Serving
+ * signature key "NAME" not found.'). An unknown format answers PROCESSOR_BAD_REQUEST. Otherwise as
+ * process(). */
 PROCESSOR_EXPORT int process_as(void* model_buf, int format, const void* input_data, int input_size,
                                 void** output_data, int* output_size);
 

@@ -23,10 +23,12 @@ OUTPUTS = ("item_vector", "logits", "prob")
 
 
 class Server:
-    """`python -m processor serve` with `config` (None: `flags` say what to serve, as TF Serving's do)."""
+    """`python -m processor serve` with `config` (None: `flags` say what to serve, as TF Serving's do);
+    with `grpc`, TF Serving's gRPC API too, on `grpc_port`."""
 
-    def __init__(self, config, work: Path, model_name: str = "rec", flags: tuple = ()):
+    def __init__(self, config, work: Path, model_name: str = "rec", flags: tuple = (), grpc: bool = False):
         self.port = free_port()
+        self.grpc_port = free_port() if grpc else 0
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_name = model_name
         if config is not None:
@@ -35,7 +37,8 @@ class Server:
             flags = ("--config", str(config_path), "--model-name", model_name, *flags)
         self.log = open(work / "server.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "processor", "serve", "--port", str(self.port), *flags], stdout=self.log,
+            [sys.executable, "-m", "processor", "serve", "--rest_api_port", str(self.port), "--port", str(self.grpc_port),
+             *flags], stdout=self.log,
             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -133,7 +136,9 @@ def test_a_specific_version_is_served_only_when_it_is_the_serving_one(server, ba
     ("/v1/models/rec:predict", {"signature_name": "other", "inputs": [1, 2]}, 400,
      "signature_name 'other' is not served; this model serves 'serving_default'"),
     ("/v1/models/rec:classify", {"examples": []}, 400, "'classify' is not supported"),
-    ("/v1/models/rec/labels/stable:predict", {"instances": [1]}, 404, "version labels are not supported"),
+    ("/v1/models/rec/labels/stable:predict", {"instances": [1]}, 400, "Unrecognized servable version label: stable"),
+    ("/v1/models/other:predict", {"instances": [1]}, 404, "Servable not found for request: Latest(other)"),
+    ("/v1/models/other/versions/3:predict", {"instances": [1]}, 404, "Servable not found for request: Specific(other, 3)"),
 ])
 def test_errors_are_tf_serving_json_with_its_status_codes(server, path, body, status, message):
     answer = requests.post(server.url + path, data=body if isinstance(body, bytes) else json.dumps(body), timeout=10)
@@ -173,7 +178,7 @@ def test_tf_servings_batching_flags_merge_concurrent_rest_requests(rec_model, re
             assert answer.status_code == 200, answer.text
             np.testing.assert_allclose([p["prob"] for p in answer.json()["predictions"]], expected["prob"], atol=1e-6)
         metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30).text
-        assert ':processor:batch_queuing_delay_microseconds_count{model_name="default"} 12' in metrics, metrics
+        assert ':processor:batch_queuing_delay_microseconds_count{model_name="rec"} 12' in metrics, metrics
     finally:
         assert server.stop() == 0
 
@@ -205,18 +210,17 @@ def test_tf_servings_model_flags_serve_the_newest_numbered_version(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ((), "give one of --config, --model_base_path and --model_config_file"),
-    (("--config", "{}", "--model_base_path", "/m"), "not --config and --model_base_path"),
-    (("--model_config_file", "TWO"), "lists 2 models (a, b); serving several from one server is not supported yet"),
-    (("--model_config_file", "PINNED"), "model 'a': only the newest version is served here yet"),
+    ((), "give --config, --model_base_path or --model_config_file"),
+    (("--model_base_path", "/m", "--model_config_file", "TWO"), "give --model_base_path or --model_config_file, not both"),
+    (("--config", '{"models": {"zzz": {}}}', "--model_config_file", "TWO"),
+     "names models the --model_config_file does not: zzz"),
+    (("--config", '{"models": []}', "--model_base_path", "/m"), "config field 'models': must map model names"),
     (("--model_base_path", "/m", "--batching_parameters_file", "BATCHING"),
      "config field 'batching_parameters_file.max_batch_size': must be >= 1, got 0"),
 ])
 def test_serve_refuses_what_it_cannot_serve_with_a_message(flags, message, tmp_path, capsys):
     from processor.hosts.cli import main
     files = {"TWO": "model_config_list { config { name: 'a' base_path: '/a' } config { name: 'b' base_path: '/b' } }",
-             "PINNED": "model_config_list { config { name: 'a' base_path: '/a' "
-                       "model_version_policy { specific { versions: 4 } } } }",
              "BATCHING": "max_batch_size { value: 0 }"}
     paths = []
     for flag in flags:

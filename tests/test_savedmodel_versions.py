@@ -182,3 +182,21 @@ def test_a_graph_with_variables_needs_its_variables(tmp_path, echo_model):
     with pytest.raises(processor.ModelLoadError, match=r"SavedModel '.*/4' has variables to restore but no "
                                                        r"variables/variables.index: an incomplete copy\?"):
         processor.Processor({"savedmodel_dir": str(base / "4"), "poll_interval_seconds": 0})
+
+
+def test_savedmodel_version_pins_one_integer_version(tmp_path):
+    """Config savedmodel_version (TF Serving's `specific` policy, one Processor per version): that
+    version serves, a newer one is not swapped in, and a version that is not there fails with a message."""
+    from model_builders import build_counting_model
+    base = tmp_path / "counter"
+    for version in (1, 2):
+        build_counting_model(str(base / str(version)), 10 * version)
+    with processor.Processor({"savedmodel_dir": str(base), "savedmodel_version": 1,
+                              "poll_interval_seconds": 0.05}) as p:
+        assert p.predict({"n": np.int64(1)})["tag"] == 10
+        build_counting_model(str(base / "3"), 30)
+        time.sleep(0.3)
+        assert p.predict({"n": np.int64(1)})["tag"] == 10
+        assert p.model_info().savedmodel_version == 1
+    with pytest.raises(processor.ModelLoadError, match="no complete SavedModel version 7 in savedmodel_dir"):
+        processor.Processor({"savedmodel_dir": str(base), "savedmodel_version": 7, "init_timeout_minutes": 0})

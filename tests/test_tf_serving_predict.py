@@ -13,6 +13,7 @@ import pytest
 import processor
 from abi import CAbi
 from model_builders import save_predict_signature
+from processor.server.registry import served_version
 
 tf = pytest.importorskip("tensorflow")
 predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
@@ -242,8 +243,8 @@ def test_a_real_model_answers_as_tensorflow_and_as_the_deeprec_format(rec_model,
             got = tf.make_ndarray(response.outputs[name])
             np.testing.assert_allclose(got, value, rtol=1e-6, atol=1e-6)
             np.testing.assert_array_equal(got, deeprec[name])  # one engine: the same bits either way
-        info = p.model_info()
-        assert response.model_spec.version.value == max(info.savedmodel_version, 0)
+        assert p.model_info().version_step > 0
+        assert response.model_spec.version.value == served_version(p)  # the REST API's number, one rule
 
 
 def test_through_the_c_abi_and_the_header_constants(rec_model, batch):
@@ -263,3 +264,13 @@ def test_through_the_c_abi_and_the_header_constants(rec_model, batch):
         assert (code, body) == (400, b"unknown request format 7")
     finally:
         abi.finalize(handle)
+
+
+def test_a_request_naming_a_version_is_answered_by_that_version_alone(echo):
+    # The echo model is an unversioned SavedModel: its version is 0, as the REST API reports it.
+    response = predict(echo, request({"int8": array("int8")}, output_filter=["int8"], version=0))
+    assert response.model_spec.version.value == 0
+    code, text = error(echo, request({"int8": array("int8")}, version=5))
+    assert (code, text) == (404, "Servable not found for request: Specific(echo, 5)")
+    # a label is the host's to resolve (the engine serves what the host routed to it)
+    assert predict(echo, request({"int8": array("int8")}, output_filter=["int8"], label="stable")).outputs["int8"]

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "codec/model_spec.h"
 #include "codec/predict_codec.h"
 #include "common/small_vector.h"
 #include "common/status.h"
@@ -62,15 +63,6 @@ struct TensorProtoView {
   int64_t counts[tensor_proto::kFieldCount] = {};
 };
 
-// ModelSpec (tensorflow_serving/apis/model.proto): which model, version and signature a request is for.
-struct ModelSpecView {
-  std::string_view name;
-  std::string_view signature_name;
-  std::string_view version_label;
-  bool has_version = false;  // version (a google.protobuf.Int64Value) is set
-  int64_t version = 0;
-};
-
 struct TfServingRequestView {
   ModelSpecView model_spec;
   // In wire order; a key given again counts last (protobuf's map semantics), as in RequestView.
@@ -83,13 +75,6 @@ struct TfServingRequestView {
     output_filter.clear();
   }
 };
-
-// Parses a serialized ModelSpec. Fails with InvalidArgument when it is malformed.
-Status ParseModelSpec(std::string_view bytes, ModelSpecView* spec);
-
-// Finds the ModelSpec (field 1) of a serialized PredictRequest, ClassificationRequest,
-// RegressionRequest or GetModelMetadataRequest, which all keep it there, without parsing the rest.
-Status PeekModelSpec(const void* data, size_t size, ModelSpecView* spec);
 
 // Parses a serialized tensorflow.serving.PredictRequest. Fails with InvalidArgument naming what is
 // malformed.

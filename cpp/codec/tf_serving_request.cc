@@ -298,51 +298,6 @@ Status CopyValues(const TensorProtoView& view, TF_DataType dtype, const Carried&
 
 }  // namespace
 
-Status ParseModelSpec(std::string_view bytes, ModelSpecView* spec) {
-  Reader r(bytes);
-  uint32_t field, wire_type;
-  while (r.NextField(&field, &wire_type)) {
-    if (field == 1 && wire_type == wire::kLengthDelimited) {
-      spec->name = r.LengthDelimited();
-    } else if (field == 2 && wire_type == wire::kLengthDelimited) {  // google.protobuf.Int64Value
-      Reader value(r.LengthDelimited());
-      spec->has_version = true;
-      spec->version_label = {};  // one of version and version_label: the later one counts
-      uint32_t f, w;
-      while (value.NextField(&f, &w)) {
-        if (f == 1 && w == wire::kVarint) spec->version = static_cast<int64_t>(value.Varint());
-        else value.Skip(w);
-      }
-      if (!value.ok()) return Status::InvalidArgument("malformed model_spec.version");
-    } else if (field == 3 && wire_type == wire::kLengthDelimited) {
-      spec->signature_name = r.LengthDelimited();
-    } else if (field == 4 && wire_type == wire::kLengthDelimited) {
-      spec->version_label = r.LengthDelimited();
-      spec->has_version = false;
-      spec->version = 0;
-    } else {
-      r.Skip(wire_type);
-    }
-  }
-  if (!r.ok()) return Status::InvalidArgument("malformed model_spec");
-  return Status::Ok();
-}
-
-Status PeekModelSpec(const void* data, size_t size, ModelSpecView* spec) {
-  *spec = {};
-  Reader r(data, size);
-  uint32_t field, wire_type;
-  while (r.NextField(&field, &wire_type)) {
-    if (field == 1 && wire_type == wire::kLengthDelimited) {
-      PROCESSOR_RETURN_IF_ERROR(ParseModelSpec(r.LengthDelimited(), spec));  // a repeated message merges
-    } else {
-      r.Skip(wire_type);
-    }
-  }
-  if (!r.ok()) return Status::InvalidArgument("the request is not a valid protocol buffer");
-  return Status::Ok();
-}
-
 Status ParseTfServingPredictRequest(const void* data, size_t size, TfServingRequestView* request) {
   request->Clear();
   if (size > 0 && data == nullptr) return Status::InvalidArgument("input_data is NULL but input_size is " + std::to_string(size));

@@ -11,6 +11,7 @@ namespace processor {
 enum class StatusCode : int {
   kOk = 200,
   kInvalidArgument = 400,  // the request (or a config value) is wrong
+  kNotFound = 404,         // the request names a model version the handle does not serve (process_as)
   kInternal = 500,         // our fault or TensorFlow's
   kUnavailable = 503,      // no model version is ready
 };
@@ -32,6 +33,7 @@ class Status {
 
   static Status Ok() { return Status(); }
   static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
   static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 

@@ -351,6 +351,12 @@ PYBIND11_MODULE(_core, m) {
         "CRC-32C (unmasked) of bytes following bytes whose CRC is `crc` (the data plane's; checkpoints and "
         "TFRecords store it masked).");
 
+  m.def("engine_functions", [] {
+    py::dict functions;
+    functions["process_as"] = reinterpret_cast<uintptr_t>(&process_as);
+    functions["free_buffer"] = reinterpret_cast<uintptr_t>(&free_buffer);
+    return functions;
+  }, "The addresses of the engine's C functions, for processor._grpc (which does not link the engine).");
   m.def("dtype_table", [] {
           std::vector<std::tuple<int, std::string, std::string, std::string, int>> table;
           for (const processor::CarriedDtype& dtype : processor::kCarriedDtypes) {

@@ -17,12 +17,13 @@ int RequestMetrics::StatusIndex(int code) {
     case 200: return 0;
     case 400: return 1;
     case 503: return 3;
+    case 404: return 4;
     default: return 2;
   }
 }
 
 const char* RequestMetrics::StatusName(int index) {
-  static const char* const kNames[kStatuses] = {"OK", "INVALID_ARGUMENT", "INTERNAL", "UNAVAILABLE"};
+  static const char* const kNames[kStatuses] = {"OK", "INVALID_ARGUMENT", "INTERNAL", "UNAVAILABLE", "NOT_FOUND"};
   return kNames[index];
 }
 

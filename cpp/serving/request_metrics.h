@@ -13,7 +13,7 @@ class RequestMetrics {
  public:
   // Upper bounds of the latency buckets in microseconds: 10 us doubling to ~5 s, then +Inf.
   static constexpr int kBuckets = 20;
-  static constexpr int kStatuses = 4;  // 200, 400, 500, 503
+  static constexpr int kStatuses = 5;  // 200, 400, 500, 503, 404
 
   struct Snapshot {
     std::array<uint64_t, kStatuses> count_by_status{};

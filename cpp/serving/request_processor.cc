@@ -238,9 +238,16 @@ Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& li
                                std::string* run_metadata) {
   TfServingRequestView& view = scratch.tf_serving_view;
   PROCESSOR_RETURN_IF_ERROR(ParseTfServingPredictRequest(request, size, &view));
+  // A request naming a version is answered by that version or not at all: a swap may have replaced
+  // the one the host routed it to.
+  const ModelSpecView& spec = view.model_spec;
+  if (spec.has_version && spec.version != version) {
+    return Status::NotFound("Servable not found for request: Specific(" + std::string(spec.name) + ", " +
+                            std::to_string(spec.version) + ")");
+  }
   // TF Serving runs the signature the request names (serving_default when none); a model here serves
   // one, which an unnamed request gets.
-  const std::string_view signature_name = view.model_spec.signature_name;
+  const std::string_view signature_name = spec.signature_name;
   if (!signature_name.empty() && signature_name != servable.signature_name()) {
     return Status::InvalidArgument("Serving signature key \"" + std::string(signature_name) + "\" not found.");
   }

@@ -15,17 +15,20 @@
 
 namespace processor {
 
-// The version number TF Serving's API reports for a ServingModelInfo: its savedmodel_version (field
-// 10), or 0 for a model not served from numbered SavedModel versions (as the REST API reports it).
+// The version number TF Serving's API reports for a ServingModelInfo, as the REST API reports it
+// (processor/server/registry.py's served_version; tests/test_tf_serving_predict.py ties the two): the
+// checkpoint step (field 4) when there is one, else the SavedModel's integer version (field 10), else 0.
 inline int64_t ServedVersionNumber(const std::string& model_info) {
   wire::Reader r(model_info);
   uint32_t field, wire_type;
-  int64_t version = 0;
+  int64_t step = -1, savedmodel_version = 0;
   while (r.NextField(&field, &wire_type)) {
-    if (field == 10 && wire_type == wire::kVarint) version = static_cast<int64_t>(r.Varint());
+    if (field == 4 && wire_type == wire::kVarint) step = static_cast<int64_t>(r.Varint());
+    else if (field == 10 && wire_type == wire::kVarint) savedmodel_version = static_cast<int64_t>(r.Varint());
     else r.Skip(wire_type);
   }
-  return version > 0 ? version : 0;
+  if (step >= 0) return step;
+  return savedmodel_version > 0 ? savedmodel_version : 0;
 }
 
 struct ServingVersion {

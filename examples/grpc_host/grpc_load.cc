@@ -5,11 +5,16 @@
 // the host's GetMetrics before and after. With --model-info the threads call GetModelInfo instead:
 // the round trip of gRPC with the library answering without running the model; with --echo, Echo:
 // the request back without the library (the transport's floor; any server of processor.Processor).
+// With --raw METHOD, the file's bytes go unparsed to METHOD of any service (for instance
+// /tensorflow.serving.PredictionService/Predict with a serialized TF Serving PredictRequest), and the
+// answer's bytes are kept unparsed: the client's own protobuf work is left out.
 //
-//   grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info|--echo]]]
+//   grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info|--echo|--raw METHOD]]]
 //
 // Exit status 0 when every call answered OK. Build: make load (see Makefile).
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/client_unary_call.h>
+#include <grpcpp/impl/rpc_method.h>
 
 #include <algorithm>
 #include <chrono>
@@ -57,14 +62,41 @@ struct Worker {
   std::string first_error;
 };
 
-enum class Call { kPredict, kModelInfo, kEcho };
+enum class Call { kPredict, kModelInfo, kEcho, kRaw };
+
+void Record(const grpc::Status& status, Clock::time_point started, Worker* worker) {
+  const std::chrono::duration<double> elapsed = Clock::now() - started;
+  if (status.ok()) {
+    worker->latencies.push_back(elapsed.count());
+  } else if (worker->errors++ == 0) {
+    worker->first_error = std::to_string(status.error_code()) + ": " + status.error_message();
+  }
+}
+
+// --raw: the bytes to `method`, the answer kept as bytes.
+void RunRaw(const std::shared_ptr<grpc::Channel>& channel, const std::string& method, const std::string& wire,
+            Clock::time_point deadline, Worker* worker) {
+  const grpc::internal::RpcMethod rpc(method.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
+  grpc::Slice slice(wire);
+  const grpc::ByteBuffer request(&slice, 1);
+  while (Clock::now() < deadline) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::ByteBuffer response;
+    const auto started = Clock::now();
+    Record(grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel.get(), rpc, &context,
+                                                                                 request, &response),
+           started, worker);
+  }
+}
 
 void Run(const std::string& address, int index, const tensorflow::eas::PredictRequest& request, Call call,
-         Clock::time_point deadline, Worker* worker) {
+         const std::string& raw_method, const std::string& wire, Clock::time_point deadline, Worker* worker) {
   grpc::ChannelArguments arguments;
   arguments.SetInt("processor.load.connection", index);  // a distinct argument: a connection of its own
-  auto stub = processor::Processor::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments));
+  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+  if (call == Call::kRaw) return RunRaw(channel, raw_method, wire, deadline, worker);
+  auto stub = processor::Processor::NewStub(channel);
   while (Clock::now() < deadline) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
@@ -75,12 +107,7 @@ void Run(const std::string& address, int index, const tensorflow::eas::PredictRe
     const grpc::Status status = call == Call::kModelInfo ? stub->GetModelInfo(&context, processor::ModelInfoRequest(), &info)
                                 : call == Call::kEcho    ? stub->Echo(&context, request, &echo)
                                                          : stub->Predict(&context, request, &response);
-    const std::chrono::duration<double> elapsed = Clock::now() - started;
-    if (status.ok()) {
-      worker->latencies.push_back(elapsed.count());
-    } else if (worker->errors++ == 0) {
-      worker->first_error = std::to_string(status.error_code()) + ": " + status.error_message();
-    }
+    Record(status, started, worker);
   }
 }
 
@@ -88,17 +115,25 @@ void Run(const std::string& address, int index, const tensorflow::eas::PredictRe
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info|--echo]]]\n");
+    std::fprintf(stderr, "usage: grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info|--echo|--raw METHOD]]]\n");
     return 2;
   }
   const double seconds = argc > 3 ? std::atof(argv[3]) : 5;
   const int connections = argc > 4 ? std::atoi(argv[4]) : 1;
   const std::string mode = argc > 5 ? argv[5] : "";
-  const Call call = mode == "--model-info" ? Call::kModelInfo : mode == "--echo" ? Call::kEcho : Call::kPredict;
+  const Call call = mode == "--model-info" ? Call::kModelInfo
+                    : mode == "--echo"     ? Call::kEcho
+                    : mode == "--raw"      ? Call::kRaw
+                                           : Call::kPredict;
+  const std::string raw_method = call == Call::kRaw && argc > 6 ? argv[6] : "";
+  if (call == Call::kRaw && raw_method.empty()) {
+    std::fprintf(stderr, "grpc_load: --raw needs a METHOD (/package.Service/Method)\n");
+    return 2;
+  }
   std::ifstream in(argv[2], std::ios::binary);
   const std::string wire((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   tensorflow::eas::PredictRequest request;
-  if (!in || !request.ParseFromString(wire) || seconds <= 0 || connections < 1) {
+  if (!in || (call != Call::kRaw && !request.ParseFromString(wire)) || seconds <= 0 || connections < 1) {
     std::fprintf(stderr, "grpc_load: %s is not a PredictRequest, or SECONDS <= 0 or CONNECTIONS < 1\n", argv[2]);
     return 2;
   }
@@ -109,8 +144,10 @@ int main(int argc, char** argv) {
   std::vector<std::thread> threads;
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-  for (int i = 0; i < connections; ++i) threads.emplace_back(Run, argv[1], i, std::cref(request), call, deadline,
-                                                           &workers[i]);
+  for (int i = 0; i < connections; ++i) {
+    threads.emplace_back(Run, argv[1], i, std::cref(request), call, std::cref(raw_method), std::cref(wire), deadline,
+                         &workers[i]);
+  }
   for (auto& t : threads) t.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
   std::vector<double> all;

@@ -307,6 +307,7 @@ class ProcessorConfig:
 
     savedmodel_dir: str = _option("", _string)            # required: the SavedModel giving graph and signature
     model_name: str = _option("default", _string)        # names the model in metrics (and hosts' URLs)
+    savedmodel_version: int = _option(-1, lambda n, v: _integer(n, v, minimum=-1, maximum=2**62))  # serve this integer version of savedmodel_dir alone; -1: the newest
     checkpoint_dir: str = _option("", _string)            # newest complete checkpoint is restored; "": SavedModel's variables
     signature_name: str = _option("serving_default", _string)
     strict_signature_name: bool = _option(False, _boolean)  # a request naming another signature: 400 (else served)

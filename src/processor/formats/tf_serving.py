@@ -64,8 +64,14 @@ def read_model_server_config(path: FilePath) -> List[ModelConfig]:
 def parse_model_server_config(text: str, what: str = "the text given") -> List[ModelConfig]:
     """The models of a ModelServerConfig in text format, checked as TF Serving checks them."""
     from tensorflow_serving.config import model_server_config_pb2
+    return models_from_message(_parse("model_config_file", text, what, model_server_config_pb2.ModelServerConfig()),
+                               what)
+
+
+def models_from_message(config, what: str = "the config") -> List[ModelConfig]:
+    """The models of a ModelServerConfig message (a parsed file, or a ReloadConfigRequest's), checked as
+    TF Serving checks them."""
     flag = "model_config_file"
-    config = _parse(flag, text, what, model_server_config_pb2.ModelServerConfig())
     if config.WhichOneof("config") == "custom_model_config":
         raise ConfigError(flag, "custom_model_config is not served here: list the models in model_config_list")
     models, names = [], set()
@@ -91,7 +97,7 @@ def parse_model_server_config(text: str, what: str = "the text given") -> List[M
                                         f"model_version_policy does not serve ({', '.join(map(str, policy.versions))})")
         models.append(ModelConfig(model.name, model.base_path, policy, labels))
     if not models:
-        raise ConfigError(flag, "model_config_list names no model")
+        raise ConfigError(flag, f"{what}: model_config_list names no model")
     return models
 
 

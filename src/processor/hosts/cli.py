@@ -202,53 +202,52 @@ def cmd_warmup_build(args) -> int:
     return 0
 
 
-def serve_config(args) -> dict:
-    """The config `serve` loads: --config, or TF Serving's --model_base_path (with --model_name) or
-    --model_config_file (one model, its newest version), with --file_system_poll_wait_seconds,
-    --enable_batching and --batching_parameters_file (TF Serving's text format) over it."""
+def serve_options(args):
+    """What `serve` serves: the models (TF Serving's --model_name/--model_base_path or
+    --model_config_file, or one model from --config) and the Processor config they load with (--config
+    as a base, with a "models": {name: {...}} section of per-model settings), with
+    --file_system_poll_wait_seconds, --enable_batching and --batching_parameters_file over it."""
     from ..config import _load_document
-    given = [flag for flag, value in (("--config", args.config), ("--model_base_path", args.model_base_path),
-                                      ("--model_config_file", args.model_config_file)) if value]
-    if len(given) != 1:
-        raise ConfigError("", "give one of --config, --model_base_path and --model_config_file" +
-                          (f", not {' and '.join(given)}" if given else ""))
-    if args.config:
-        document = dict(_load_document(args.config))
+    from ..formats.tf_serving import ModelConfig, read_model_server_config
+    from ..server.model_server import ServerOptions
+    if args.model_base_path and args.model_config_file:
+        raise ConfigError("", "give --model_base_path or --model_config_file, not both")
+    if not (args.config or args.model_base_path or args.model_config_file):
+        raise ConfigError("", "give --config, --model_base_path or --model_config_file")
+    base = dict(_load_document(args.config)) if args.config else {}
+    overrides = base.pop("models", {})
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise ConfigError("models", "must map model names to objects of config fields")
+    if args.model_config_file:
+        models = read_model_server_config(args.model_config_file)
+        unknown = sorted(set(overrides) - {m.name for m in models})
+        if unknown:
+            raise ConfigError("models", f"names models the --model_config_file does not: {', '.join(unknown)}")
     elif args.model_base_path:
-        document = {"savedmodel_dir": args.model_base_path, "model_name": args.model_name or "default"}
+        models = [ModelConfig(args.model_name or "default", args.model_base_path)]
     else:
-        document = _from_model_config_file(args.model_config_file)
+        if not base.get("savedmodel_dir"):
+            raise ConfigError("savedmodel_dir", "is required")
+        models = [ModelConfig(args.model_name or base.get("model_name", "default"), base["savedmodel_dir"])]
     if args.file_system_poll_wait_seconds is not None:
-        document["poll_interval_seconds"] = args.file_system_poll_wait_seconds
+        base["poll_interval_seconds"] = args.file_system_poll_wait_seconds
     if args.enable_batching:
-        document["enable_batching"] = True
+        base["enable_batching"] = True
     if args.batching_parameters_file:
         from ..formats.tf_serving import read_batching_parameters
         parameters = dataclasses.asdict(read_batching_parameters(args.batching_parameters_file))
-        document["batching_parameters"] = {**parameters, "allowed_batch_sizes": list(parameters["allowed_batch_sizes"])}
-    return document
-
-
-def _from_model_config_file(path: str) -> dict:
-    """The one model of a ModelServerConfig, served at its newest version."""
-    from ..formats.tf_serving import read_model_server_config
-    models = read_model_server_config(path)
-    if len(models) > 1:
-        raise ConfigError("model_config_file", f"{path} lists {len(models)} models ({', '.join(m.name for m in models)}); "
-                          "serving several from one server is not supported yet: start one server per model")
-    model = models[0]
-    if (model.version_policy.kind, model.version_policy.num_versions) != ("latest", 1) or model.version_labels:
-        raise ConfigError("model_config_file", f"model {model.name!r}: only the newest version is served here yet "
-                          "(model_version_policy latest, 1 version, no version_labels)")
-    return {"savedmodel_dir": model.base_path, "model_name": model.name}
+        base["batching_parameters"] = {**parameters, "allowed_batch_sizes": list(parameters["allowed_batch_sizes"])}
+    poll = base.get("poll_interval_seconds")
+    return ServerOptions(models=models, base=base, overrides=overrides, host=args.host, port=args.port,
+                         rest_api_port=args.rest_api_port, threads=args.threads,
+                         poll_seconds=5.0 if poll is None else float(poll),
+                         model_config_file=args.model_config_file,
+                         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds)
 
 
 def cmd_serve(args) -> int:
-    try:
-        from .rest import serve
-    except ImportError as e:
-        raise ProcessorError(f"serve needs the {e.name} package: pip install 'processor[rest]'") from None
-    serve(serve_config(args), args.model_name, args.host, args.port, args.threads)
+    from ..server.model_server import serve
+    serve(serve_options(args))
     return 0
 
 
@@ -258,20 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve a model over TF Serving's REST API")
-    serve.add_argument("--config", help="the processor config (JSON file or text)")
+    serve = commands.add_parser("serve", help="serve models over TF Serving's gRPC and REST APIs")
+    serve.add_argument("--config", help="the processor config (JSON file or text): the model, or with "
+                                        "--model_base_path / --model_config_file the settings every model loads with")
     serve.add_argument("--model-name", "--model_name", dest="model_name",
-                       help="the NAME in /v1/models/NAME (default: the config's model_name)")
+                       help="the model's name in requests (default: the config's model_name)")
     serve.add_argument("--model_base_path", metavar="DIR",
-                       help="TF Serving's flag: the model's directory of numbered SavedModel versions, instead of --config")
+                       help="TF Serving's flag: the model's directory of numbered SavedModel versions")
     serve.add_argument("--model_config_file", metavar="FILE",
-                       help="TF Serving's ModelServerConfig (text format) naming one model, instead of --config")
+                       help="TF Serving's ModelServerConfig (text format): the models, their version policies and labels")
+    serve.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0, metavar="SECONDS",
+                       help="TF Serving's flag: read --model_config_file again this often and apply changes (0: never)")
     serve.add_argument("--file_system_poll_wait_seconds", type=float, metavar="SECONDS",
                        help="TF Serving's flag: how often to look for new versions (the config's poll_interval_seconds)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", "--rest_api_port", dest="port", type=int, default=8501,
-                       help="the REST port (default 8501); --rest_api_port is TF Serving's name for it")
-    serve.add_argument("--threads", type=int, default=0, help="request threads (default: 2 per core)")
+    serve.add_argument("--port", type=int, default=8500,
+                       help="TF Serving's flag: the gRPC port (default 8500; 0: no gRPC)")
+    serve.add_argument("--rest_api_port", type=int, default=8501,
+                       help="TF Serving's flag: the REST port (default 8501; 0: no REST)")
+    serve.add_argument("--threads", type=int, default=0, help="request threads per API (default: 2 per core for "
+                                                              "REST, 8 for gRPC)")
     serve.add_argument("--enable_batching", action="store_true",
                        help="TF Serving's flag: merge concurrent requests (docs/batching.md)")
     serve.add_argument("--batching_parameters_file", metavar="FILE",

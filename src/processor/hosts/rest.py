@@ -1,12 +1,12 @@
-"""An HTTP host compatible with TF Serving's REST API, on aiohttp.
+"""An HTTP host compatible with TF Serving's REST API, on aiohttp, over the models of a ModelRegistry.
 
-    python -m processor serve --config cfg.json --model-name NAME --port 8501
+    python -m processor serve --config cfg.json --model-name NAME --rest_api_port 8501
 
 Endpoints (as TF Serving's):
-  POST /v1/models/NAME[/versions/V]:predict   row ("instances") or columnar ("inputs") format
-  GET  /v1/models/NAME[/versions/V]           model_version_status
-  GET  /v1/models/NAME[/versions/V]/metadata  the signature
-  GET  /monitoring/prometheus/metrics         Prometheus text
+  POST /v1/models/NAME[/versions/V|/labels/L]:predict   row ("instances") or columnar ("inputs") format
+  GET  /v1/models/NAME[/versions/V|/labels/L]           model_version_status
+  GET  /v1/models/NAME[/versions/V|/labels/L]/metadata  the signature
+  GET  /monitoring/prometheus/metrics                   Prometheus text of every model
 Errors are {"error": "..."} with TF Serving's status codes: 400 for a bad request, 404 for an unknown
 model or version, 503 when nothing serves, 500 otherwise.
 
@@ -27,6 +27,7 @@ from aiohttp import web
 
 from ..errors import RequestError
 from ..facade import Processor
+from ..server.registry import ModelRegistry, served_version
 from .rest_json import RestRequestError, format_predict_response, parse_predict_body, signature_metadata
 
 logger = logging.getLogger(__name__)
@@ -39,24 +40,16 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def served_version(processor: Processor) -> int:
-    """The version TF Serving's API shows: the checkpoint step, else the SavedModel's integer version
-    (0 for an unversioned SavedModel without checkpoints)."""
-    info = processor.model_info()
-    if info.version_step >= 0:
-        return info.version_step
-    return max(info.savedmodel_version, 0)
-
-
 class RestServer:
-    """The aiohttp application over one Processor."""
+    """The aiohttp application over the models of a registry."""
 
-    def __init__(self, processor: Processor, model_name: str, threads: int = 0):
-        self.processor = processor
-        self.model_name = model_name
+    def __init__(self, registry: ModelRegistry, threads: int = 0, max_request_bytes: int = 64 << 20,
+                 on_close=None):
+        self.registry = registry
+        self._on_close = on_close  # called as the application closes (the server's shutdown)
         self._pool = ThreadPoolExecutor(max_workers=threads or (os.cpu_count() or 2) * 2,
                                         thread_name_prefix="processor-rest")
-        self.app = web.Application(client_max_size=processor.config.max_request_bytes)
+        self.app = web.Application(client_max_size=max_request_bytes)
         self.app.router.add_route("*", "/v1/models/{tail:.*}", self._models)
         self.app.router.add_get("/monitoring/prometheus/metrics", self._metrics)
         self.app.on_cleanup.append(self._close)
@@ -67,47 +60,56 @@ class RestServer:
             return _error(404, f"Malformed request: {request.method} {request.path}")
         name, version, label, rest = match.group("name", "version", "label", "rest")
         rest = rest or ""
-        if name != self.model_name:
-            return _error(404, f"Servable not found for request: Latest({name})")
-        if label is not None:
-            return _error(404, f"Servable not found for request: Label({name}, {label}): version labels are "
-                               f"not supported")
         if rest.startswith(":") and rest != ":predict":
             return _error(400, f"'{rest[1:]}' is not supported: this model serves predict")
         method = "POST" if rest == ":predict" else "GET"
         if request.method != method:
             return _error(405, f"{request.path} takes {method}")
+        try:
+            processor, wanted = self.registry.resolve(name, int(version) if version is not None else None, label)
+        except RequestError as e:
+            return _error(e.code, e.message)
         current = None
-        if version is not None or rest != ":predict":  # a plain predict needs no look at the version
+        if wanted is not None or rest != ":predict":  # a plain predict needs no look at the version
             try:
-                current = await self._run(lambda: served_version(self.processor))
+                current = await self._run(lambda: served_version(processor))
             except RequestError as e:
                 return _error(e.code, e.message)
-        if version is not None and int(version) != current:
-            return _error(404, f"Servable not found for request: Specific({name}, {version}); serving version "
+        if wanted is not None and wanted != current:
+            return _error(404, f"Servable not found for request: Specific({name}, {wanted}); serving version "
                                f"{current}")
         if rest == ":predict":
-            return await self._predict(await request.read())
+            return await self._predict(processor, await request.read())
         if rest == "/metadata":
-            signature = await self._run(self.processor.signature)
+            signature = await self._run(processor.signature)
             return web.json_response({
                 "model_spec": {"name": name, "signature_name": "", "version": str(current)},
                 "metadata": {"signature_def": {"signature_def": signature_metadata(signature)}}})
+        if version is None and label is None:  # every version of the model
+            try:
+                states = await self._run(lambda: self.registry.status(name))
+            except RequestError as e:
+                return _error(e.code, e.message)
+            return web.json_response({"model_version_status": [{
+                "version": str(s.version), "state": s.state,
+                "status": {"error_code": "OK" if not s.error else "UNKNOWN", "error_message": s.error}}
+                for s in states]})
         return web.json_response({"model_version_status": [{
             "version": str(current), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
 
-    async def _predict(self, body: bytes) -> web.Response:
-        status, payload = await self._run(lambda: self._predict_in_thread(body))
+    async def _predict(self, processor: Processor, body: bytes) -> web.Response:
+        status, payload = await self._run(lambda: self._predict_in_thread(processor, body))
         return web.Response(body=payload, status=status, content_type="application/json")
 
-    def _predict_in_thread(self, body: bytes) -> Tuple[int, bytes]:
+    @staticmethod
+    def _predict_in_thread(processor: Processor, body: bytes) -> Tuple[int, bytes]:
         try:
             try:
                 document = json.loads(body)
             except (ValueError, UnicodeDecodeError) as e:
                 raise RestRequestError(f"JSON Parse error: {e}") from None
-            inputs, row_format, signature_name = parse_predict_body(document, self.processor.signature())
-            outputs = self.processor.predict(inputs, signature_name=signature_name)
+            inputs, row_format, signature_name = parse_predict_body(document, processor.signature())
+            outputs = processor.predict(inputs, signature_name=signature_name)
             return 200, json.dumps(format_predict_response(outputs, row_format)).encode()
         except RestRequestError as e:
             return 400, json.dumps({"error": str(e)}).encode()
@@ -119,23 +121,43 @@ class RestServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         try:
-            text = await self._run(self.processor.metrics)
+            text = await self._run(self._all_metrics)
         except RequestError as e:
             return _error(e.code, e.message)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    def _all_metrics(self) -> str:
+        texts = []
+        for name in self.registry.names():
+            try:
+                processor, _ = self.registry.resolve(name)
+            except RequestError:
+                continue  # no version loaded
+            texts.append(processor.metrics())
+        return merge_metrics(texts)
 
     async def _run(self, call) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def _close(self, app: web.Application) -> None:
         self._pool.shutdown(wait=True)
-        self.processor.close()
+        if self._on_close is not None:
+            self._on_close()
 
 
-def serve(config: Union[str, dict], model_name: Optional[str], host: str, port: int, threads: int = 0) -> None:
-    """Loads the model and serves it until SIGINT or SIGTERM."""
-    processor = Processor(config)
-    name = model_name or processor.config.model_name
-    server = RestServer(processor, name, threads)
-    logger.info("serving model '%s' on http://%s:%d/v1/models/%s", name, host, port, name)
-    web.run_app(server.app, host=host, port=port, print=None, access_log=None)
+def merge_metrics(texts) -> str:
+    """Prometheus texts of several models as one exposition: each family's HELP and TYPE once, then
+    every model's samples of it (a family may not be split or repeated in one exposition)."""
+    families = {}  # name -> [help and type lines, samples], in the order first seen
+    for text in texts:
+        family = None
+        for line in text.splitlines():
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                family = families.setdefault(line.split()[2], [[], []])
+                if line not in family[0]:
+                    family[0].append(line)
+            elif line.strip():
+                if family is None:
+                    family = families.setdefault("", [[], []])
+                family[1].append(line)
+    return "".join(line + "\n" for header, samples in families.values() for line in header + samples)

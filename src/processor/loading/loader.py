@@ -135,11 +135,15 @@ class VersionLoader:
     def _newest_savedmodel(self) -> Optional[SavedModelVersion]:
         # With a checkpoint_dir the checkpoint is restored: the SavedModel's own variables are not needed.
         return newest_savedmodel(self.config.savedmodel_dir, self.store,
-                                 restores_variables=not self.config.checkpoint_dir)
+                                 restores_variables=not self.config.checkpoint_dir,
+                                 only_version=self.config.savedmodel_version)
 
     def explain_missing(self) -> str:
         store = self.store
         if self._newest_savedmodel() is None:
+            if self.config.savedmodel_version >= 0:
+                return (f"no complete SavedModel version {self.config.savedmodel_version} in savedmodel_dir "
+                        f"'{self.config.savedmodel_dir}' (savedmodel_version)")
             return (f"no SavedModel in savedmodel_dir '{self.config.savedmodel_dir}' (neither a saved_model.pb "
                     f"nor a complete integer version directory)")
         reasons = []

@@ -78,14 +78,17 @@ def list_savedmodel_versions(store: ModelStore, base: str, restores_variables: b
 
 
 def newest_savedmodel(savedmodel_dir: str, store: Optional[ModelStore] = None,
-                      restores_variables: bool = True) -> Optional[SavedModelVersion]:
+                      restores_variables: bool = True, only_version: int = -1) -> Optional[SavedModelVersion]:
     """savedmodel_dir itself when it holds a SavedModel; else its newest complete integer version.
-    `restores_variables`: the versions' own variables are restored (there is no checkpoint_dir)."""
+    `restores_variables`: the versions' own variables are restored (there is no checkpoint_dir).
+    `only_version` >= 0: that integer version alone (config savedmodel_version), None until it is complete."""
     store = store or LocalModelStore()
-    if has_saved_model(store, savedmodel_dir):
+    if only_version < 0 and has_saved_model(store, savedmodel_dir):
         return SavedModelVersion(savedmodel_dir, -1, True)
     newest = None
     for candidate in list_savedmodel_versions(store, savedmodel_dir, restores_variables):
+        if only_version >= 0 and candidate.version != only_version:
+            continue
         if candidate.complete:
             newest = candidate
         else:

@@ -1,0 +1,164 @@
+"""TF Serving's gRPC Predict served by `python -m processor serve`, beside the transport's floor and the
+library called from C, on this machine:
+
+- echo floor: examples/grpc_host's Echo (C++ gRPC, Debian's libgrpc++: the request back, no model);
+- Predict: `python -m processor serve --port`, TF Serving's PredictRequest of the example model
+  (tensorflow-serving-api's messages, tf.make_tensor_proto as its clients build them), with the
+  default config and with `enable_inline_execute` (ops in the gRPC thread, no handoff to TF's pool);
+- process() from C: examples/c_host --bench on as many threads, the same model and rows, no network.
+
+The gRPC sides are driven by the same C++ client (examples/grpc_host/grpc_load --raw: 8 connections,
+one thread each, bytes sent and received unparsed), at batch 1 and 64; the sides alternate, order
+swapped every round; medians over the rounds. Goal (issue 28): Predict costs at most 1.5x the echo
+floor's time per request at batch 1.
+
+    make bench      # or: .venv/bin/python benchmarks/tf_serving_grpc.py [--rounds R] [--seconds S]
+
+Results: a table on stdout and benchmarks/results/tf_serving_grpc.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from embedding import C_HOST, GRPC_EXAMPLE, alternate, c_host_bench, parse_bench
+from grpc_floor import CONNECTIONS, Server
+from results_file import save_results
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def tf_serving_request(batch: dict, model_name: str) -> bytes:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    for name, value in batch.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return request.SerializeToString()
+
+
+class ModelServer:
+    """`python -m processor serve` with gRPC alone on a free port, up once the port accepts."""
+
+    def __init__(self, config: Path, log: Path):
+        """`config`: a Processor config file."""
+        from redis_servers import free_port
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log = open(log, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "processor", "serve", "--config", str(config),
+                                         "--model_name", "rec", "--port", str(self.port), "--rest_api_port", "0",
+                                         "--threads", str(CONNECTIONS)],
+                                        stdout=self.log, stderr=subprocess.STDOUT,
+                                        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the model server exited (log: {log})")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the model server did not listen (log: {log})") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    missing = [t for t in ("protoc", "grpc_cpp_plugin", "pkg-config") if not shutil.which(t)]
+    if missing:
+        print(f"tf_serving_grpc: skipped, {', '.join(missing)} missing (apt-get install libgrpc++-dev protobuf-compiler-grpc)")
+        return
+    from processor.server.grpc_api import grpc_available
+    if grpc_available():
+        print(f"tf_serving_grpc: skipped, {grpc_available()}")
+        return
+    import processor
+    import recommendation_model
+    from lifecycle_helpers import serialize
+
+    report = {}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        out = work / "grpc"
+        subprocess.run(["make", "-s", "-j2", "-C", str(GRPC_EXAMPLE), f"OUT={out}",
+                        f"PROCESSOR_INCLUDE={processor.include_dir()}", "load"], check=True)
+        subprocess.run(["make", "-s", "-C", str(ROOT), "c_host"], check=True)
+        dirs, trainer = recommendation_model.build(str(work / "rec"), steps_per_version=1, versions=1)
+        trainer.close()
+        settings = {"savedmodel_dir": dirs.savedmodel_dir, "checkpoint_dir": dirs.checkpoint_dir,
+                    "poll_interval_seconds": 0}
+        config, inline = work / "config.json", work / "inline.json"
+        config.write_text(json.dumps(settings))
+        inline.write_text(json.dumps({**settings, "enable_inline_execute": True}))
+        echo_server = Server([str(out / "grpc_host"), processor.library_path(), str(config), "--address",
+                              "127.0.0.1:0", "--threads", str(CONNECTIONS)], work / "echo.log")
+        model_server = ModelServer(config, work / "serve.log")
+        inline_server = ModelServer(inline, work / "serve_inline.log")
+        try:
+            print(f"{'batch':>5} {'side':>24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21}")
+            for batch_size in (1, 64):
+                batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
+                deeprec = work / f"deeprec_{batch_size}.bin"
+                deeprec.write_bytes(serialize(batch))
+                tfs = work / f"tf_serving_{batch_size}.bin"
+                tfs.write_bytes(tf_serving_request(batch, "rec"))
+
+                def grpc_side(address: str, request: Path, method: str):
+                    def measure():
+                        done = subprocess.run([str(out / "grpc_load"), address, str(request), str(args.seconds),
+                                               str(CONNECTIONS), "--raw", method], capture_output=True, text=True)
+                        if done.returncode:
+                            raise RuntimeError(f"grpc_load {method}: {done.stderr.strip()[-500:]}")
+                        return parse_bench(done.stdout)
+                    return measure
+
+                sides = {
+                    "echo floor (C++ gRPC)": grpc_side(echo_server.address, deeprec, "/processor.Processor/Echo"),
+                    "TF Serving Predict": grpc_side(model_server.address, tfs,
+                                                    "/tensorflow.serving.PredictionService/Predict"),
+                    "Predict, inline": grpc_side(inline_server.address, tfs,
+                                                 "/tensorflow.serving.PredictionService/Predict"),
+                    "process() from C": lambda: c_host_bench(processor.library_path(), config, deeprec, args.seconds,
+                                                             threads=CONNECTIONS),
+                }
+                runs = alternate(args.rounds, sides)
+                medians = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+                           for name, rs in runs.items()}
+                floor = medians["echo floor (C++ gRPC)"]["requests_per_s"]
+                for name, m in medians.items():
+                    m["time_per_request_vs_echo"] = floor / m["requests_per_s"]
+                    print(f"{batch_size:>5} {name:>24} {m['requests_per_s']:>9.0f} {m['p50_ms']:>8.3f} "
+                          f"{m['p99_ms']:>8.3f} {m['time_per_request_vs_echo']:>20.2f}x", flush=True)
+                report[f"batch {batch_size}"] = {"tf_serving_request_bytes": tfs.stat().st_size, **medians}
+        finally:
+            echo_server.stop()
+            model_server.stop()
+            inline_server.stop()
+    print(f"results: {save_results('tf_serving_grpc', report)}")
+
+
+if __name__ == "__main__":
+    main()

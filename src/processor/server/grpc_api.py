@@ -1,0 +1,147 @@
+"""TF Serving's gRPC API (tensorflow.serving.PredictionService, ModelService) over a ModelRegistry.
+
+Predict is served in C++ (processor._grpc: cpp/grpc_server/tf_serving_server.cc) straight from the
+routes the registry publishes, without Python. The other RPCs come here with their request's bytes and
+are answered with tensorflow-serving-api's messages: GetModelMetadata, GetModelStatus,
+HandleReloadConfigRequest; Classify, Regress and MultiInference answer UNIMPLEMENTED with a message.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, List, Optional, Tuple
+
+from ..errors import ProcessorError, RequestError
+from .registry import ModelRegistry, served_version
+
+logger = logging.getLogger(__name__)
+
+# grpc::StatusCode
+OK, INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNIMPLEMENTED, INTERNAL = 0, 3, 5, 9, 12, 13
+_FROM_HTTP = {400: INVALID_ARGUMENT, 404: NOT_FOUND, 503: 14}
+
+Answer = Tuple[int, str, bytes]
+
+
+def grpc_available() -> Optional[str]:
+    """None when processor._grpc is built; otherwise why not."""
+    try:
+        from .. import _grpc  # noqa: F401
+    except ImportError as e:
+        return f"the gRPC server is not built ({e}): apt-get install libgrpc++-dev and reinstall processor"
+    return None
+
+
+class GrpcApi:
+    """The gRPC server of a registry. `reload(models)` applies a ModelServerConfig's models (the
+    registry's reload, plus whatever the host keeps in step, such as the config file's poller)."""
+
+    def __init__(self, registry: ModelRegistry, reload: Callable[[List], List[str]]):
+        from .. import _core, _grpc
+        self.registry = registry
+        self._reload = reload
+        self._server = _grpc.Server(_core.engine_functions(), self._control)
+        self.port = 0
+
+    def start(self, address: str, threads: int, max_message_bytes: int) -> int:
+        try:
+            self.port = self._server.start(address, threads, max_message_bytes)
+        except RuntimeError as e:  # the port is taken, or the address is not one
+            raise ProcessorError(f"gRPC: {e}") from None
+        self.publish(self.registry.routes())
+        return self.port
+
+    def publish(self, routes: dict) -> None:
+        self._server.set_routes(routes)
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        self._server.stop(grace_seconds)
+
+    # ---- the RPCs Python answers
+
+    def _control(self, method: str, request: bytes) -> Answer:
+        name = method.rsplit("/", 1)[-1]
+        handler = {"GetModelMetadata": self._get_model_metadata, "GetModelStatus": self._get_model_status,
+                   "HandleReloadConfigRequest": self._reload_config}.get(name)
+        if handler is None:
+            return (UNIMPLEMENTED, f"{name} is not served here: a model's signature is served through Predict "
+                                   f"(its inputs and outputs by name)", b"")
+        try:
+            return handler(request)
+        except RequestError as e:
+            return _FROM_HTTP.get(e.code, INTERNAL), e.message, b""
+        except Exception as e:  # noqa: BLE001 - answered, logged, never raised into the server's thread
+            logger.exception("%s failed", name)
+            return INTERNAL, f"{name} failed: {type(e).__name__}: {e}", b""
+
+    def _get_model_status(self, request: bytes) -> Answer:
+        from tensorflow_serving.apis import get_model_status_pb2
+        r = get_model_status_pb2.GetModelStatusRequest.FromString(request)
+        version = r.model_spec.version.value if r.model_spec.HasField("version") else None
+        if r.model_spec.version_label:
+            _, version = self.registry.resolve(r.model_spec.name, label=r.model_spec.version_label)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in self.registry.status(r.model_spec.name, version):
+            entry = response.model_version_status.add()
+            entry.version = status.version
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(status.state)
+            if status.error:
+                entry.status.error_code = 2  # UNKNOWN
+                entry.status.error_message = status.error
+        return OK, "", response.SerializeToString()
+
+    def _get_model_metadata(self, request: bytes) -> Answer:
+        # Its messages import TensorFlow's (SignatureDef): imported on the first call, not at start.
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        r = get_model_metadata_pb2.GetModelMetadataRequest.FromString(request)
+        if not r.metadata_field:
+            return INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field", b""
+        for field in r.metadata_field:
+            if field != "signature_def":
+                return INVALID_ARGUMENT, f"Metadata field {field} is not supported", b""
+        spec = r.model_spec
+        processor, version = self.registry.resolve(
+            spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label or None)
+        served = served_version(processor)
+        if version is not None and version != served:
+            return NOT_FOUND, f"Servable not found for request: Specific({spec.name}, {version})", b""
+        signature = processor.signature()
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = served
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        _fill_signature_def(signatures.signature_def[signature["signature_name"]], signature)
+        response.metadata["signature_def"].Pack(signatures)
+        return OK, "", response.SerializeToString()
+
+    def _reload_config(self, request: bytes) -> Answer:
+        from tensorflow_serving.apis import model_management_pb2
+        from ..formats.tf_serving import models_from_message
+        r = model_management_pb2.ReloadConfigRequest.FromString(request)
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            errors = self._reload(models_from_message(r.config, "the ReloadConfigRequest"))
+        except ProcessorError as e:
+            errors = [str(e)]
+        if errors:
+            message = "; ".join(errors)
+            response.status.error_code = INVALID_ARGUMENT
+            response.status.error_message = message
+            return INVALID_ARGUMENT, message, b""
+        return OK, "", response.SerializeToString()
+
+
+def _fill_signature_def(signature_def, signature: dict) -> None:
+    """A SignatureDef from Processor.signature(): the method, and each alias's tensor name, dtype, shape."""
+    from tensorflow.core.framework import types_pb2
+    signature_def.method_name = signature.get("method_name", "")
+    for kind in ("inputs", "outputs"):
+        infos = getattr(signature_def, kind)
+        for entry in signature[kind]:
+            info = infos[entry["alias"]]
+            info.name = entry["tensor_name"]
+            info.dtype = types_pb2.DataType.Value(entry["dtype"])
+            if entry.get("unknown_rank"):
+                info.tensor_shape.unknown_rank = True
+            else:
+                for size in entry["shape"]:
+                    info.tensor_shape.dim.add().size = size

@@ -1,0 +1,363 @@
+"""`python -m processor serve` as a TF Serving drop-in: TF Serving's own client library
+(tensorflow-serving-api's prediction_service_pb2_grpc and model_service_pb2_grpc over grpcio), its
+documented configs (tensorflow_serving/g3doc/serving_config.md: several models; specific versions with
+labels "stable" and "canary"), its flags, and SavedModels written by TF1 builders in its numbered
+layout. Each version answers with its own tag, so a test sees which version answered."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from model_builders import build_counting_model, build_lookup_model
+from test_rest_server import Server
+
+tf = pytest.importorskip("tensorflow")
+grpc = pytest.importorskip("grpc")
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,  # noqa: E402
+                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+
+from processor.server.grpc_api import grpc_available  # noqa: E402
+
+if grpc_available():
+    pytest.skip(grpc_available(), allow_module_level=True)
+
+IDS = np.array([0, 3, 7])
+
+
+def tag(version: int) -> int:
+    return 10 * version
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """counter: versions 1..3 (a TF1 while loop answering its tag); lookup: versions 1 and 2 (a gather),
+    with TensorFlow's own rows for IDS."""
+    root = tmp_path_factory.mktemp("tfs_models")
+    for version in (1, 2, 3):
+        build_counting_model(str(root / "counter" / str(version)), tag(version))
+    rows = {version: build_lookup_model(str(root / "lookup" / str(version)), rows=10, dim=4, seed=version,
+                                        sample_ids=IDS) for version in (1, 2)}
+    return root, rows
+
+
+def model_config(root: Path, body: str = "") -> str:
+    """TF Serving's multi-model example, with `body` added to the counter's config."""
+    return (f"model_config_list {{\n"
+            f"  config {{ name: 'counter' base_path: '{root / 'counter'}' model_platform: 'tensorflow'\n{body} }}\n"
+            f"  config {{ name: 'lookup' base_path: '{root / 'lookup'}' model_platform: 'tensorflow' }}\n}}\n")
+
+
+CANARY = """model_version_policy { specific { versions: 1 versions: 2 } }
+version_labels { key: 'stable' value: 1 }
+version_labels { key: 'canary' value: 2 }
+"""
+
+
+class Client:
+    """TF Serving's Python client stubs on one channel."""
+
+    def __init__(self, port: int):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def predict(self, name: str, inputs: dict, version=None, label=None, signature_name=""):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        if label is not None:
+            request.model_spec.version_label = label
+        if signature_name:
+            request.model_spec.signature_name = signature_name
+        for alias, value in inputs.items():
+            request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+        return self.predictions.Predict(request, timeout=30)
+
+    def count(self, version=None, label=None, name="counter"):
+        """(tag, version) the counter answers with."""
+        response = self.predict(name, {"n": np.int64(3)}, version, label)
+        assert tf.make_ndarray(response.outputs["count"]) == 3
+        return int(tf.make_ndarray(response.outputs["tag"])), response.model_spec.version.value
+
+    def status(self, name: str, version=None):
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        return self.models.GetModelStatus(request, timeout=30)
+
+    def reload(self, text: str):
+        request = model_management_pb2.ReloadConfigRequest()
+        text_format.Parse(text, request.config)
+        return self.models.HandleReloadConfigRequest(request, timeout=300)
+
+    def close(self):
+        self.channel.close()
+
+
+def rpc_error(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value
+
+
+def start(work: Path, config_text: str, *flags) -> Server:
+    config_file = work / "models.config"
+    config_file.write_text(config_text)
+    return Server(None, work, "counter", ("--model_config_file", str(config_file), *flags), grpc=True)
+
+
+@pytest.fixture(scope="module")
+def canary(models, tmp_path_factory):
+    """TF Serving's two documented examples in one config: two models, the counter's versions 1 and 2
+    kept side by side with labels."""
+    root, _ = models
+    server = start(tmp_path_factory.mktemp("canary"), model_config(root, CANARY))
+    client = Client(server.grpc_port)
+    yield server, client
+    client.close()
+    assert server.stop() == 0
+
+
+def test_several_models_answer_over_grpc_as_tensorflow(models, canary):
+    _, rows = models
+    _, client = canary
+    response = client.predict("lookup", {"ids": IDS})
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["rows"]), rows[2], atol=1e-6)
+    assert (response.model_spec.name, response.model_spec.version.value) == ("lookup", 2)
+    assert response.model_spec.signature_name == "serving_default"
+    assert client.count() == (tag(2), 2)  # the newest version the policy keeps, not 3
+
+
+def test_versions_and_labels_route_to_the_version_they_name(canary):
+    server, client = canary
+    assert client.count(version=1) == (tag(1), 1)
+    assert client.count(version=2) == (tag(2), 2)
+    assert client.count(label="stable") == (tag(1), 1)
+    assert client.count(label="canary") == (tag(2), 2)
+    # REST routes the same way
+    for path, expected in (("/labels/stable", tag(1)), ("/labels/canary", tag(2)), ("/versions/1", tag(1)), ("", tag(2))):
+        answer = server.predict({"inputs": {"n": 2}}, path)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"]["tag"] == expected, path
+
+
+@pytest.mark.parametrize("call, code, message", [
+    (lambda c: c.count(version=3), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(counter, 3)"),
+    (lambda c: c.count(label="beta"), grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: beta"),
+    (lambda c: c.count(name="nope"), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
+    (lambda c: c.count(name="nope", version=1), grpc.StatusCode.NOT_FOUND,
+     "Servable not found for request: Specific(nope, 1)"),
+    (lambda c: c.predict("counter", {"n": np.int64(1)}, signature_name="classify"), grpc.StatusCode.FAILED_PRECONDITION,
+     'Serving signature key "classify" not found.'),
+    (lambda c: c.predict("counter", {"n": np.float32(1)}), grpc.StatusCode.INVALID_ARGUMENT,
+     "input 'n': dtype DT_FLOAT does not match the signature's DT_INT64"),
+    (lambda c: c.predict("counter", {"m": np.int64(1)}), grpc.StatusCode.INVALID_ARGUMENT,
+     "input tensor alias not found in signature: m. Inputs expected to be in the set {n}."),
+    (lambda c: c.status("nope"), grpc.StatusCode.NOT_FOUND, "Could not find any versions of model nope"),
+    (lambda c: c.status("counter", 3), grpc.StatusCode.NOT_FOUND, "Could not find version 3 of model counter"),
+])
+def test_errors_have_tf_servings_codes_and_messages(canary, call, code, message):
+    _, client = canary
+    error = rpc_error(lambda: call(client))
+    assert (error.code(), error.details()) == (code, message)
+    assert client.count() == (tag(2), 2)  # still serving
+
+
+def test_malformed_bytes_and_unserved_methods(canary):
+    server, client = canary
+    raw = client.channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+    error = rpc_error(lambda: raw(b"\x0a\xff\xff", timeout=10))
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protocol buffer")
+    classify = client.channel.unary_unary("/tensorflow.serving.PredictionService/Classify")
+    error = rpc_error(lambda: classify(b"", timeout=10))
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED and "Classify is not served here" in error.details()
+    assert client.count() == (tag(2), 2)
+
+
+def test_model_status_lists_the_versions_kept(canary):
+    _, client = canary
+    status = client.status("counter")
+    assert [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state)) for s in
+            status.model_version_status] == [(1, "AVAILABLE"), (2, "AVAILABLE")]
+    assert [s.version for s in client.status("lookup").model_version_status] == [2]
+    assert [s.version for s in client.status("counter", 1).model_version_status] == [1]
+
+
+def test_model_metadata_is_the_saved_models_signature_def(models, canary):
+    root, _ = models
+    _, client = canary
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = "lookup"
+    request.metadata_field.append("signature_def")
+    response = client.predictions.GetModelMetadata(request, timeout=60)
+    assert (response.model_spec.name, response.model_spec.version.value) == ("lookup", 2)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signatures)
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel.FromString((root / "lookup" / "2" / "saved_model.pb").read_bytes())
+    expected = saved.meta_graphs[0].signature_def["serving_default"]
+    assert signatures.signature_def["serving_default"] == expected  # the whole SignatureDef, as TF wrote it
+    request.metadata_field[0] = "graph"
+    error = rpc_error(lambda: client.predictions.GetModelMetadata(request, timeout=60))
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Metadata field graph is not supported")
+
+
+def test_reload_adds_removes_and_relabels_without_touching_the_others(models, tmp_path):
+    """HandleReloadConfigRequest: the counter's label moves and the lookup model goes and comes back,
+    while a client keeps asking the counter: every one of its requests is answered by the version it
+    names, and none fails."""
+    root, rows = models
+    server = start(tmp_path, model_config(root, CANARY))
+    client = Client(server.grpc_port)
+    failures, answered, stop = [], [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                answered.append(client.count(label="stable"))
+            except grpc.RpcError as e:
+                failures.append(f"{e.code()}: {e.details()}")
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        only_counter = f"model_config_list {{ config {{ name: 'counter' base_path: '{root / 'counter'}' {CANARY} }} }}"
+        assert client.reload(only_counter).status.error_code == 0
+        error = rpc_error(lambda: client.predict("lookup", {"ids": IDS}))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        relabelled = model_config(root, CANARY.replace("key: 'canary' value: 2", "key: 'canary' value: 1"))
+        assert client.reload(relabelled).status.error_code == 0
+        assert client.count(label="canary") == (tag(1), 1)
+        np.testing.assert_allclose(tf.make_ndarray(client.predict("lookup", {"ids": IDS}).outputs["rows"]),
+                                   rows[2], atol=1e-6)
+        bad = model_config(root).replace(str(root / "lookup"), str(root / "missing"))
+        error = rpc_error(lambda: client.reload(bad.replace("config { name: 'counter'", "config { name: 'counter2'")))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "model 'lookup'" in error.details()
+    finally:
+        stop.set()
+        thread.join()
+        client.close()
+        assert server.stop() == 0
+    assert failures == []
+    assert len(answered) > 10 and set(answered) == {(tag(1), 1)}
+
+
+def test_new_versions_are_served_and_old_ones_retired_by_the_policy(models, tmp_path):
+    """`latest { num_versions: 2 }`: versions arriving under the base path (copied in, in any order of
+    files, then complete) are served within a poll; the oldest beyond two is unloaded, while a client
+    keeps asking for the newest."""
+    root, _ = models
+    base = tmp_path / "counter"
+    for version in (1, 2):
+        shutil.copytree(root / "counter" / str(version), base / str(version))
+    config = (f"model_config_list {{ config {{ name: 'counter' base_path: '{base}' "
+              f"model_version_policy {{ latest {{ num_versions: 2 }} }} }} }}")
+    server = start(tmp_path, config, "--file_system_poll_wait_seconds", "0.2")
+    client = Client(server.grpc_port)
+    answers, stop = [], threading.Event()
+
+    def ask_for_version_1():  # while it is retired: its own answer, or NOT_FOUND once it is gone
+        while not stop.is_set():
+            try:
+                answers.append(client.count(version=1))
+            except grpc.RpcError as e:
+                answers.append((e.code(), e.details()))
+
+    asking = threading.Thread(target=ask_for_version_1)
+    try:
+        assert [s.version for s in client.status("counter").model_version_status] == [1, 2]
+        asking.start()
+        arriving = base / "3"
+        arriving.mkdir()  # the directory first, its graph last: incomplete until then
+        time.sleep(0.6)
+        assert client.count() == (tag(2), 2)
+        shutil.copy(root / "counter" / "3" / "saved_model.pb", arriving / "saved_model.pb")
+        deadline = time.monotonic() + 30
+        while client.count()[1] != 3:
+            assert time.monotonic() < deadline, "version 3 was not served"
+            time.sleep(0.1)
+        while [s.version for s in client.status("counter").model_version_status] != [2, 3]:
+            assert time.monotonic() < deadline, "version 1 was not retired"
+            time.sleep(0.1)
+        assert client.count(version=2) == (tag(2), 2)
+        error = rpc_error(lambda: client.count(version=1))
+        assert error.details() == "Servable not found for request: Specific(counter, 1)"
+    finally:
+        stop.set()
+        if asking.is_alive():
+            asking.join()
+        client.close()
+        assert server.stop() == 0
+    gone = (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(counter, 1)")
+    assert set(answers) == {(tag(1), 1), gone}
+    first_gone = answers.index(gone)
+    assert set(answers[first_gone:]) == {gone}  # once retired, never answered again
+
+
+def test_the_model_config_file_is_read_again_when_it_changes(models, tmp_path):
+    root, rows = models
+    only_counter = f"model_config_list {{ config {{ name: 'counter' base_path: '{root / 'counter'}' }} }}"
+    server = start(tmp_path, only_counter, "--model_config_file_poll_wait_seconds", "0.2")
+    client = Client(server.grpc_port)
+    try:
+        assert client.count() == (tag(3), 3)
+        (tmp_path / "models.config").write_text(model_config(root))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = client.predict("lookup", {"ids": IDS})
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline, e.details()
+                time.sleep(0.1)
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["rows"]), rows[2], atol=1e-6)
+        status = requests.get(f"{server.url}/v1/models/lookup", timeout=30).json()
+        assert [v["version"] for v in status["model_version_status"]] == ["2"]
+    finally:
+        client.close()
+        assert server.stop() == 0
+
+
+def test_a_real_model_over_grpc_answers_as_tensorflow(rec_model, reference, batch, tmp_path):
+    server = Server(rec_model.config(poll_interval_seconds=0), tmp_path, grpc=True)
+    client = Client(server.grpc_port)
+    try:
+        response = client.predict("rec", batch)
+        expected = reference.predict(rec_model.prefixes()[-1], batch)
+        for name, value in expected.items():
+            np.testing.assert_allclose(tf.make_ndarray(response.outputs[name]), value, rtol=1e-6, atol=1e-6)
+    finally:
+        client.close()
+        assert server.stop() == 0
+
+
+def test_a_grpc_port_in_use_is_an_error_not_a_shared_port(models):
+    """gRPC's default SO_REUSEPORT would let a second server take half of another's connections
+    silently; the server refuses the port instead (and would serve on, past the timeout, if it shared)."""
+    import socket
+    import subprocess
+    import sys
+    root, _ = models
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another gRPC server holds it
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        done = subprocess.run([sys.executable, "-m", "processor", "serve", "--model_name", "counter",
+                               "--model_base_path", str(root / "counter"), "--port", str(port), "--rest_api_port", "0"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        holder.close()
+    assert done.returncode == 1
+    assert f"error: gRPC: cannot listen on 127.0.0.1:{port} (is the port in use?)" in done.stderr
