@@ -132,3 +132,37 @@ def test_a_wrong_batching_parameters_file_names_the_field(text, field, message):
     with pytest.raises(ConfigError) as error:
         parse_batching_parameters(text)
     assert error.value.field == field and message in str(error.value)
+
+
+# serving_config.md, "Monitoring Configuration"
+MONITORING = """prometheus_config {
+  enable: true,
+  path: "/monitoring/prometheus/metrics"
+}
+"""
+
+
+@pytest.mark.parametrize("text, path", [
+    (MONITORING, "/monitoring/prometheus/metrics"),
+    ("prometheus_config { enable: true path: '/metrics' }", "/metrics"),
+    ("prometheus_config { enable: true }", "/monitoring/prometheus/metrics"),
+    ("prometheus_config { enable: false path: '/metrics' }", None),
+    ("", None),
+])
+def test_the_documented_monitoring_config(text, path, tmp_path):
+    from processor.formats.tf_serving import read_monitoring_config
+    file = tmp_path / "monitoring.config"
+    file.write_text(text)
+    assert read_monitoring_config(file) == path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("prometheus_config { enable: true path: 'metrics' }", "prometheus_config.path must be an absolute path"),
+    ("prometheus_config { enable: true path: '/v1/models' }", "outside /v1/"),
+    ("prometheus_config { enabled: true }", "is not a MonitoringConfig in text format: 1:21 : Message type"),
+])
+def test_monitoring_config_errors(text, message):
+    from processor.formats.tf_serving import parse_monitoring_config
+    with pytest.raises(ConfigError, match="monitoring_config_file") as raised:
+        parse_monitoring_config(text)
+    assert message in str(raised.value)

@@ -329,13 +329,20 @@ def test_the_model_config_file_is_read_again_when_it_changes(models, tmp_path):
 
 
 def test_a_real_model_over_grpc_answers_as_tensorflow(rec_model, reference, batch, tmp_path):
-    server = Server(rec_model.config(poll_interval_seconds=0), tmp_path, grpc=True)
+    """With TF Serving's --monitoring_config_file moving the metrics to another path."""
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true, path: '/metrics' }")
+    server = Server(rec_model.config(poll_interval_seconds=0), tmp_path, grpc=True,
+                    flags=("--monitoring_config_file", str(monitoring)))
     client = Client(server.grpc_port)
     try:
         response = client.predict("rec", batch)
         expected = reference.predict(rec_model.prefixes()[-1], batch)
         for name, value in expected.items():
             np.testing.assert_allclose(tf.make_ndarray(response.outputs[name]), value, rtol=1e-6, atol=1e-6)
+        metrics = requests.get(f"{server.url}/metrics", timeout=30)
+        assert ':tensorflow:serving:request_count{model_name="rec",status="OK"} 1' in metrics.text
+        assert requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30).status_code == 404
     finally:
         client.close()
         assert server.stop() == 0

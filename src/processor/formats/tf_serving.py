@@ -3,8 +3,9 @@
 - `--model_config_file`: a ModelServerConfig (tensorflow_serving/config/model_server_config.proto),
   parsed with the message classes of TF Serving's own `tensorflow-serving-api` package;
 - `--batching_parameters_file`: a BatchingParameters
-  (tensorflow_serving/servables/tensorflow/session_bundle_config.proto), which that package does not
-  ship: its descriptor is built here with the same field numbers and types.
+  (tensorflow_serving/servables/tensorflow/session_bundle_config.proto), and `--monitoring_config_file`:
+  a MonitoringConfig (tensorflow_serving/config/monitoring_config.proto), which that package does not
+  ship: their descriptors are built here with the same field numbers and types.
 
 Errors are ConfigError naming the flag, the file and, for a syntax error, TF Serving's own line and
 column; the checks are TF Serving's (a platform it serves, unique names, a label on a version the
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from ..config import BatchingParameters, _batching_parameters
 from ..errors import ConfigError
@@ -134,6 +135,46 @@ def _batching_parameters_message():
     pool = descriptor_pool.Default()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("processor.tf_serving.BatchingParameters"))
+
+
+@functools.lru_cache(maxsize=None)
+def _monitoring_config_message():
+    """MonitoringConfig and PrometheusConfig as monitoring_config.proto defines them, made once."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_monitoring_config.proto",
+                                              package="processor.tf_serving", syntax="proto3")
+    spec = descriptor_pb2.FieldDescriptorProto
+    prometheus = file.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
+    prometheus.field.add(name="path", number=2, label=spec.LABEL_OPTIONAL, type=spec.TYPE_STRING)
+    monitoring = file.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(name="prometheus_config", number=1, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
+                         type_name=".processor.tf_serving.PrometheusConfig")
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("processor.tf_serving.MonitoringConfig"))
+
+
+# TF Serving's PrometheusExporter::kPrometheusPath: where the metrics are without a monitoring config.
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+def read_monitoring_config(path: FilePath) -> Optional[str]:
+    """A `--monitoring_config_file`: the path the REST port serves Prometheus metrics at, or None when
+    prometheus_config.enable is false (no metrics endpoint, as TF Serving)."""
+    return parse_monitoring_config(_read("monitoring_config_file", path), os.fspath(path))
+
+
+def parse_monitoring_config(text: str, what: str = "the text given") -> Optional[str]:
+    flag = "monitoring_config_file"
+    parsed = _parse(flag, text, what, _monitoring_config_message()())
+    prometheus = parsed.prometheus_config
+    if not prometheus.enable:
+        return None
+    path = prometheus.path or PROMETHEUS_PATH
+    if not path.startswith("/") or path.startswith("/v1/"):
+        raise ConfigError(flag, f"{what}: prometheus_config.path must be an absolute path outside /v1/, got {path!r}")
+    return path
 
 
 def read_batching_parameters(path: FilePath) -> BatchingParameters:

@@ -238,7 +238,11 @@ def serve_options(args):
         parameters = dataclasses.asdict(read_batching_parameters(args.batching_parameters_file))
         base["batching_parameters"] = {**parameters, "allowed_batch_sizes": list(parameters["allowed_batch_sizes"])}
     poll = base.get("poll_interval_seconds")
-    return ServerOptions(models=models, base=base, overrides=overrides, host=args.host, port=args.port,
+    extra = {}
+    if args.monitoring_config_file:
+        from ..formats.tf_serving import read_monitoring_config
+        extra["metrics_path"] = read_monitoring_config(args.monitoring_config_file)
+    return ServerOptions(**extra, models=models, base=base, overrides=overrides, host=args.host, port=args.port,
                          rest_api_port=args.rest_api_port, threads=args.threads,
                          poll_seconds=5.0 if poll is None else float(poll),
                          model_config_file=args.model_config_file,
@@ -277,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TF Serving's flag: the REST port (default 8501; 0: no REST)")
     serve.add_argument("--threads", type=int, default=0, help="request threads per API (default: 2 per core for "
                                                               "REST, 8 for gRPC)")
+    serve.add_argument("--monitoring_config_file", metavar="FILE",
+                       help="TF Serving's MonitoringConfig (text format): where the REST port serves Prometheus "
+                            "metrics, or none (default: /monitoring/prometheus/metrics)")
     serve.add_argument("--enable_batching", action="store_true",
                        help="TF Serving's flag: merge concurrent requests (docs/batching.md)")
     serve.add_argument("--batching_parameters_file", metavar="FILE",

@@ -44,14 +44,15 @@ class RestServer:
     """The aiohttp application over the models of a registry."""
 
     def __init__(self, registry: ModelRegistry, threads: int = 0, max_request_bytes: int = 64 << 20,
-                 on_close=None):
+                 on_close=None, metrics_path: Optional[str] = "/monitoring/prometheus/metrics"):
         self.registry = registry
         self._on_close = on_close  # called as the application closes (the server's shutdown)
         self._pool = ThreadPoolExecutor(max_workers=threads or (os.cpu_count() or 2) * 2,
                                         thread_name_prefix="processor-rest")
         self.app = web.Application(client_max_size=max_request_bytes)
         self.app.router.add_route("*", "/v1/models/{tail:.*}", self._models)
-        self.app.router.add_get("/monitoring/prometheus/metrics", self._metrics)
+        if metrics_path:  # --monitoring_config_file may move it, or turn it off
+            self.app.router.add_get(metrics_path, self._metrics)
         self.app.on_cleanup.append(self._close)
 
     async def _models(self, request: web.Request) -> web.Response:

@@ -35,6 +35,7 @@ class ServerOptions:
     poll_seconds: float = 5.0  # --file_system_poll_wait_seconds
     model_config_file: Optional[str] = None
     model_config_file_poll_wait_seconds: float = 0.0
+    metrics_path: Optional[str] = "/monitoring/prometheus/metrics"  # on the REST port; None: none
 
 
 class ModelServer:
@@ -132,7 +133,8 @@ def serve(options: ServerOptions) -> None:
         raise ProcessorError(f"the REST API needs the {e.name} package: pip install 'processor[rest]' "
                              "(or --rest_api_port 0 for gRPC alone)") from None
     max_bytes = int(options.base.get("max_request_bytes", 64 << 20))
-    rest = RestServer(server.registry, options.threads, max_bytes, on_close=server.close)
+    rest = RestServer(server.registry, options.threads, max_bytes, on_close=server.close,
+                      metrics_path=options.metrics_path)
     logger.info("serving REST on http://%s:%d/v1/models/{%s}", options.host, options.rest_api_port,
                 ",".join(server.registry.names()))
     web.run_app(rest.app, host=options.host, port=options.rest_api_port, print=None, access_log=None)
