@@ -178,9 +178,11 @@ def test_malformed_bytes_and_unserved_methods(canary):
     raw = client.channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
     error = rpc_error(lambda: raw(b"\x0a\xff\xff", timeout=10))
     assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protocol buffer")
-    classify = client.channel.unary_unary("/tensorflow.serving.PredictionService/Classify")
-    error = rpc_error(lambda: classify(b"", timeout=10))
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED and "Classify is not served here" in error.details()
+    multi = client.channel.unary_unary("/tensorflow.serving.PredictionService/MultiInference")
+    error = rpc_error(lambda: multi(b"", timeout=10))
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED and "MultiInference is not served here" in error.details()
+    unknown = client.channel.unary_unary("/tensorflow.serving.PredictionService/Explain")
+    assert rpc_error(lambda: unknown(b"", timeout=10)).code() == grpc.StatusCode.UNIMPLEMENTED
     assert client.count() == (tag(2), 2)
 
 
@@ -368,3 +370,100 @@ def test_a_grpc_port_in_use_is_an_error_not_a_shared_port(models):
         holder.close()
     assert done.returncode == 1
     assert f"error: gRPC: cannot listen on 127.0.0.1:{port} (is the port in use?)" in done.stderr
+
+
+def build_example_model(path: str) -> None:
+    """An Estimator-style export (TF1 builder): serialized tf.Examples in, a "serving_default"
+    classification signature (classes, scores) and a "regress" regression signature."""
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        serialized = tf1.placeholder(tf.string, [None], name="input_example_tensor")
+        features = tf1.io.parse_example(serialized, {
+            "x": tf1.io.FixedLenFeature([2], tf.float32),
+            "bias": tf1.io.FixedLenFeature([1], tf.float32, default_value=[0.0])})
+        logits = tf.matmul(features["x"], tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])) + features["bias"]
+        scores = tf.nn.softmax(logits)
+        classes = tf.tile(tf.constant([["cars", "books", "games"]]), [tf.shape(serialized)[0], 1])
+        value = tf.reduce_sum(logits, axis=1, keepdims=True)
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+                "serving_default": tf1.saved_model.classification_signature_def(serialized, classes, scores),
+                "regress": tf1.saved_model.regression_signature_def(serialized, value)})
+            builder.save()
+
+
+def example(x=None, bias=None):
+    e = tf.train.Example()
+    if x is not None:
+        e.features.feature["x"].float_list.value.extend(x)
+    if bias is not None:
+        e.features.feature["bias"].float_list.value.append(bias)
+    return e
+
+
+def tensorflow_answers(path: str, serialized: list, signature_name: str) -> dict:
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph, tf1.Session(graph=graph) as session:
+        signature = tf1.saved_model.loader.load(session, ["serve"], path).signature_def[signature_name]
+        return session.run({k: v.name for k, v in signature.outputs.items()},
+                           {signature.inputs["inputs"].name: serialized})
+
+
+def test_classify_and_regress_answer_as_tensorflow(tmp_path):
+    """Classify and Regress on an Estimator-style export with both signatures: two models of one base
+    path, the second serving "regress" through --config's per-model settings; example lists with and
+    without a context, compared with TensorFlow's outputs for the same serialized examples."""
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+    base = tmp_path / "examples_model"
+    build_example_model(str(base / "1"))
+    (tmp_path / "models.config").write_text(
+        f"model_config_list {{ config {{ name: 'classifier' base_path: '{base}' }}\n"
+        f"config {{ name: 'regressor' base_path: '{base}' }} }}")
+    (tmp_path / "settings.json").write_text('{"models": {"regressor": {"signature_name": "regress"}}}')
+    server = Server(None, tmp_path, "classifier", ("--model_config_file", str(tmp_path / "models.config"),
+                                                   "--config", str(tmp_path / "settings.json")), grpc=True)
+    client = Client(server.grpc_port)
+    examples = [example([1.0, 2.0]), example([0.5, -1.0], bias=3.0), example([0.0, 0.0])]
+    context = example(bias=-1.0)
+    try:
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name = "classifier"
+        request.input.example_list.examples.extend(examples)
+        response = client.predictions.Classify(request, timeout=30)
+        expected = tensorflow_answers(str(base / "1"), [e.SerializeToString() for e in examples], "serving_default")
+        assert (response.model_spec.name, response.model_spec.version.value,
+                response.model_spec.signature_name) == ("classifier", 1, "serving_default")
+        assert len(response.result.classifications) == 3
+        for i, classifications in enumerate(response.result.classifications):
+            assert [c.label for c in classifications.classes] == ["cars", "books", "games"]
+            np.testing.assert_allclose([c.score for c in classifications.classes], expected["scores"][i], rtol=1e-6)
+
+        request = regression_pb2.RegressionRequest()
+        request.model_spec.name = "regressor"
+        request.input.example_list_with_context.context.CopyFrom(context)
+        request.input.example_list_with_context.examples.extend(examples)
+        response = client.predictions.Regress(request, timeout=30)
+        merged = [context.SerializeToString() + e.SerializeToString() for e in examples]  # the example's bias wins
+        expected = tensorflow_answers(str(base / "1"), merged, "regress")["outputs"].reshape(-1)
+        np.testing.assert_allclose([r.value for r in response.result.regressions], expected, rtol=1e-6)
+        assert expected[0] == pytest.approx(1 + 8 + 2 + 10 + 3 + 12 - 3)  # the context's bias -1, on 3 logits
+
+        request.model_spec.name = "classifier"  # a classification signature
+        error = rpc_error(lambda: client.predictions.Regress(request, timeout=30))
+        assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                                   "Expected regression signature method_name to be "
+                                                   "tensorflow/serving/regress. Was: tensorflow/serving/classify")
+        empty = classification_pb2.ClassificationRequest()
+        empty.model_spec.name = "classifier"
+        error = rpc_error(lambda: client.predictions.Classify(empty, timeout=30))
+        assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Input is empty.")
+        # Predict reaches the same signature with the examples as a string tensor
+        answer = client.predict("classifier", {"inputs": np.array([e.SerializeToString() for e in examples],
+                                                                  dtype=object)})
+        np.testing.assert_allclose(tf.make_ndarray(answer.outputs["scores"]),
+                                   tensorflow_answers(str(base / "1"), [e.SerializeToString() for e in examples],
+                                                      "serving_default")["scores"], rtol=1e-6)
+    finally:
+        client.close()
+        assert server.stop() == 0
