@@ -458,6 +458,25 @@ def test_classify_and_regress_answer_as_tensorflow(tmp_path):
         empty.model_spec.name = "classifier"
         error = rpc_error(lambda: client.predictions.Classify(empty, timeout=30))
         assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Input is empty.")
+        # REST, with TF Serving's JSON examples: the same answers
+        rest_examples = [{"x": [1.0, 2.0]}, {"x": [0.5, -1.0], "bias": 3.0}, {"x": [0.0, 0.0]}]
+        answer = requests.post(f"{server.url}/v1/models/classifier:classify", json={"examples": rest_examples}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        expected = tensorflow_answers(str(base / "1"), [e.SerializeToString() for e in examples], "serving_default")
+        for i, row in enumerate(answer.json()["results"]):
+            assert [label for label, _ in row] == ["cars", "books", "games"]
+            np.testing.assert_allclose([score for _, score in row], expected["scores"][i], rtol=1e-6)
+        answer = requests.post(f"{server.url}/v1/models/regressor/versions/1:regress",
+                               json={"context": {"bias": -1.0}, "examples": [{"x": [1.0, 2.0]}]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"results": [pytest.approx(33.0)]}
+        for body, message in (({"examples": [{"x": [1.0, "a"]}]}, "examples[0] feature 'x': values must be all numbers"),
+                              ({"context": {"bias": 1.0}, "examples": [{"bias": 2.0}]}, "also in 'context'"),
+                              ({"examples": []}, "Input is empty."),
+                              # integers are int64_list, as in TF Serving: a float feature needs 0.0
+                              ({"examples": [{"x": [0, 0]}]}, "Data types don't match")):
+            answer = requests.post(f"{server.url}/v1/models/classifier:classify", json=body, timeout=30)
+            assert answer.status_code == 400 and message in answer.json()["error"], answer.text
         # Predict reaches the same signature with the examples as a string tensor
         answer = client.predict("classifier", {"inputs": np.array([e.SerializeToString() for e in examples],
                                                                   dtype=object)})

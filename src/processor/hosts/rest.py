@@ -4,6 +4,7 @@
 
 Endpoints (as TF Serving's):
   POST /v1/models/NAME[/versions/V|/labels/L]:predict   row ("instances") or columnar ("inputs") format
+  POST /v1/models/NAME[/versions/V|/labels/L]:classify  {"examples": [...], "context": {...}}; :regress too
   GET  /v1/models/NAME[/versions/V|/labels/L]           model_version_status
   GET  /v1/models/NAME[/versions/V|/labels/L]/metadata  the signature
   GET  /monitoring/prometheus/metrics                   Prometheus text of every model
@@ -28,7 +29,8 @@ from aiohttp import web
 from ..errors import RequestError
 from ..facade import Processor
 from ..server.registry import ModelRegistry, served_version
-from .rest_json import RestRequestError, format_predict_response, parse_predict_body, signature_metadata
+from .rest_json import (RestRequestError, format_classify_response, format_predict_response, parse_examples_body,
+                        parse_predict_body, signature_metadata)
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +63,9 @@ class RestServer:
             return _error(404, f"Malformed request: {request.method} {request.path}")
         name, version, label, rest = match.group("name", "version", "label", "rest")
         rest = rest or ""
-        if rest.startswith(":") and rest != ":predict":
-            return _error(400, f"'{rest[1:]}' is not supported: this model serves predict")
-        method = "POST" if rest == ":predict" else "GET"
+        if rest.startswith(":") and rest not in (":predict", ":classify", ":regress"):
+            return _error(400, f"'{rest[1:]}' is not supported: :predict, :classify and :regress are")
+        method = "POST" if rest.startswith(":") else "GET"
         if request.method != method:
             return _error(405, f"{request.path} takes {method}")
         try:
@@ -71,7 +73,7 @@ class RestServer:
         except RequestError as e:
             return _error(e.code, e.message)
         current = None
-        if wanted is not None or rest != ":predict":  # a plain predict needs no look at the version
+        if wanted is not None or not rest.startswith(":"):  # a plain call needs no look at the version
             try:
                 current = await self._run(lambda: served_version(processor))
             except RequestError as e:
@@ -81,6 +83,10 @@ class RestServer:
                                f"{current}")
         if rest == ":predict":
             return await self._predict(processor, await request.read())
+        if rest in (":classify", ":regress"):
+            body = await request.read()
+            status, payload = await self._run(lambda: self._examples_in_thread(processor, rest[1:], body))
+            return web.Response(body=payload, status=status, content_type="application/json")
         if rest == "/metadata":
             signature = await self._run(processor.signature)
             return web.json_response({
@@ -118,6 +124,30 @@ class RestServer:
             return e.code, json.dumps({"error": e.message}).encode()
         except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's format
             logger.exception("predict failed")
+            return 500, json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}).encode()
+
+    @staticmethod
+    def _examples_in_thread(processor: Processor, api: str, body: bytes) -> Tuple[int, bytes]:
+        """:classify or :regress (processor/server/example_apis.py), as TF Serving's REST API answers them."""
+        from ..server import example_apis
+        try:
+            try:
+                document = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RestRequestError(f"JSON Parse error: {e}") from None
+            serialized, signature_name = parse_examples_body(document)
+            signature = example_apis.check_signature(processor, signature_name, api)
+            if api == example_apis.CLASSIFY:
+                answer = format_classify_response(*example_apis.classify(processor, signature, serialized))
+            else:
+                answer = {"results": [float(v) for v in example_apis.regress(processor, signature, serialized)]}
+            return 200, json.dumps(answer).encode()
+        except RestRequestError as e:
+            return 400, json.dumps({"error": str(e)}).encode()
+        except RequestError as e:
+            return e.code, json.dumps({"error": e.message}).encode()
+        except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's format
+            logger.exception("%s failed", api)
             return 500, json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}).encode()
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -202,3 +202,76 @@ def _to_json(name: str, array: np.ndarray) -> Any:
                 pass
         return {"b64": base64.b64encode(v).decode("ascii")}
     return convert(array.tolist())
+
+
+def parse_examples_body(body: Any) -> Tuple[List[bytes], str]:
+    """(serialized tf.Examples, signature_name) of a :classify or :regress body (TF Serving's REST
+    Classify and Regress API): {"signature_name", "context": {feature: value}, "examples": [{feature:
+    value}, ...]}. A value is a number, a string, {"b64": ...}, or a list of one kind: integers become
+    int64_list, numbers with a fraction float_list, strings and b64 bytes_list. The context's features
+    go into every example, as its bytes before each example's (TF Serving's InputToSerializedExampleTensor)."""
+    from tensorflow.core.example import example_pb2
+    if not isinstance(body, dict):
+        raise RestRequestError("the request body must be a JSON object")
+    signature_name = body.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise RestRequestError("'signature_name' must be a string")
+    unknown = sorted(set(body) - {"signature_name", "context", "examples"})
+    if unknown:
+        raise RestRequestError(f"unknown field(s) {', '.join(repr(k) for k in unknown)}: expected 'examples' "
+                               f"and optionally 'context'")
+    examples, context = body.get("examples"), body.get("context", {})
+    if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
+        raise RestRequestError("'examples' must be a list of objects (feature name: value)")
+    if not isinstance(context, dict):
+        raise RestRequestError("'context' must be an object (feature name: value)")
+
+    def to_example(features: Mapping[str, Any], where: str):
+        message = example_pb2.Example()
+        for name, value in features.items():
+            _fill_feature(message.features.feature[name], value, f"{where} feature '{name}'")
+        return message
+
+    prefix = to_example(context, "context").SerializeToString() if context else b""
+    serialized = []
+    for index, features in enumerate(examples):
+        both = sorted(set(features) & set(context))
+        if both:
+            raise RestRequestError(f"examples[{index}]: feature(s) {', '.join(both)} also in 'context': a feature may "
+                                   f"be in one of them only")
+        serialized.append(prefix + to_example(features, f"examples[{index}]").SerializeToString())
+    return serialized, signature_name
+
+
+def _fill_feature(feature, value: Any, where: str) -> None:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise RestRequestError(f"{where}: an empty list (its kind is unknown)")
+    if all(isinstance(v, str) or (isinstance(v, dict) and set(v) == {"b64"}) for v in values):
+        feature.bytes_list.value.extend(_b64_or_utf8(v, where) for v in values)
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if any(not -2**63 <= v < 2**63 for v in values):
+            raise RestRequestError(f"{where}: an integer out of int64's range (only int64 is supported)")
+        feature.int64_list.value.extend(values)
+    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        feature.float_list.value.extend(float(v) for v in values)
+    else:
+        raise RestRequestError(f"{where}: values must be all numbers, or all strings / {{\"b64\": ...}}")
+
+
+def _b64_or_utf8(value: Any, where: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise RestRequestError(f"{where}: invalid base64") from None
+
+
+def format_classify_response(classes, scores) -> Dict[str, Any]:
+    """TF Serving's MakeJsonFromClassificationResult: {"results": [[[label, score], ...], ...]}, a missing
+    label as "" and a missing score as 0."""
+    shape = (classes if classes is not None else scores).shape
+    return {"results": [[[classes[i, c] if classes is not None else "",
+                           float(scores[i, c]) if scores is not None else 0.0] for c in range(shape[1])]
+                         for i in range(shape[0])]}

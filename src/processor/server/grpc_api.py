@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, List, Optional, Tuple
 
-import numpy as np
-
 from ..errors import ProcessorError, RequestError
+from . import example_apis
 from .registry import ModelRegistry, served_version
 
 logger = logging.getLogger(__name__)
@@ -73,6 +72,8 @@ class GrpcApi:
                                    f"Classify or Regress", b"")
         try:
             return handler(request)
+        except example_apis.FailedPrecondition as e:
+            return FAILED_PRECONDITION, e.message, b""
         except RequestError as e:
             return _FROM_HTTP.get(e.code, INTERNAL), e.message, b""
         except Exception as e:  # noqa: BLE001 - answered, logged, never raised into the server's thread
@@ -122,34 +123,17 @@ class GrpcApi:
     def _classify(self, request: bytes) -> Answer:
         from tensorflow_serving.apis import classification_pb2
         r = classification_pb2.ClassificationRequest.FromString(request)
-        processor, version, signature = self._example_signature(r.model_spec, "classify", "classification")
-        outputs = [name for name in ("classes", "scores") if name in _aliases(signature, "outputs")]
-        if not outputs:
-            return (FAILED_PRECONDITION, 'Expected classification signature outputs to contain at least one of '
-                                         '"classes" or "scores".', b"")
-        values = processor.predict({"inputs": _serialized_examples(r.input)}, output_filter=outputs)
-        count = len(r.input.example_list.examples) + len(r.input.example_list_with_context.examples)
-        for name, dtype in (("classes", object), ("scores", np.float32)):
-            if name in values:
-                array = values[name]
-                if array.ndim != 2:
-                    return INVALID_ARGUMENT, f"Expected Tensor shape: [batch_size num_classes] but got " \
-                                             f"{list(array.shape)}", b""
-                if array.shape[0] != count:
-                    return INVALID_ARGUMENT, f"Expected {name} output batch size of {count}. Got: {array.shape[0]}", b""
-        if len(values) == 2 and values["classes"].shape[1] != values["scores"].shape[1]:
-            return (INVALID_ARGUMENT, f"Tensors class and score should match in dim_size(1). Got "
-                                      f"{values['classes'].shape[1]} vs. {values['scores'].shape[1]}", b"")
+        processor, version, signature = self._example_api(r.model_spec, example_apis.CLASSIFY)
+        classes, scores = example_apis.classify(processor, signature, _serialized_examples(r.input))
         response = classification_pb2.ClassificationResponse()
         _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-        classes, scores = values.get("classes"), values.get("scores")
-        for i in range(count):
+        shape = (classes if classes is not None else scores).shape
+        for i in range(shape[0]):
             classifications = response.result.classifications.add()
-            for c in range((classes if classes is not None else scores).shape[1]):
+            for c in range(shape[1]):
                 entry = classifications.classes.add()
                 if classes is not None:
-                    entry.label = classes[i, c].decode("utf-8", "replace") if isinstance(classes[i, c], bytes) \
-                        else str(classes[i, c])
+                    entry.label = classes[i, c]
                 if scores is not None:
                     entry.score = float(scores[i, c])
         return OK, "", response.SerializeToString()
@@ -157,43 +141,22 @@ class GrpcApi:
     def _regress(self, request: bytes) -> Answer:
         from tensorflow_serving.apis import regression_pb2
         r = regression_pb2.RegressionRequest.FromString(request)
-        processor, version, signature = self._example_signature(r.model_spec, "regress", "regression")
-        if "outputs" not in _aliases(signature, "outputs"):
-            return FAILED_PRECONDITION, "No regression outputs found in SignatureDef.", b""
-        values = processor.predict({"inputs": _serialized_examples(r.input)}, output_filter=["outputs"])["outputs"]
-        count = len(r.input.example_list.examples) + len(r.input.example_list_with_context.examples)
-        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-            return (INVALID_ARGUMENT, f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-                                      f"but got {list(values.shape)}", b"")
-        if values.shape[0] != count:
-            return INVALID_ARGUMENT, f"Input batch size did not match output batch size: {count} vs. {values.shape[0]}", b""
+        processor, version, signature = self._example_api(r.model_spec, example_apis.REGRESS)
+        values = example_apis.regress(processor, signature, _serialized_examples(r.input))
         response = regression_pb2.RegressionResponse()
         _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-        for value in values.reshape(-1):
+        for value in values:
             response.result.regressions.add().value = float(value)
         return OK, "", response.SerializeToString()
 
-    def _example_signature(self, spec, method: str, kind: str):
-        """The Processor, its version and its signature for a Classify or Regress request, checked as TF
-        Serving checks them (GetClassificationSignatureDef, PreProcessClassification)."""
+    def _example_api(self, spec, api: str):
+        """The Processor, its version and its signature for a Classify or Regress request."""
         processor, version = self.registry.resolve(
             spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label or None)
         served = served_version(processor)
         if version is not None and version != served:
             raise RequestError(404, f"Servable not found for request: Specific({spec.name}, {version})")
-        signature = processor.signature()
-        if spec.signature_name and spec.signature_name != signature["signature_name"]:
-            raise RequestError(400, f"No signature was found with the name: {spec.signature_name}")
-        wanted = f"tensorflow/serving/{method}"
-        if signature.get("method_name") != wanted:
-            raise RequestError(400, f"Expected {kind} signature method_name to be {wanted}. Was: "
-                                    f"{signature.get('method_name')}")
-        if len(signature["inputs"]) != 1:
-            raise RequestError(400, "Expected one input Tensor.")
-        if "inputs" not in _aliases(signature, "inputs"):
-            raise RequestError(400, f"No {kind} inputs found in SignatureDef: its input is "
-                                    f"{signature['inputs'][0]['alias']!r}, not 'inputs'")
-        return processor, served, signature
+        return processor, served, example_apis.check_signature(processor, spec.signature_name, api)
 
     def _reload_config(self, request: bytes) -> Answer:
         from tensorflow_serving.apis import model_management_pb2
@@ -212,24 +175,16 @@ class GrpcApi:
         return OK, "", response.SerializeToString()
 
 
-def _aliases(signature: dict, kind: str) -> set:
-    return {entry["alias"] for entry in signature[kind]}
-
-
-def _serialized_examples(input_message) -> np.ndarray:
+def _serialized_examples(input_message) -> List[bytes]:
     """TF Serving's InputToSerializedExampleTensor: each tf.Example serialized, after its context's bytes
     (a protobuf merge: the example's own features win) for example_list_with_context."""
     kind = input_message.WhichOneof("kind")
     if kind == "example_list":
-        examples = [e.SerializeToString() for e in input_message.example_list.examples]
-    elif kind == "example_list_with_context":
+        return [e.SerializeToString() for e in input_message.example_list.examples]
+    if kind == "example_list_with_context":
         context = input_message.example_list_with_context.context.SerializeToString()
-        examples = [context + e.SerializeToString() for e in input_message.example_list_with_context.examples]
-    else:
-        examples = []
-    if not examples:
-        raise RequestError(400, "Input is empty.")
-    return np.array(examples, dtype=object)
+        return [context + e.SerializeToString() for e in input_message.example_list_with_context.examples]
+    return []
 
 
 def _response_model_spec(out, spec, version: int, signature_name: str) -> None:
