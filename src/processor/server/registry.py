@@ -97,7 +97,11 @@ class ModelRegistry:
         self._overrides = {name: dict(values) for name, values in (overrides or {}).items()}
         self._poll_seconds = poll_seconds
         self._publish = publish
-        self._lock = threading.RLock()  # guards _models; held across loads so that reloads take turns
+        # Two locks: changes (reloads, polls, close) take turns under _changes, held across loads; _lock
+        # guards what requests read (_models, each model's versions and spec) and is held only briefly,
+        # so that requests never wait for a load.
+        self._changes = threading.Lock()
+        self._lock = threading.Lock()
         self._models: Dict[str, ServedModel] = {}
         try:
             errors = self._apply(models, reloading=False)
@@ -182,7 +186,7 @@ class ModelRegistry:
 
     def poll(self) -> None:
         """Applies the version policies to the versions now under each base_path."""
-        with self._lock:
+        with self._changes:
             for model in list(self._models.values()):
                 if not model.swaps_in_place:
                     self._sync_versions(model)
@@ -191,8 +195,9 @@ class ModelRegistry:
         poller = getattr(self, "_poller", None)
         if poller:
             poller.stop()
-        with self._lock:
-            models, self._models = self._models, {}
+        with self._changes:
+            with self._lock:
+                models, self._models = self._models, {}
             self._publish_routes()
             for model in models.values():
                 self._close(model)
@@ -202,7 +207,7 @@ class ModelRegistry:
     def _apply(self, models: List[ModelConfig], reloading: bool = True) -> List[str]:
         """All or nothing: every new or changed model loads first; if one fails, those loaded are closed and
         what served before keeps serving. Then the swap: routes published, retired models closed."""
-        with self._lock:
+        with self._changes:  # _models changes only under it: read here without _lock
             wanted = {m.name: m for m in models}
             staged: Dict[str, ServedModel] = {}
             relabelled: Dict[str, ModelConfig] = {}
@@ -226,11 +231,12 @@ class ModelRegistry:
                 for model in staged.values():
                     self._close(model)
                 return errors
-            retired = [self._models[name] for name in staged if name in self._models]
-            retired += [self._models.pop(name) for name in list(self._models) if name not in wanted]
-            for name, spec in relabelled.items():
-                self._models[name].spec = spec
-            self._models.update(staged)
+            with self._lock:
+                retired = [self._models[name] for name in staged if name in self._models]
+                retired += [self._models.pop(name) for name in list(self._models) if name not in wanted]
+                for name, spec in relabelled.items():
+                    self._models[name].spec = spec
+                self._models.update(staged)
             self._publish_routes()  # waits for requests on the retired versions' routes
             for model in retired:
                 self._close(model)
@@ -276,22 +282,22 @@ class ModelRegistry:
             if close:
                 close()
         wanted = model.wanted([v.version for v in listed if v.complete])
-        added = False
+        loaded = {}
         for version in wanted:
             if version in model.versions or version in model.failures:
                 continue
             try:
-                model.versions[version] = Processor({**model.document, "savedmodel_version": version,
-                                                     "init_timeout_minutes": 0})
-                added = True
+                loaded[version] = Processor({**model.document, "savedmodel_version": version, "init_timeout_minutes": 0})
                 logger.info("model %r version %d serving", model.spec.name, version)
             except ProcessorError as e:
                 model.failures[version] = str(e)
                 logger.error("model %r version %d failed to load: %s", model.spec.name, version, e)
         gone = [v for v in model.versions if v not in wanted]
-        if not (added or gone):
+        if not (loaded or gone):
             return
-        retired = [model.versions.pop(v) for v in gone]
+        with self._lock:
+            model.versions.update(loaded)
+            retired = [model.versions.pop(v) for v in gone]
         if publish:
             self._publish_routes()
         for processor in retired:
