@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding import C_HOST, GRPC_EXAMPLE, alternate, c_host_bench, parse_bench
+from embedding import GRPC_EXAMPLE, alternate, c_host_bench, parse_bench
 from grpc_floor import CONNECTIONS, Server
 from results_file import save_results
 

@@ -21,7 +21,6 @@ tf = pytest.importorskip("tensorflow")
 grpc = pytest.importorskip("grpc")
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,  # noqa: E402
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
-from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 from processor.server.grpc_api import grpc_available  # noqa: E402
@@ -307,12 +306,20 @@ def test_new_versions_are_served_and_old_ones_retired_by_the_policy(models, tmp_
 
 
 def test_the_model_config_file_is_read_again_when_it_changes(models, tmp_path):
+    """And labels on a model that swaps its newest version in place: a label naming another version than
+    the one serving is not answered by the one serving."""
     root, rows = models
-    only_counter = f"model_config_list {{ config {{ name: 'counter' base_path: '{root / 'counter'}' }} }}"
+    only_counter = (f"model_config_list {{ config {{ name: 'counter' base_path: '{root / 'counter'}'\n"
+                    f"version_labels {{ key: 'now' value: 3 }} version_labels {{ key: 'old' value: 1 }} }} }}")
     server = start(tmp_path, only_counter, "--model_config_file_poll_wait_seconds", "0.2")
     client = Client(server.grpc_port)
     try:
         assert client.count() == (tag(3), 3)
+        assert client.count(label="now") == (tag(3), 3)
+        error = rpc_error(lambda: client.count(label="old"))
+        assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND,
+                                                   "Servable not found for request: Specific(counter, 1)")
+        assert server.predict({"inputs": {"n": 1}}, "/labels/old").status_code == 404
         (tmp_path / "models.config").write_text(model_config(root))
         deadline = time.monotonic() + 60
         while True:

@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "codec/model_spec.h"
+#include "common/wire_format.h"
 #include "processor.h"
 
 namespace py = pybind11;
@@ -88,8 +89,9 @@ std::string ServableRequest(const ModelSpecView& spec) {
 }
 
 // The handle a request goes to, as TF Serving's ServerCore picks the servable: a label names a version,
-// a version its own servable, and no version the newest.
-grpc::Status Route(const RouteTable& table, const ModelSpecView& spec, void** handle) {
+// a version its own servable, and no version the newest. A label on a model with one swapping handle
+// sets *pinned to its version, which the engine must then check (see Pinned()).
+grpc::Status Route(const RouteTable& table, const ModelSpecView& spec, void** handle, int64_t* pinned) {
   const auto model = table.find(spec.name);
   if (model == table.end()) {
     return {grpc::StatusCode::NOT_FOUND, "Servable not found for request: " + ServableRequest(spec)};
@@ -123,8 +125,27 @@ grpc::Status Route(const RouteTable& table, const ModelSpecView& spec, void** ha
   if (!routes.latest) {
     return {grpc::StatusCode::NOT_FOUND, "Servable not found for request: " + ServableRequest(spec)};
   }
+  if (!spec.version_label.empty()) *pinned = version;
   *handle = routes.latest;
   return grpc::Status::OK;
+}
+
+// `request` with model_spec.version set to `version`: a second model_spec appended, which protobuf
+// merges into the first (and which replaces its version_label: a oneof), so the engine's version check
+// applies to a labelled request too.
+std::string Pinned(const grpc::Slice& request, int64_t version) {
+  std::string bytes(reinterpret_cast<const char*>(request.begin()), request.size());
+  std::string value;  // Int64Value { value = 1 }
+  value.push_back(0x08);
+  wire::AppendVarint(&value, static_cast<uint64_t>(version));
+  std::string spec;  // ModelSpec { version = 2 }
+  spec.push_back(0x12);
+  wire::AppendVarint(&spec, value.size());
+  spec += value;
+  bytes.push_back(0x0a);  // PredictRequest { model_spec = 1 }
+  wire::AppendVarint(&bytes, spec.size());
+  bytes += spec;
+  return bytes;
 }
 
 // A Python callable (method, request bytes) -> (grpc code, message, response bytes) for the rare RPCs.
@@ -172,15 +193,19 @@ class TfServingService final : public grpc::Service {
     if (!parsed.ok()) return {grpc::StatusCode::INVALID_ARGUMENT, parsed.message()};
     const std::shared_ptr<const RouteTable> table = routes_.Get();  // keeps the handle alive until we answer
     void* handle = nullptr;
-    grpc::Status routed = Route(*table, spec, &handle);
+    int64_t pinned = -1;
+    grpc::Status routed = Route(*table, spec, &handle, &pinned);
     if (!routed.ok()) return routed;
-    if (request.size() > static_cast<size_t>(INT32_MAX)) {
+    const std::string pinned_request = pinned >= 0 ? Pinned(request, pinned) : std::string();
+    const void* bytes = pinned >= 0 ? static_cast<const void*>(pinned_request.data()) : request.begin();
+    const size_t length = pinned >= 0 ? pinned_request.size() : request.size();
+    if (length > static_cast<size_t>(INT32_MAX)) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "the request is larger than 2 GiB"};
     }
     void* response = nullptr;
     int size = 0;
-    const int code = engine_.process_as(handle, PROCESSOR_FORMAT_TF_SERVING_PREDICT, request.begin(),
-                                        static_cast<int>(request.size()), &response, &size);
+    const int code = engine_.process_as(handle, PROCESSOR_FORMAT_TF_SERVING_PREDICT, bytes, static_cast<int>(length),
+                                        &response, &size);
     if (code != PROCESSOR_OK) {
       std::string message(static_cast<const char*>(response), response ? size : 0);
       engine_.free_buffer(response);

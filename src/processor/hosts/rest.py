@@ -22,12 +22,13 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 from aiohttp import web
 
 from ..errors import RequestError
 from ..facade import Processor
+from ..formats.tf_serving import PROMETHEUS_PATH
 from ..server.registry import ModelRegistry, served_version
 from .rest_json import (RestRequestError, format_classify_response, format_predict_response, parse_examples_body,
                         parse_predict_body, signature_metadata)
@@ -46,7 +47,7 @@ class RestServer:
     """The aiohttp application over the models of a registry."""
 
     def __init__(self, registry: ModelRegistry, threads: int = 0, max_request_bytes: int = 64 << 20,
-                 on_close=None, metrics_path: Optional[str] = "/monitoring/prometheus/metrics"):
+                 on_close=None, metrics_path: Optional[str] = PROMETHEUS_PATH):
         self.registry = registry
         self._on_close = on_close  # called as the application closes (the server's shutdown)
         self._pool = ThreadPoolExecutor(max_workers=threads or (os.cpu_count() or 2) * 2,

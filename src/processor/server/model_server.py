@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..errors import ProcessorError
-from ..formats.tf_serving import ModelConfig, read_model_server_config
+from ..formats.tf_serving import PROMETHEUS_PATH, ModelConfig, read_model_server_config
 from ..updater import PollingThread
 from .registry import ModelRegistry
 
@@ -35,7 +35,7 @@ class ServerOptions:
     poll_seconds: float = 5.0  # --file_system_poll_wait_seconds
     model_config_file: Optional[str] = None
     model_config_file_poll_wait_seconds: float = 0.0
-    metrics_path: Optional[str] = "/monitoring/prometheus/metrics"  # on the REST port; None: none
+    metrics_path: Optional[str] = PROMETHEUS_PATH  # on the REST port (--monitoring_config_file); None: none
 
 
 class ModelServer:
@@ -53,7 +53,6 @@ class ModelServer:
                                       publish=self._publish)
         self._config_text = None
         self._config_poller = None
-        self._stopped = threading.Event()
         try:
             if options.port:
                 from .grpc_api import GrpcApi

@@ -95,7 +95,6 @@ class ModelRegistry:
                  poll_seconds: float = 5.0, publish: Callable[[dict], None] = lambda routes: None):
         self._base = dict(base)
         self._overrides = {name: dict(values) for name, values in (overrides or {}).items()}
-        self._poll_seconds = poll_seconds
         self._publish = publish
         # Two locks: changes (reloads, polls, close) take turns under _changes, held across loads; _lock
         # guards what requests read (_models, each model's versions and spec) and is held only briefly,
