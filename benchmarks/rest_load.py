@@ -97,7 +97,7 @@ def start_server(work: Path) -> tuple:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "processor", "serve", "--config", str(config),
-                               "--model-name", "rec", "--port", str(port)],
+                               "--model-name", "rec", "--rest_api_port", str(port), "--port", "0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(1200):

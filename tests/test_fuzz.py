@@ -32,7 +32,10 @@ def test_request_path_survives_a_minute_of_fuzzing(tmp_path):
     runs = int(re.search(r"stat::number_of_executed_units: (\d+)", run.stderr).group(1))
     assert runs > 1000, report
     assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("leak-*")), report
-    ok, rejected = map(int, re.search(r"answers 200: (\d+), 400: (\d+)", run.stderr).groups())
+    ok, rejected = map(int, re.search(r"request_fuzzer: answers 200: (\d+), 400: (\d+)", run.stderr).groups())
     assert ok > 0 and rejected > 0, report  # the model ran, and bad input was met
-    print(f"{runs} inputs in {SECONDS} s: {ok} answered 200, {rejected} 400; "
+    tfs_ok, tfs_rejected = map(int, re.search(r"tf_serving answers 200: (\d+), 400: (\d+)", run.stderr).groups())
+    assert tfs_ok > 0 and tfs_rejected > 0, report  # in TF Serving's format too
+    print(f"{runs} inputs in {SECONDS} s: {ok} answered 200, {rejected} 400 (TF Serving's format: {tfs_ok}, "
+          f"{tfs_rejected}); "
           f"{len(list(corpus.iterdir()))} new corpus entries")

@@ -274,3 +274,12 @@ def test_a_request_naming_a_version_is_answered_by_that_version_alone(echo):
     assert (code, text) == (404, "Servable not found for request: Specific(echo, 5)")
     # a label is the host's to resolve (the engine serves what the host routed to it)
     assert predict(echo, request({"int8": array("int8")}, output_filter=["int8"], label="stable")).outputs["int8"]
+
+
+def test_names_from_the_request_are_escaped_in_messages(echo):
+    """TF Serving's messages quote request names raw; here they keep its wording, but a control byte is
+    escaped, so that the message stays one NUL-terminated UTF-8 string (the C ABI's promise; the fuzzer
+    found a name with a NUL cutting a message short)."""
+    code, text = error(echo, request({"a\x00b": np.array([1.0], np.float32)}))
+    assert code == 400
+    assert text.startswith("input tensor alias not found in signature: a\\x00b. Inputs expected to be in the set {")

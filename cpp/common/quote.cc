@@ -30,8 +30,8 @@ size_t Utf8SequenceLength(std::string_view text, size_t i) {
 
 }  // namespace
 
-std::string Quote(std::string_view text) {
-  std::string out = "'";
+std::string Escape(std::string_view text) {
+  std::string out;
   size_t i = 0;
   while (i < text.size() && out.size() < kMaxQuoted) {
     const uint8_t c = static_cast<uint8_t>(text[i]);
@@ -49,7 +49,9 @@ std::string Quote(std::string_view text) {
     }
   }
   if (i < text.size()) out.append("...");
-  return out + "'";
+  return out;
 }
+
+std::string Quote(std::string_view text) { return "'" + Escape(text) + "'"; }
 
 }  // namespace processor

@@ -100,7 +100,7 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, const E
     const std::string_view name = entries[k].first;
     const int index = servable.FindInput(name);
     if (index < 0 && tf_serving) {
-      return Status::InvalidArgument("input tensor alias not found in signature: " + std::string(name) +
+      return Status::InvalidArgument("input tensor alias not found in signature: " + Escape(name) +
                                      ". Inputs expected to be in the set " + TfServingNames(specs) + ".");
     }
     if (index < 0) {
@@ -174,14 +174,14 @@ Status BindOutputs(const Servable& servable, const std::vector<std::string_view>
   for (std::string_view name : output_filter) {
     const int index = servable.FindOutput(name);
     if (index < 0 && tf_serving) {
-      return Status::InvalidArgument("output tensor alias not found in signature: " + std::string(name) +
+      return Status::InvalidArgument("output tensor alias not found in signature: " + Escape(name) +
                                      " Outputs expected to be in the set " + TfServingNames(specs) + ".");
     }
     if (index < 0) {
       return Status::InvalidArgument("unknown output " + Quote(name) + " in output_filter; the signature's outputs are " +
                                      Names(specs));
     }
-    if (chosen[index] && tf_serving) return Status::InvalidArgument("duplicate output tensor alias: " + std::string(name));
+    if (chosen[index] && tf_serving) return Status::InvalidArgument("duplicate output tensor alias: " + Escape(name));
     if (chosen[index]) continue;  // named twice: answer once
     chosen[index] = true;
     ports->push_back(specs[index].port);
@@ -242,14 +242,14 @@ Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& li
   // the one the host routed it to.
   const ModelSpecView& spec = view.model_spec;
   if (spec.has_version && spec.version != version) {
-    return Status::NotFound("Servable not found for request: Specific(" + std::string(spec.name) + ", " +
+    return Status::NotFound("Servable not found for request: Specific(" + Escape(spec.name) + ", " +
                             std::to_string(spec.version) + ")");
   }
   // TF Serving runs the signature the request names (serving_default when none); a model here serves
   // one, which an unnamed request gets.
   const std::string_view signature_name = spec.signature_name;
   if (!signature_name.empty() && signature_name != servable.signature_name()) {
-    return Status::InvalidArgument("Serving signature key \"" + std::string(signature_name) + "\" not found.");
+    return Status::InvalidArgument("Serving signature key \"" + Escape(signature_name) + "\" not found.");
   }
   PROCESSOR_RETURN_IF_ERROR(BindInputs(servable, limits, view.inputs, true, &scratch));
   PROCESSOR_RETURN_IF_ERROR(BindOutputs(servable, view.output_filter, true, &scratch));

@@ -1,5 +1,6 @@
 """Builds what `make fuzz` needs: the echo model (one input per protocol dtype, any shape) and a seed
-corpus of valid requests of every dtype, packed and unpacked, with output filters and odd encodings.
+corpus of valid requests of every dtype, packed and unpacked, with output filters and odd encodings, in
+DeepRec's format and in TF Serving's (tf.make_tensor_proto's tensor_content and the typed fields).
 
     python tests/fuzz/make_seeds.py OUT_DIR      # writes OUT_DIR/model and OUT_DIR/seeds
 """
@@ -53,6 +54,36 @@ def seeds():
     yield build_request({"string": strings}).SerializeToString()
 
 
+def tf_serving_seeds():
+    """TF Serving PredictRequests (tensorflow-serving-api, tf.make_tensor_proto) of the echo model's inputs."""
+    try:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+    except ImportError as e:
+        print(f"no TF Serving seeds: {e}")
+        return
+    for shape in [(4,), (2, 2), (), (0,)]:
+        arrays = arrays_of_shape(shape)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "echo"
+        for alias, array in arrays.items():
+            request.inputs[alias].CopyFrom(tf.make_tensor_proto(array))
+        yield request.SerializeToString()
+        for alias, array in arrays.items():  # one input alone, in its typed field
+            single = predict_pb2.PredictRequest()
+            proto = tf.make_tensor_proto(array)
+            if array.dtype != object and array.size:
+                proto.tensor_content = b""
+                field = {"f": "float_val" if array.itemsize == 4 else "double_val", "b": "bool_val"}.get(
+                    array.dtype.kind, "int64_val" if array.itemsize == 8 else "int_val")
+                proto.ClearField(field)
+                getattr(proto, field).extend(array.reshape(-1).tolist())
+            single.inputs[alias].CopyFrom(proto)
+            single.output_filter.append(alias)
+            single.model_spec.version.value = 0
+            yield single.SerializeToString()
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     model = out / "model"
@@ -61,7 +92,7 @@ def main() -> None:
     corpus = out / "seeds"
     corpus.mkdir(parents=True, exist_ok=True)
     count = 0
-    for data in seeds():
+    for data in (*seeds(), *tf_serving_seeds()):
         (corpus / hashlib.sha1(data).hexdigest()).write_bytes(data)
         count += 1
     print(f"{count} seeds in {corpus}, model in {model}")

@@ -1,11 +1,13 @@
-// libFuzzer target over the request path on a real model: every input is decoded on its own (each
-// ArrayProto made into a tensor, whatever the signature) and then served end to end by a real
-// TensorFlow session (decode, bind, run, encode). Built with ASan + UBSan by `make fuzz`.
+// libFuzzer target over the request path on a real model: every input is taken in both request formats
+// (DeepRec's PredictRequest and TF Serving's, codec/tf_serving_codec.h), decoded on its own (each
+// ArrayProto or TensorProto made into a tensor, whatever the signature) and then served end to end by
+// a real TensorFlow session (decode, bind, run, encode). Built with ASan + UBSan by `make fuzz`.
 //
 //   PROCESSOR_FUZZ_MODEL=<savedmodel dir> request_fuzzer [libFuzzer flags] [corpus dirs]
 //
-// Any answer other than 200 or 400, a 400 without a message, a 200 that is not a well-formed response
-// or a sanitizer report is a finding (the fuzzer aborts and saves the input).
+// Any answer other than 200 or 400 (or 404 for TF Serving's format: a version the model does not serve),
+// an error without a message, a 200 that is not a well-formed response or a sanitizer report is a
+// finding (the fuzzer aborts and saves the input).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +17,7 @@
 #include <tensorflow/c/tf_tstring.h>
 
 #include "codec/predict_codec.h"
+#include "codec/tf_serving_codec.h"
 #include "common/wire_format.h"
 #include "model/servable.h"
 #include "serving/request_processor.h"
@@ -22,7 +25,8 @@
 namespace {
 
 std::shared_ptr<processor::Servable> servable;
-long answered_200 = 0, answered_400 = 0;  // printed at exit: proof the model really ran
+// Printed at exit: proof the model really ran, in each format.
+long answered_200 = 0, answered_400 = 0, tf_serving_200 = 0, tf_serving_400 = 0;
 
 // Small limits keep each run fast; the limits themselves are part of what is fuzzed.
 processor::RequestLimits FuzzLimits() {
@@ -49,9 +53,10 @@ void CheckTerminated(TF_Tensor* tensor) {
 }
 
 // Decodes every input as MakeTensor would, signature or not.
-void DecodeAlone(const uint8_t* data, size_t size) {
-  processor::RequestView view;
-  if (!processor::ParsePredictRequest(data, size, &view).ok()) return;
+template <typename View, typename Parse>
+void DecodeAlone(const uint8_t* data, size_t size, Parse parse) {
+  View view;
+  if (!parse(data, size, &view).ok()) return;
   for (const auto& input : view.inputs) {
     int64_t elements = 0;
     if (!processor::ShapeElementCount(input.second, &elements).ok()) continue;
@@ -64,15 +69,34 @@ void DecodeAlone(const uint8_t* data, size_t size) {
   }
 }
 
-// A 200 must be a PredictResponse: a sequence of well-formed `outputs` map entries.
-void CheckResponse(const void* body, int size) {
+// A 200 must be a PredictResponse: a sequence of well-formed `outputs` map entries (field 1), and for
+// TF Serving's, its model_spec (field 2).
+void CheckResponse(const void* body, int size, uint32_t last_field) {
   processor::wire::Reader reader(body, static_cast<size_t>(size));
   uint32_t field, wire_type;
   while (reader.NextField(&field, &wire_type)) {
-    if (field != 1 || wire_type != processor::wire::kLengthDelimited) Finding("response has a stray field");
+    if (field > last_field || wire_type != processor::wire::kLengthDelimited) Finding("response has a stray field");
     reader.LengthDelimited();
   }
   if (!reader.ok()) Finding("response is not well-formed");
+}
+
+// Serves the input in one format and checks the answer; returns the code.
+int Serve(const uint8_t* data, size_t size, processor::RequestFormat format) {
+  const bool tf_serving = format == processor::RequestFormat::kTfServingPredict;
+  void* body = nullptr;
+  int body_size = 0;
+  const int code = processor::ServeRequest(servable.get(), FuzzLimits(), data, static_cast<int>(size), &body,
+                                           &body_size, nullptr, format, /*version=*/0);
+  if (code == 200 && (size > 0 || tf_serving)) CheckResponse(body, body_size, tf_serving ? 2 : 1);
+  if (code != 200 && (body_size == 0 || std::strlen(static_cast<const char*>(body)) != static_cast<size_t>(body_size))) {
+    Finding("an error without a whole message");
+  }
+  if (code != 200 && code != 400 && !(tf_serving && code == 404)) {
+    Finding("code " + std::to_string(code) + ": " + static_cast<const char*>(body));
+  }
+  std::free(body);
+  return code;
 }
 
 }  // namespace
@@ -86,22 +110,24 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   processor::Status status = processor::LoadPlan::Make(options, &plan);
   if (status.ok()) status = processor::Servable::Load(*plan, &servable);
   if (!status.ok()) Finding("cannot load " + std::string(model) + ": " + status.message());
-  std::atexit([] { std::fprintf(stderr, "request_fuzzer: answers 200: %ld, 400: %ld\n", answered_200, answered_400); });
+  std::atexit([] {
+    std::fprintf(stderr, "request_fuzzer: answers 200: %ld, 400: %ld\n", answered_200, answered_400);
+    std::fprintf(stderr, "request_fuzzer: tf_serving answers 200: %ld, 400: %ld\n", tf_serving_200, tf_serving_400);
+  });
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  DecodeAlone(data, size);
-  void* body = nullptr;
-  int body_size = 0;
-  const int code = processor::ServeRequest(servable.get(), FuzzLimits(), data, static_cast<int>(size), &body,
-                                           &body_size);
-  if (code == 200 && size > 0) CheckResponse(body, body_size);
-  if (code == 400 && (body_size == 0 || std::strlen(static_cast<const char*>(body)) != static_cast<size_t>(body_size))) {
-    Finding("a 400 without a whole message");
-  }
+  DecodeAlone<processor::RequestView>(data, size, [](const uint8_t* d, size_t n, processor::RequestView* view) {
+    return processor::ParsePredictRequest(d, n, view);
+  });
+  DecodeAlone<processor::TfServingRequestView>(data, size, [](const uint8_t* d, size_t n,
+                                                              processor::TfServingRequestView* view) {
+    return processor::ParseTfServingPredictRequest(d, n, view);
+  });
+  const int code = Serve(data, size, processor::RequestFormat::kDeepRec);
   ++(code == 200 ? answered_200 : answered_400);
-  if (code != 200 && code != 400) Finding("code " + std::to_string(code) + ": " + static_cast<const char*>(body));
-  std::free(body);
+  const int tf_serving = Serve(data, size, processor::RequestFormat::kTfServingPredict);
+  ++(tf_serving == 200 ? tf_serving_200 : tf_serving_400);
   return 0;
 }
