@@ -196,8 +196,7 @@ class Processor:
 
     def unpin(self) -> bool:
         """Lifts a rollback pin and serves the newest version again; returns True when it swapped."""
-        self._lifecycle.unpin()
-        return self._lifecycle.update(raise_errors=True)
+        return self._lifecycle.unpin()
 
     # ---- lifecycle
 

@@ -34,7 +34,8 @@ class VersionLifecycle:
         self.config = config
         self.loader = loader
         self._policy = POLICIES[config.version_policy]()
-        self._update_lock = threading.Lock()  # one load at a time: updates, rollbacks, reloads
+        # One load at a time: updates, rollbacks, reloads. Reentrant: unpin() updates while holding it.
+        self._update_lock = threading.RLock()
         self._state_lock = threading.Lock()   # installing vs closing
         self._backoff = RetryBackoff(lambda: max(config.effective_poll_interval, 1.0), MAX_RETRY_BACKOFF_SECONDS)
         self._updates_applied = 0
@@ -199,9 +200,13 @@ class VersionLifecycle:
                 raise
             logger.info("rolled back to %s; pinned until a version newer than %s appears", target.describe(), watermark)
 
-    def unpin(self) -> None:
+    def unpin(self) -> bool:
+        """Lifts a rollback pin and serves the newest version; True when that swapped. One step under the
+        update lock: otherwise the polling thread could swap in between, and unpin() would say it
+        swapped nothing."""
         with self._update_lock:
             self._pin = None
+            return self.update(raise_errors=True)
 
     # ---- what the version policies use
 
