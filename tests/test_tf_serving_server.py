@@ -493,3 +493,36 @@ def test_classify_and_regress_answer_as_tensorflow(tmp_path):
     finally:
         client.close()
         assert server.stop() == 0
+
+
+def test_a_version_that_fails_to_load_is_retried_until_repaired(models, tmp_path):
+    """`all` versions: version 2 arrives with a corrupt graph, is reported END with its error, and once its
+    graph is repaired in place (the same version number) it is served without a restart."""
+    root, _ = models
+    base = tmp_path / "counter"
+    shutil.copytree(root / "counter" / "1", base / "1")
+    config = (f"model_config_list {{ config {{ name: 'counter' base_path: '{base}' "
+              f"model_version_policy {{ all {{}} }} }} }}")
+    server = start(tmp_path, config, "--file_system_poll_wait_seconds", "0.2")
+    client = Client(server.grpc_port)
+    try:
+        (base / "2").mkdir()
+        (base / "2" / "saved_model.pb").write_bytes(b"\x0a\xff\xff not a SavedModel")
+        deadline = time.monotonic() + 30
+        while True:
+            states = {s.version: s for s in client.status("counter").model_version_status}
+            if 2 in states:
+                break
+            assert time.monotonic() < deadline, "the broken version was not reported"
+            time.sleep(0.1)
+        assert get_model_status_pb2.ModelVersionStatus.State.Name(states[2].state) == "END"
+        assert states[2].status.error_code == 2 and states[2].status.error_message
+        assert client.count() == (tag(1), 1)  # the newest version that loads serves
+        shutil.copy(root / "counter" / "2" / "saved_model.pb", base / "2" / "saved_model.pb")
+        while client.count()[1] != 2:
+            assert time.monotonic() < deadline + 30, "the repaired version was not served"
+            time.sleep(0.2)
+        assert [s.version for s in client.status("counter").model_version_status] == [1, 2]
+    finally:
+        client.close()
+        assert server.stop() == 0

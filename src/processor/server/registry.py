@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from ..backoff import RetryBackoff
 from ..errors import ConfigError, ProcessorError, RequestError
 from ..facade import Processor
 from ..formats.tf_serving import ModelConfig
@@ -65,6 +66,8 @@ class ServedModel:
     single: Optional[Processor] = None  # `latest` 1: one Processor swapping in place
     versions: Dict[int, Processor] = field(default_factory=dict)  # any other policy: one per version
     failures: Dict[int, str] = field(default_factory=dict)  # versions that failed to load, and why
+    # When a failed version is tried again: backoff.py's rule, from the poll interval up to 5 minutes.
+    backoff: RetryBackoff = field(default_factory=lambda: RetryBackoff(1.0, 300.0))
 
     @property
     def swaps_in_place(self) -> bool:
@@ -283,14 +286,19 @@ class ModelRegistry:
         wanted = model.wanted([v.version for v in listed if v.complete])
         loaded = {}
         for version in wanted:
-            if version in model.versions or version in model.failures:
+            if version in model.versions or model.backoff.waiting(version):
                 continue
             try:
                 loaded[version] = Processor({**model.document, "savedmodel_version": version, "init_timeout_minutes": 0})
+                model.failures.pop(version, None)
+                model.backoff.succeeded(version)
                 logger.info("model %r version %d serving", model.spec.name, version)
             except ProcessorError as e:
+                delay = model.backoff.failed(version)
+                if model.failures.get(version) != str(e):  # said once per distinct failure
+                    logger.error("model %r version %d failed to load (retrying in %.0f s, then less often): %s",
+                                 model.spec.name, version, delay, e)
                 model.failures[version] = str(e)
-                logger.error("model %r version %d failed to load: %s", model.spec.name, version, e)
         gone = [v for v in model.versions if v not in wanted]
         if not (loaded or gone):
             return
