@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 
-from embedding import GRPC_EXAMPLE, alternate, parse_bench
+from embedding import GRPC_EXAMPLE, alternate, medians_of, parse_bench
 from results_file import save_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,28 @@ class Server:
         self.log.close()
 
 
+def missing_grpc_tools(benchmark: str) -> bool:
+    """Says so (and returns True) when the gRPC host cannot be built here."""
+    missing = [t for t in ("protoc", "grpc_cpp_plugin", "pkg-config") if not shutil.which(t)]
+    if missing:
+        print(f"{benchmark}: skipped, {', '.join(missing)} missing (apt-get install libgrpc++-dev protobuf-compiler-grpc)")
+    return bool(missing)
+
+
+def build_host_and_model(work: Path) -> Tuple[Path, dict]:
+    """examples/grpc_host's host and load client built into work/grpc, and the example model trained
+    into work/rec: (the build directory, the model's config without polling)."""
+    import processor
+    import recommendation_model
+    out = work / "grpc"
+    subprocess.run(["make", "-s", "-j2", "-C", str(GRPC_EXAMPLE), f"OUT={out}",
+                    f"PROCESSOR_INCLUDE={processor.include_dir()}", "load"], check=True)
+    dirs, trainer = recommendation_model.build(str(work / "rec"), steps_per_version=1, versions=1)
+    trainer.close()
+    return out, {"savedmodel_dir": dirs.savedmodel_dir, "checkpoint_dir": dirs.checkpoint_dir,
+                 "poll_interval_seconds": 0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -95,9 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.python_echo:
         return python_echo(args.python_echo)
-    missing = [t for t in ("protoc", "grpc_cpp_plugin", "pkg-config") if not shutil.which(t)]
-    if missing:
-        print(f"grpc_floor: skipped, {', '.join(missing)} missing (apt-get install libgrpc++-dev protobuf-compiler-grpc)")
+    if missing_grpc_tools("grpc_floor"):
         return
     import processor
     import recommendation_model
@@ -106,14 +126,9 @@ def main() -> None:
     report = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        out = work / "grpc"
-        subprocess.run(["make", "-s", "-j2", "-C", str(GRPC_EXAMPLE), f"OUT={out}",
-                        f"PROCESSOR_INCLUDE={processor.include_dir()}", "load"], check=True)
-        dirs, trainer = recommendation_model.build(str(work / "rec"), steps_per_version=1, versions=1)
-        trainer.close()
+        out, settings = build_host_and_model(work)
         config = work / "config.json"
-        config.write_text(json.dumps({"savedmodel_dir": dirs.savedmodel_dir, "checkpoint_dir": dirs.checkpoint_dir,
-                                      "poll_interval_seconds": 0}))
+        config.write_text(json.dumps(settings))
         python = [sys.executable, str(Path(__file__).resolve())]
         servers = {
             "C++ gRPC": Server([str(out / "grpc_host"), processor.library_path(), str(config), "--address",
@@ -139,8 +154,7 @@ def main() -> None:
                     return measure
 
                 runs = alternate(args.rounds, {name: echo(server) for name, server in servers.items()})
-                medians = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
-                           for name, rs in runs.items()}
+                medians = medians_of(runs)
                 floor = medians["C++ gRPC"]["requests_per_s"]
                 for name, m in medians.items():
                     m["time_per_request_vs_cpp"] = floor / m["requests_per_s"]

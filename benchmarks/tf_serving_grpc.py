@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding import GRPC_EXAMPLE, alternate, c_host_bench, parse_bench
-from grpc_floor import CONNECTIONS, Server
+from embedding import alternate, c_host_bench, medians_of, parse_bench
+from grpc_floor import CONNECTIONS, Server, build_host_and_model, missing_grpc_tools
 from results_file import save_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,9 +85,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    missing = [t for t in ("protoc", "grpc_cpp_plugin", "pkg-config") if not shutil.which(t)]
-    if missing:
-        print(f"tf_serving_grpc: skipped, {', '.join(missing)} missing (apt-get install libgrpc++-dev protobuf-compiler-grpc)")
+    if missing_grpc_tools("tf_serving_grpc"):
         return
     from processor.server.grpc_api import grpc_available
     if grpc_available():
@@ -102,14 +98,8 @@ def main() -> None:
     report = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        out = work / "grpc"
-        subprocess.run(["make", "-s", "-j2", "-C", str(GRPC_EXAMPLE), f"OUT={out}",
-                        f"PROCESSOR_INCLUDE={processor.include_dir()}", "load"], check=True)
+        out, settings = build_host_and_model(work)
         subprocess.run(["make", "-s", "-C", str(ROOT), "c_host"], check=True)
-        dirs, trainer = recommendation_model.build(str(work / "rec"), steps_per_version=1, versions=1)
-        trainer.close()
-        settings = {"savedmodel_dir": dirs.savedmodel_dir, "checkpoint_dir": dirs.checkpoint_dir,
-                    "poll_interval_seconds": 0}
         config, inline = work / "config.json", work / "inline.json"
         config.write_text(json.dumps(settings))
         inline.write_text(json.dumps({**settings, "enable_inline_execute": True}))
@@ -145,8 +135,7 @@ def main() -> None:
                                                              threads=CONNECTIONS),
                 }
                 runs = alternate(args.rounds, sides)
-                medians = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
-                           for name, rs in runs.items()}
+                medians = medians_of(runs)
                 floor = medians["echo floor (C++ gRPC)"]["requests_per_s"]
                 for name, m in medians.items():
                     m["time_per_request_vs_echo"] = floor / m["requests_per_s"]

@@ -32,14 +32,7 @@ inline bool ReadsAs(uint32_t field, uint32_t wire_type) {
 // validated by ParseArray) that protobuf reads as the field; visit consumes the value.
 template <typename Visit>
 void ForEachOccurrence(const ArrayView& array, uint32_t field, Visit&& visit) {
-  for (std::string_view piece : array.pieces) {
-    wire::Reader r(piece);
-    uint32_t f, wire_type;
-    while (r.NextField(&f, &wire_type)) {
-      if (f == field && ReadsAs(field, wire_type)) visit(r, wire_type);
-      else r.Skip(wire_type);
-    }
-  }
+  wire::ForEachOccurrence(array.pieces, field, [](uint32_t f, uint32_t w) { return ReadsAs(f, w); }, visit);
 }
 
 // Calls fn(uint64_t) for every value of varint field `field`, packed or not.

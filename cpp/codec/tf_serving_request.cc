@@ -193,14 +193,7 @@ Status ParseInputEntry(std::string_view bytes, std::string_view* key, TensorProt
 // Calls visit(reader, wire_type) at each occurrence of `field` that protobuf reads as the field.
 template <typename Visit>
 void ForEachOccurrence(const TensorProtoView& view, uint32_t field, Visit&& visit) {
-  for (std::string_view piece : view.pieces) {
-    Reader r(piece);
-    uint32_t f, wire_type;
-    while (r.NextField(&f, &wire_type)) {
-      if (f == field && ReadsAs(field, wire_type)) visit(r, wire_type);
-      else r.Skip(wire_type);
-    }
-  }
+  wire::ForEachOccurrence(view.pieces, field, [](uint32_t f, uint32_t w) { return ReadsAs(f, w); }, visit);
 }
 
 template <typename Fn>

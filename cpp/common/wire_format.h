@@ -147,6 +147,22 @@ class Reader {
   uint32_t last_field_ = 0;
 };
 
+// Calls visit(reader, wire_type) at every occurrence of `field` in `pieces` (the bytes of one message,
+// in several pieces when protobuf's merge semantics join repeated occurrences, already validated) that
+// protobuf reads as that field (`reads_as(field, wire_type)`); visit consumes the value. The codecs'
+// ArrayProto and TensorProto value readers both walk their pieces with it.
+template <typename Pieces, typename ReadsAs, typename Visit>
+void ForEachOccurrence(const Pieces& pieces, uint32_t field, ReadsAs reads_as, Visit&& visit) {
+  for (std::string_view piece : pieces) {
+    Reader r(piece);
+    uint32_t f, wire_type;
+    while (r.NextField(&f, &wire_type)) {
+      if (f == field && reads_as(field, wire_type)) visit(r, wire_type);
+      else r.Skip(wire_type);
+    }
+  }
+}
+
 // Without a loop (protobuf's formula): the encoder sizes every packed value before writing it, and a
 // hashed id would take ten iterations.
 inline size_t VarintSize(uint64_t value) {

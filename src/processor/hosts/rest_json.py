@@ -25,16 +25,23 @@ class RestRequestError(ValueError):
     """The body is not a valid predict request for the signature (HTTP 400)."""
 
 
-def parse_predict_body(body: Any, signature: Mapping[str, Any]) -> Tuple[Dict[str, np.ndarray], bool, str]:
-    """(inputs as numpy arrays, whether the row format was used, signature_name) of a decoded JSON body."""
+def _signature_name_of(body: Any, fields: Tuple[str, ...], expected: str) -> str:
+    """A body's signature_name, once the body is checked to be an object of `fields` and signature_name
+    alone (`expected` says which in the message)."""
     if not isinstance(body, dict):
         raise RestRequestError("the request body must be a JSON object")
     signature_name = body.get("signature_name", "")
     if not isinstance(signature_name, str):
         raise RestRequestError("'signature_name' must be a string")
-    unknown = sorted(set(body) - {"signature_name", "instances", "inputs"})
+    unknown = sorted(set(body) - {"signature_name", *fields})
     if unknown:
-        raise RestRequestError(f"unknown field(s) {', '.join(repr(k) for k in unknown)}: expected 'instances' or 'inputs'")
+        raise RestRequestError(f"unknown field(s) {', '.join(repr(k) for k in unknown)}: expected {expected}")
+    return signature_name
+
+
+def parse_predict_body(body: Any, signature: Mapping[str, Any]) -> Tuple[Dict[str, np.ndarray], bool, str]:
+    """(inputs as numpy arrays, whether the row format was used, signature_name) of a decoded JSON body."""
+    signature_name = _signature_name_of(body, ("instances", "inputs"), "'instances' or 'inputs'")
     if signature_name and signature_name != signature["signature_name"]:  # before the inputs are read by it
         raise RestRequestError(f"signature_name '{signature_name}' is not served; this model serves "
                                f"'{signature['signature_name']}'")
@@ -211,15 +218,7 @@ def parse_examples_body(body: Any) -> Tuple[List[bytes], str]:
     int64_list, numbers with a fraction float_list, strings and b64 bytes_list. The context's features
     go into every example, as its bytes before each example's (TF Serving's InputToSerializedExampleTensor)."""
     from tensorflow.core.example import example_pb2
-    if not isinstance(body, dict):
-        raise RestRequestError("the request body must be a JSON object")
-    signature_name = body.get("signature_name", "")
-    if not isinstance(signature_name, str):
-        raise RestRequestError("'signature_name' must be a string")
-    unknown = sorted(set(body) - {"signature_name", "context", "examples"})
-    if unknown:
-        raise RestRequestError(f"unknown field(s) {', '.join(repr(k) for k in unknown)}: expected 'examples' "
-                               f"and optionally 'context'")
+    signature_name = _signature_name_of(body, ("context", "examples"), "'examples' and optionally 'context'")
     examples, context = body.get("examples"), body.get("context", {})
     if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
         raise RestRequestError("'examples' must be a list of objects (feature name: value)")

@@ -106,11 +106,7 @@ class GrpcApi:
             if field != "signature_def":
                 return INVALID_ARGUMENT, f"Metadata field {field} is not supported", b""
         spec = r.model_spec
-        processor, version = self.registry.resolve(
-            spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label or None)
-        served = served_version(processor)
-        if version is not None and version != served:
-            return NOT_FOUND, f"Servable not found for request: Specific({spec.name}, {version})", b""
+        processor, served = self._resolve(spec)
         signature = processor.signature()
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = spec.name
@@ -151,12 +147,18 @@ class GrpcApi:
 
     def _example_api(self, spec, api: str):
         """The Processor, its version and its signature for a Classify or Regress request."""
+        processor, served = self._resolve(spec)
+        return processor, served, example_apis.check_signature(processor, spec.signature_name, api)
+
+    def _resolve(self, spec):
+        """The Processor a ModelSpec names and the version it serves; 404 when the spec names (or labels)
+        another version than that one."""
         processor, version = self.registry.resolve(
             spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label or None)
         served = served_version(processor)
         if version is not None and version != served:
             raise RequestError(404, f"Servable not found for request: Specific({spec.name}, {version})")
-        return processor, served, example_apis.check_signature(processor, spec.signature_name, api)
+        return processor, served
 
     def _reload_config(self, request: bytes) -> Answer:
         from tensorflow_serving.apis import model_management_pb2

@@ -68,6 +68,7 @@ class ServedModel:
     failures: Dict[int, str] = field(default_factory=dict)  # versions that failed to load, and why
     # When a failed version is tried again: backoff.py's rule, from the poll interval up to 5 minutes.
     backoff: RetryBackoff = field(default_factory=lambda: RetryBackoff(1.0, 300.0))
+    _listing: Optional[tuple] = field(default=None, repr=False)  # (store, restores_variables): complete_versions()
 
     @property
     def swaps_in_place(self) -> bool:
@@ -82,6 +83,19 @@ class ServedModel:
         if policy.kind == "all":
             return list(available)
         return available[-policy.num_versions:]
+
+    def complete_versions(self) -> List[int]:
+        """The complete integer versions under base_path now, ascending; the store to list them with is
+        opened on the first call and kept (every poll lists)."""
+        from ..config import parse_config
+        from ..loading.savedmodels import list_savedmodel_versions
+        from ..stores.registry import open_model_store
+        if self._listing is None:
+            config = parse_config({**self.document, "savedmodel_version": -1})
+            self._listing = (open_model_store(config), not config.checkpoint_dir)
+        store, restores_variables = self._listing
+        listed = list_savedmodel_versions(store, self.spec.base_path, restores_variables=restores_variables)
+        return [v.version for v in listed if v.complete]
 
     def processors(self) -> List[Processor]:
         return [self.single] if self.single is not None else list(self.versions.values())
@@ -269,21 +283,11 @@ class ModelRegistry:
                                   f"is complete under {model.spec.base_path}")
 
     def _sync_versions(self, model: ServedModel, publish: bool = True) -> None:
-        from ..loading.savedmodels import list_savedmodel_versions
-        from ..stores.registry import open_model_store
-        from ..config import parse_config
-        config = parse_config({**model.document, "savedmodel_version": -1})
-        store = open_model_store(config)
         try:
-            listed = list_savedmodel_versions(store, model.spec.base_path, restores_variables=not config.checkpoint_dir)
+            wanted = model.wanted(model.complete_versions())
         except (OSError, ProcessorError) as e:
             logger.warning("model %r: cannot list the versions under %s: %s", model.spec.name, model.spec.base_path, e)
             return
-        finally:
-            close = getattr(store, "close", None)
-            if close:
-                close()
-        wanted = model.wanted([v.version for v in listed if v.complete])
         loaded = {}
         for version in wanted:
             if version in model.versions or model.backoff.waiting(version):
