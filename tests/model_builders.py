@@ -160,3 +160,54 @@ def tensorflow_outputs(savedmodel_dir: str, feeds: dict, outputs=("index", "embe
         signature = meta_graph.signature_def["serving_default"]
         return session.run({name: signature.outputs[name].name for name in outputs},
                            {signature.inputs[alias].name: value for alias, value in feeds.items()})
+
+
+# A Keras 3 model exported with three serving signatures (keras.export.ExportArchive, as Keras users
+# export for TF Serving), built in a child process: saving a TF2 SavedModel needs eager execution, which
+# other builders here turn off for the whole process. TensorFlow's own answers (the SavedModel reloaded
+# with tf.saved_model.load, each signature called) come back beside it in expected.npz.
+_KERAS_EXPORT = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+import keras
+
+path, expected_path = sys.argv[1], sys.argv[2]
+keras.utils.set_random_seed(7)
+ids = keras.Input(shape=(), dtype="int64", name="ids")
+dense = keras.Input(shape=(3,), dtype="float32", name="dense")
+embedding = keras.layers.Embedding(50, 4, embeddings_initializer="uniform", name="embedding")
+joined = keras.layers.Concatenate()([embedding(ids), dense])
+score = keras.layers.Dense(1, activation="sigmoid", name="score")(joined)
+model = keras.Model({"ids": ids, "dense": dense}, {"score": score})
+archive = keras.export.ExportArchive()
+archive.track(model)
+archive.add_endpoint("serve", lambda inputs: model(inputs), input_signature=[{
+    "ids": tf.TensorSpec([None], tf.int64, name="ids"), "dense": tf.TensorSpec([None, 3], tf.float32, name="dense")}])
+archive.add_endpoint("embed", lambda ids: {"rows": embedding(ids)},
+                     input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+archive.write_out(path, verbose=False)
+
+loaded = tf.saved_model.load(path)
+feeds = {"ids": np.array([0, 3, 49, 7, 3, 12, 1, 30], np.int64),
+         "dense": np.random.default_rng(1).normal(size=(8, 3)).astype(np.float32)}
+expected = dict(feeds)
+for name in ("serving_default", "serve"):
+    expected[name + "/score"] = loaded.signatures[name](**feeds)["score"].numpy()
+expected["embed/rows"] = loaded.signatures["embed"](ids=tf.constant(feeds["ids"]))["rows"].numpy()
+np.savez(expected_path, **expected)
+"""
+
+
+def build_keras_export(path: str) -> dict:
+    """The Keras export above at `path`; returns its feeds ("ids" [8], "dense" [8, 3]) and TensorFlow's
+    answers to them, as "<signature>/<output>" (serving_default/score, serve/score, embed/rows)."""
+    import os
+    import subprocess
+    import sys
+    expected_path = path + ".expected.npz"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-c", _KERAS_EXPORT, path, expected_path], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    with np.load(expected_path) as saved:
+        return {name: saved[name] for name in saved.files}

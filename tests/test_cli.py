@@ -66,7 +66,8 @@ def test_inspect_shows_what_would_serve_and_the_signature(rec_model, capsys, tmp
     code, out, _ = run(capsys, "inspect", "--config", str(config), "--json")
     report = json.loads(out)
     with processor.Processor(rec_model.config(poll_interval_seconds=0)) as p:
-        assert report["signature"] == p.signature()
+        assert report["signatures"] == p.signatures()
+        assert next(iter(report["signatures"].values())) == p.signature()
     assert report["would_serve"] == rec_model.prefixes()[-1]
     assert [v["step"] for v in report["versions"]["checkpoints"]] == [20]  # what the state file names
 

@@ -134,7 +134,7 @@ def test_a_specific_version_is_served_only_when_it_is_the_serving_one(server, ba
                                                "dense": [0, 0, 0, 0]}]}, 400, "invalid base64"),
     ("/v1/models/rec:predict", {"instances": [1, 2]}, 400, "each instance must be an object naming them"),
     ("/v1/models/rec:predict", {"signature_name": "other", "inputs": [1, 2]}, 400,
-     "signature_name 'other' is not served; this model serves 'serving_default'"),
+     'Serving signature key "other" not found.'),
     ("/v1/models/rec:classify", {"examples": []}, 400,
      "Expected classification signature method_name to be tensorflow/serving/classify. Was: tensorflow/serving/predict"),
     ("/v1/models/rec:explain", {"instances": []}, 400, "'explain' is not supported: :predict, :classify and :regress are"),

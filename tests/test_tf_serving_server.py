@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from model_builders import build_counting_model, build_lookup_model
+from model_builders import build_counting_model, build_keras_export, build_lookup_model
 from test_rest_server import Server
 
 tf = pytest.importorskip("tensorflow")
@@ -456,7 +456,12 @@ def test_classify_and_regress_answer_as_tensorflow(tmp_path):
         np.testing.assert_allclose([r.value for r in response.result.regressions], expected, rtol=1e-6)
         assert expected[0] == pytest.approx(1 + 8 + 2 + 10 + 3 + 12 - 3)  # the context's bias -1, on 3 logits
 
-        request.model_spec.name = "classifier"  # a classification signature
+        request.model_spec.name = "classifier"  # its main signature is "serving_default", which classifies...
+        request.model_spec.signature_name = "regress"  # ...and a request may name its other one
+        response = client.predictions.Regress(request, timeout=30)
+        np.testing.assert_allclose([r.value for r in response.result.regressions], expected, rtol=1e-6)
+        assert response.model_spec.signature_name == "regress"
+        request.model_spec.signature_name = ""
         error = rpc_error(lambda: client.predictions.Regress(request, timeout=30))
         assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT,
                                                    "Expected regression signature method_name to be "
@@ -523,6 +528,43 @@ def test_a_version_that_fails_to_load_is_retried_until_repaired(models, tmp_path
             assert time.monotonic() < deadline + 30, "the repaired version was not served"
             time.sleep(0.2)
         assert [s.version for s in client.status("counter").model_version_status] == [1, 2]
+    finally:
+        client.close()
+        assert server.stop() == 0
+
+
+def test_every_signature_of_a_keras_export_is_served_over_grpc_and_rest(tmp_path):
+    """A Keras 3 export with three signatures, served by TF Serving's flags: GetModelMetadata lists
+    each SignatureDef as the SavedModel holds it, and Predict over gRPC and REST answers whichever a
+    request names as TensorFlow does."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    base = tmp_path / "keras"
+    expected = build_keras_export(str(base / "1"))
+    server = Server(None, tmp_path, "keras", ("--model_name", "keras", "--model_base_path", str(base)), grpc=True)
+    client = Client(server.grpc_port)
+    try:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = "keras"
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        client.predictions.GetModelMetadata(request, timeout=60).metadata["signature_def"].Unpack(signatures)
+        saved = saved_model_pb2.SavedModel.FromString((base / "1" / "saved_model.pb").read_bytes())
+        saved_signatures = dict(saved.meta_graphs[0].signature_def)
+        del saved_signatures["__saved_model_init_op"]  # the loader's, which no request may run
+        assert dict(signatures.signature_def) == saved_signatures
+
+        response = client.predict("keras", {"ids": expected["ids"]}, signature_name="embed")
+        assert response.model_spec.signature_name == "embed"
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["rows"]), expected["embed/rows"], rtol=1e-6)
+        response = client.predict("keras", {"ids": expected["ids"], "dense": expected["dense"]}, signature_name="serve")
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["score"]), expected["serve/score"], rtol=1e-6)
+
+        answer = server.predict({"signature_name": "embed", "instances": expected["ids"].tolist()})
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json()["predictions"], expected["embed/rows"], rtol=1e-6)
+        answer = server.predict({"signature_name": "nope", "instances": [1]})
+        assert (answer.status_code, answer.json()) == (400, {"error": 'Serving signature key "nope" not found.'})
+        metadata = requests.get(f"{server.url}/v1/models/keras/metadata", timeout=30).json()
+        assert sorted(metadata["metadata"]["signature_def"]["signature_def"]) == ["embed", "serve", "serving_default"]
     finally:
         client.close()
         assert server.stop() == 0

@@ -12,6 +12,11 @@
 
 namespace processor {
 
+// How the engine's message for a signature the model lacks begins (TF Serving's predict_util.cc words it
+// 'Serving signature key "X" not found.'). TF Serving's code for it is FAILED_PRECONDITION, which the
+// engine's HTTP-style codes cannot say: the gRPC server gives that code to a 400 with this message.
+inline constexpr char kUnknownSignaturePrefix[] = "Serving signature key \"";
+
 struct ModelSpecView {
   std::string_view name;
   std::string_view signature_name;

@@ -121,12 +121,16 @@ bool AsGather(TF_Operation* op, TF_Operation* params, GatherSite* site, std::str
 // The gathers of `source` (a variable, or a whole read of one) on the serving path, or why it is read
 // otherwise. Reads (ReadVariableOp, Identity: `var/read`, read_value()) are followed.
 bool FindGathers(TF_Operation* source, const std::unordered_set<TF_Operation*>& serving,
-                 std::vector<GatherSite>* gathers, std::string* why) {
+                 const std::unordered_set<TF_Operation*>& outputs, std::vector<GatherSite>* gathers, std::string* why) {
+  if (outputs.count(source)) {  // the variable, or a read of it, is a signature's output: read whole
+    *why = "a signature outputs it whole (" + Quote(TF_OperationName(source)) + ")";
+    return false;
+  }
   for (TF_Operation* consumer : Consumers(source)) {
     if (!serving.count(consumer)) continue;  // initializers, savers, optimizers
     const std::string type = TF_OperationOpType(consumer);
     if (type == "ReadVariableOp" || type == "Identity") {
-      if (!FindGathers(consumer, serving, gathers, why)) return false;
+      if (!FindGathers(consumer, serving, outputs, gathers, why)) return false;
       continue;
     }
     GatherSite site;
@@ -149,6 +153,8 @@ Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& o
   Status fan_in_status;
   const std::unordered_set<TF_Operation*> serving = FanIn(graph.get(), output_ops, &fan_in_status);
   PROCESSOR_RETURN_IF_ERROR(fan_in_status);
+  std::unordered_set<TF_Operation*> outputs;
+  for (const std::string& name : output_ops) outputs.insert(TF_GraphOperationByName(graph.get(), name.c_str()));
 
   std::set<std::string> named(selection.names.begin(), selection.names.end());
   named.insert(selection.keyed_by_id.begin(), selection.keyed_by_id.end());
@@ -175,7 +181,7 @@ Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& o
       table = status.ok() && (shape[0] > 0 || embedding.keyed_by_id) && shape[1] > 0;
     }
     if (!table) why = "it is not a 2-D variable of known shape";
-    bool gathered = table && FindGathers(op, serving, &embedding.gathers, &why);
+    bool gathered = table && FindGathers(op, serving, outputs, &embedding.gathers, &why);
     if (gathered && embedding.gathers.empty()) {
       why = "the signature does not gather from it";
       gathered = false;
@@ -184,8 +190,12 @@ Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& o
     if (named.count(name) && !gathered) {
       return Status::InvalidArgument("embedding_names: variable " + Quote(name) + " cannot be served from the feature store: " + why);
     }
-    if (chosen && gathered) plan->embeddings.push_back(std::move(embedding));
-    else plan->dense_variables.push_back(name);
+    if (chosen && gathered) {
+      plan->embeddings.push_back(std::move(embedding));
+      continue;
+    }
+    plan->dense_variables.push_back(name);
+    if (!gathered) plan->not_gathered[name] = why;
   }
   if (plan->embeddings.empty()) {
     return Status::InvalidArgument("no embedding to serve: embedding_names is empty and no variable the "

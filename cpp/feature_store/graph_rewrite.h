@@ -55,9 +55,11 @@ struct EmbeddingVariable {
 struct RewritePlan {
   std::vector<EmbeddingVariable> embeddings;
   std::vector<std::string> dense_variables;  // the other variables the signature's outputs depend on
+  std::map<std::string, std::string> not_gathered;  // of those, the ones read otherwise than by gathers: how
 };
 
-// Finds the embedding variables of `graph_def` for the signature outputs `output_ops`.
+// Finds the embedding variables of `graph_def` for the signature outputs `output_ops`. On failure,
+// `plan` holds what was found before it.
 Status PlanRewrite(std::string_view graph_def, const std::vector<std::string>& output_ops,
                    const EmbeddingSelection& selection, RewritePlan* plan);
 

@@ -46,7 +46,6 @@ struct Engine {
 // Where a model's requests go. Handles are the engine's model handles (the C ABI's `void*`).
 struct ModelRoutes {
   void* latest = nullptr;      // answers requests naming no version; null when none is ready
-  std::string signature_name;  // the signature its handles serve
   std::map<int64_t, void*> versions;            // versions loaded side by side (specific, all, latest N)
   std::map<std::string, int64_t, std::less<>> labels;  // version_labels
 };
@@ -76,7 +75,10 @@ class Routes {
 
 grpc::Status FromEngine(int code, std::string message) {
   switch (code) {
-    case PROCESSOR_BAD_REQUEST: return {grpc::StatusCode::INVALID_ARGUMENT, std::move(message)};
+    case PROCESSOR_BAD_REQUEST:
+      return {message.rfind(kUnknownSignaturePrefix, 0) == 0 ? grpc::StatusCode::FAILED_PRECONDITION
+                                                             : grpc::StatusCode::INVALID_ARGUMENT,
+              std::move(message)};
     case PROCESSOR_NOT_FOUND: return {grpc::StatusCode::NOT_FOUND, std::move(message)};
     case PROCESSOR_UNAVAILABLE: return {grpc::StatusCode::UNAVAILABLE, std::move(message)};
     default: return {grpc::StatusCode::INTERNAL, std::move(message)};
@@ -97,10 +99,6 @@ grpc::Status Route(const RouteTable& table, const ModelSpecView& spec, void** ha
     return {grpc::StatusCode::NOT_FOUND, "Servable not found for request: " + ServableRequest(spec)};
   }
   const ModelRoutes& routes = model->second;
-  if (!spec.signature_name.empty() && spec.signature_name != routes.signature_name) {
-    return {grpc::StatusCode::FAILED_PRECONDITION,
-            "Serving signature key \"" + std::string(spec.signature_name) + "\" not found."};
-  }
   int64_t version = spec.version;
   bool has_version = spec.has_version;
   if (!spec.version_label.empty()) {
@@ -286,7 +284,7 @@ class Server {
     server_.reset();
   }
 
-  // routes: {model name: {"latest": handle or 0, "signature_name": str, "versions": {version: handle},
+  // routes: {model name: {"latest": handle or 0, "versions": {version: handle},
   // "labels": {label: version}}}. Returns once no request uses the routes replaced.
   void SetRoutes(const py::dict& routes) {
     auto table = std::make_shared<RouteTable>();
@@ -294,7 +292,6 @@ class Server {
       const py::dict model = entry.cast<py::dict>();
       ModelRoutes& r = (*table)[name.cast<std::string>()];
       r.latest = reinterpret_cast<void*>(model["latest"].cast<uintptr_t>());
-      r.signature_name = model["signature_name"].cast<std::string>();
       for (const auto& [version, handle] : model["versions"].cast<py::dict>()) {
         r.versions[version.cast<int64_t>()] = reinterpret_cast<void*>(handle.cast<uintptr_t>());
       }

@@ -18,7 +18,6 @@ enum : uint32_t {
   kMetaAssetFileDef = 6
 };
 enum : uint32_t { kSavedModelMetaGraphs = 2, kMetaInfoTags = 4 };
-constexpr char kInitOpSignature[] = "__saved_model_init_op";
 
 TensorSpec ParseTensorInfo(std::string_view bytes) {
   TensorSpec spec;
@@ -257,10 +256,10 @@ Status ParseMetaGraph(std::string_view serialized, MetaGraphSpec* spec) {
   if (!r.ok()) return Status::Internal("the SavedModel's MetaGraphDef is not a valid protocol buffer");
   // TensorFlow's loader (saved_model/loader.cc, GetAssetFileDefs): asset_file_def, else the collection.
   if (spec->assets.empty()) spec->assets = std::move(collected_assets);
-  auto init_signature = spec->signatures.find(kInitOpSignature);
+  auto init_signature = spec->signatures.find(kSavedModelInitOpSignature);
   if (init_signature != spec->signatures.end()) {
     for (const TensorSpec& output : init_signature->second.outputs) {
-      if (output.alias == kInitOpSignature) spec->init_op = OpName(output.tensor_name);
+      if (output.alias == kSavedModelInitOpSignature) spec->init_op = OpName(output.tensor_name);
     }
   }
   return Status::Ok();

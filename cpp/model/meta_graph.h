@@ -20,6 +20,9 @@ struct TensorSpec {
   std::vector<int64_t> dims;  // -1 for unknown
 };
 
+// The SignatureDef whose output is the init op (TF2's SavedModels): the loader's, not a request's.
+inline constexpr char kSavedModelInitOpSignature[] = "__saved_model_init_op";
+
 struct SignatureSpec {
   std::string method_name;
   std::vector<TensorSpec> inputs;   // sorted by alias

@@ -24,12 +24,12 @@
 #include "feature_store/local_table.h"
 #include "feature_store/redis_settings.h"
 #include "feature_store/tiered_table.h"
+#include "model/bound_signature.h"
 #include "model/callable_runner.h"
 #include "model/checkpoint_fit.h"
 #include "model/delta_applier.h"
 #include "model/meta_graph.h"
 #include "model/session_settings.h"
-#include "model/tensor_name_index.h"
 
 namespace processor {
 
@@ -71,11 +71,6 @@ struct LoadOptions {
   BatchingOptions batching;            // enable_batching: concurrent requests merged (batching/batch_scheduler.h)
 };
 
-struct BoundTensor {
-  TensorSpec spec;
-  TF_Output port;
-};
-
 // Step 1 of a load: what the control plane needs before the version's tables can be prepared. With a
 // feature store (or DeepRec EmbeddingVariables, which only the feature store serves), the SavedModel's
 // graph is read and planned here once, and `rewrite` says which variables the store serves; step 2
@@ -87,6 +82,8 @@ struct LoadPlan {
   MetaGraphSpec meta_graph;       // its graph_def is ev_graph_def when the graph has EmbeddingVariables
   std::string ev_graph_def;       // the graph with DeepRec's EmbeddingVariables rewritten (embedding_variables.h)
   RewritePlan rewrite;
+  // Signatures the feature store's plan cannot serve, and why (PlanEmbeddings): left out at load.
+  std::map<std::string, std::string> unserved_signatures;
 
   static Status Make(LoadOptions options, std::unique_ptr<LoadPlan>* plan);
   LoadPlan() = default;
@@ -116,20 +113,25 @@ class Servable {
   // Servables alive in the process (the metric :processor:loaded_versions): what leak checks watch.
   static int64_t LiveCount() { return live_count_.load(std::memory_order_relaxed); }
 
-  const std::string& signature_name() const { return signature_name_; }
+  // The signature requests get unless they name another: the config's signature_name.
+  const BoundSignature& signature() const { return *signatures_.front(); }
+  // The signature `name` names (any SignatureDef of the version that bound); null if none.
+  const BoundSignature* FindSignature(std::string_view name) const {
+    for (const auto& signature : signatures_) {
+      if (signature->name() == name) return signature.get();
+    }
+    return nullptr;
+  }
+  // Every bound signature: signature() first, then the others by name.
+  const std::vector<std::unique_ptr<const BoundSignature>>& signatures() const { return signatures_; }
   bool strict_signature_name() const { return strict_signature_name_; }
-  const std::vector<BoundTensor>& inputs() const { return inputs_; }
-  const std::vector<BoundTensor>& outputs() const { return outputs_; }
-  // JSON description of the signature (what process() answers to an empty request).
-  const std::string& signature_json() const { return signature_json_; }
+  // What process() answers to an empty request: signature().json() with "other_signatures", a list of
+  // the others' descriptions.
+  const std::string& description_json() const { return description_json_; }
   // How requests reach TensorFlow: "callable" (TF's callable interface, made at load), or "session_run"
   // (TF_SessionRun, when TensorFlow made no callable; callable_error() says why).
   const char* run_interface() const { return serving_callables_.empty() ? "session_run" : "callable"; }
   const std::string& callable_error() const { return callable_error_; }
-
-  // Index into inputs()/outputs() of an alias or tensor name; -1 if there is none.
-  int FindInput(std::string_view name) const { return input_names_.Find(name); }
-  int FindOutput(std::string_view name) const { return output_names_.Find(name); }
 
   // ---- serving
   // Runs the session. `results` receives owned tensors, one per output (on failure too: TF may have
@@ -138,10 +140,12 @@ class Servable {
   // (an output_filter, a timeline step) through TF_SessionRun.
   Status Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
              OwnedTensors* results, std::string* run_metadata = nullptr) const;
-  // Run() of a host's request: with batching on, merged with concurrent ones into one run.
-  Status Serve(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
-               OwnedTensors* results) const {
-    return batcher_ ? batcher_->Run(inputs, values, outputs, results) : Run(inputs, values, outputs, results);
+  // Run() of a host's request of `signature`: with batching on, one of the main signature's is merged
+  // with concurrent ones into one run (the other signatures' run alone).
+  Status Serve(const BoundSignature& signature, const std::vector<TF_Output>& inputs, const OwnedTensors& values,
+               const std::vector<TF_Output>& outputs, OwnedTensors* results) const {
+    return batcher_ && &signature == signatures_.front().get() ? batcher_->Run(inputs, values, outputs, results)
+                                                               : Run(inputs, values, outputs, results);
   }
   // The batching of this version's requests; null when off (or the signature has no batch dimension).
   const BatchScheduler* batcher() const { return batcher_.get(); }
@@ -188,8 +192,10 @@ class Servable {
                             const std::map<std::string, std::string>& keys,
                             const std::map<std::string, std::vector<float>>& default_rows);
   Status RunInitOp(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
-  static TensorNameIndex IndexNames(const std::vector<BoundTensor>& tensors);
-  Status BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir);
+  // Binds `main` (which must bind) and every other SignatureDef that does and is not `unserved` (those
+  // left out are logged with the reason).
+  Status BindSignatures(const MetaGraphSpec& meta_graph, const std::string& main,
+                        const std::map<std::string, std::string>& unserved, const std::string& savedmodel_dir);
   // Runs `op_names` with the SavedModel's asset paths fed (see the definition).
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what, const MetaGraphSpec& meta_graph,
                     const std::string& savedmodel_dir);
@@ -224,12 +230,9 @@ class Servable {
   SessionPolicy policy_ = SessionPolicy::kMod;
   mutable std::atomic<uint64_t> round_robin_{0};
   BufferPtr update_run_options_;   // loads, restores, initializers and deltas: the update pool
-  std::string signature_name_;
+  std::vector<std::unique_ptr<const BoundSignature>> signatures_;  // the main one first, then the others by name
+  std::string description_json_;
   bool strict_signature_name_ = false;
-  std::vector<BoundTensor> inputs_;
-  std::vector<BoundTensor> outputs_;
-  TensorNameIndex input_names_, output_names_;
-  std::string signature_json_;
   SaverSpec saver_;
   // Requests hold it shared; a delta's write holds it exclusively.
   mutable WriterPreferringLock serving_lock_;

@@ -21,6 +21,48 @@
 
 namespace processor {
 
+namespace {
+
+std::vector<std::string> OutputOps(const SignatureSpec& signature) {
+  std::vector<std::string> ops;
+  for (const TensorSpec& output : signature.outputs) {
+    std::string op;
+    int index = 0;
+    if (ParseTensorName(output.tensor_name, &op, &index)) ops.push_back(op);
+  }
+  return ops;
+}
+
+// The other signatures are served where the main one's plan holds for them too: every embedding it
+// serves from the store is still read by gathers alone (a signature reading a table whole, say, would
+// read a variable never restored). One by one, each is planned with those accepted so far; the plan
+// that covers them all (its gathers included) is the one the graph is rewritten with.
+void PlanOtherSignatures(LoadPlan* load, std::vector<std::string> output_ops, const EmbeddingSelection& selection) {
+  RewritePlan* plan = &load->rewrite;
+  for (const auto& [name, signature] : load->meta_graph.signatures) {
+    if (name == load->options.signature_name || name == kSavedModelInitOpSignature) continue;
+    std::vector<std::string> wider_ops = output_ops;
+    for (std::string& op : OutputOps(signature)) wider_ops.push_back(std::move(op));
+    RewritePlan wider;
+    Status status = PlanRewrite(load->meta_graph.graph_def, wider_ops, selection, &wider);
+    for (const EmbeddingVariable& embedding : plan->embeddings) {
+      const auto how = wider.not_gathered.find(embedding.name);
+      if (how == wider.not_gathered.end()) continue;
+      status = Status::InvalidArgument("it reads the feature store's variable " + Quote(embedding.name) +
+                                       " otherwise than by gathering rows: " + how->second);
+      break;
+    }
+    if (!status.ok()) {
+      load->unserved_signatures[name] = status.message();
+      continue;
+    }
+    *plan = std::move(wider);
+    output_ops = std::move(wider_ops);
+  }
+}
+
+}  // namespace
+
 Status PlanEmbeddings(LoadPlan* load, std::string_view serialized) {
   const LoadOptions& options = load->options;
   MetaGraphSpec* meta_graph = &load->meta_graph;
@@ -30,12 +72,7 @@ Status PlanEmbeddings(LoadPlan* load, std::string_view serialized) {
   if (signature == meta_graph->signatures.end()) {
     return Status::Internal(MissingSignatureMessage(*meta_graph, options.signature_name, options.savedmodel_dir));
   }
-  std::vector<std::string> output_ops;
-  for (const TensorSpec& output : signature->second.outputs) {
-    std::string op;
-    int index = 0;
-    if (ParseTensorName(output.tensor_name, &op, &index)) output_ops.push_back(op);
-  }
+  std::vector<std::string> output_ops = OutputOps(signature->second);
   EmbeddingSelection selection = options.feature_store.selection;
   std::map<std::string, DeepRecEmbedding> evs;
   if (MentionsEmbeddingVariables(meta_graph->graph_def)) {
@@ -51,6 +88,7 @@ Status PlanEmbeddings(LoadPlan* load, std::string_view serialized) {
   }
   PROCESSOR_RETURN_IF_ERROR(
       PlanRewrite(meta_graph->graph_def, output_ops, selection, plan).WithContext("feature store"));
+  PlanOtherSignatures(load, output_ops, selection);
   for (EmbeddingVariable& embedding : plan->embeddings) {
     auto ev = evs.find(embedding.name);
     if (ev != evs.end()) {

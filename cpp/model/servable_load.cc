@@ -16,32 +16,6 @@
 namespace processor {
 namespace {
 
-// DeepRec's entry ({"name": alias, "shape", "type"}: model_instance.cc GenerateJsonSignatureFormat),
-// with this project's "alias", "tensor_name" and "dtype" beside it; a shape of unknown rank is [] (as
-// DeepRec prints it) with "unknown_rank": true.
-void AppendTensorsJson(std::string* out, const std::vector<BoundTensor>& tensors) {
-  out->push_back('[');
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const TensorSpec& spec = tensors[i].spec;
-    if (i) out->push_back(',');
-    out->append("{\"name\":");
-    AppendJsonString(out, spec.alias);
-    out->append(",\"shape\":[");
-    for (size_t d = 0; d < spec.dims.size(); ++d) out->append((d ? "," : "") + std::to_string(spec.dims[d]));
-    out->append("],\"type\":");
-    AppendJsonString(out, DataTypeName(spec.dtype));
-    if (spec.unknown_rank) out->append(",\"unknown_rank\":true");
-    out->append(",\"alias\":");
-    AppendJsonString(out, spec.alias);
-    out->append(",\"tensor_name\":");
-    AppendJsonString(out, spec.tensor_name);
-    out->append(",\"dtype\":");
-    AppendJsonString(out, DataTypeName(spec.dtype));
-    out->push_back('}');
-  }
-  out->push_back(']');
-}
-
 // Each serving pool's RunOptions.inter_op_thread_pool: -1 is the caller's thread; kDefaultPool, TF's
 // defaults (pool 0, with no RunOptions to parse per run).
 std::vector<int> ServingPools(const SessionSettings& settings) {
@@ -115,9 +89,9 @@ Status Servable::Load(const LoadPlan& plan, std::shared_ptr<Servable>* servable)
                             "variables/variables.index: an incomplete copy?");
   }
   s->saved_slices_ = meta_graph->saved_slices;
-  s->signature_name_ = options.signature_name;
   s->strict_signature_name_ = options.strict_signature_name;
-  PROCESSOR_RETURN_IF_ERROR(s->BindSignature(*meta_graph, options.savedmodel_dir));
+  PROCESSOR_RETURN_IF_ERROR(
+      s->BindSignatures(*meta_graph, options.signature_name, plan.unserved_signatures, options.savedmodel_dir));
   s->saver_ = meta_graph->saver;
   if (!options.checkpoint_prefix.empty() && !s->feature_store_) {
     PROCESSOR_RETURN_IF_ERROR(s->Restore(options.checkpoint_prefix, options.checkpoint_tensors));
@@ -162,39 +136,29 @@ Servable::~Servable() {
   }
 }
 
-TensorNameIndex Servable::IndexNames(const std::vector<BoundTensor>& tensors) {
-  std::vector<std::string_view> aliases, tensor_names;
-  for (const BoundTensor& t : tensors) {
-    aliases.push_back(t.spec.alias);
-    tensor_names.push_back(t.spec.tensor_name);
+Status Servable::BindSignatures(const MetaGraphSpec& meta_graph, const std::string& main,
+                                const std::map<std::string, std::string>& unserved, const std::string& savedmodel_dir) {
+  const auto it = meta_graph.signatures.find(main);
+  if (it == meta_graph.signatures.end()) return Status::Internal(MissingSignatureMessage(meta_graph, main, savedmodel_dir));
+  std::unique_ptr<const BoundSignature> bound;
+  PROCESSOR_RETURN_IF_ERROR(BoundSignature::Bind(graph_.get(), main, it->second, &bound));
+  signatures_.push_back(std::move(bound));
+  std::string others;
+  for (const auto& [name, spec] : meta_graph.signatures) {
+    // The init op's pseudo-signature is the loader's (meta_graph.h's init_op), not a request's.
+    if (name == main || name == kSavedModelInitOpSignature) continue;
+    const auto left_out = unserved.find(name);
+    Status status = left_out == unserved.end() ? BoundSignature::Bind(graph_.get(), name, spec, &bound)
+                                               : Status::InvalidArgument(left_out->second);
+    if (!status.ok()) {
+      Log(LogLevel::kWarning, "signature " + Quote(name) + " is not served: " + status.message());
+      continue;
+    }
+    (others += others.empty() ? "" : ",") += bound->json();
+    signatures_.push_back(std::move(bound));
   }
-  return TensorNameIndex(aliases, tensor_names);
-}
-
-Status Servable::BindSignature(const MetaGraphSpec& meta_graph, const std::string& savedmodel_dir) {
-  auto it = meta_graph.signatures.find(signature_name_);
-  if (it == meta_graph.signatures.end()) return Status::Internal(MissingSignatureMessage(meta_graph, signature_name_, savedmodel_dir));
-  for (const TensorSpec& spec : it->second.inputs) {
-    BoundTensor bound{spec, {}};
-    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), spec.tensor_name, &bound.port), "signature input '" + spec.alias + "'");
-    inputs_.push_back(std::move(bound));
-  }
-  for (const TensorSpec& spec : it->second.outputs) {
-    BoundTensor bound{spec, {}};
-    PROCESSOR_RETURN_IF_ERROR_WITH_CONTEXT(ResolvePort(graph_.get(), spec.tensor_name, &bound.port), "signature output '" + spec.alias + "'");
-    outputs_.push_back(std::move(bound));
-  }
-  input_names_ = IndexNames(inputs_);  // views into the specs, which stay as they are from here on
-  output_names_ = IndexNames(outputs_);
-  signature_json_ = "{\"signature_name\":";
-  AppendJsonString(&signature_json_, signature_name_);
-  signature_json_ += ",\"method_name\":";
-  AppendJsonString(&signature_json_, it->second.method_name);
-  signature_json_ += ",\"inputs\":";
-  AppendTensorsJson(&signature_json_, inputs_);
-  signature_json_ += ",\"outputs\":";
-  AppendTensorsJson(&signature_json_, outputs_);
-  signature_json_ += "}";
+  const std::string& json = signature().json();
+  description_json_ = json.substr(0, json.size() - 1) + ",\"other_signatures\":[" + others + "]}";
   return Status::Ok();
 }
 
@@ -232,8 +196,8 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
 
 Status Servable::MakeCallable(int pool, std::unique_ptr<CallableRunner>* runner) const {
   std::vector<std::string> feeds, fetches;
-  for (const BoundTensor& input : inputs_) feeds.push_back(input.spec.tensor_name);
-  for (const BoundTensor& output : outputs_) fetches.push_back(output.spec.tensor_name);
+  for (const BoundTensor& input : signature().inputs()) feeds.push_back(input.spec.tensor_name);
+  for (const BoundTensor& output : signature().outputs()) fetches.push_back(output.spec.tensor_name);
   return CallableRunner::Create(session_, feeds, fetches, pool, runner);
 }
 

@@ -15,13 +15,14 @@
 namespace processor {
 
 bool Servable::IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const {
-  if (inputs.size() != inputs_.size() || outputs.size() != outputs_.size()) return false;
+  const BoundSignature& whole = signature();
+  if (inputs.size() != whole.inputs().size() || outputs.size() != whole.outputs().size()) return false;
   const auto same = [](const TF_Output& a, const TF_Output& b) { return a.oper == b.oper && a.index == b.index; };
   for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!same(inputs[i], inputs_[i].port)) return false;
+    if (!same(inputs[i], whole.inputs()[i].port)) return false;
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
-    if (!same(outputs[i], outputs_[i].port)) return false;
+    if (!same(outputs[i], whole.outputs()[i].port)) return false;
   }
   return true;
 }
@@ -74,7 +75,8 @@ Status Servable::RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors&
 
 void Servable::MakeBatcher(const BatchingOptions& options) {
   if (!options.enabled) return;
-  for (const auto& [kind, tensors] : {std::pair{"input", &inputs_}, std::pair{"output", &outputs_}}) {
+  for (const auto& [kind, tensors] : {std::pair{"input", &signature().inputs()},
+                                 std::pair{"output", &signature().outputs()}}) {
     for (const BoundTensor& tensor : *tensors) {
       const TensorSpec& spec = tensor.spec;
       if (spec.unknown_rank || (!spec.dims.empty() && spec.dims[0] < 0)) continue;  // a batch dimension, or maybe one

@@ -26,6 +26,15 @@ std::string Names(const std::vector<BoundTensor>& tensors) {
   return names;
 }
 
+// "'main'", or "'main' (and 'a', 'b')": the model's signatures, the main one first.
+std::string SignatureNames(const Servable& servable) {
+  std::string others;
+  for (size_t i = 1; i < servable.signatures().size(); ++i) {
+    others += (i > 1 ? ", " : "") + Quote(servable.signatures()[i]->name());
+  }
+  return Quote(servable.signature().name()) + (others.empty() ? "" : " (and " + others + ")");
+}
+
 // TF Serving's way of listing them: "{a,b}", sorted, as its messages print a std::set.
 std::string TfServingNames(const std::vector<BoundTensor>& tensors) {
   std::vector<std::string_view> names;
@@ -89,16 +98,16 @@ constexpr size_t kMaxRank = 254;
 // and tensor; then what is missing. `entries` are the request's (ArrayViews or TensorProtoViews);
 // `tf_serving` words an unknown input as TF Serving does, for clients that match its message.
 template <typename Entries>
-Status BindInputs(const Servable& servable, const RequestLimits& limits, const Entries& entries, bool tf_serving,
-                  RequestScratch* scratch) {
-  const auto& specs = servable.inputs();
+Status BindInputs(const BoundSignature& signature, const RequestLimits& limits, const Entries& entries,
+                  bool tf_serving, RequestScratch* scratch) {
+  const auto& specs = signature.inputs();
   std::vector<int>& entry_of = scratch->entry_of;  // signature input -> its entry in the request, or -1
   std::vector<int>& input_of = scratch->input_of;  // request entry -> its signature input
   entry_of.assign(specs.size(), -1);
   input_of.resize(entries.size());
   for (size_t k = 0; k < entries.size(); ++k) {
     const std::string_view name = entries[k].first;
-    const int index = servable.FindInput(name);
+    const int index = signature.FindInput(name);
     if (index < 0 && tf_serving) {
       return Status::InvalidArgument("input tensor alias not found in signature: " + Escape(name) +
                                      ". Inputs expected to be in the set " + TfServingNames(specs) + ".");
@@ -156,13 +165,13 @@ Status BindInputs(const Servable& servable, const RequestLimits& limits, const E
 
 // The outputs `output_filter` names (all when empty). `tf_serving`: TF Serving's messages, and a name
 // given twice is refused as it refuses it (otherwise it is answered once).
-Status BindOutputs(const Servable& servable, const std::vector<std::string_view>& output_filter, bool tf_serving,
-                   RequestScratch* scratch) {
+Status BindOutputs(const BoundSignature& signature, const std::vector<std::string_view>& output_filter,
+                   bool tf_serving, RequestScratch* scratch) {
   std::vector<TF_Output>* ports = &scratch->output_ports;
   std::vector<std::string_view>* names = &scratch->output_names;
   ports->clear();
   names->clear();
-  const auto& specs = servable.outputs();
+  const auto& specs = signature.outputs();
   if (output_filter.empty()) {
     for (const BoundTensor& output : specs) {
       ports->push_back(output.port);
@@ -172,7 +181,7 @@ Status BindOutputs(const Servable& servable, const std::vector<std::string_view>
   }
   std::vector<bool> chosen(specs.size(), false);
   for (std::string_view name : output_filter) {
-    const int index = servable.FindOutput(name);
+    const int index = signature.FindOutput(name);
     if (index < 0 && tf_serving) {
       return Status::InvalidArgument("output tensor alias not found in signature: " + Escape(name) +
                                      " Outputs expected to be in the set " + TfServingNames(specs) + ".");
@@ -206,30 +215,38 @@ void CopyToMallocBuffer(const std::string& text, void** output, int* output_size
 
 namespace {
 
-// Runs the bound request: traced (timeline) runs run alone.
-Status Run(const Servable& servable, RequestScratch& scratch, std::string* run_metadata) {
+// Binds the request's inputs and outputs to `signature` and runs it: traced (timeline) runs run alone.
+template <typename Entries>
+Status BindAndRun(const Servable& servable, const BoundSignature& signature, const RequestLimits& limits,
+                  const Entries& inputs, const std::vector<std::string_view>& output_filter, bool tf_serving,
+                  RequestScratch& scratch, std::string* run_metadata) {
+  PROCESSOR_RETURN_IF_ERROR(BindInputs(signature, limits, inputs, tf_serving, &scratch));
+  PROCESSOR_RETURN_IF_ERROR(BindOutputs(signature, output_filter, tf_serving, &scratch));
   return run_metadata ? servable.Run(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
                                      &scratch.output_tensors, run_metadata)
-                      : servable.Serve(scratch.input_ports, scratch.input_tensors, scratch.output_ports,
+                      : servable.Serve(signature, scratch.input_ports, scratch.input_tensors, scratch.output_ports,
                                        &scratch.output_tensors);
 }
 
 Status ProcessDeepRec(const Servable& servable, const RequestLimits& limits, const void* request, size_t size,
                       RequestScratch& scratch, void** output, int* output_size, std::string* run_metadata) {
   if (size == 0) {
-    CopyToMallocBuffer(servable.signature_json(), output, output_size);
+    CopyToMallocBuffer(servable.description_json(), output, output_size);
     return Status::Ok();
   }
   PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &scratch.view));
-  // DeepRec's processor serves its one signature whatever a request names; strict_signature_name refuses.
+  // A request naming one of the model's signatures gets it. DeepRec's processor serves its one signature
+  // whatever a request names, and so does this one for a name the model lacks, unless
+  // strict_signature_name refuses it.
   const std::string_view signature_name = scratch.view.signature_name;
-  if (servable.strict_signature_name() && !signature_name.empty() && signature_name != servable.signature_name()) {
+  const BoundSignature* signature = signature_name.empty() ? nullptr : servable.FindSignature(signature_name);
+  if (!signature && servable.strict_signature_name() && !signature_name.empty()) {
     return Status::InvalidArgument("signature_name " + Quote(signature_name) + " is not served; this model serves " +
-                                   Quote(servable.signature_name()));
+                                   SignatureNames(servable));
   }
-  PROCESSOR_RETURN_IF_ERROR(BindInputs(servable, limits, scratch.view.inputs, false, &scratch));
-  PROCESSOR_RETURN_IF_ERROR(BindOutputs(servable, scratch.view.output_filter, false, &scratch));
-  PROCESSOR_RETURN_IF_ERROR(Run(servable, scratch, run_metadata));
+  if (!signature) signature = &servable.signature();
+  PROCESSOR_RETURN_IF_ERROR(BindAndRun(servable, *signature, limits, scratch.view.inputs, scratch.view.output_filter,
+                                       false, scratch, run_metadata));
   return EncodePredictResponse(scratch.output_names, scratch.output_tensors, output, output_size);
 }
 
@@ -245,18 +262,18 @@ Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& li
     return Status::NotFound("Servable not found for request: Specific(" + Escape(spec.name) + ", " +
                             std::to_string(spec.version) + ")");
   }
-  // TF Serving runs the signature the request names (serving_default when none); a model here serves
-  // one, which an unnamed request gets.
+  // TF Serving runs the signature the request names; an unnamed request gets the main one (the
+  // config's signature_name, serving_default unless set).
   const std::string_view signature_name = spec.signature_name;
-  if (!signature_name.empty() && signature_name != servable.signature_name()) {
-    return Status::InvalidArgument("Serving signature key \"" + Escape(signature_name) + "\" not found.");
+  const BoundSignature* signature =
+      signature_name.empty() ? &servable.signature() : servable.FindSignature(signature_name);
+  if (!signature) {
+    return Status::InvalidArgument(std::string(kUnknownSignaturePrefix) + Escape(signature_name) + "\" not found.");
   }
-  PROCESSOR_RETURN_IF_ERROR(BindInputs(servable, limits, view.inputs, true, &scratch));
-  PROCESSOR_RETURN_IF_ERROR(BindOutputs(servable, view.output_filter, true, &scratch));
-  PROCESSOR_RETURN_IF_ERROR(Run(servable, scratch, run_metadata));
+  PROCESSOR_RETURN_IF_ERROR(
+      BindAndRun(servable, *signature, limits, view.inputs, view.output_filter, true, scratch, run_metadata));
   return EncodeTfServingPredictResponse(scratch.output_names, scratch.output_tensors,
-                                        {view.model_spec.name, version, servable.signature_name()}, output,
-                                        output_size);
+                                        {view.model_spec.name, version, signature->name()}, output, output_size);
 }
 
 }  // namespace

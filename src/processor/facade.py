@@ -48,6 +48,13 @@ class ModelInfo:
         return cls(**{name: getattr(message, name) for name in cls.__dataclass_fields__})
 
 
+def parse_signatures(description: bytes) -> Dict[str, dict]:
+    """The signatures in what an empty request answers (Servable::description_json): the main one's
+    description holding the others' in "other_signatures". By name, the main one first."""
+    main = json.loads(description)
+    return {s["signature_name"]: s for s in [main, *main.pop("other_signatures", [])]}
+
+
 class Processor:
     """Loads the model the config describes, serves it, and keeps it up to date.
 
@@ -76,7 +83,7 @@ class Processor:
         self._lifecycle = VersionLifecycle(self.config, self._loader)
         # (the serving version's record, its signature, dtypes): keyed by the record, which holds no servable,
         # so that the cache never keeps a version alive after a swap or close()
-        self._signature: Optional[Tuple[object, dict, Dict[str, int]]] = None
+        self._signature: Optional[Tuple[object, Dict[str, dict], Dict[str, Dict[str, int]]]] = None
         self._threads: List[PollingThread] = []
         self._timeline_uploader = None  # with an oss:// timeline_path
         loaded = self._loader.load(self._lifecycle.first_version())
@@ -114,14 +121,26 @@ class Processor:
             return 503, b"the processor is closed"
         return handle.process(request, format)
 
-    def signature(self) -> dict:
-        """The served signature: {"signature_name", "method_name", "inputs": [...], "outputs": [...]}."""
-        return self._signature_and_dtypes()[0]
+    def signature(self, name: str = "") -> dict:
+        """A signature the serving version serves: {"signature_name", "method_name", "inputs": [...],
+        "outputs": [...]}. `name` empty: the main one (the config's signature_name). Raises RequestError
+        (400, TF Serving's message) for a name the version has no signature of."""
+        signatures = self._signatures_and_dtypes()[0]
+        if not name:
+            return next(iter(signatures.values()))
+        if name not in signatures:
+            raise RequestError(400, f'Serving signature key "{name}" not found.')
+        return signatures[name]
 
-    def _signature_and_dtypes(self) -> Tuple[dict, Dict[str, int]]:
-        """The serving version's signature, and the ArrayDataType of each input by alias and tensor name,
-        cached with the version they describe, so that a swap never pairs one version's signature with
-        another's."""
+    def signatures(self) -> Dict[str, dict]:
+        """Every signature the serving version serves (each SignatureDef of its MetaGraphDef that binds to
+        the graph), by name, the main one first."""
+        return dict(self._signatures_and_dtypes()[0])
+
+    def _signatures_and_dtypes(self) -> Tuple[Dict[str, dict], Dict[str, Dict[str, int]]]:
+        """The serving version's signatures by name (the main one first), and per signature the
+        ArrayDataType of each input by alias and tensor name, cached with the version they describe, so
+        that a swap never pairs one version's signature with another's."""
         servable, record = self._lifecycle.serving_pair()
         cached = self._signature
         if cached is None or cached[0] is not record or servable is None:
@@ -130,18 +149,23 @@ class Processor:
             code, body = servable.process(b"") if servable is not None else self.process(b"")
             if code != OK:
                 raise RequestError(code, body.decode("utf-8", "replace"))
-            signature = json.loads(body)
+            signatures = parse_signatures(body)
             dtypes = {}
-            for spec in signature["inputs"]:
-                dtypes[spec["alias"]] = dtypes[spec["tensor_name"]] = predict_pb2.ArrayDataType.Value(spec["dtype"])
-            cached = self._signature = (record, signature, dtypes)
+            for name, signature in signatures.items():
+                dtypes[name] = {}
+                for spec in signature["inputs"]:
+                    dtypes[name][spec["alias"]] = dtypes[name][spec["tensor_name"]] = \
+                        predict_pb2.ArrayDataType.Value(spec["dtype"])
+            cached = self._signature = (record, signatures, dtypes)
         return cached[1], cached[2]
 
     def predict(self, inputs: Mapping[str, Any], output_filter: Optional[Iterable[str]] = None,
                 signature_name: str = "") -> Dict[str, np.ndarray]:
         """numpy in, numpy out. Values are converted to the signature's dtypes where that loses nothing.
         Raises RequestError with the ABI's code and message."""
-        dtypes = self._signature_and_dtypes()[1]
+        signatures, dtypes_of = self._signatures_and_dtypes()
+        # The signature the engine runs: the one named, else (DeepRec's rule) the main one.
+        dtypes = dtypes_of[signature_name if signature_name in signatures else next(iter(signatures))]
         arrays = {}
         for name, value in inputs.items():
             try:

@@ -46,12 +46,16 @@ def _versions(config) -> dict:
     return {"savedmodels": savedmodels, "checkpoints": checkpoints, "deltas": deltas}
 
 
-def _signature(config, loader, candidate) -> dict:
-    """The signature of the candidate's SavedModel (loaded without restoring a checkpoint)."""
+def _signatures(config, loader, candidate) -> dict:
+    """The signatures of the candidate's SavedModel (loaded without restoring a checkpoint), by name, the
+    main one first."""
+    from ..facade import parse_signatures
     from ..loading import control
     servable = control.plan_load(control.load_request(config, loader.localize(candidate).savedmodel.path)).load()
     code, body = servable.process(b"")
-    return json.loads(body) if code == 200 else {"error": body.decode("utf-8", "replace")}
+    if code != 200:
+        raise ProcessorError(f"the SavedModel's signatures: {body.decode('utf-8', 'replace')}")
+    return parse_signatures(body)
 
 
 def _session_threads(config) -> dict:
@@ -122,7 +126,7 @@ def cmd_inspect(args) -> int:
                   "would_serve": candidate.describe() if candidate else None,
                   "reason": None if candidate else loader.explain_missing(),
                   "versions": _versions(config),
-                  "signature": _signature(config, loader, candidate) if candidate else None,
+                  "signatures": _signatures(config, loader, candidate) if candidate else None,
                   "session_threads": _session_threads(config),
                   "config": config.redacted()}
     finally:
@@ -141,15 +145,12 @@ def cmd_inspect(args) -> int:
     print(f"threads: intra-op {threads['intra_op_parallelism_threads'] or 'TF-sized (process-wide)'}; serving inter-op pool(s): "
           f"{'none, ops run in the caller' if threads['enable_inline_execute'] else pools}; updates' pool: "
           f"{threads['update_pool']['threads'] or 'TF-sized'}")
-    signature = report["signature"]
-    if signature and "inputs" in signature:
-        print(f"signature '{signature['signature_name']}' ({signature['method_name']}):")
+    for index, signature in enumerate((report["signatures"] or {}).values()):
+        print(f"signature '{signature['signature_name']}' ({signature['method_name']}){' (main)' if index == 0 else ''}:")
         for kind in ("inputs", "outputs"):
             for spec in signature[kind]:
                 shape = "unknown rank" if spec.get("unknown_rank") else spec["shape"]
                 print(f"  {kind[:-1]:<6} {spec['alias']:<24} {spec['dtype']:<10} {shape}  ({spec['tensor_name']})")
-    elif signature:
-        print(f"signature: {signature['error']}")
     return 0 if candidate else 1
 
 
@@ -176,7 +177,7 @@ def cmd_warmup_build(args) -> int:
             candidate = loader.discover()
             if candidate is None:
                 raise ProcessorError(loader.explain_missing())
-            signature = _signature(config, loader, candidate)
+            signatures = _signatures(config, loader, candidate)
         finally:
             loader.close()
         with open(args.from_json, encoding="utf-8") as f:
@@ -184,7 +185,7 @@ def cmd_warmup_build(args) -> int:
         bodies = document if isinstance(document, list) else [document]
         for index, body in enumerate(bodies):
             try:
-                inputs, _, signature_name = parse_predict_body(body, signature)
+                inputs, _, signature_name = parse_predict_body(body, signatures)
             except RestRequestError as e:
                 raise ProcessorError(f"{args.from_json}: request {index}: {e}") from None
             request = predict_pb2.PredictRequest(signature_name=signature_name)

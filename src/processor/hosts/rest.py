@@ -89,10 +89,10 @@ class RestServer:
             status, payload = await self._run(lambda: self._examples_in_thread(processor, rest[1:], body))
             return web.Response(body=payload, status=status, content_type="application/json")
         if rest == "/metadata":
-            signature = await self._run(processor.signature)
+            signatures = await self._run(processor.signatures)
             return web.json_response({
                 "model_spec": {"name": name, "signature_name": "", "version": str(current)},
-                "metadata": {"signature_def": {"signature_def": signature_metadata(signature)}}})
+                "metadata": {"signature_def": {"signature_def": signature_metadata(signatures)}}})
         if version is None and label is None:  # every version of the model
             try:
                 states = await self._run(lambda: self.registry.status(name))
@@ -116,7 +116,7 @@ class RestServer:
                 document = json.loads(body)
             except (ValueError, UnicodeDecodeError) as e:
                 raise RestRequestError(f"JSON Parse error: {e}") from None
-            inputs, row_format, signature_name = parse_predict_body(document, processor.signature())
+            inputs, row_format, signature_name = parse_predict_body(document, processor.signatures())
             outputs = processor.predict(inputs, signature_name=signature_name)
             return 200, json.dumps(format_predict_response(outputs, row_format)).encode()
         except RestRequestError as e:

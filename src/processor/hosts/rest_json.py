@@ -5,7 +5,8 @@ Request bodies (https://www.tensorflow.org/tfx/serving/api_rest, Predict API):
   of input values, with one input it may be the bare value. The examples are stacked along a new first
   dimension.
 - columnar format: {"inputs": {...}}: each input's whole tensor; with one input it may be bare.
-- `signature_name` picks the signature (only the served one exists). Bytes travel as {"b64": "..."}.
+- `signature_name` picks one of the model's signatures (the main one when empty). Bytes travel as
+  {"b64": "..."}.
 Responses: row format answers {"predictions": [...]} (an object per example with several outputs,
 bare values with one); columnar answers {"outputs": ...} likewise. String outputs are UTF-8 text, or
 {"b64": ...} when the output's alias ends in "_bytes" (TF Serving's rule) or the bytes are not UTF-8.
@@ -39,12 +40,14 @@ def _signature_name_of(body: Any, fields: Tuple[str, ...], expected: str) -> str
     return signature_name
 
 
-def parse_predict_body(body: Any, signature: Mapping[str, Any]) -> Tuple[Dict[str, np.ndarray], bool, str]:
-    """(inputs as numpy arrays, whether the row format was used, signature_name) of a decoded JSON body."""
+def parse_predict_body(body: Any, signatures: Mapping[str, Mapping[str, Any]]) \
+        -> Tuple[Dict[str, np.ndarray], bool, str]:
+    """(inputs as numpy arrays, whether the row format was used, signature_name) of a decoded JSON body,
+    read by the signature it names of `signatures` (Processor.signatures(): the main one first)."""
     signature_name = _signature_name_of(body, ("instances", "inputs"), "'instances' or 'inputs'")
-    if signature_name and signature_name != signature["signature_name"]:  # before the inputs are read by it
-        raise RestRequestError(f"signature_name '{signature_name}' is not served; this model serves "
-                               f"'{signature['signature_name']}'")
+    if signature_name and signature_name not in signatures:  # before the inputs are read by it
+        raise RestRequestError(f'Serving signature key "{signature_name}" not found.')
+    signature = signatures[signature_name] if signature_name else next(iter(signatures.values()))
     if ("instances" in body) == ("inputs" in body):
         raise RestRequestError("the request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)")
     specs = {spec["alias"]: spec for spec in signature["inputs"]}
@@ -60,16 +63,16 @@ def format_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool)
     return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
 
 
-def signature_metadata(signature: Mapping[str, Any]) -> Dict[str, Any]:
-    """The signature as TF Serving's GetModelMetadata JSON shows a SignatureDef."""
+def signature_metadata(signatures: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    """The signatures as TF Serving's GetModelMetadata JSON shows its SignatureDefMap's signature_def."""
     def tensor_info(spec):
         return {"dtype": spec["dtype"], "name": spec["tensor_name"],
                 "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec["shape"]],
                                  "unknown_rank": spec.get("unknown_rank", False)}}
-    return {signature["signature_name"]: {
+    return {name: {
         "inputs": {spec["alias"]: tensor_info(spec) for spec in signature["inputs"]},
         "outputs": {spec["alias"]: tensor_info(spec) for spec in signature["outputs"]},
-        "method_name": signature["method_name"]}}
+        "method_name": signature["method_name"]} for name, signature in signatures.items()}
 
 
 # ---- requests

@@ -1,5 +1,5 @@
 """TF Serving's Classify and Regress APIs over a Processor, shared by gRPC (grpc_api.py) and REST
-(hosts/rest.py): serialized tf.Examples into the served signature's "inputs", its outputs read back
+(hosts/rest.py): serialized tf.Examples into the named signature's "inputs", its outputs read back
 and checked as TF Serving's classifier.cc and regressor.cc read and check them, with their messages.
 """
 from __future__ import annotations
@@ -23,11 +23,12 @@ class FailedPrecondition(RequestError):
 
 
 def check_signature(processor: Processor, requested: str, api: str) -> Mapping:
-    """The served signature, if it serves `api` (GetClassificationSignatureDef, PreProcessClassification
-    and their regression twins)."""
-    signature = processor.signature()
-    if requested and requested != signature["signature_name"]:
+    """The signature `requested` names (the main one when empty), if it serves `api`
+    (GetClassificationSignatureDef, PreProcessClassification and their regression twins)."""
+    signatures = processor.signatures()
+    if requested and requested not in signatures:
         raise RequestError(400, f"No signature was found with the name: {requested}")
+    signature = signatures[requested] if requested else next(iter(signatures.values()))
     kind, wanted = _KINDS[api], f"tensorflow/serving/{api}"
     if signature.get("method_name") != wanted:
         raise RequestError(400, f"Expected {kind} signature method_name to be {wanted}. Was: "
@@ -54,7 +55,8 @@ def classify(processor: Processor, signature: Mapping, serialized: List[bytes]) 
     if not outputs:
         raise FailedPrecondition('Expected classification signature outputs to contain at least one of "classes" '
                                  'or "scores".')
-    values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=outputs)
+    values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=outputs,
+                               signature_name=signature["signature_name"])
     count = len(serialized)
     for name in outputs:
         array = values[name]
@@ -76,7 +78,8 @@ def regress(processor: Processor, signature: Mapping, serialized: List[bytes]) -
     """One value per serialized example."""
     if "outputs" not in {entry["alias"] for entry in signature["outputs"]}:
         raise FailedPrecondition("No regression outputs found in SignatureDef.")
-    values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=["outputs"])["outputs"]
+    values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=["outputs"],
+                               signature_name=signature["signature_name"])["outputs"]
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise RequestError(400, f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
                                 f"{list(values.shape)}")

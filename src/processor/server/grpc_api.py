@@ -3,7 +3,7 @@
 Predict is served in C++ (processor._grpc: cpp/grpc_server/tf_serving_server.cc) straight from the
 routes the registry publishes, without Python. The other RPCs come here with their request's bytes and
 are answered with tensorflow-serving-api's messages: GetModelMetadata, GetModelStatus,
-HandleReloadConfigRequest, and Classify and Regress for a model whose served signature is of that kind
+HandleReloadConfigRequest, and Classify and Regress for a signature of that kind
 (its tf.Examples serialized into the "inputs" tensor as TF Serving's InputToSerializedExampleTensor
 does, the outputs read back as its classifier.cc and regressor.cc read them); MultiInference answers
 UNIMPLEMENTED with a message.
@@ -107,12 +107,12 @@ class GrpcApi:
                 return INVALID_ARGUMENT, f"Metadata field {field} is not supported", b""
         spec = r.model_spec
         processor, served = self._resolve(spec)
-        signature = processor.signature()
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = served
         signatures = get_model_metadata_pb2.SignatureDefMap()
-        _fill_signature_def(signatures.signature_def[signature["signature_name"]], signature)
+        for name, signature in processor.signatures().items():
+            _fill_signature_def(signatures.signature_def[name], signature)
         response.metadata["signature_def"].Pack(signatures)
         return OK, "", response.SerializeToString()
 
@@ -198,7 +198,7 @@ def _response_model_spec(out, spec, version: int, signature_name: str) -> None:
 
 
 def _fill_signature_def(signature_def, signature: dict) -> None:
-    """A SignatureDef from Processor.signature(): the method, and each alias's tensor name, dtype, shape."""
+    """A SignatureDef from one of Processor.signatures(): the method, and each alias's tensor name, dtype, shape."""
     from tensorflow.core.framework import types_pb2
     signature_def.method_name = signature.get("method_name", "")
     for kind in ("inputs", "outputs"):

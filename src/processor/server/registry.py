@@ -100,9 +100,6 @@ class ServedModel:
     def processors(self) -> List[Processor]:
         return [self.single] if self.single is not None else list(self.versions.values())
 
-    def signature_name(self) -> str:
-        return self.document.get("signature_name", "serving_default")
-
 
 class ModelRegistry:
     """Models by name, their version policies applied every `poll_seconds`, and `publish(routes)` called
@@ -181,15 +178,14 @@ class ModelRegistry:
         return states
 
     def routes(self) -> dict:
-        """What the gRPC server routes by: {name: {"latest", "signature_name", "versions", "labels"}}."""
+        """What the gRPC server routes by: {name: {"latest", "versions", "labels"}}."""
         with self._lock:
             routes = {}
             for name, model in self._models.items():
                 versions = {v: p.handle for v, p in model.versions.items()}
                 latest = model.single.handle if model.single is not None else \
                     versions[max(versions)] if versions else 0
-                routes[name] = {"latest": latest, "signature_name": model.signature_name(), "versions": versions,
-                                "labels": dict(model.spec.version_labels)}
+                routes[name] = {"latest": latest, "versions": versions, "labels": dict(model.spec.version_labels)}
             return routes
 
     # ---- changes
