@@ -45,7 +45,8 @@ def test_every_deeprec_field_is_parsed():
                            "download_retries", "webhdfs_url", "hdfs_user", "request_log", "embedding_names",
                            "embedding_min_rows", "embedding_default_value", "feature_store_namespace",
                            "feature_store_partitions", "feature_store_cache_bytes", "monolith_tables", "layout_filters",
-                           "strict_signature_name", "enable_batching", "batching_parameters", "savedmodel_version"}
+                           "strict_signature_name", "enable_batching", "batching_parameters", "savedmodel_version",
+                           "enable_model_warmup", "saved_model_tags"}
     assert set(full) | processor_additions == \
         {f.name for f in dataclasses.fields(ProcessorConfig)} - {"unknown_keys", "not_honoured"}
 

@@ -68,18 +68,37 @@ def test_tfrecord_of_predict_requests_and_of_tf_serving_logs(rec_model, batch, t
     assert caplog.text.count("with 2 request(s) x 1") == 2
 
 
-def test_tf_serving_records_convert_to_the_same_request(batch):
+def test_tf_serving_records_are_served_as_tf_serving_requests(batch):
     from processor.loading.warmup import _record_to_requests
-    [converted] = _record_to_requests(tf_serving_prediction_log(batch))
-    expected = predict_pb2.PredictRequest.FromString(serialize(batch))
-    expected.signature_name = "serving_default"
-    assert predict_pb2.PredictRequest.FromString(converted) == expected
-    # predict_streamed_log (7): its requests, each converted
+
+    def parsed(requests):
+        return [(f, tf_serving_warmup_pb2.PredictRequest.FromString(r)) for f, r in requests]
     log = tf_serving_warmup_pb2.PredictionLog.FromString(tf_serving_prediction_log(batch))
+    expected = (processor.FORMAT_TF_SERVING_PREDICT, log.predict_log.request)
+    assert parsed(_record_to_requests(log.SerializeToString())) == [expected]
+    # predict_streamed_log (7): its requests, each as it is
     streamed = tf_serving_warmup_pb2.PredictionLog()
     streamed.predict_streamed_log.request.extend([log.predict_log.request] * 3)
-    assert [predict_pb2.PredictRequest.FromString(r) for r in
-            _record_to_requests(streamed.SerializeToString())] == [expected] * 3
+    assert parsed(_record_to_requests(streamed.SerializeToString())) == [expected] * 3
+    assert _record_to_requests(serialize(batch)) == [(processor.FORMAT_DEEPREC, serialize(batch))]
+
+
+def test_tf_serving_logs_warm_up_whatever_version_they_name_but_not_another_signature(rec_model, batch, tmp_path):
+    """TF Serving's warmup runs a log's request on the version being loaded whatever its model_spec
+    names (logs are recorded from another server, another version); a signature the model lacks fails
+    the load with TF Serving's message."""
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    log = prediction_log_pb2.PredictionLog.FromString(tf_serving_prediction_log(batch))  # TF Serving's own
+    log.predict_log.request.model_spec.name = "recorded_elsewhere"
+    log.predict_log.request.model_spec.version.value = 12345
+    write_tfrecord(tmp_path / "versioned.tfrecord", [log.SerializeToString()])
+    with processor.Processor(rec_model.config(warmup_file_name=str(tmp_path / "versioned.tfrecord"))) as p:
+        assert p.predict(batch)["prob"].shape == (6,)
+    log.predict_log.request.model_spec.signature_name = "classify"
+    write_tfrecord(tmp_path / "other_signature.tfrecord", [log.SerializeToString()])
+    with pytest.raises(processor.ModelLoadError, match='request 0 answered 400: Serving signature key "classify" '
+                                                       'not found.'):
+        processor.Processor(rec_model.config(warmup_file_name=str(tmp_path / "other_signature.tfrecord")))
 
 
 def other_prediction_log(field: int) -> bytes:
@@ -160,3 +179,14 @@ def test_a_failed_warmup_names_a_versioned_savedmodel_once(rec_model, batch, tmp
         processor.Processor({"savedmodel_dir": str(base), "warmup_file_name": str(tmp_path / "warmup.bin"),
                              "poll_interval_seconds": 0, "init_timeout_minutes": 0})
     assert f"warmup of {base / '3'} failed: request 0 answered 400" in str(error.value)
+
+
+def test_enable_model_warmup_false_reads_no_warmup_file(rec_model, batch, tmp_path):
+    """TF Serving's --enable_model_warmup=false: a version loads without its warmup, even one that
+    would fail it."""
+    (tmp_path / "bad.bin").write_bytes(serialize({"nope": np.array([1])}))
+    with pytest.raises(processor.ModelLoadError, match="warmup of .* failed"):
+        processor.Processor(rec_model.config(warmup_file_name=str(tmp_path / "bad.bin")))
+    with processor.Processor(rec_model.config(warmup_file_name=str(tmp_path / "bad.bin"),
+                                              enable_model_warmup=False)) as p:
+        assert p.predict(batch)["prob"].shape == (6,)

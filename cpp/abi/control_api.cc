@@ -161,10 +161,12 @@ PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* se
 
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable) { delete servable; }
 
-PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,
-                                                        int input_size, void** output_data, int* output_size) {
+PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, int format,
+                                                        const void* input_data, int input_size, void** output_data,
+                                                        int* output_size) {
   return processor::ServeRequest(servable ? servable->servable.get() : nullptr, processor::RequestLimits(), input_data,
-                                 input_size, output_data, output_size);
+                                 input_size, output_data, output_size, nullptr,
+                                 static_cast<processor::RequestFormat>(format));
 }
 
 

@@ -65,9 +65,11 @@ PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* se
 PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable, const char** reason);
 /* Releases the caller's reference; requests and models still holding the version keep it alive. */
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
-/* Serves a request on this version alone (for warmup), with process()'s contract and default limits. */
-PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, const void* input_data,
-                                                        int input_size, void** output_data, int* output_size);
+/* Serves a request of `format` (PROCESSOR_FORMAT_*) on this version alone (for warmup), with process_as()'s
+ * contract and default limits; a TF Serving request's model_spec.version is not checked. */
+PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* servable, int format,
+                                                        const void* input_data, int input_size, void** output_data,
+                                                        int* output_size);
 
 /* A model handle as process() takes it, serving nothing yet (503); `model_name` labels its metrics.
  * Released with processor_control_delete_handle(), never with finalize() (which goes through the

@@ -26,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "codec/model_spec.h"
@@ -243,23 +244,47 @@ class Server {
 
   ~Server() { Stop(0); }
 
-  // Listens on `address` (host:port; port 0 picks one) and returns the port.
-  int Start(const std::string& address, int threads, int max_message_bytes) {
+  // Listens on `address` (host:port; port 0 picks one), and on `socket_path` (a UNIX socket) unless
+  // empty, and returns the port. `channel_arguments`: (key, int or str) pairs for gRPC, after this
+  // server's own (TF Serving's --grpc_channel_arguments). `ssl`: None, or (server_key, server_cert,
+  // custom_ca, client_verify) as TF Serving's SSLConfig holds them (PEM text).
+  int Start(const std::string& address, int threads, int max_message_bytes, const py::list& channel_arguments,
+            const py::object& ssl, const std::string& socket_path) {
     if (server_) throw std::runtime_error("the gRPC server is already started");
     service_ = std::make_unique<TfServingService>(engine_, routes_, [this](const std::string& method,
                                                                            const std::string& request,
                                                                            std::string* response) {
       return CallPython(method, request, response);
     });
+    std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+    if (!ssl.is_none()) {  // TF Serving's BuildServerCredentialsFromSSLConfigFile
+      const auto [key, cert, custom_ca, client_verify] = ssl.cast<std::tuple<std::string, std::string, std::string, bool>>();
+      grpc::SslServerCredentialsOptions options;
+      options.pem_key_cert_pairs.push_back({key, cert});
+      options.force_client_auth = client_verify;
+      if (!custom_ca.empty()) options.pem_root_certs = custom_ca;
+      credentials = grpc::SslServerCredentials(options);
+    }
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(address, credentials, &port);
+    if (!socket_path.empty()) builder.AddListeningPort("unix:" + socket_path, credentials);
     builder.RegisterService(service_.get());
     // A port another process holds is an error, not a port to share: gRPC's default SO_REUSEPORT would
     // let a second server take half the connections silently.
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    builder.SetMaxReceiveMessageSize(max_message_bytes);
-    builder.SetMaxSendMessageSize(INT32_MAX);
+    bool max_receive_given = false, max_send_given = false;
+    for (const py::handle item : channel_arguments) {
+      const auto pair = item.cast<py::tuple>();
+      const std::string key = pair[0].cast<std::string>();
+      if (py::isinstance<py::int_>(pair[1])) builder.AddChannelArgument(key, pair[1].cast<int>());
+      else builder.AddChannelArgument(key, pair[1].cast<std::string>());
+      max_receive_given |= key == GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+      max_send_given |= key == GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    }
+    // The builder's sizes would override the channel arguments' (ServerBuilder::BuildAndStart sets them last).
+    if (!max_receive_given) builder.SetMaxReceiveMessageSize(max_message_bytes);
+    if (!max_send_given) builder.SetMaxSendMessageSize(INT32_MAX);
     builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, threads);
     {
       py::gil_scoped_release release;
@@ -267,7 +292,8 @@ class Server {
     }
     if (!server_ || port == 0) {
       server_.reset();
-      throw std::runtime_error("cannot listen on " + address + " (is the port in use?)");
+      throw std::runtime_error("cannot listen on " + address + (socket_path.empty() ? "" : " and unix:" + socket_path) +
+                               " (is the port in use?)");
     }
     return port;
   }
@@ -333,7 +359,8 @@ PYBIND11_MODULE(_grpc, m) {
       .def(py::init<const py::dict&, py::object>(), py::arg("engine_functions"), py::arg("control"),
            "engine_functions: _core.engine_functions(); control(method, request) -> (grpc code, message, "
            "response bytes) for every RPC but Predict.")
-      .def("start", &processor::Server::Start, py::arg("address"), py::arg("threads"), py::arg("max_message_bytes"))
+      .def("start", &processor::Server::Start, py::arg("address"), py::arg("threads"), py::arg("max_message_bytes"),
+           py::arg("channel_arguments") = py::list(), py::arg("ssl") = py::none(), py::arg("socket_path") = "")
       .def("stop", &processor::Server::Stop, py::arg("grace_seconds") = 5.0)
       .def("set_routes", &processor::Server::SetRoutes, py::arg("routes"));
 }

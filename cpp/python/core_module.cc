@@ -63,9 +63,9 @@ class Servable {
   explicit Servable(processor_servable* servable) : servable_(servable, &processor_control_release) {}
   processor_servable* get() const { return servable_.get(); }
 
-  std::pair<int, py::bytes> Process(const py::buffer& request) const {
-    return ServeWithoutGil(request, [this](const void* data, int size, void** output, int* output_size) {
-      return processor_control_servable_process(servable_.get(), data, size, output, output_size);
+  std::pair<int, py::bytes> Process(const py::buffer& request, int format) const {
+    return ServeWithoutGil(request, [this, format](const void* data, int size, void** output, int* output_size) {
+      return processor_control_servable_process(servable_.get(), format, data, size, output, output_size);
     });
   }
 
@@ -313,8 +313,9 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<LoadFailure>(m, "LoadError", PyExc_RuntimeError);
 
   py::class_<Servable, std::shared_ptr<Servable>>(m, "Servable", "One loaded model version.")
-      .def("process", &Servable::Process, py::arg("request"),
-           "Serves a serialized PredictRequest on this version alone; returns (code, bytes).")
+      .def("process", &Servable::Process, py::arg("request"), py::arg("format") = 0,
+           "Serves a serialized request of `format` (PROCESSOR_FORMAT_*) on this version alone, a TF Serving "
+           "request's version unchecked; returns (code, bytes).")
       .def("apply_delta", &Servable::ApplyDelta, py::arg("prefix"), py::arg("variables"),
            "Applies an incremental checkpoint atomically; variables are (name, sparse, key dtype). Raises LoadError.")
       .def_property_readonly("run_interface", &Servable::RunInterface,

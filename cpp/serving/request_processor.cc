@@ -258,7 +258,7 @@ Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& li
   // A request naming a version is answered by that version or not at all: a swap may have replaced
   // the one the host routed it to.
   const ModelSpecView& spec = view.model_spec;
-  if (spec.has_version && spec.version != version) {
+  if (spec.has_version && version >= 0 && spec.version != version) {
     return Status::NotFound("Servable not found for request: Specific(" + Escape(spec.name) + ", " +
                             std::to_string(spec.version) + ")");
   }

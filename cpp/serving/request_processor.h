@@ -27,7 +27,8 @@ enum class RequestFormat : int {
 
 // Serves one serialized request of `format` on `servable` (null: no model is ready). On success *output
 // holds the serialized response from malloc(). A DeepRec request of size 0 is answered with the
-// signature as JSON. `version`: the serving version's number, which TF Serving's response names.
+// signature as JSON. `version`: the serving version's number, which TF Serving's response names and a
+// TF Serving request naming a version must match (-1: not checked, for warmup).
 // Errors come back as a Status; the caller turns them into the ABI's message buffers.
 Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
                       void** output, int* output_size, std::string* run_metadata = nullptr,

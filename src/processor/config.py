@@ -173,6 +173,16 @@ def _names(name: str, value: Any) -> List[str]:
     return list(value)
 
 
+def _tags(name: str, value: Any) -> List[str]:
+    """A SavedModel's tag set: a list, or one string of tags separated by ',' (TF Serving's flag)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(name, f"must be a non-empty list of tags (or one string of tags separated by ','), "
+                                f"got {_describe(value)}")
+    return list(value)
+
+
 def _table_paths(name: str, value: Any) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(name, f"must map variable names to Monolith table paths (<dir>/<table>), got {_describe(value)}")
@@ -196,7 +206,7 @@ def _layout_filters(name: str, value: Any) -> List[str]:
 def _option(default: Any, parse: Callable[[str, Any], Any]) -> Any:
     """A config field with its validator."""
     if isinstance(default, (list, dict)):
-        return field(default_factory=type(default), metadata={"parse": parse})
+        return field(default_factory=lambda: type(default)(default), metadata={"parse": parse})
     return field(default=default, metadata={"parse": parse})
 
 
@@ -310,6 +320,7 @@ class ProcessorConfig:
     savedmodel_version: int = _option(-1, lambda n, v: _integer(n, v, minimum=-1, maximum=2**62))  # serve this integer version of savedmodel_dir alone; -1: the newest
     checkpoint_dir: str = _option("", _string)            # newest complete checkpoint is restored; "": SavedModel's variables
     signature_name: str = _option("serving_default", _string)
+    saved_model_tags: List[str] = _option(["serve"], _tags)  # the MetaGraphDef to load: the one of this tag set
     strict_signature_name: bool = _option(False, _boolean)  # a request naming another signature: 400 (else served)
     model_store_type: str = _option("local", _choice(MODEL_STORE_TYPES))  # "oss"/"hdfs": dirs are oss:// / hdfs:// URLs
     session_num: int = _option(1, _at_least(1))           # sessions in the session group
@@ -327,6 +338,7 @@ class ProcessorConfig:
     max_tensor_elements: int = _option(1 << 24, _at_least(1))      # per input tensor; larger get 400
     warmup_file_name: str = _option("", _string)          # serialized PredictRequest(s) run before a version serves
     warmup_iterations: int = _option(1, _at_least(1))     # times each warmup request runs per new version
+    enable_model_warmup: bool = _option(True, _boolean)   # false: no warmup at all (TF Serving's flag)
     poll_interval_seconds: Optional[float] = _option(None, _optional(_number))  # None: 5 local, 60 remote; 0: no polling
     version_policy: str = _option("availability_preserving", _choice(VERSION_POLICIES))
     rollback_keep: int = _option(2, _at_least(1))         # earlier versions rollback() can return to

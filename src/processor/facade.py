@@ -13,6 +13,7 @@ import numpy as np
 from . import _core, predict_pb2, tensors
 from .config import parse_config
 from .errors import ConfigError, RequestError
+from .request_formats import FORMAT_DEEPREC, FORMAT_TF_SERVING_PREDICT  # noqa: F401 - processor's API
 from .lifecycle import STORE_CHECK_SECONDS, VersionLifecycle
 from .loading.loader import VersionLoader
 from .session_group import apply_openmp_settings
@@ -21,10 +22,6 @@ from .updater import PollingThread
 logger = logging.getLogger(__name__)
 
 OK = 200
-# Request formats of process() (include/processor.h's PROCESSOR_FORMAT_*; tests/test_tf_serving_predict.py
-# ties the two).
-FORMAT_DEEPREC = 0
-FORMAT_TF_SERVING_PREDICT = 1
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 - `--model_config_file`: a ModelServerConfig (tensorflow_serving/config/model_server_config.proto),
   parsed with the message classes of TF Serving's own `tensorflow-serving-api` package;
 - `--batching_parameters_file`: a BatchingParameters
-  (tensorflow_serving/servables/tensorflow/session_bundle_config.proto), and `--monitoring_config_file`:
-  a MonitoringConfig (tensorflow_serving/config/monitoring_config.proto), which that package does not
-  ship: their descriptors are built here with the same field numbers and types.
+  (tensorflow_serving/servables/tensorflow/session_bundle_config.proto), `--monitoring_config_file`:
+  a MonitoringConfig (tensorflow_serving/config/monitoring_config.proto), and `--ssl_config_file`: an
+  SSLConfig (tensorflow_serving/config/ssl_config.proto), which that package does not ship: their
+  descriptors are built here with the same field numbers and types;
+- `--grpc_channel_arguments`: "key=value,..." as TF Serving's server.cc splits it.
 
 Errors are ConfigError naming the flag, the file and, for a syntax error, TF Serving's own line and
 column; the checks are TF Serving's (a platform it serves, unique names, a label on a version the
@@ -175,6 +177,66 @@ def parse_monitoring_config(text: str, what: str = "the text given") -> Optional
     if not path.startswith("/") or path.startswith("/v1/"):
         raise ConfigError(flag, f"{what}: prometheus_config.path must be an absolute path outside /v1/, got {path!r}")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _ssl_config_message():
+    """SSLConfig as ssl_config.proto defines it, made once."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_ssl_config.proto",
+                                              package="processor.tf_serving", syntax="proto3")
+    spec = descriptor_pb2.FieldDescriptorProto
+    message = file.message_type.add(name="SSLConfig")
+    for number, name in ((1, "server_key"), (2, "server_cert"), (3, "custom_ca")):
+        message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_STRING)
+    message.field.add(name="client_verify", number=4, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("processor.tf_serving.SSLConfig"))
+
+
+@dataclass(frozen=True)
+class SslConfig:
+    """A `--ssl_config_file`: PEM text, as TF Serving's SSLConfig holds it. The key never shows in a repr."""
+    server_key: str = field(repr=False)
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def read_ssl_config(path: FilePath) -> SslConfig:
+    return parse_ssl_config(_read("ssl_config_file", path), os.fspath(path))
+
+
+def parse_ssl_config(text: str, what: str = "the text given") -> SslConfig:
+    flag = "ssl_config_file"
+    try:
+        parsed = _parse(flag, text, what, _ssl_config_message()())
+    except ConfigError:  # the parser's message may quote a piece of the key
+        raise ConfigError(flag, f"{what} is not an SSLConfig in text format (the parser's message is not shown: "
+                                f"it may quote the key)") from None
+    if not parsed.server_key or not parsed.server_cert:
+        raise ConfigError(flag, f"{what}: server_key and server_cert are required (PEM text, not paths)")
+    if parsed.client_verify and not parsed.custom_ca:
+        raise ConfigError(flag, f"{what}: client_verify needs custom_ca, the authority client certificates are "
+                                f"checked against")
+    return SslConfig(parsed.server_key, parsed.server_cert, parsed.custom_ca, parsed.client_verify)
+
+
+def parse_grpc_channel_arguments(text: str) -> List[Tuple[str, Union[int, str]]]:
+    """`--grpc_channel_arguments`: "key=value,..." (TF Serving's server.cc: a value that is a 32-bit
+    integer is passed as one, others as strings)."""
+    arguments = []
+    for item in text.split(",") if text else []:
+        key, equals, value = item.partition("=")
+        if not key.strip() or not equals:
+            raise ConfigError("grpc_channel_arguments", f"{item!r} is not key=value")
+        try:
+            number = int(value)
+            arguments.append((key.strip(), number if -2**31 <= number < 2**31 else value))
+        except ValueError:
+            arguments.append((key.strip(), value))
+    return arguments
 
 
 def read_batching_parameters(path: FilePath) -> BatchingParameters:

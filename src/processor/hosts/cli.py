@@ -238,22 +238,90 @@ def serve_options(args):
         from ..formats.tf_serving import read_batching_parameters
         parameters = dataclasses.asdict(read_batching_parameters(args.batching_parameters_file))
         base["batching_parameters"] = {**parameters, "allowed_batch_sizes": list(parameters["allowed_batch_sizes"])}
+    # TF Serving's session flags: --tensorflow_session_parallelism sets what the other two leave unset.
+    for flag, key in (("tensorflow_intra_op_parallelism", "intra_op_parallelism_threads"),
+                      ("tensorflow_inter_op_parallelism", "inter_op_parallelism_threads")):
+        threads = getattr(args, flag) or args.tensorflow_session_parallelism
+        if threads:
+            base[key] = threads
+    for flag, key in (("enable_model_warmup", "enable_model_warmup"),
+                      ("num_request_iterations_for_warmup", "warmup_iterations"), ("saved_model_tags", "saved_model_tags")):
+        if getattr(args, flag) is not None:
+            base[key] = getattr(args, flag)
     poll = base.get("poll_interval_seconds")
     extra = {}
     if args.monitoring_config_file:
         from ..formats.tf_serving import read_monitoring_config
         extra["metrics_path"] = read_monitoring_config(args.monitoring_config_file)
+    if args.ssl_config_file:
+        from ..formats.tf_serving import read_ssl_config
+        extra["ssl"] = read_ssl_config(args.ssl_config_file)
+    if args.port and args.port == args.rest_api_port:
+        raise ConfigError("rest_api_port", "must differ from --port (gRPC's)")
+    from ..formats.tf_serving import parse_grpc_channel_arguments
     return ServerOptions(**extra, models=models, base=base, overrides=overrides, host=args.host, port=args.port,
-                         rest_api_port=args.rest_api_port, threads=args.threads,
+                         rest_api_port=args.rest_api_port, threads=args.threads, grpc_threads=args.grpc_max_threads,
+                         rest_threads=args.rest_api_num_threads, rest_timeout_ms=args.rest_api_timeout_in_ms,
+                         grpc_channel_arguments=parse_grpc_channel_arguments(args.grpc_channel_arguments),
+                         grpc_socket_path=args.grpc_socket_path,
                          poll_seconds=5.0 if poll is None else float(poll),
                          model_config_file=args.model_config_file,
                          model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds)
 
 
 def cmd_serve(args) -> int:
+    if args.version:
+        from .. import __version__
+        print(f"Processor {__version__} (python -m processor serve, TF Serving's APIs)")
+        return 0
     from ..server.model_server import serve
     serve(serve_options(args))
     return 0
+
+
+def _flag_bool(text: str) -> bool:
+    """A boolean flag's value as TF Serving's flag parser takes it."""
+    lowered = text.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+# tensorflow_model_server's flags (tensorflow_serving/model_servers/main.cc) that are not served here,
+# and why: given, they stop the server with the reason rather than being ignored.
+UNSERVED_TF_SERVING_FLAGS = {
+    "max_num_load_retries": "a version that fails to load is retried with backoff (1 s doubling to 5 minutes) "
+                            "until it loads or goes (docs/tf_serving.md)",
+    "load_retry_interval_micros": "a version that fails to load is retried with backoff (1 s doubling to 5 minutes)",
+    "allow_version_labels_for_unavailable_models": "a label may name any version the policy keeps; requests "
+                                                   "for it answer NOT_FOUND until it loads",
+    "platform_config_file": "only TensorFlow SavedModels are served; Processor's settings come from --config",
+    "tensorflow_session_config_file": "the session's settings come from --config (docs/configuration.md)",
+    "per_process_gpu_memory_fraction": "this build serves on CPU (the tensorflow-cpu wheel)",
+    "xla_cpu_compilation_enabled": "XLA JIT compilation is not offered",
+    "use_alts_credentials": "ALTS needs Google Cloud; --ssl_config_file is served",
+    "enable_per_model_batching_parameters": "batching parameters are per model in --config's \"models\" section",
+    "enable_signature_method_name_check": "Classify and Regress check the method name; Predict serves any signature",
+    "prefer_tflite_model": "TensorFlow Lite models are not served",
+    "num_tflite_pools": "TensorFlow Lite models are not served",
+    "num_tflite_interpreters_per_pool": "TensorFlow Lite models are not served",
+    "rest_api_enable_cors_support": "CORS headers are not written",
+    "mixed_precision": "models run as saved",
+    "thread_pool_factory_config_file": "the session's pools come from --config (session_num, enable_inline_execute)",
+}
+
+
+class _Unserved(argparse.Action):
+    """A TF Serving flag this server does not serve: an error naming it and why."""
+
+    def __init__(self, *args, why: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is a tensorflow_model_server flag not served here: {self.why}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +357,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TF Serving's flag: merge concurrent requests (docs/batching.md)")
     serve.add_argument("--batching_parameters_file", metavar="FILE",
                        help="TF Serving's BatchingParameters in text format (needs --enable_batching)")
+    serve.add_argument("--enable_model_warmup", type=_flag_bool, metavar="BOOL",
+                       help="TF Serving's flag: false turns warmup off (default: the config's enable_model_warmup, true)")
+    serve.add_argument("--num_request_iterations_for_warmup", type=int, metavar="N",
+                       help="TF Serving's flag: times each warmup request runs (the config's warmup_iterations)")
+    serve.add_argument("--saved_model_tags", metavar="TAGS",
+                       help="TF Serving's flag: the tag set of the MetaGraphDef to load, comma-separated (default serve)")
+    serve.add_argument("--tensorflow_session_parallelism", type=int, metavar="N",
+                       help="TF Serving's flag: intra- and inter-op threads both, where the two below are not given")
+    serve.add_argument("--tensorflow_intra_op_parallelism", type=int, metavar="N",
+                       help="TF Serving's flag: the config's intra_op_parallelism_threads")
+    serve.add_argument("--tensorflow_inter_op_parallelism", type=int, metavar="N",
+                       help="TF Serving's flag: the config's inter_op_parallelism_threads")
+    serve.add_argument("--rest_api_num_threads", type=int, default=0, metavar="N",
+                       help="TF Serving's flag: REST request threads (default --threads)")
+    serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, metavar="MS",
+                       help="TF Serving's flag: a REST predict, classify or regress taking longer answers 504 "
+                            "(default 30000; 0: no limit)")
+    serve.add_argument("--grpc_max_threads", type=int, default=0, metavar="N",
+                       help="TF Serving's flag: gRPC request threads (default --threads, else 8)")
+    serve.add_argument("--grpc_channel_arguments", default="", metavar="KEY=VALUE,...",
+                       help="TF Serving's flag: gRPC server channel arguments, e.g. grpc.max_connection_age_ms=2000")
+    serve.add_argument("--ssl_config_file", metavar="FILE",
+                       help="TF Serving's flag: its SSLConfig in text format (PEM key and certificate): gRPC over TLS")
+    serve.add_argument("--grpc_socket_path", default="", metavar="PATH",
+                       help="TF Serving's flag: serve gRPC on this UNIX socket too")
+    serve.add_argument("--version", action="store_true", help="TF Serving's flag: print the version and exit")
+    for flag, why in UNSERVED_TF_SERVING_FLAGS.items():
+        serve.add_argument(f"--{flag}", nargs="?", action=_Unserved, why=why, help=argparse.SUPPRESS)
     serve.set_defaults(run=cmd_serve)
 
     inspect = commands.add_parser("inspect", help="the signature, the versions found and what would be served")

@@ -47,8 +47,9 @@ class RestServer:
     """The aiohttp application over the models of a registry."""
 
     def __init__(self, registry: ModelRegistry, threads: int = 0, max_request_bytes: int = 64 << 20,
-                 on_close=None, metrics_path: Optional[str] = PROMETHEUS_PATH):
+                 on_close=None, metrics_path: Optional[str] = PROMETHEUS_PATH, timeout_ms: int = 30000):
         self.registry = registry
+        self._timeout_ms = timeout_ms  # --rest_api_timeout_in_ms: of a :predict, :classify or :regress; 0: none
         self._on_close = on_close  # called as the application closes (the server's shutdown)
         self._pool = ThreadPoolExecutor(max_workers=threads or (os.cpu_count() or 2) * 2,
                                         thread_name_prefix="processor-rest")
@@ -86,8 +87,7 @@ class RestServer:
             return await self._predict(processor, await request.read())
         if rest in (":classify", ":regress"):
             body = await request.read()
-            status, payload = await self._run(lambda: self._examples_in_thread(processor, rest[1:], body))
-            return web.Response(body=payload, status=status, content_type="application/json")
+            return await self._answer(lambda: self._examples_in_thread(processor, rest[1:], body))
         if rest == "/metadata":
             signatures = await self._run(processor.signatures)
             return web.json_response({
@@ -106,7 +106,18 @@ class RestServer:
             "version": str(current), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
 
     async def _predict(self, processor: Processor, body: bytes) -> web.Response:
-        status, payload = await self._run(lambda: self._predict_in_thread(processor, body))
+        return await self._answer(lambda: self._predict_in_thread(processor, body))
+
+    async def _answer(self, call) -> web.Response:
+        """The (status, JSON bytes) `call` answers in a pool thread; 504 when it takes longer than the
+        timeout (TF Serving's DEADLINE_EXCEEDED over REST). The call itself runs to its end."""
+        running = asyncio.ensure_future(self._run(call))
+        try:
+            status, payload = await asyncio.wait_for(asyncio.shield(running),
+                                                     self._timeout_ms / 1000 if self._timeout_ms > 0 else None)
+        except asyncio.TimeoutError:
+            return _error(504, f"Deadline exceeded: the request took longer than --rest_api_timeout_in_ms "
+                               f"({self._timeout_ms} ms)")
         return web.Response(body=payload, status=status, content_type="application/json")
 
     @staticmethod

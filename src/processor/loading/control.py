@@ -44,7 +44,7 @@ def load_request(config: ProcessorConfig, savedmodel_dir: str, checkpoint_prefix
     """Step 1's request: the local SavedModel, and the checkpoint to restore with its index (read here;
     ModelLoadError names `what` when it cannot be)."""
     request = control_pb2.LoadRequest(savedmodel_dir=savedmodel_dir, signature_name=config.signature_name,
-                                      session=session_settings(config),
+                                      tags=config.saved_model_tags, session=session_settings(config),
                                       strict_signature_name=config.strict_signature_name)
     if config.enable_batching:
         parameters = config.batching_parameters or BatchingParameters()

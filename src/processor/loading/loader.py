@@ -196,7 +196,8 @@ class VersionLoader:
         interface, reason = servable.run_interface
         if interface != "callable":
             logger.warning("model version %s runs through TF_SessionRun, which is slower per request: %s", what, reason)
-        warmup_path = warmup_file(self.config.warmup_file_name, local.savedmodel.path)
+        warmup_path = warmup_file(self.config.warmup_file_name, local.savedmodel.path) \
+            if self.config.enable_model_warmup else None
         if warmup_path:
             run_warmup(servable, self._warmup.get(warmup_path), self.config.warmup_iterations, what)
         duration_ms = int((time.monotonic() - started) * 1000)

@@ -4,7 +4,9 @@ requests do not pay for TensorFlow's lazy initialization.
 Formats of `warmup_file_name` (absolute, or relative to the SavedModel directory):
   (a) one serialized PredictRequest (DeepRec's format);
   (b) a TFRecord file whose records are serialized PredictRequests, or TF Serving PredictionLogs with a
-      predict_log or predict_streamed_log (TensorProto inputs are converted); a PredictionLog of
+      predict_log or predict_streamed_log (their requests served as TF Serving's, as process_as()
+      takes them: every dtype, TensorFlow's fill rule; the model_spec's version is not checked, as
+      TF Serving's warmup does not check it); a PredictionLog of
       another kind (classify_log, regress_log, multi_inference_log, session_run_log) is named in the
       error, since a predict signature cannot take it.
 Without `warmup_file_name`, `<SavedModel>/assets.extra/tf_serving_warmup_requests` is used when present.
@@ -16,13 +18,13 @@ import os
 import threading
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 from google.protobuf.message import DecodeError
 
-from .. import predict_pb2, tensors, tf_serving_warmup_pb2
+from .. import predict_pb2, tf_serving_warmup_pb2
 from ..errors import ModelLoadError
 from ..formats.checkpoint_index import CheckpointIndexError, read_varint
 from ..formats.tfrecord import TFRecordError, looks_like_tfrecord, read_records
+from ..request_formats import FORMAT_DEEPREC, FORMAT_TF_SERVING_PREDICT
 
 logger = logging.getLogger(__name__)
 
@@ -34,35 +36,6 @@ def warmup_file(warmup_file_name: str, savedmodel_dir: str) -> Optional[str]:
         return warmup_file_name if os.path.isabs(warmup_file_name) else os.path.join(savedmodel_dir, warmup_file_name)
     default = os.path.join(savedmodel_dir, TF_SERVING_WARMUP_FILE)
     return default if os.path.isfile(default) else None
-
-
-def _tensor_proto_to_array(name: str, tensor: tf_serving_warmup_pb2.TensorProto) -> predict_pb2.ArrayProto:
-    np_type = tensors.numpy_dtype(tensor.dtype)
-    shape = tuple(d.size for d in tensor.tensor_shape.dim)
-    count = int(np.prod(shape)) if shape else 1
-    if np_type is object:
-        values = np.empty(len(tensor.string_val), dtype=object)
-        values[:] = list(tensor.string_val)
-    elif tensor.tensor_content:
-        values = np.frombuffer(tensor.tensor_content, dtype=np.dtype(np_type).newbyteorder("<"))
-    else:
-        field = {np.float32: "float_val", np.float64: "double_val", np.int64: "int64_val", np.bool_: "bool_val"}
-        values = np.array(list(getattr(tensor, field.get(np_type, "int_val"))), dtype=np_type)
-    if len(values) == 1 and count != 1:
-        values = np.repeat(values, count)  # TensorProto: a single value fills the whole tensor
-    if len(values) != count:
-        raise ValueError(f"input '{name}': shape {list(shape)} needs {count} values, the TensorProto has {len(values)}")
-    array = predict_pb2.ArrayProto()
-    tensors.to_array_proto(values.reshape(shape), array)
-    return array
-
-
-def _from_tf_serving(request: tf_serving_warmup_pb2.PredictRequest) -> bytes:
-    converted = predict_pb2.PredictRequest(signature_name=request.model_spec.signature_name,
-                                           output_filter=list(request.output_filter))
-    for name, tensor in request.inputs.items():
-        converted.inputs[name].CopyFrom(_tensor_proto_to_array(name, tensor))
-    return converted.SerializeToString()
 
 
 # PredictionLog kinds that cannot warm up a predict signature (tensorflow_serving/apis/prediction_log.proto).
@@ -92,18 +65,24 @@ def _top_level_fields(record: bytes) -> set:
     return fields if at == len(record) else set()
 
 
-def _record_to_requests(record: bytes) -> List[bytes]:
-    """The PredictRequests one warmup record holds: itself, or a TF Serving PredictionLog's predict_log
-    request or predict_streamed_log requests. Other PredictionLog kinds raise ValueError naming them."""
+# A warmup request: (its format, FORMAT_*; its bytes).
+WarmupRequest = Tuple[int, bytes]
+
+
+def _record_to_requests(record: bytes) -> List[WarmupRequest]:
+    """The requests one warmup record holds: itself (DeepRec's PredictRequest), or a TF Serving
+    PredictionLog's predict_log request or predict_streamed_log requests (TF Serving's PredictRequests).
+    Other PredictionLog kinds raise ValueError naming them."""
     # A TF Serving record has field 6 or 7, which our PredictRequest lacks; check it first.
     try:
         log = tf_serving_warmup_pb2.PredictionLog.FromString(record)
     except DecodeError:
         log = None
     if log is not None and log.HasField("predict_log"):
-        return [_from_tf_serving(log.predict_log.request)]
+        return [(FORMAT_TF_SERVING_PREDICT, log.predict_log.request.SerializeToString())]
     if log is not None and log.HasField("predict_streamed_log"):
-        return [_from_tf_serving(request) for request in log.predict_streamed_log.request]
+        return [(FORMAT_TF_SERVING_PREDICT, request.SerializeToString())
+                for request in log.predict_streamed_log.request]
     request = predict_pb2.PredictRequest.FromString(record)  # validates
     # Fields 2 and 3 of a PredictionLog (classify_log, regress_log) parse as our inputs and output_filter,
     # with the nested message's bytes as names: no name a signature has holds control characters.
@@ -114,11 +93,11 @@ def _record_to_requests(record: bytes) -> List[bytes]:
         raise ValueError(f"it is a TF Serving PredictionLog with a {' or '.join(kinds) or 'record'} of another "
                          f"kind than predict: only predict_log and predict_streamed_log records (or "
                          f"PredictRequests) warm up a version")
-    return [record]
+    return [(FORMAT_DEEPREC, record)]
 
 
-def read_warmup_requests(path: str) -> List[bytes]:
-    """Serialized PredictRequests from a warmup file; ModelLoadError names the file and what is wrong."""
+def read_warmup_requests(path: str) -> List[WarmupRequest]:
+    """The requests of a warmup file; ModelLoadError names the file and what is wrong."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -135,7 +114,7 @@ def read_warmup_requests(path: str) -> List[bytes]:
                                          f"PredictionLog: {e}") from None
             return requests
         predict_pb2.PredictRequest.FromString(data)
-        return [data]
+        return [(FORMAT_DEEPREC, data)]
     except TFRecordError as e:
         raise ModelLoadError(f"warmup file {path}: {e}") from None
     except DecodeError as e:
@@ -147,9 +126,9 @@ class WarmupRequests:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._cache: Dict[str, Tuple[Tuple[int, int], List[bytes]]] = {}
+        self._cache: Dict[str, Tuple[Tuple[int, int], List[WarmupRequest]]] = {}
 
-    def get(self, path: str) -> List[bytes]:
+    def get(self, path: str) -> List[WarmupRequest]:
         try:
             stat = os.stat(path)
             key = (stat.st_mtime_ns, stat.st_size)
@@ -165,11 +144,11 @@ class WarmupRequests:
         return requests
 
 
-def run_warmup(servable, requests: List[bytes], iterations: int, what: str) -> None:
+def run_warmup(servable, requests: List[WarmupRequest], iterations: int, what: str) -> None:
     """Serves every request `iterations` times on `servable`; any non-200 fails the version's load."""
     for _ in range(iterations):
-        for index, request in enumerate(requests):
-            code, body = servable.process(request)
+        for index, (request_format, request) in enumerate(requests):
+            code, body = servable.process(request, request_format)
             if code != 200:
                 raise ModelLoadError(f"warmup of {what} failed: request {index} answered {code}: "
                                      f"{body.decode('utf-8', 'replace')}")

@@ -46,9 +46,14 @@ class GrpcApi:
         self._server = _grpc.Server(_core.engine_functions(), self._control)
         self.port = 0
 
-    def start(self, address: str, threads: int, max_message_bytes: int) -> int:
+    def start(self, address: str, threads: int, max_message_bytes: int, channel_arguments=(), ssl=None,
+              socket_path: str = "") -> int:
+        """Listens on `address` (and the UNIX socket `socket_path`); `channel_arguments` are (key, value)
+        pairs, `ssl` a formats.tf_serving.SslConfig. Returns the port."""
+        ssl_tuple = None if ssl is None else (ssl.server_key, ssl.server_cert, ssl.custom_ca, ssl.client_verify)
         try:
-            self.port = self._server.start(address, threads, max_message_bytes)
+            self.port = self._server.start(address, threads, max_message_bytes, list(channel_arguments), ssl_tuple,
+                                           socket_path)
         except RuntimeError as e:  # the port is taken, or the address is not one
             raise ProcessorError(f"gRPC: {e}") from None
         self.publish(self.registry.routes())

@@ -12,10 +12,10 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import ProcessorError
-from ..formats.tf_serving import PROMETHEUS_PATH, ModelConfig, read_model_server_config
+from ..formats.tf_serving import PROMETHEUS_PATH, ModelConfig, SslConfig, read_model_server_config
 from ..updater import PollingThread
 from .registry import ModelRegistry
 
@@ -32,6 +32,12 @@ class ServerOptions:
     port: int = 8500           # gRPC; 0: none
     rest_api_port: int = 8501  # REST; 0: none
     threads: int = 0           # request threads per API; 0: 2 per core
+    grpc_threads: int = 0      # --grpc_max_threads; 0: `threads`, else 8
+    rest_threads: int = 0      # --rest_api_num_threads; 0: `threads`
+    rest_timeout_ms: int = 30000  # --rest_api_timeout_in_ms: a REST call that takes longer answers 504
+    grpc_channel_arguments: List[Tuple[str, Union[int, str]]] = field(default_factory=list)
+    ssl: Optional[SslConfig] = None  # --ssl_config_file: gRPC over TLS
+    grpc_socket_path: str = ""  # --grpc_socket_path: gRPC on a UNIX socket too
     poll_seconds: float = 5.0  # --file_system_poll_wait_seconds
     model_config_file: Optional[str] = None
     model_config_file_poll_wait_seconds: float = 0.0
@@ -59,9 +65,11 @@ class ModelServer:
                 self.grpc = GrpcApi(self.registry, self.reload)
                 max_bytes = max([int(options.base.get("max_request_bytes", 64 << 20))] +
                                 [int(o.get("max_request_bytes", 0)) for o in options.overrides.values()])
-                self.grpc.start(f"{options.host}:{options.port}", options.threads or 8, max_bytes)
-                logger.info("serving gRPC (tensorflow.serving.PredictionService, ModelService) on %s:%d",
-                            options.host, self.grpc.port)
+                self.grpc.start(f"{options.host}:{options.port}", options.grpc_threads or options.threads or 8,
+                                max_bytes, options.grpc_channel_arguments, options.ssl, options.grpc_socket_path)
+                logger.info("serving gRPC (tensorflow.serving.PredictionService, ModelService) on %s:%d%s%s",
+                            options.host, self.grpc.port, " over TLS" if options.ssl else "",
+                            f" and unix:{options.grpc_socket_path}" if options.grpc_socket_path else "")
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
                 with open(options.model_config_file, encoding="utf-8") as f:
                     self._config_text = f.read()
@@ -132,8 +140,8 @@ def serve(options: ServerOptions) -> None:
         raise ProcessorError(f"the REST API needs the {e.name} package: pip install 'processor[rest]' "
                              "(or --rest_api_port 0 for gRPC alone)") from None
     max_bytes = int(options.base.get("max_request_bytes", 64 << 20))
-    rest = RestServer(server.registry, options.threads, max_bytes, on_close=server.close,
-                      metrics_path=options.metrics_path)
+    rest = RestServer(server.registry, options.rest_threads or options.threads, max_bytes, on_close=server.close,
+                      metrics_path=options.metrics_path, timeout_ms=options.rest_timeout_ms)
     logger.info("serving REST on http://%s:%d/v1/models/{%s}", options.host, options.rest_api_port,
                 ",".join(server.registry.names()))
     web.run_app(rest.app, host=options.host, port=options.rest_api_port, print=None, access_log=None)
