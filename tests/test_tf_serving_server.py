@@ -178,8 +178,10 @@ def test_malformed_bytes_and_unserved_methods(canary):
     error = rpc_error(lambda: raw(b"\x0a\xff\xff", timeout=10))
     assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protocol buffer")
     multi = client.channel.unary_unary("/tensorflow.serving.PredictionService/MultiInference")
-    error = rpc_error(lambda: multi(b"", timeout=10))
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED and "MultiInference is not served here" in error.details()
+    error = rpc_error(lambda: multi(b"", timeout=10))  # no task: no model named
+    assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest()")
+    error = rpc_error(lambda: multi(b"\x0a\xff\xff", timeout=10))
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protocol buffer")
     unknown = client.channel.unary_unary("/tensorflow.serving.PredictionService/Explain")
     assert rpc_error(lambda: unknown(b"", timeout=10)).code() == grpc.StatusCode.UNIMPLEMENTED
     assert client.count() == (tag(2), 2)
@@ -495,9 +497,51 @@ def test_classify_and_regress_answer_as_tensorflow(tmp_path):
         np.testing.assert_allclose(tf.make_ndarray(answer.outputs["scores"]),
                                    tensorflow_answers(str(base / "1"), [e.SerializeToString() for e in examples],
                                                       "serving_default")["scores"], rtol=1e-6)
+        check_multi_inference(client, str(base / "1"), examples)
     finally:
         client.close()
         assert server.stop() == 0
+
+
+def check_multi_inference(client, path: str, examples: list) -> None:
+    """MultiInference: a classify and a regress task of one model on one input, each answered as its
+    own API answers (TensorFlow's outputs); then TF Serving's checks, with its codes and messages."""
+    from tensorflow_serving.apis import inference_pb2
+    serialized = [e.SerializeToString() for e in examples]
+    request = inference_pb2.MultiInferenceRequest()
+    request.input.example_list.examples.extend(examples)
+    for signature, method in (("", "tensorflow/serving/classify"), ("regress", "tensorflow/serving/regress")):
+        task = request.tasks.add(method_name=method)
+        task.model_spec.name = "classifier"
+        task.model_spec.signature_name = signature
+    response = client.predictions.MultiInference(request, timeout=30)
+    classified, regressed = response.results
+    assert (classified.model_spec.name, classified.model_spec.version.value,
+            regressed.model_spec.signature_name) == ("classifier", 1, "regress")
+    scores = tensorflow_answers(path, serialized, "serving_default")["scores"]
+    for i, classifications in enumerate(classified.classification_result.classifications):
+        assert [c.label for c in classifications.classes] == ["cars", "books", "games"]
+        np.testing.assert_allclose([c.score for c in classifications.classes], scores[i], rtol=1e-6)
+    np.testing.assert_allclose([r.value for r in regressed.regression_result.regressions],
+                               tensorflow_answers(path, serialized, "regress")["outputs"].reshape(-1), rtol=1e-6)
+
+    def refused(change):
+        wrong = inference_pb2.MultiInferenceRequest()
+        wrong.CopyFrom(request)
+        change(wrong)
+        error = rpc_error(lambda: client.predictions.MultiInference(wrong, timeout=30))
+        return error.code(), error.details()
+    assert refused(lambda r: setattr(r.tasks[1].model_spec, "signature_name", "serving_default")) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: serving_default")
+    assert refused(lambda r: setattr(r.tasks[1].model_spec, "signature_name", "nope")) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "Requested signature not found in model graph: nope")
+    assert refused(lambda r: setattr(r.tasks[1].model_spec, "name", "regressor")) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+    assert refused(lambda r: setattr(r.tasks[1], "method_name", "tensorflow/serving/predict")) == (
+        grpc.StatusCode.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict")
+    assert refused(lambda r: setattr(r.tasks[1], "method_name", "tensorflow/serving/classify")) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "Expected classification signature method_name to be "
+                                          "tensorflow/serving/classify. Was: tensorflow/serving/regress")
 
 
 def test_a_version_that_fails_to_load_is_retried_until_repaired(models, tmp_path):

@@ -3,15 +3,16 @@
 Predict is served in C++ (processor._grpc: cpp/grpc_server/tf_serving_server.cc) straight from the
 routes the registry publishes, without Python. The other RPCs come here with their request's bytes and
 are answered with tensorflow-serving-api's messages: GetModelMetadata, GetModelStatus,
-HandleReloadConfigRequest, and Classify and Regress for a signature of that kind
+HandleReloadConfigRequest, and Classify, Regress and MultiInference for signatures of that kind
 (its tf.Examples serialized into the "inputs" tensor as TF Serving's InputToSerializedExampleTensor
-does, the outputs read back as its classifier.cc and regressor.cc read them); MultiInference answers
-UNIMPLEMENTED with a message.
+does, the outputs read back as its classifier.cc and regressor.cc read them).
 """
 from __future__ import annotations
 
 import logging
 from typing import Callable, List, Optional, Tuple
+
+from google.protobuf.message import DecodeError
 
 from ..errors import ProcessorError, RequestError
 from . import example_apis
@@ -71,12 +72,13 @@ class GrpcApi:
         name = method.rsplit("/", 1)[-1]
         handler = {"GetModelMetadata": self._get_model_metadata, "GetModelStatus": self._get_model_status,
                    "HandleReloadConfigRequest": self._reload_config, "Classify": self._classify,
-                   "Regress": self._regress}.get(name)
+                   "Regress": self._regress, "MultiInference": self._multi_inference}.get(name)
         if handler is None:
-            return (UNIMPLEMENTED, f"{name} is not served here: send each of its tasks as its own Predict, "
-                                   f"Classify or Regress", b"")
+            return UNIMPLEMENTED, f"{name} is not served here", b""
         try:
             return handler(request)
+        except DecodeError:
+            return INVALID_ARGUMENT, "the request is not a valid protocol buffer", b""
         except example_apis.FailedPrecondition as e:
             return FAILED_PRECONDITION, e.message, b""
         except RequestError as e:
@@ -125,29 +127,61 @@ class GrpcApi:
         from tensorflow_serving.apis import classification_pb2
         r = classification_pb2.ClassificationRequest.FromString(request)
         processor, version, signature = self._example_api(r.model_spec, example_apis.CLASSIFY)
-        classes, scores = example_apis.classify(processor, signature, _serialized_examples(r.input))
         response = classification_pb2.ClassificationResponse()
         _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-        shape = (classes if classes is not None else scores).shape
-        for i in range(shape[0]):
-            classifications = response.result.classifications.add()
-            for c in range(shape[1]):
-                entry = classifications.classes.add()
-                if classes is not None:
-                    entry.label = classes[i, c]
-                if scores is not None:
-                    entry.score = float(scores[i, c])
+        _classification_result(response.result,
+                               *example_apis.classify(processor, signature, _serialized_examples(r.input)))
         return OK, "", response.SerializeToString()
 
     def _regress(self, request: bytes) -> Answer:
         from tensorflow_serving.apis import regression_pb2
         r = regression_pb2.RegressionRequest.FromString(request)
         processor, version, signature = self._example_api(r.model_spec, example_apis.REGRESS)
-        values = example_apis.regress(processor, signature, _serialized_examples(r.input))
         response = regression_pb2.RegressionResponse()
         _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-        for value in values:
-            response.result.regressions.add().value = float(value)
+        _regression_result(response.result, example_apis.regress(processor, signature, _serialized_examples(r.input)))
+        return OK, "", response.SerializeToString()
+
+    def _multi_inference(self, request: bytes) -> Answer:
+        """TF Serving's MultiInference (multi_inference.cc): Classify and Regress tasks of one model on one
+        input, each task answered as its own API answers it. Checked as TF Serving checks them; each task
+        then runs its own signature (TF Serving fetches all tasks' outputs in one run)."""
+        from tensorflow_serving.apis import inference_pb2, model_pb2
+        r = inference_pb2.MultiInferenceRequest.FromString(request)
+        processor, version = self._resolve(r.tasks[0].model_spec if r.tasks else model_pb2.ModelSpec())
+        signatures = processor.signatures()
+        main = next(iter(signatures))
+        names, input_tensor, checked = set(), None, []
+        for task in r.tasks:
+            if not task.model_spec.name:
+                raise RequestError(400, "Found ModelSpec with an empty model name.")
+            if task.model_spec.name != r.tasks[0].model_spec.name:
+                raise RequestError(400, "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            name = task.model_spec.signature_name or main
+            if name in names:
+                raise RequestError(400, f"Duplicate evaluation of signature: {name}")
+            names.add(name)
+            if name not in signatures:
+                raise RequestError(400, f"Requested signature not found in model graph: {name}")
+            api = {"tensorflow/serving/classify": example_apis.CLASSIFY,
+                   "tensorflow/serving/regress": example_apis.REGRESS}.get(task.method_name)
+            if api is None:
+                return UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}", b""
+            signature = example_apis.check_signature(processor, name, api)
+            if input_tensor is not None and signature["inputs"][0]["tensor_name"] != input_tensor:
+                raise RequestError(400, "Input tensor must be the same for all Signatures.")
+            input_tensor = signature["inputs"][0]["tensor_name"]
+            checked.append((task, api, signature))
+        examples = _serialized_examples(r.input)
+        response = inference_pb2.MultiInferenceResponse()
+        for task, api, signature in checked:
+            result = response.results.add()
+            _response_model_spec(result.model_spec, task.model_spec, version, task.model_spec.signature_name)
+            if api == example_apis.CLASSIFY:
+                _classification_result(result.classification_result,
+                                       *example_apis.classify(processor, signature, examples))
+            else:
+                _regression_result(result.regression_result, example_apis.regress(processor, signature, examples))
         return OK, "", response.SerializeToString()
 
     def _example_api(self, spec, api: str):
@@ -192,6 +226,24 @@ def _serialized_examples(input_message) -> List[bytes]:
         context = input_message.example_list_with_context.context.SerializeToString()
         return [context + e.SerializeToString() for e in input_message.example_list_with_context.examples]
     return []
+
+
+def _classification_result(out, classes, scores) -> None:
+    """A ClassificationResult of example_apis.classify's (classes, scores), [N, K] each or None."""
+    shape = (classes if classes is not None else scores).shape
+    for i in range(shape[0]):
+        classifications = out.classifications.add()
+        for c in range(shape[1]):
+            entry = classifications.classes.add()
+            if classes is not None:
+                entry.label = classes[i, c]
+            if scores is not None:
+                entry.score = float(scores[i, c])
+
+
+def _regression_result(out, values) -> None:
+    for value in values:
+        out.regressions.add().value = float(value)
 
 
 def _response_model_spec(out, spec, version: int, signature_name: str) -> None:
