@@ -9,7 +9,9 @@ library called from C, on this machine:
 
 The gRPC sides are driven by the same C++ client (examples/grpc_host/grpc_load --raw: 8 connections,
 one thread each, bytes sent and received unparsed), at batch 1 and 64; the sides alternate, order
-swapped every round; medians over the rounds. Goal (issue 28): Predict costs at most 1.5x the echo
+swapped every round; medians over the rounds. Beside each gRPC side's rate, the server process's own
+CPU time per request (from /proc: user + system), which client and server sharing two cores blur in
+the rates. Goal (issue 28): Predict costs at most 1.5x the echo
 floor's time per request at batch 1.
 
     make bench      # or: .venv/bin/python benchmarks/tf_serving_grpc.py [--rounds R] [--seconds S]
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -36,6 +39,13 @@ from results_file import save_results
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (/proc/PID/stat, fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tf_serving_request(batch: dict, model_name: str) -> bytes:
@@ -108,7 +118,8 @@ def main() -> None:
         model_server = ModelServer(config, work / "serve.log")
         inline_server = ModelServer(inline, work / "serve_inline.log")
         try:
-            print(f"{'batch':>5} {'side':>24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21}")
+            print(f"{'batch':>5} {'side':>24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21} "
+                  f"{'server CPU us/request':>22}")
             for batch_size in (1, 64):
                 batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
                 deeprec = work / f"deeprec_{batch_size}.bin"
@@ -116,21 +127,28 @@ def main() -> None:
                 tfs = work / f"tf_serving_{batch_size}.bin"
                 tfs.write_bytes(tf_serving_request(batch, "rec"))
 
-                def grpc_side(address: str, request: Path, method: str):
+                def grpc_side(address: str, request: Path, method: str, server_pid: int):
                     def measure():
+                        before = process_cpu_seconds(server_pid)
                         done = subprocess.run([str(out / "grpc_load"), address, str(request), str(args.seconds),
                                                str(CONNECTIONS), "--raw", method], capture_output=True, text=True)
                         if done.returncode:
                             raise RuntimeError(f"grpc_load {method}: {done.stderr.strip()[-500:]}")
-                        return parse_bench(done.stdout)
+                        result = parse_bench(done.stdout)
+                        result["server_cpu_us_per_request"] = (process_cpu_seconds(server_pid) - before) * 1e6 / (
+                            result["requests_per_s"] * args.seconds)
+                        return result
                     return measure
 
                 sides = {
-                    "echo floor (C++ gRPC)": grpc_side(echo_server.address, deeprec, "/processor.Processor/Echo"),
+                    "echo floor (C++ gRPC)": grpc_side(echo_server.address, deeprec, "/processor.Processor/Echo",
+                                                       echo_server.process.pid),
                     "TF Serving Predict": grpc_side(model_server.address, tfs,
-                                                    "/tensorflow.serving.PredictionService/Predict"),
+                                                    "/tensorflow.serving.PredictionService/Predict",
+                                                    model_server.process.pid),
                     "Predict, inline": grpc_side(inline_server.address, tfs,
-                                                 "/tensorflow.serving.PredictionService/Predict"),
+                                                 "/tensorflow.serving.PredictionService/Predict",
+                                                 inline_server.process.pid),
                     "process() from C": lambda: c_host_bench(processor.library_path(), config, deeprec, args.seconds,
                                                              threads=CONNECTIONS),
                 }
@@ -139,8 +157,10 @@ def main() -> None:
                 floor = medians["echo floor (C++ gRPC)"]["requests_per_s"]
                 for name, m in medians.items():
                     m["time_per_request_vs_echo"] = floor / m["requests_per_s"]
+                    server_cpu = m.get("server_cpu_us_per_request")
                     print(f"{batch_size:>5} {name:>24} {m['requests_per_s']:>9.0f} {m['p50_ms']:>8.3f} "
-                          f"{m['p99_ms']:>8.3f} {m['time_per_request_vs_echo']:>20.2f}x", flush=True)
+                          f"{m['p99_ms']:>8.3f} {m['time_per_request_vs_echo']:>20.2f}x "
+                          f"{'' if server_cpu is None else f'{server_cpu:.0f}':>22}", flush=True)
                 report[f"batch {batch_size}"] = {"tf_serving_request_bytes": tfs.stat().st_size, **medians}
         finally:
             echo_server.stop()

@@ -56,8 +56,14 @@ class Server:
 
     def stop(self) -> int:
         self.process.terminate()
-        code = self.process.wait(timeout=60)
-        self.log.close()
+        try:
+            code = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # never left running: it would load the machine for later tests
+            self.process.kill()
+            self.process.wait()
+            raise
+        finally:
+            self.log.close()
         return code
 
 
