@@ -276,6 +276,19 @@ def test_a_request_naming_a_version_is_answered_by_that_version_alone(echo):
     assert predict(echo, request({"int8": array("int8")}, output_filter=["int8"], label="stable")).outputs["int8"]
 
 
+def test_predict_naming_a_version_is_answered_by_that_version_alone(rec_model, batch):
+    """Processor.predict(version=V), which REST and the APIs answered in Python use: the engine checks
+    the number with the run (a model swapping in place cannot answer from another version)."""
+    with processor.Processor(rec_model.config(poll_interval_seconds=0, model_name="rec")) as p:
+        step = served_version(p)
+        assert step == int(rec_model.prefixes()[-1].rsplit("-", 1)[1])  # the checkpoint's step
+        assert p.predict(batch, version=step)["prob"].shape == (6,)
+        with pytest.raises(processor.RequestError) as raised:
+            p.predict(batch, version=step - 1)
+        assert (raised.value.code, raised.value.message) == (
+            404, f"Servable not found for request: Specific(rec, {step - 1})")
+
+
 def test_names_from_the_request_are_escaped_in_messages(echo):
     """TF Serving's messages quote request names raw; here they keep its wording, but a control byte is
     escaped, so that the message stays one NUL-terminated UTF-8 string (the C ABI's promise; the fuzzer

@@ -170,6 +170,16 @@ PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* serv
 }
 
 
+PROCESSOR_EXPORT int processor_control_process_version(void* handle, int format, long long version,
+                                                       const void* input_data, int input_size, void** output_data,
+                                                       int* output_size) {
+  try {
+    return processor::ServeOnHandle(handle, format, version, input_data, input_size, output_data, output_size);
+  } catch (...) {
+    return PROCESSOR_INTERNAL_ERROR;  // ServeOnHandle answers its own errors; this is its bookkeeping's
+  }
+}
+
 PROCESSOR_EXPORT void* processor_control_new_handle(const char* model_name) {
   auto* handle = new ModelHandle();
   handle->model_name = model_name ? model_name : "";

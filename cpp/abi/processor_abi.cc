@@ -39,6 +39,58 @@ void Bookkeep(const char* what, Step&& step) noexcept {
 
 }  // namespace
 
+int processor::ServeOnHandle(void* model_buf, int format, int64_t required_version, const void* input_data,
+                             int input_size, void** output_data, int* output_size) {
+  if (!model_buf) {
+    if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
+    return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
+  }
+  if (format != PROCESSOR_FORMAT_DEEPREC && format != PROCESSOR_FORMAT_TF_SERVING_PREDICT) {
+    if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
+    return processor::ReplyWithStatus(Status::InvalidArgument("unknown request format " + std::to_string(format)),
+                                      output_data, output_size);
+  }
+  auto* handle = static_cast<ModelHandle*>(model_buf);
+  const auto started = std::chrono::steady_clock::now();
+  int64_t step = 0;
+  bool traced = false;
+  Bookkeep("choosing the request to trace", [&] { traced = handle->timeline.ShouldTrace(&step); });
+  std::string run_metadata;
+  int code;
+  {
+    const processor::VersionManager::Hold hold(handle->versions);
+    const processor::ServingVersion* version = hold.version();
+    if (version && required_version >= 0 && version->number != required_version) {
+      code = output_data && output_size ? PROCESSOR_NOT_FOUND : PROCESSOR_INTERNAL_ERROR;  // nowhere to say why
+      if (code == PROCESSOR_NOT_FOUND) Bookkeep("answering 404", [&] {
+        code = processor::ReplyWithStatus(
+            Status::NotFound("Servable not found for request: Specific(" + handle->model_name + ", " +
+                             std::to_string(required_version) + ")"),
+            output_data, output_size);
+      });
+    } else {
+      code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
+                                     input_size, output_data, output_size, traced ? &run_metadata : nullptr,
+                                     static_cast<processor::RequestFormat>(format), version ? version->number : -1);
+    }
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  Bookkeep("recording the request's metrics", [&] {
+    handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+  });
+  // The request log is a warmup file of DeepRec's requests: other formats are not written into it.
+  if (code == PROCESSOR_OK && input_size > 0 && format == PROCESSOR_FORMAT_DEEPREC) {
+    Bookkeep("logging the request", [&] { handle->request_log.Offer(input_data, static_cast<size_t>(input_size)); });
+  }
+  if (traced) {
+    Bookkeep("writing the timeline", [&] {
+      Status written = handle->timeline.Write(step, run_metadata);
+      if (!written.ok()) Log(LogLevel::kError, written.message());
+    });
+  }
+  return code;
+}
+
 extern "C" {
 
 PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_config, int* state) {
@@ -62,45 +114,9 @@ PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_con
 
 PROCESSOR_EXPORT int process_as(void* model_buf, int format, const void* input_data, int input_size,
                                 void** output_data, int* output_size) {
-  if (!model_buf) {
-    if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
-    return processor::ReplyWithStatus(kNoHandle, output_data, output_size);
-  }
-  if (format != PROCESSOR_FORMAT_DEEPREC && format != PROCESSOR_FORMAT_TF_SERVING_PREDICT) {
-    if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
-    return processor::ReplyWithStatus(Status::InvalidArgument("unknown request format " + std::to_string(format)),
-                                      output_data, output_size);
-  }
-  auto* handle = static_cast<ModelHandle*>(model_buf);
-  const auto started = std::chrono::steady_clock::now();
-  int64_t step = 0;
-  bool traced = false;
-  Bookkeep("choosing the request to trace", [&] { traced = handle->timeline.ShouldTrace(&step); });
-  std::string run_metadata;
-  int code;
-  {
-    const processor::VersionManager::Hold hold(handle->versions);
-    const processor::ServingVersion* version = hold.version();
-    code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
-                                   input_size, output_data, output_size, traced ? &run_metadata : nullptr,
-                                   static_cast<processor::RequestFormat>(format), version ? version->number : -1);
-  }
-  const auto elapsed = std::chrono::steady_clock::now() - started;
-  Bookkeep("recording the request's metrics", [&] {
-    handle->metrics.Record(code, std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
-  });
-  // The request log is a warmup file of DeepRec's requests: other formats are not written into it.
-  if (code == PROCESSOR_OK && input_size > 0 && format == PROCESSOR_FORMAT_DEEPREC) {
-    Bookkeep("logging the request", [&] { handle->request_log.Offer(input_data, static_cast<size_t>(input_size)); });
-  }
-  if (traced) {
-    Bookkeep("writing the timeline", [&] {
-      Status written = handle->timeline.Write(step, run_metadata);
-      if (!written.ok()) Log(LogLevel::kError, written.message());
-    });
-  }
-  return code;
+  return processor::ServeOnHandle(model_buf, format, -1, input_data, input_size, output_data, output_size);
 }
+
 
 PROCESSOR_EXPORT int process(void* model_buf, const void* input_data, int input_size, void** output_data,
                              int* output_size) {

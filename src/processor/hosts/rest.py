@@ -83,11 +83,13 @@ class RestServer:
         if wanted is not None and wanted != current:
             return _error(404, f"Servable not found for request: Specific({name}, {wanted}); serving version "
                                f"{current}")
+        # A request naming a version is answered by that version alone: the engine checks it again with
+        # the run, since a model swapping in place may change version after the check above.
         if rest == ":predict":
-            return await self._predict(processor, await request.read())
+            return await self._predict(processor, await request.read(), wanted)
         if rest in (":classify", ":regress"):
             body = await request.read()
-            return await self._answer(lambda: self._examples_in_thread(processor, rest[1:], body))
+            return await self._answer(lambda: self._examples_in_thread(processor, rest[1:], body, wanted))
         if rest == "/metadata":
             signatures = await self._run(processor.signatures)
             return web.json_response({
@@ -105,8 +107,8 @@ class RestServer:
         return web.json_response({"model_version_status": [{
             "version": str(current), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
 
-    async def _predict(self, processor: Processor, body: bytes) -> web.Response:
-        return await self._answer(lambda: self._predict_in_thread(processor, body))
+    async def _predict(self, processor: Processor, body: bytes, version: Optional[int]) -> web.Response:
+        return await self._answer(lambda: self._predict_in_thread(processor, body, version))
 
     async def _answer(self, call) -> web.Response:
         """The (status, JSON bytes) `call` answers in a pool thread; 504 when it takes longer than the
@@ -121,14 +123,14 @@ class RestServer:
         return web.Response(body=payload, status=status, content_type="application/json")
 
     @staticmethod
-    def _predict_in_thread(processor: Processor, body: bytes) -> Tuple[int, bytes]:
+    def _predict_in_thread(processor: Processor, body: bytes, version: Optional[int]) -> Tuple[int, bytes]:
         try:
             try:
                 document = json.loads(body)
             except (ValueError, UnicodeDecodeError) as e:
                 raise RestRequestError(f"JSON Parse error: {e}") from None
             inputs, row_format, signature_name = parse_predict_body(document, processor.signatures())
-            outputs = processor.predict(inputs, signature_name=signature_name)
+            outputs = processor.predict(inputs, signature_name=signature_name, version=version)
             return 200, json.dumps(format_predict_response(outputs, row_format)).encode()
         except RestRequestError as e:
             return 400, json.dumps({"error": str(e)}).encode()
@@ -139,7 +141,7 @@ class RestServer:
             return 500, json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}).encode()
 
     @staticmethod
-    def _examples_in_thread(processor: Processor, api: str, body: bytes) -> Tuple[int, bytes]:
+    def _examples_in_thread(processor: Processor, api: str, body: bytes, version: Optional[int]) -> Tuple[int, bytes]:
         """:classify or :regress (processor/server/example_apis.py), as TF Serving's REST API answers them."""
         from ..server import example_apis
         try:
@@ -150,9 +152,10 @@ class RestServer:
             serialized, signature_name = parse_examples_body(document)
             signature = example_apis.check_signature(processor, signature_name, api)
             if api == example_apis.CLASSIFY:
-                answer = format_classify_response(*example_apis.classify(processor, signature, serialized))
+                answer = format_classify_response(*example_apis.classify(processor, signature, serialized, version))
             else:
-                answer = {"results": [float(v) for v in example_apis.regress(processor, signature, serialized)]}
+                answer = {"results": [float(v) for v in
+                                      example_apis.regress(processor, signature, serialized, version)]}
             return 200, json.dumps(answer).encode()
         except RestRequestError as e:
             return 400, json.dumps({"error": str(e)}).encode()

@@ -47,16 +47,17 @@ def examples_tensor(serialized: List[bytes]) -> np.ndarray:
     return np.array(serialized, dtype=object)
 
 
-def classify(processor: Processor, signature: Mapping, serialized: List[bytes]) \
+def classify(processor: Processor, signature: Mapping, serialized: List[bytes], version: Optional[int] = None) \
         -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """(classes as str [N, K] or None, scores [N, K] or None) for N serialized examples."""
+    """(classes as str [N, K] or None, scores [N, K] or None) for N serialized examples; `version`: answered
+    by that version alone (Processor.predict)."""
     aliases = {entry["alias"] for entry in signature["outputs"]}
     outputs = [name for name in ("classes", "scores") if name in aliases]
     if not outputs:
         raise FailedPrecondition('Expected classification signature outputs to contain at least one of "classes" '
                                  'or "scores".')
     values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=outputs,
-                               signature_name=signature["signature_name"])
+                               signature_name=signature["signature_name"], version=version)
     count = len(serialized)
     for name in outputs:
         array = values[name]
@@ -74,12 +75,13 @@ def classify(processor: Processor, signature: Mapping, serialized: List[bytes]) 
     return classes, scores
 
 
-def regress(processor: Processor, signature: Mapping, serialized: List[bytes]) -> np.ndarray:
-    """One value per serialized example."""
+def regress(processor: Processor, signature: Mapping, serialized: List[bytes], version: Optional[int] = None) \
+        -> np.ndarray:
+    """One value per serialized example; `version` as classify's."""
     if "outputs" not in {entry["alias"] for entry in signature["outputs"]}:
         raise FailedPrecondition("No regression outputs found in SignatureDef.")
     values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=["outputs"],
-                               signature_name=signature["signature_name"])["outputs"]
+                               signature_name=signature["signature_name"], version=version)["outputs"]
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise RequestError(400, f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
                                 f"{list(values.shape)}")

@@ -126,21 +126,28 @@ class GrpcApi:
     def _classify(self, request: bytes) -> Answer:
         from tensorflow_serving.apis import classification_pb2
         r = classification_pb2.ClassificationRequest.FromString(request)
-        processor, version, signature = self._example_api(r.model_spec, example_apis.CLASSIFY)
-        response = classification_pb2.ClassificationResponse()
-        _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-        _classification_result(response.result,
-                               *example_apis.classify(processor, signature, _serialized_examples(r.input)))
-        return OK, "", response.SerializeToString()
+
+        def run(processor, version):
+            signature = example_apis.check_signature(processor, r.model_spec.signature_name, example_apis.CLASSIFY)
+            response = classification_pb2.ClassificationResponse()
+            _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
+            _classification_result(response.result, *example_apis.classify(
+                processor, signature, _serialized_examples(r.input), version))
+            return OK, "", response.SerializeToString()
+        return self._on_one_version(r.model_spec, run)
 
     def _regress(self, request: bytes) -> Answer:
         from tensorflow_serving.apis import regression_pb2
         r = regression_pb2.RegressionRequest.FromString(request)
-        processor, version, signature = self._example_api(r.model_spec, example_apis.REGRESS)
-        response = regression_pb2.RegressionResponse()
-        _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-        _regression_result(response.result, example_apis.regress(processor, signature, _serialized_examples(r.input)))
-        return OK, "", response.SerializeToString()
+
+        def run(processor, version):
+            signature = example_apis.check_signature(processor, r.model_spec.signature_name, example_apis.REGRESS)
+            response = regression_pb2.RegressionResponse()
+            _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
+            _regression_result(response.result, example_apis.regress(
+                processor, signature, _serialized_examples(r.input), version))
+            return OK, "", response.SerializeToString()
+        return self._on_one_version(r.model_spec, run)
 
     def _multi_inference(self, request: bytes) -> Answer:
         """TF Serving's MultiInference (multi_inference.cc): Classify and Regress tasks of one model on one
@@ -148,7 +155,11 @@ class GrpcApi:
         then runs its own signature (TF Serving fetches all tasks' outputs in one run)."""
         from tensorflow_serving.apis import inference_pb2, model_pb2
         r = inference_pb2.MultiInferenceRequest.FromString(request)
-        processor, version = self._resolve(r.tasks[0].model_spec if r.tasks else model_pb2.ModelSpec())
+        return self._on_one_version(r.tasks[0].model_spec if r.tasks else model_pb2.ModelSpec(),
+                                    lambda processor, version: self._infer(r, processor, version))
+
+    def _infer(self, r, processor, version: int) -> Answer:
+        from tensorflow_serving.apis import inference_pb2
         signatures = processor.signatures()
         main = next(iter(signatures))
         names, input_tensor, checked = set(), None, []
@@ -179,15 +190,25 @@ class GrpcApi:
             _response_model_spec(result.model_spec, task.model_spec, version, task.model_spec.signature_name)
             if api == example_apis.CLASSIFY:
                 _classification_result(result.classification_result,
-                                       *example_apis.classify(processor, signature, examples))
+                                       *example_apis.classify(processor, signature, examples, version))
             else:
-                _regression_result(result.regression_result, example_apis.regress(processor, signature, examples))
+                _regression_result(result.regression_result,
+                                   example_apis.regress(processor, signature, examples, version))
         return OK, "", response.SerializeToString()
 
-    def _example_api(self, spec, api: str):
-        """The Processor, its version and its signature for a Classify or Regress request."""
-        processor, served = self._resolve(spec)
-        return processor, served, example_apis.check_signature(processor, spec.signature_name, api)
+    def _on_one_version(self, spec, run: Callable) -> Answer:
+        """run(processor, version) for the version `spec` names, or the serving one, every run of it pinned
+        to that version (the engine answers 404 when another serves by then). A model that swapped in
+        between is asked again, unless the request named its version."""
+        names_version = spec.HasField("version") or bool(spec.version_label)
+        for attempt in range(3):
+            processor, version = self._resolve(spec)
+            try:
+                return run(processor, version)
+            except RequestError as e:
+                if e.code != 404 or names_version or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _resolve(self, spec):
         """The Processor a ModelSpec names and the version it serves; 404 when the spec names (or labels)
