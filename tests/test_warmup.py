@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import processor
-from processor import predict_pb2, tf_serving_warmup_pb2
+from processor import tf_serving_warmup_pb2
 from processor.formats import tfrecord
 from lifecycle_helpers import serialize
 from wire_helpers import length_delimited

@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
 
 from .config import ProcessorConfig, parse_config  # noqa: E402
 from .errors import ConfigError, ModelLoadError, ProcessorError, RequestError  # noqa: E402
-from .facade import FORMAT_DEEPREC, FORMAT_TF_SERVING_PREDICT, ModelInfo, Processor  # noqa: E402
+from .facade import ModelInfo, Processor  # noqa: E402
+from .request_formats import FORMAT_DEEPREC, FORMAT_TF_SERVING_PREDICT  # noqa: E402
 
 __all__ = ["__version__", "Processor", "ProcessorConfig", "ModelInfo", "parse_config", "ProcessorError", "ConfigError",
            "ModelLoadError", "RequestError", "library_path", "include_dir", "initialize", "process",

@@ -13,7 +13,7 @@ import numpy as np
 from . import _core, predict_pb2, tensors
 from .config import parse_config
 from .errors import ConfigError, RequestError
-from .request_formats import FORMAT_DEEPREC, FORMAT_TF_SERVING_PREDICT  # noqa: F401 - processor's API
+from .request_formats import FORMAT_DEEPREC
 from .lifecycle import STORE_CHECK_SECONDS, VersionLifecycle
 from .loading.loader import VersionLoader
 from .session_group import apply_openmp_settings
