@@ -258,7 +258,8 @@ class Server {
     });
     std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
     if (!ssl.is_none()) {  // TF Serving's BuildServerCredentialsFromSSLConfigFile
-      const auto [key, cert, custom_ca, client_verify] = ssl.cast<std::tuple<std::string, std::string, std::string, bool>>();
+      using SslTuple = std::tuple<std::string, std::string, std::string, bool>;
+      const auto [key, cert, custom_ca, client_verify] = ssl.cast<SslTuple>();
       grpc::SslServerCredentialsOptions options;
       options.pem_key_cert_pairs.push_back({key, cert});
       options.force_client_auth = client_verify;

@@ -139,7 +139,9 @@ Servable::~Servable() {
 Status Servable::BindSignatures(const MetaGraphSpec& meta_graph, const std::string& main,
                                 const std::map<std::string, std::string>& unserved, const std::string& savedmodel_dir) {
   const auto it = meta_graph.signatures.find(main);
-  if (it == meta_graph.signatures.end()) return Status::Internal(MissingSignatureMessage(meta_graph, main, savedmodel_dir));
+  if (it == meta_graph.signatures.end()) {
+    return Status::Internal(MissingSignatureMessage(meta_graph, main, savedmodel_dir));
+  }
   std::unique_ptr<const BoundSignature> bound;
   PROCESSOR_RETURN_IF_ERROR(BoundSignature::Bind(graph_.get(), main, it->second, &bound));
   signatures_.push_back(std::move(bound));

@@ -146,7 +146,8 @@ def cmd_inspect(args) -> int:
           f"{'none, ops run in the caller' if threads['enable_inline_execute'] else pools}; updates' pool: "
           f"{threads['update_pool']['threads'] or 'TF-sized'}")
     for index, signature in enumerate((report["signatures"] or {}).values()):
-        print(f"signature '{signature['signature_name']}' ({signature['method_name']}){' (main)' if index == 0 else ''}:")
+        main = " (main)" if index == 0 else ""
+        print(f"signature '{signature['signature_name']}' ({signature['method_name']}){main}:")
         for kind in ("inputs", "outputs"):
             for spec in signature[kind]:
                 shape = "unknown rank" if spec.get("unknown_rank") else spec["shape"]
@@ -244,8 +245,8 @@ def serve_options(args):
         threads = getattr(args, flag) or args.tensorflow_session_parallelism
         if threads:
             base[key] = threads
-    for flag, key in (("enable_model_warmup", "enable_model_warmup"),
-                      ("num_request_iterations_for_warmup", "warmup_iterations"), ("saved_model_tags", "saved_model_tags")):
+    for flag, key in (("enable_model_warmup", "enable_model_warmup"), ("saved_model_tags", "saved_model_tags"),
+                      ("num_request_iterations_for_warmup", "warmup_iterations")):
         if getattr(args, flag) is not None:
             base[key] = getattr(args, flag)
     poll = base.get("poll_interval_seconds")
@@ -358,11 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batching_parameters_file", metavar="FILE",
                        help="TF Serving's BatchingParameters in text format (needs --enable_batching)")
     serve.add_argument("--enable_model_warmup", type=_flag_bool, metavar="BOOL",
-                       help="TF Serving's flag: false turns warmup off (default: the config's enable_model_warmup, true)")
+                       help="TF Serving's flag: false turns warmup off (default: the config's "
+                            "enable_model_warmup, true)")
     serve.add_argument("--num_request_iterations_for_warmup", type=int, metavar="N",
                        help="TF Serving's flag: times each warmup request runs (the config's warmup_iterations)")
     serve.add_argument("--saved_model_tags", metavar="TAGS",
-                       help="TF Serving's flag: the tag set of the MetaGraphDef to load, comma-separated (default serve)")
+                       help="TF Serving's flag: the tag set of the MetaGraphDef to load, comma-separated "
+                            "(default serve)")
     serve.add_argument("--tensorflow_session_parallelism", type=int, metavar="N",
                        help="TF Serving's flag: intra- and inter-op threads both, where the two below are not given")
     serve.add_argument("--tensorflow_intra_op_parallelism", type=int, metavar="N",
