@@ -90,6 +90,8 @@ def test_version_policies_and_labels(body, policy, labels):
     (one_model("model_version_policy { specific { } }"), "model_version_policy.specific needs versions > 0, got []"),
     ("model_config_list { }", "model_config_list names no model"),
     ("custom_model_config { }", "custom_model_config is not served here"),
+    (one_model("logging_config { sampling_config { sampling_rate: 0.1 } }"),
+     "logging_config is not served here (TF Serving's log collectors are plugins): the config's request_log"),
     ("model_config_list { config { name: 'a' base_path: '/a' model_platfrom: 'tensorflow' } }",
      'the text given is not a ModelServerConfig in text format: 1:56 : Message type "tensorflow.serving.ModelConfig" '
      'has no field named "model_platfrom".'),

@@ -90,6 +90,9 @@ def models_from_message(config, what: str = "the config") -> List[ModelConfig]:
         if model.model_platform not in ("", "tensorflow"):
             raise ConfigError(flag, f"{where}: model_platform {model.model_platform!r} is not served here "
                                     "(only 'tensorflow' SavedModels)")
+        if model.HasField("logging_config"):
+            raise ConfigError(flag, f"{where}: logging_config is not served here (TF Serving's log collectors are "
+                                    "plugins): the config's request_log samples requests into a warmup file")
         policy = _version_policy(flag, where, model.model_version_policy)
         labels = dict(model.version_labels)
         for label, version in sorted(labels.items()):
