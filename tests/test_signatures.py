@@ -209,3 +209,38 @@ def test_a_signature_reading_a_store_table_whole_is_left_out_and_named(tmp_path,
            "gathering rows: a signature outputs it whole ('whole_table')" in capfd.readouterr().err
     with processor.Processor({"savedmodel_dir": str(tmp_path / "model")}) as p:
         np.testing.assert_array_equal(p.predict({"ids": IDS}, signature_name="whole")["table"], expected["table"])
+
+
+def build_versioned(path: str, scale: float, extra: bool) -> None:
+    """A TF1 graph: "serving_default" answers x * scale; with `extra`, an "extra" signature answers
+    x + scale too."""
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        signatures = {"serving_default": tf1.saved_model.signature_def_utils.predict_signature_def(
+            inputs={"x": x}, outputs={"y": tf.multiply(x, scale, name="times")})}
+        if extra:
+            signatures["extra"] = tf1.saved_model.signature_def_utils.predict_signature_def(
+                inputs={"x": x}, outputs={"y": tf.add(x, scale, name="plus")})
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+            builder.save()
+
+
+def test_a_new_version_brings_its_own_signatures(tmp_path):
+    """Version 1 has an "extra" signature, version 2 does not: after the swap, signatures() and the
+    requests naming "extra" follow version 2 (TF Serving's format refuses the name; DeepRec's gets the
+    main signature), never version 1's graph."""
+    x = np.array([1.0, 2.0], np.float32)
+    build_versioned(str(tmp_path / "model" / "1"), 10.0, extra=True)
+    with processor.Processor({"savedmodel_dir": str(tmp_path / "model"), "poll_interval_seconds": 0}) as p:
+        assert list(p.signatures()) == ["serving_default", "extra"]
+        np.testing.assert_array_equal(p.predict({"x": x}, signature_name="extra")["y"], x + 10)
+        build_versioned(str(tmp_path / "model" / "2"), 100.0, extra=False)
+        assert p.update()
+        assert list(p.signatures()) == ["serving_default"]
+        code, body = p.process(tfs_request({"x": x}, "extra"), TFS)
+        assert (code, body.decode()) == (400, 'Serving signature key "extra" not found.')
+        np.testing.assert_array_equal(p.predict({"x": x}, signature_name="extra")["y"], x * 100)  # DeepRec's rule
+        np.testing.assert_array_equal(tf.make_ndarray(tfs_predict(p, {"x": x}).outputs["y"]), x * 100)
