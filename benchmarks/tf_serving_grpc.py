@@ -5,7 +5,8 @@ library called from C, on this machine:
 - Predict: `python -m processor serve --port`, TF Serving's PredictRequest of the example model
   (tensorflow-serving-api's messages, tf.make_tensor_proto as its clients build them), with the
   default config and with `enable_inline_execute` (ops in the gRPC thread, no handoff to TF's pool);
-- process() from C: examples/c_host --bench on as many threads, the same model and rows, no network.
+- process() from C: examples/c_host --bench on as many threads, the same model and rows, no network,
+  with either config.
 
 The gRPC sides are driven by the same C++ client (examples/grpc_host/grpc_load --raw: 8 connections,
 one thread each, bytes sent and received unparsed), at batch 1 and 64; the sides alternate, order
@@ -151,6 +152,8 @@ def main() -> None:
                                                  inline_server.process.pid),
                     "process() from C": lambda: c_host_bench(processor.library_path(), config, deeprec, args.seconds,
                                                              threads=CONNECTIONS),
+                    "process() from C, inline": lambda: c_host_bench(processor.library_path(), inline, deeprec,
+                                                                     args.seconds, threads=CONNECTIONS),
                 }
                 runs = alternate(args.rounds, sides)
                 medians = medians_of(runs)
