@@ -22,6 +22,7 @@ Results: a table on stdout and benchmarks/results/tf_serving_grpc.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -114,11 +115,14 @@ def main() -> None:
         config, inline = work / "config.json", work / "inline.json"
         config.write_text(json.dumps(settings))
         inline.write_text(json.dumps({**settings, "enable_inline_execute": True}))
-        echo_server = Server([str(out / "grpc_host"), processor.library_path(), str(config), "--address",
-                              "127.0.0.1:0", "--threads", str(CONNECTIONS)], work / "echo.log")
-        model_server = ModelServer(config, work / "serve.log")
-        inline_server = ModelServer(inline, work / "serve_inline.log")
-        try:
+        with contextlib.ExitStack() as servers:  # every server started is stopped, whatever fails
+            echo_server = Server([str(out / "grpc_host"), processor.library_path(), str(config), "--address",
+                                  "127.0.0.1:0", "--threads", str(CONNECTIONS)], work / "echo.log")
+            servers.callback(echo_server.stop)
+            model_server = ModelServer(config, work / "serve.log")
+            servers.callback(model_server.stop)
+            inline_server = ModelServer(inline, work / "serve_inline.log")
+            servers.callback(inline_server.stop)
             print(f"{'batch':>5} {'side':>24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21} "
                   f"{'server CPU us/request':>22}")
             for batch_size in (1, 64):
@@ -165,10 +169,7 @@ def main() -> None:
                           f"{m['p99_ms']:>8.3f} {m['time_per_request_vs_echo']:>20.2f}x "
                           f"{'' if server_cpu is None else f'{server_cpu:.0f}':>22}", flush=True)
                 report[f"batch {batch_size}"] = {"tf_serving_request_bytes": tfs.stat().st_size, **medians}
-        finally:
-            echo_server.stop()
-            model_server.stop()
-            inline_server.stop()
+
     print(f"results: {save_results('tf_serving_grpc', report)}")
 
 
