@@ -254,8 +254,8 @@ def test_a_signature_without_a_batch_dimension_is_served_unbatched(tmp_path, cap
     with processor.Processor({"savedmodel_dir": model, "enable_batching": True}) as p:
         assert p.predict({"n": np.int64(5)})["count"] == 5
         assert batching_metrics(p) == {}
-    assert "enable_batching: this version is served unbatched: input 'n' has no batch dimension (shape [];" \
-        in capfd.readouterr().err
+    assert "enable_batching: signature 'serving_default' is served unbatched: input 'n' has no batch dimension " \
+        "(shape [];" in capfd.readouterr().err
 
 
 def build_slow_model(path: str) -> str:

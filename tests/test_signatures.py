@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_errors_name_the_requested_signatures_tensors(keras_export):
                                    expected["embed/rows"].reshape(-1), rtol=1e-6)
 
 
-def test_with_batching_the_main_signature_merges_and_the_others_answer_alone(keras_export):
+def test_with_batching_every_signature_answers_its_own_rows(keras_export):
     """Threads send single rows of every signature at once: each answer is its own row's, by
     TensorFlow's outputs for the whole batch."""
     path, expected = keras_export
@@ -244,3 +245,58 @@ def test_a_new_version_brings_its_own_signatures(tmp_path):
         assert (code, body.decode()) == (400, 'Serving signature key "extra" not found.')
         np.testing.assert_array_equal(p.predict({"x": x}, signature_name="extra")["y"], x * 100)  # DeepRec's rule
         np.testing.assert_array_equal(tf.make_ndarray(tfs_predict(p, {"x": x}).outputs["y"]), x * 100)
+
+
+def build_two_entries(path: str) -> None:
+    """Two signatures fetching the same output from different feeds: "serving_default" feeds x, and
+    "from_hidden" feeds h = x + 1 directly; y = h * 2. Requests of the two must never merge: a merged run
+    would feed one's rows where the other's belong."""
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        h = tf.add(x, 1.0, name="h")
+        y = tf.multiply(h, 2.0, name="y")
+        predict = tf1.saved_model.signature_def_utils.predict_signature_def
+        with tf1.Session(graph=graph) as session:
+            builder = tf1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+                "serving_default": predict(inputs={"x": x}, outputs={"y": y}),
+                "from_hidden": predict(inputs={"h": h}, outputs={"y": y})})
+            builder.save()
+
+
+def batch_runs(p) -> dict:
+    return {line.split("{")[1].split("}")[0].split(",")[-1]: float(line.split()[-1])
+            for line in p.metrics().splitlines() if line.startswith(":processor:batch_runs{")}
+
+
+def test_batching_merges_requests_of_one_signature_never_of_two(tmp_path):
+    """Four requests, two per signature, arriving interleaved, the two signatures fetching the same
+    output: the first waits until two mergeable rows are queued, so each signature's pair merges into
+    one run, and every answer is its own (y = (x + 1) * 2, or h * 2)."""
+    build_two_entries(str(tmp_path / "model"))
+    config = {"savedmodel_dir": str(tmp_path / "model"), "enable_batching": True, "batching_parameters": {
+        "max_batch_size": 2, "batch_timeout_micros": 20_000_000, "num_batch_threads": 1}}
+    answers, failures = {}, []
+    with processor.Processor(config) as p:
+        def client(signature: str, value: float):
+            name = "x" if signature == "serving_default" else "h"
+            try:
+                answers[(signature, value)] = float(p.predict({name: np.array([value], np.float32)},
+                                                              signature_name=signature)["y"][0])
+            except Exception as e:  # noqa: BLE001 - reported below
+                failures.append(repr(e))
+        # They arrive interleaved, a signature's request next to the other's: merging by output alone
+        # would pair them.
+        threads = [threading.Thread(target=client, args=(signature, value))
+                   for value in (1.0, 10.0) for signature in ("serving_default", "from_hidden")]
+        for t in threads:
+            t.start()
+            time.sleep(0.2)
+        for t in threads:
+            t.join()
+        runs = batch_runs(p)
+    assert not failures, failures
+    assert answers == {("serving_default", 1.0): 4.0, ("serving_default", 10.0): 22.0,
+                       ("from_hidden", 1.0): 2.0, ("from_hidden", 10.0): 20.0}
+    assert runs['kind="merged"'] == 2 and runs['kind="all"'] == 2

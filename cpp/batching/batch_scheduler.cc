@@ -75,11 +75,18 @@ Status BatchScheduler::RunAlone(const Pending& p, bool in_caller) const {
 }
 
 bool BatchScheduler::Mergeable(const Pending& a, const Pending& b) const {
-  if (a.outputs->size() != b.outputs->size() || a.values->size() != b.values->size()) return false;
-  for (size_t i = 0; i < a.outputs->size(); ++i) {
-    const TF_Output &x = (*a.outputs)[i], &y = (*b.outputs)[i];
-    if (x.oper != y.oper || x.index != y.index) return false;
+  if (a.outputs->size() != b.outputs->size() || a.values->size() != b.values->size() ||
+      a.inputs->size() != b.inputs->size()) {
+    return false;
   }
+  // The same ports, fed and fetched: requests of two signatures never merge, even with equal outputs.
+  const auto same = [](const std::vector<TF_Output>& x, const std::vector<TF_Output>& y) {
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (x[i].oper != y[i].oper || x[i].index != y[i].index) return false;
+    }
+    return true;
+  };
+  if (!same(*a.outputs, *b.outputs) || !same(*a.inputs, *b.inputs)) return false;
   for (size_t i = 0; i < a.values->size(); ++i) {
     if (!SameRowShape((*a.values)[i], (*b.values)[i])) return false;
   }

@@ -5,7 +5,7 @@
 // that finds a run slot free (num_batch_threads of them; by default one per two cores) runs at once,
 // alone, as it would without batching; one that finds them all busy queues, and when a run ends the
 // oldest queued request leads the next one with every queued request it can merge with (same
-// outputs, same row shapes, up to max_batch_size rows), running it in its own thread. So an idle
+// inputs and outputs, same row shapes, up to max_batch_size rows), running it in its own thread. So an idle
 // model adds no wait, and under load batches grow to what arrives during one run. With
 // batch_timeout_micros (TF Serving's fixed behaviour) a leader waits up to that long for a full batch.
 //

@@ -140,14 +140,14 @@ class Servable {
   // (an output_filter, a timeline step) through TF_SessionRun.
   Status Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
              OwnedTensors* results, std::string* run_metadata = nullptr) const;
-  // Run() of a host's request of `signature`: with batching on, one of the main signature's is merged
-  // with concurrent ones into one run (the other signatures' run alone).
+  // Run() of a host's request of `signature`: with batching on, merged with concurrent requests of the
+  // same signature into one run, when every input and output of the signature has a batch dimension.
   Status Serve(const BoundSignature& signature, const std::vector<TF_Output>& inputs, const OwnedTensors& values,
                const std::vector<TF_Output>& outputs, OwnedTensors* results) const {
-    return batcher_ && &signature == signatures_.front().get() ? batcher_->Run(inputs, values, outputs, results)
-                                                               : Run(inputs, values, outputs, results);
+    return batcher_ && IsBatched(signature) ? batcher_->Run(inputs, values, outputs, results)
+                                            : Run(inputs, values, outputs, results);
   }
-  // The batching of this version's requests; null when off (or the signature has no batch dimension).
+  // The batching of this version's requests; null when off (or no signature has a batch dimension).
   const BatchScheduler* batcher() const { return batcher_.get(); }
 
   // ---- updating
@@ -210,9 +210,15 @@ class Servable {
                OwnedTensors* results, std::string* run_metadata, bool in_caller) const;
   // The session group: the pool this request runs on.
   size_t ChooseServingPool() const;
-  // With options.enabled, the batcher, unless an input or output of the signature has no batch
-  // dimension (then the version is served unbatched, and the log says why).
+  // With options.enabled, the batcher of the signatures whose every input and output has a batch
+  // dimension (the others are served unbatched, and the log says why).
   void MakeBatcher(const BatchingOptions& options);
+  bool IsBatched(const BoundSignature& signature) const {
+    for (const BoundSignature* batched : batched_signatures_) {
+      if (batched == &signature) return true;
+    }
+    return false;
+  }
 
   GraphPtr graph_;
   TF_Session* session_ = nullptr;
@@ -222,6 +228,7 @@ class Servable {
   // One callable per serving pool, running the whole signature (empty: TensorFlow made none).
   std::vector<std::unique_ptr<CallableRunner>> serving_callables_;
   std::unique_ptr<BatchScheduler> batcher_;
+  std::vector<const BoundSignature*> batched_signatures_;  // the signatures batcher_ merges
   // The batching's runs, in the calling thread: the whole signature's callable, and RunOptions for others.
   std::unique_ptr<CallableRunner> caller_callable_;
   BufferPtr caller_run_options_;

@@ -73,19 +73,35 @@ Status Servable::RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors&
   return status.ToStatus("running the model");
 }
 
-void Servable::MakeBatcher(const BatchingOptions& options) {
-  if (!options.enabled) return;
-  for (const auto& [kind, tensors] : {std::pair{"input", &signature().inputs()},
-                                 std::pair{"output", &signature().outputs()}}) {
+namespace {
+
+// Why `signature` cannot be batched (an input or output without a batch dimension), or "".
+std::string WhyUnbatched(const BoundSignature& signature) {
+  for (const auto& [kind, tensors] : {std::pair{"input", &signature.inputs()}, std::pair{"output", &signature.outputs()}}) {
     for (const BoundTensor& tensor : *tensors) {
       const TensorSpec& spec = tensor.spec;
       if (spec.unknown_rank || (!spec.dims.empty() && spec.dims[0] < 0)) continue;  // a batch dimension, or maybe one
-      Log(LogLevel::kWarning, std::string("enable_batching: this version is served unbatched: ") + kind + " " +
-                                  Quote(spec.alias) + " has no batch dimension (shape " + ShapeString(spec.dims) +
-                                  "; batching needs -1 first)");
-      return;
+      return std::string(kind) + " " + Quote(spec.alias) + " has no batch dimension (shape " + ShapeString(spec.dims) +
+             "; batching needs -1 first)";
     }
   }
+  return "";
+}
+
+}  // namespace
+
+void Servable::MakeBatcher(const BatchingOptions& options) {
+  if (!options.enabled) return;
+  for (const auto& signature : signatures_) {
+    const std::string why = WhyUnbatched(*signature);
+    if (why.empty()) {
+      batched_signatures_.push_back(signature.get());
+      continue;
+    }
+    Log(signature.get() == &this->signature() ? LogLevel::kWarning : LogLevel::kInfo,
+        "enable_batching: signature " + Quote(signature->name()) + " is served unbatched: " + why);
+  }
+  if (batched_signatures_.empty()) return;
   // A batch runs its graph in the thread of the request that leads it, which would otherwise only wait
   // for TensorFlow's pool: no handoff to a pool thread and back per run (benchmarks/batching.py).
   const std::string encoded = EncodeRunOptions(-1);
