@@ -120,44 +120,49 @@ def _version_policy(flag: str, where: str, policy) -> VersionPolicy:
     return VersionPolicy("specific", num_versions=len(versions), versions=versions)
 
 
+def _message_class(proto: str, message: str, define, dependency=()):
+    """The class of `message` in a file of package processor.tf_serving that `define(file, field)`
+    fills (`field`: FieldDescriptorProto, for its LABEL_ and TYPE_ constants), added to protobuf's
+    default pool: a TF Serving message that tensorflow-serving-api does not ship, with its field numbers
+    and types."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    file = descriptor_pb2.FileDescriptorProto(name=f"processor/{proto}", package="processor.tf_serving",
+                                              syntax="proto3", dependency=list(dependency))
+    define(file, descriptor_pb2.FieldDescriptorProto)
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"processor.tf_serving.{message}"))
+
+
 @functools.lru_cache(maxsize=None)
 def _batching_parameters_message():
     """BatchingParameters as session_bundle_config.proto defines it (fields 1-7), made once."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     from google.protobuf import wrappers_pb2  # noqa: F401 - puts wrappers.proto in the default pool
-    file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_batching_parameters.proto",
-                                              package="processor.tf_serving", syntax="proto3",
-                                              dependency=["google/protobuf/wrappers.proto"])
-    message = file.message_type.add(name="BatchingParameters")
-    spec = descriptor_pb2.FieldDescriptorProto
-    for number, name, wrapper in ((1, "max_batch_size", "Int64Value"), (2, "batch_timeout_micros", "Int64Value"),
-                                  (3, "max_enqueued_batches", "Int64Value"), (4, "num_batch_threads", "Int64Value"),
-                                  (5, "thread_pool_name", "StringValue")):
-        message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
-                          type_name=f".google.protobuf.{wrapper}")
-    message.field.add(name="allowed_batch_sizes", number=6, label=spec.LABEL_REPEATED, type=spec.TYPE_INT64)
-    message.field.add(name="pad_variable_length_inputs", number=7, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
-    pool = descriptor_pool.Default()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("processor.tf_serving.BatchingParameters"))
+
+    def define(file, spec):
+        message = file.message_type.add(name="BatchingParameters")
+        for number, name, wrapper in ((1, "max_batch_size", "Int64Value"), (2, "batch_timeout_micros", "Int64Value"),
+                                      (3, "max_enqueued_batches", "Int64Value"), (4, "num_batch_threads", "Int64Value"),
+                                      (5, "thread_pool_name", "StringValue")):
+            message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
+                              type_name=f".google.protobuf.{wrapper}")
+        message.field.add(name="allowed_batch_sizes", number=6, label=spec.LABEL_REPEATED, type=spec.TYPE_INT64)
+        message.field.add(name="pad_variable_length_inputs", number=7, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
+    return _message_class("tf_serving_batching_parameters.proto", "BatchingParameters", define,
+                          dependency=["google/protobuf/wrappers.proto"])
 
 
 @functools.lru_cache(maxsize=None)
 def _monitoring_config_message():
     """MonitoringConfig and PrometheusConfig as monitoring_config.proto defines them, made once."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_monitoring_config.proto",
-                                              package="processor.tf_serving", syntax="proto3")
-    spec = descriptor_pb2.FieldDescriptorProto
-    prometheus = file.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
-    prometheus.field.add(name="path", number=2, label=spec.LABEL_OPTIONAL, type=spec.TYPE_STRING)
-    monitoring = file.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(name="prometheus_config", number=1, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
-                         type_name=".processor.tf_serving.PrometheusConfig")
-    pool = descriptor_pool.Default()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("processor.tf_serving.MonitoringConfig"))
+    def define(file, spec):
+        prometheus = file.message_type.add(name="PrometheusConfig")
+        prometheus.field.add(name="enable", number=1, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
+        prometheus.field.add(name="path", number=2, label=spec.LABEL_OPTIONAL, type=spec.TYPE_STRING)
+        monitoring = file.message_type.add(name="MonitoringConfig")
+        monitoring.field.add(name="prometheus_config", number=1, label=spec.LABEL_OPTIONAL, type=spec.TYPE_MESSAGE,
+                             type_name=".processor.tf_serving.PrometheusConfig")
+    return _message_class("tf_serving_monitoring_config.proto", "MonitoringConfig", define)
 
 
 # TF Serving's PrometheusExporter::kPrometheusPath: where the metrics are without a monitoring config.
@@ -185,17 +190,12 @@ def parse_monitoring_config(text: str, what: str = "the text given") -> Optional
 @functools.lru_cache(maxsize=None)
 def _ssl_config_message():
     """SSLConfig as ssl_config.proto defines it, made once."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    file = descriptor_pb2.FileDescriptorProto(name="processor/tf_serving_ssl_config.proto",
-                                              package="processor.tf_serving", syntax="proto3")
-    spec = descriptor_pb2.FieldDescriptorProto
-    message = file.message_type.add(name="SSLConfig")
-    for number, name in ((1, "server_key"), (2, "server_cert"), (3, "custom_ca")):
-        message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_STRING)
-    message.field.add(name="client_verify", number=4, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
-    pool = descriptor_pool.Default()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("processor.tf_serving.SSLConfig"))
+    def define(file, spec):
+        message = file.message_type.add(name="SSLConfig")
+        for number, name in ((1, "server_key"), (2, "server_cert"), (3, "custom_ca")):
+            message.field.add(name=name, number=number, label=spec.LABEL_OPTIONAL, type=spec.TYPE_STRING)
+        message.field.add(name="client_verify", number=4, label=spec.LABEL_OPTIONAL, type=spec.TYPE_BOOL)
+    return _message_class("tf_serving_ssl_config.proto", "SSLConfig", define)
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,10 @@ class GrpcApi:
     def _control(self, method: str, request: bytes) -> Answer:
         name = method.rsplit("/", 1)[-1]
         handler = {"GetModelMetadata": self._get_model_metadata, "GetModelStatus": self._get_model_status,
-                   "HandleReloadConfigRequest": self._reload_config, "Classify": self._classify,
-                   "Regress": self._regress, "MultiInference": self._multi_inference}.get(name)
+                   "HandleReloadConfigRequest": self._reload_config,
+                   "Classify": lambda r: self._examples_api(r, example_apis.CLASSIFY),
+                   "Regress": lambda r: self._examples_api(r, example_apis.REGRESS),
+                   "MultiInference": self._multi_inference}.get(name)
         if handler is None:
             return UNIMPLEMENTED, f"{name} is not served here", b""
         try:
@@ -123,29 +125,20 @@ class GrpcApi:
         response.metadata["signature_def"].Pack(signatures)
         return OK, "", response.SerializeToString()
 
-    def _classify(self, request: bytes) -> Answer:
-        from tensorflow_serving.apis import classification_pb2
-        r = classification_pb2.ClassificationRequest.FromString(request)
+    def _examples_api(self, request: bytes, api: str) -> Answer:
+        """Classify or Regress: a ClassificationRequest (RegressionRequest) answered with its response."""
+        from tensorflow_serving.apis import classification_pb2, regression_pb2
+        request_type, response_type = {
+            example_apis.CLASSIFY: (classification_pb2.ClassificationRequest,
+                                    classification_pb2.ClassificationResponse),
+            example_apis.REGRESS: (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse)}[api]
+        r = request_type.FromString(request)
 
         def run(processor, version):
-            signature = example_apis.check_signature(processor, r.model_spec.signature_name, example_apis.CLASSIFY)
-            response = classification_pb2.ClassificationResponse()
+            signature = example_apis.check_signature(processor, r.model_spec.signature_name, api)
+            response = response_type()
             _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-            _classification_result(response.result, *example_apis.classify(
-                processor, signature, _serialized_examples(r.input), version))
-            return OK, "", response.SerializeToString()
-        return self._on_one_version(r.model_spec, run)
-
-    def _regress(self, request: bytes) -> Answer:
-        from tensorflow_serving.apis import regression_pb2
-        r = regression_pb2.RegressionRequest.FromString(request)
-
-        def run(processor, version):
-            signature = example_apis.check_signature(processor, r.model_spec.signature_name, example_apis.REGRESS)
-            response = regression_pb2.RegressionResponse()
-            _response_model_spec(response.model_spec, r.model_spec, version, signature["signature_name"])
-            _regression_result(response.result, example_apis.regress(
-                processor, signature, _serialized_examples(r.input), version))
+            _example_result(api, response.result, processor, signature, _serialized_examples(r.input), version)
             return OK, "", response.SerializeToString()
         return self._on_one_version(r.model_spec, run)
 
@@ -188,12 +181,8 @@ class GrpcApi:
         for task, api, signature in checked:
             result = response.results.add()
             _response_model_spec(result.model_spec, task.model_spec, version, task.model_spec.signature_name)
-            if api == example_apis.CLASSIFY:
-                _classification_result(result.classification_result,
-                                       *example_apis.classify(processor, signature, examples, version))
-            else:
-                _regression_result(result.regression_result,
-                                   example_apis.regress(processor, signature, examples, version))
+            out = result.classification_result if api == example_apis.CLASSIFY else result.regression_result
+            _example_result(api, out, processor, signature, examples, version)
         return OK, "", response.SerializeToString()
 
     def _on_one_version(self, spec, run: Callable) -> Answer:
@@ -249,8 +238,14 @@ def _serialized_examples(input_message) -> List[bytes]:
     return []
 
 
-def _classification_result(out, classes, scores) -> None:
-    """A ClassificationResult of example_apis.classify's (classes, scores), [N, K] each or None."""
+def _example_result(api: str, out, processor, signature, examples: List[bytes], version: int) -> None:
+    """Runs `api` on the serialized examples and writes its ClassificationResult or RegressionResult
+    into `out`: each example's classes (labels and scores, [N, K] each or one of them), or value."""
+    if api == example_apis.REGRESS:
+        for value in example_apis.regress(processor, signature, examples, version):
+            out.regressions.add().value = float(value)
+        return
+    classes, scores = example_apis.classify(processor, signature, examples, version)
     shape = (classes if classes is not None else scores).shape
     for i in range(shape[0]):
         classifications = out.classifications.add()
@@ -260,11 +255,6 @@ def _classification_result(out, classes, scores) -> None:
                 entry.label = classes[i, c]
             if scores is not None:
                 entry.score = float(scores[i, c])
-
-
-def _regression_result(out, values) -> None:
-    for value in values:
-        out.regressions.add().value = float(value)
 
 
 def _response_model_spec(out, spec, version: int, signature_name: str) -> None:
