@@ -60,19 +60,10 @@ int processor::ServeOnHandle(void* model_buf, int format, int64_t required_versi
   {
     const processor::VersionManager::Hold hold(handle->versions);
     const processor::ServingVersion* version = hold.version();
-    if (version && required_version >= 0 && version->number != required_version) {
-      code = output_data && output_size ? PROCESSOR_NOT_FOUND : PROCESSOR_INTERNAL_ERROR;  // nowhere to say why
-      if (code == PROCESSOR_NOT_FOUND) Bookkeep("answering 404", [&] {
-        code = processor::ReplyWithStatus(
-            Status::NotFound("Servable not found for request: Specific(" + handle->model_name + ", " +
-                             std::to_string(required_version) + ")"),
-            output_data, output_size);
-      });
-    } else {
-      code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
-                                     input_size, output_data, output_size, traced ? &run_metadata : nullptr,
-                                     static_cast<processor::RequestFormat>(format), version ? version->number : -1);
-    }
+    code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
+                                   input_size, output_data, output_size, traced ? &run_metadata : nullptr,
+                                   static_cast<processor::RequestFormat>(format), version ? version->number : -1,
+                                   {required_version, handle->model_name});
   }
   const auto elapsed = std::chrono::steady_clock::now() - started;
   Bookkeep("recording the request's metrics", [&] {

@@ -26,6 +26,12 @@ std::string Names(const std::vector<BoundTensor>& tensors) {
   return names;
 }
 
+// TF Serving's answer to a request naming a version that does not serve it.
+Status VersionNotFound(std::string_view model_name, int64_t version) {
+  return Status::NotFound("Servable not found for request: Specific(" + Escape(model_name) + ", " +
+                          std::to_string(version) + ")");
+}
+
 // "'main'", or "'main' (and 'a', 'b')": the model's signatures, the main one first.
 std::string SignatureNames(const Servable& servable) {
   std::string others;
@@ -258,10 +264,7 @@ Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& li
   // A request naming a version is answered by that version or not at all: a swap may have replaced
   // the one the host routed it to.
   const ModelSpecView& spec = view.model_spec;
-  if (spec.has_version && version >= 0 && spec.version != version) {
-    return Status::NotFound("Servable not found for request: Specific(" + Escape(spec.name) + ", " +
-                            std::to_string(spec.version) + ")");
-  }
+  if (spec.has_version && version >= 0 && spec.version != version) return VersionNotFound(spec.name, spec.version);
   // TF Serving runs the signature the request names; an unnamed request gets the main one (the
   // config's signature_name, serving_default unless set).
   const std::string_view signature_name = spec.signature_name;
@@ -280,8 +283,11 @@ Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& li
 
 Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
                       void** output, int* output_size, std::string* run_metadata, RequestFormat format,
-                      int64_t version) {
+                      int64_t version, RequiredVersion required) {
   if (!servable) return Status::Unavailable("no model version is ready to serve");
+  if (required.version >= 0 && required.version != version) {
+    return VersionNotFound(required.model_name, required.version);
+  }
   if (size > static_cast<uint64_t>(limits.max_request_bytes)) {
     return Status::InvalidArgument("the request is " + std::to_string(size) + " bytes, more than max_request_bytes (" +
                                    std::to_string(limits.max_request_bytes) + ")");
@@ -307,14 +313,15 @@ int ReplyWithStatus(const Status& status, void** output, int* output_size) {
 }
 
 int ServeRequest(const Servable* servable, const RequestLimits& limits, const void* request, int size, void** output,
-                 int* output_size, std::string* run_metadata, RequestFormat format, int64_t version) {
+                 int* output_size, std::string* run_metadata, RequestFormat format, int64_t version,
+                 RequiredVersion required) {
   if (!output || !output_size) return static_cast<int>(StatusCode::kInternal);  // nowhere to say why
   *output = nullptr;
   *output_size = 0;
   try {
     if (size < 0) return ReplyWithStatus(Status::InvalidArgument("input_size is negative"), output, output_size);
     Status status = ProcessRequest(servable, limits, request, static_cast<size_t>(size), output, output_size,
-                                   run_metadata, format, version);
+                                   run_metadata, format, version, required);
     return status.ok() ? status.http_code() : ReplyWithStatus(status, output, output_size);
   } catch (const std::bad_alloc&) {
     return ReplyWithStatus(Status::Internal("out of memory"), output, output_size);
