@@ -14,6 +14,7 @@ import pytest
 
 import processor
 from model_builders import build_keras_export
+from test_batching import batching_metrics
 
 tf = pytest.importorskip("tensorflow")
 predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
@@ -265,11 +266,6 @@ def build_two_entries(path: str) -> None:
             builder.save()
 
 
-def batch_runs(p) -> dict:
-    return {line.split("{")[1].split("}")[0].split(",")[-1]: float(line.split()[-1])
-            for line in p.metrics().splitlines() if line.startswith(":processor:batch_runs{")}
-
-
 def test_batching_merges_requests_of_one_signature_never_of_two(tmp_path):
     """Four requests, two per signature, arriving interleaved, the two signatures fetching the same
     output: the first waits until two mergeable rows are queued, so each signature's pair merges into
@@ -295,8 +291,8 @@ def test_batching_merges_requests_of_one_signature_never_of_two(tmp_path):
             time.sleep(0.2)
         for t in threads:
             t.join()
-        runs = batch_runs(p)
+        runs = batching_metrics(p)
     assert not failures, failures
     assert answers == {("serving_default", 1.0): 4.0, ("serving_default", 10.0): 22.0,
                        ("from_hidden", 1.0): 2.0, ("from_hidden", 10.0): 20.0}
-    assert runs['kind="merged"'] == 2 and runs['kind="all"'] == 2
+    assert runs[':processor:batch_runs{kind="merged"}'] == 2 and runs[':processor:batch_runs{kind="all"}'] == 2
