@@ -39,6 +39,24 @@ _MODEL_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>
                          r"(?P<rest>/metadata|:[A-Za-z]+)?$")
 
 
+def _json_answer(what: str, body: bytes, answer) -> Tuple[int, bytes]:
+    """(status, JSON bytes) of a POST whose JSON `body` answer(document) turns into the answer's object;
+    its errors in TF Serving's form, {"error": message}, with their codes."""
+    try:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RestRequestError(f"JSON Parse error: {e}") from None
+        return 200, json.dumps(answer(document)).encode()
+    except RestRequestError as e:
+        return 400, json.dumps({"error": str(e)}).encode()
+    except RequestError as e:
+        return e.code, json.dumps({"error": e.message}).encode()
+    except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's format
+        logger.exception("%s failed", what)
+        return 500, json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}).encode()
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -124,46 +142,24 @@ class RestServer:
 
     @staticmethod
     def _predict_in_thread(processor: Processor, body: bytes, version: Optional[int]) -> Tuple[int, bytes]:
-        try:
-            try:
-                document = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise RestRequestError(f"JSON Parse error: {e}") from None
+        def answer(document):
             inputs, row_format, signature_name = parse_predict_body(document, processor.signatures())
             outputs = processor.predict(inputs, signature_name=signature_name, version=version)
-            return 200, json.dumps(format_predict_response(outputs, row_format)).encode()
-        except RestRequestError as e:
-            return 400, json.dumps({"error": str(e)}).encode()
-        except RequestError as e:
-            return e.code, json.dumps({"error": e.message}).encode()
-        except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's format
-            logger.exception("predict failed")
-            return 500, json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}).encode()
+            return format_predict_response(outputs, row_format)
+        return _json_answer("predict", body, answer)
 
     @staticmethod
     def _examples_in_thread(processor: Processor, api: str, body: bytes, version: Optional[int]) -> Tuple[int, bytes]:
         """:classify or :regress (processor/server/example_apis.py), as TF Serving's REST API answers them."""
         from ..server import example_apis
-        try:
-            try:
-                document = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise RestRequestError(f"JSON Parse error: {e}") from None
+
+        def answer(document):
             serialized, signature_name = parse_examples_body(document)
             signature = example_apis.check_signature(processor, signature_name, api)
             if api == example_apis.CLASSIFY:
-                answer = format_classify_response(*example_apis.classify(processor, signature, serialized, version))
-            else:
-                answer = {"results": [float(v) for v in
-                                      example_apis.regress(processor, signature, serialized, version)]}
-            return 200, json.dumps(answer).encode()
-        except RestRequestError as e:
-            return 400, json.dumps({"error": str(e)}).encode()
-        except RequestError as e:
-            return e.code, json.dumps({"error": e.message}).encode()
-        except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's format
-            logger.exception("%s failed", api)
-            return 500, json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}).encode()
+                return format_classify_response(*example_apis.classify(processor, signature, serialized, version))
+            return {"results": [float(v) for v in example_apis.regress(processor, signature, serialized, version)]}
+        return _json_answer(api, body, answer)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         try:
