@@ -102,6 +102,14 @@ def test_a_name_the_model_lacks_is_deeprecs_main_signature_or_refused(keras_expo
         np.testing.assert_allclose(lenient, expected["serving_default/score"], rtol=1e-6)
         code, body = p.process(tfs_request(feeds_of(expected, "serve"), "nope"), TFS)
         assert (code, body.decode()) == (400, 'Serving signature key "nope" not found.')
+        # A host that chose the signature by name (REST, Classify, Regress) asks for the strict rule on
+        # the request: a swap to a version without it cannot answer with the main signature's outputs.
+        with pytest.raises(processor.RequestError) as raised:
+            p.predict(feeds_of(expected, "serve"), signature_name="nope", strict_signature_name=True)
+        assert (raised.value.code, raised.value.message) == (
+            400, "signature_name 'nope' is not served; this model serves 'serving_default' (and 'embed', 'serve')")
+        np.testing.assert_allclose(p.predict(feeds_of(expected, "embed"), signature_name="embed",
+                                             strict_signature_name=True)["rows"], expected["embed/rows"], rtol=1e-6)
     with processor.Processor({"savedmodel_dir": path, "strict_signature_name": True}) as p:
         with pytest.raises(processor.RequestError) as raised:
             p.predict(feeds_of(expected, "serve"), signature_name="nope")

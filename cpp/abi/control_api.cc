@@ -171,10 +171,11 @@ PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* serv
 
 
 PROCESSOR_EXPORT int processor_control_process_version(void* handle, int format, long long version,
-                                                       const void* input_data, int input_size, void** output_data,
-                                                       int* output_size) {
+                                                       int strict_signature_name, const void* input_data,
+                                                       int input_size, void** output_data, int* output_size) {
   try {
-    return processor::ServeOnHandle(handle, format, version, input_data, input_size, output_data, output_size);
+    return processor::ServeOnHandle(handle, format, {version, {}, strict_signature_name != 0}, input_data, input_size,
+                                    output_data, output_size);
   } catch (...) {
     return PROCESSOR_INTERNAL_ERROR;  // ServeOnHandle answers its own errors; this is its bookkeeping's
   }

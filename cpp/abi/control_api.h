@@ -72,11 +72,12 @@ PROCESSOR_EXPORT int processor_control_servable_process(processor_servable* serv
                                                         int* output_size);
 
 /* process_as() answered by the serving version only if its number (ServingModelInfo's, the one TF Serving's
- * API shows) is `version`; 404 otherwise, checked under the same hold as the run, so that a swap cannot
- * answer a request naming a version from another one. */
+ * API shows) is `version` (-1: any); 404 otherwise, checked under the same hold as the run, so that a swap
+ * cannot answer a request naming a version from another one. With `strict_signature_name`, a DeepRec
+ * request naming a signature that version lacks gets 400, not the main signature. */
 PROCESSOR_EXPORT int processor_control_process_version(void* handle, int format, long long version,
-                                                       const void* input_data, int input_size, void** output_data,
-                                                       int* output_size);
+                                                       int strict_signature_name, const void* input_data,
+                                                       int input_size, void** output_data, int* output_size);
 
 /* A model handle as process() takes it, serving nothing yet (503); `model_name` labels its metrics.
  * Released with processor_control_delete_handle(), never with finalize() (which goes through the

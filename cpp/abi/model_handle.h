@@ -32,9 +32,10 @@ struct ModelHandle {
   }
 };
 
-// process_as() on `handle`: with `required_version` >= 0, only the version of that number may answer
-// (404 when another serves), checked under the same hold as the run (processor_control_process_version).
-int ServeOnHandle(void* handle, int format, int64_t required_version, const void* input_data, int input_size,
+// process_as() on `handle`, with the host's `constraints` (request_processor.h) checked on the version
+// that runs it, under the same hold as the run (processor_control_process_version); their model_name is
+// the handle's.
+int ServeOnHandle(void* handle, int format, RequestConstraints constraints, const void* input_data, int input_size,
                   void** output_data, int* output_size);
 
 }  // namespace processor

@@ -39,7 +39,7 @@ void Bookkeep(const char* what, Step&& step) noexcept {
 
 }  // namespace
 
-int processor::ServeOnHandle(void* model_buf, int format, int64_t required_version, const void* input_data,
+int processor::ServeOnHandle(void* model_buf, int format, RequestConstraints constraints, const void* input_data,
                              int input_size, void** output_data, int* output_size) {
   if (!model_buf) {
     if (!output_data || !output_size) return PROCESSOR_INTERNAL_ERROR;
@@ -63,7 +63,7 @@ int processor::ServeOnHandle(void* model_buf, int format, int64_t required_versi
     code = processor::ServeRequest(version ? version->servable.get() : nullptr, handle->limits(), input_data,
                                    input_size, output_data, output_size, traced ? &run_metadata : nullptr,
                                    static_cast<processor::RequestFormat>(format), version ? version->number : -1,
-                                   {required_version, handle->model_name});
+                                   {constraints.version, handle->model_name, constraints.strict_signature_name});
   }
   const auto elapsed = std::chrono::steady_clock::now() - started;
   Bookkeep("recording the request's metrics", [&] {
@@ -105,7 +105,7 @@ PROCESSOR_EXPORT void* initialize(const char* model_entry, const char* model_con
 
 PROCESSOR_EXPORT int process_as(void* model_buf, int format, const void* input_data, int input_size,
                                 void** output_data, int* output_size) {
-  return processor::ServeOnHandle(model_buf, format, -1, input_data, input_size, output_data, output_size);
+  return processor::ServeOnHandle(model_buf, format, {}, input_data, input_size, output_data, output_size);
 }
 
 

@@ -239,9 +239,10 @@ class ModelHandle {
   }
 
   // Processor.predict(): numpy in, numpy out; returns (200, {name: array}) or (code, message bytes).
-  // `version` >= 0: answered only by that version (processor_control_process_version), else 404.
+  // `version` >= 0: answered only by that version, else 404; `strict_signature_name`: a signature_name the
+  // version lacks gets 400, not the main signature (processor_control_process_version).
   py::tuple Predict(const py::dict& inputs, const std::vector<std::string>& output_filter,
-                    const std::string& signature_name, long long version) const {
+                    const std::string& signature_name, long long version, bool strict_signature_name) const {
     const std::string request = processor_binding::EncodeRequest(inputs, output_filter, signature_name);
     if (request.size() > INT32_MAX) throw py::value_error("request is larger than 2 GiB, the ABI's limit");
     void* output = nullptr;
@@ -249,9 +250,11 @@ class ModelHandle {
     int code;
     {
       py::gil_scoped_release release;
-      code = version < 0 ? process(handle_, request.data(), static_cast<int>(request.size()), &output, &output_size)
-                         : processor_control_process_version(handle_, PROCESSOR_FORMAT_DEEPREC, version, request.data(),
-                                                             static_cast<int>(request.size()), &output, &output_size);
+      code = version < 0 && !strict_signature_name
+                 ? process(handle_, request.data(), static_cast<int>(request.size()), &output, &output_size)
+                 : processor_control_process_version(handle_, PROCESSOR_FORMAT_DEEPREC, version, strict_signature_name,
+                                                     request.data(), static_cast<int>(request.size()), &output,
+                                                     &output_size);
     }
     std::unique_ptr<void, decltype(&free_buffer)> owned(output, &free_buffer);
     std::string_view response(static_cast<const char*>(output), output ? output_size : 0);
@@ -393,5 +396,5 @@ PYBIND11_MODULE(_core, m) {
       .def("model_info", &ModelHandle::ModelInfo)
       .def("metrics", &ModelHandle::Metrics)
       .def("predict", &ModelHandle::Predict, py::arg("inputs"), py::arg("output_filter"), py::arg("signature_name"),
-           py::arg("version") = -1);
+           py::arg("version") = -1, py::arg("strict_signature_name") = false);
 }

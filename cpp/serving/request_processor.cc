@@ -235,7 +235,8 @@ Status BindAndRun(const Servable& servable, const BoundSignature& signature, con
 }
 
 Status ProcessDeepRec(const Servable& servable, const RequestLimits& limits, const void* request, size_t size,
-                      RequestScratch& scratch, void** output, int* output_size, std::string* run_metadata) {
+                      bool strict_signature_name, RequestScratch& scratch, void** output, int* output_size,
+                      std::string* run_metadata) {
   if (size == 0) {
     CopyToMallocBuffer(servable.description_json(), output, output_size);
     return Status::Ok();
@@ -243,10 +244,10 @@ Status ProcessDeepRec(const Servable& servable, const RequestLimits& limits, con
   PROCESSOR_RETURN_IF_ERROR(ParsePredictRequest(request, size, &scratch.view));
   // A request naming one of the model's signatures gets it. DeepRec's processor serves its one signature
   // whatever a request names, and so does this one for a name the model lacks, unless
-  // strict_signature_name refuses it.
+  // strict_signature_name (the config's, or the request's constraints) refuses it.
   const std::string_view signature_name = scratch.view.signature_name;
   const BoundSignature* signature = signature_name.empty() ? nullptr : servable.FindSignature(signature_name);
-  if (!signature && servable.strict_signature_name() && !signature_name.empty()) {
+  if (!signature && (strict_signature_name || servable.strict_signature_name()) && !signature_name.empty()) {
     return Status::InvalidArgument("signature_name " + Quote(signature_name) + " is not served; this model serves " +
                                    SignatureNames(servable));
   }
@@ -283,10 +284,10 @@ Status ProcessTfServingPredict(const Servable& servable, const RequestLimits& li
 
 Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
                       void** output, int* output_size, std::string* run_metadata, RequestFormat format,
-                      int64_t version, RequiredVersion required) {
+                      int64_t version, RequestConstraints constraints) {
   if (!servable) return Status::Unavailable("no model version is ready to serve");
-  if (required.version >= 0 && required.version != version) {
-    return VersionNotFound(required.model_name, required.version);
+  if (constraints.version >= 0 && constraints.version != version) {
+    return VersionNotFound(constraints.model_name, constraints.version);
   }
   if (size > static_cast<uint64_t>(limits.max_request_bytes)) {
     return Status::InvalidArgument("the request is " + std::to_string(size) + " bytes, more than max_request_bytes (" +
@@ -299,7 +300,8 @@ Status ProcessRequest(const Servable* servable, const RequestLimits& limits, con
   } release{scratch};
   switch (format) {
     case RequestFormat::kDeepRec:
-      return ProcessDeepRec(*servable, limits, request, size, scratch, output, output_size, run_metadata);
+      return ProcessDeepRec(*servable, limits, request, size, constraints.strict_signature_name, scratch, output,
+                            output_size, run_metadata);
     case RequestFormat::kTfServingPredict:
       return ProcessTfServingPredict(*servable, limits, request, size, version, scratch, output, output_size,
                                      run_metadata);
@@ -314,14 +316,14 @@ int ReplyWithStatus(const Status& status, void** output, int* output_size) {
 
 int ServeRequest(const Servable* servable, const RequestLimits& limits, const void* request, int size, void** output,
                  int* output_size, std::string* run_metadata, RequestFormat format, int64_t version,
-                 RequiredVersion required) {
+                 RequestConstraints constraints) {
   if (!output || !output_size) return static_cast<int>(StatusCode::kInternal);  // nowhere to say why
   *output = nullptr;
   *output_size = 0;
   try {
     if (size < 0) return ReplyWithStatus(Status::InvalidArgument("input_size is negative"), output, output_size);
     Status status = ProcessRequest(servable, limits, request, static_cast<size_t>(size), output, output_size,
-                                   run_metadata, format, version, required);
+                                   run_metadata, format, version, constraints);
     return status.ok() ? status.http_code() : ReplyWithStatus(status, output, output_size);
   } catch (const std::bad_alloc&) {
     return ReplyWithStatus(Status::Internal("out of memory"), output, output_size);

@@ -20,11 +20,14 @@ struct RequestLimits {
   int64_t max_tensor_elements = kDefaultMaxTensorElements;
 };
 
-// A request that only one version may answer: `version` (-1: any), of the model named `model_name`
-// (for the message). TF Serving's PredictRequest names its own in model_spec.
-struct RequiredVersion {
+// What a host asks of a request beyond its bytes: that only version `version` answer it (-1: any; 404
+// otherwise, `model_name` in the message; TF Serving's PredictRequest names its own in model_spec), and
+// that a DeepRec request naming a signature the model lacks get 400 rather than the main signature
+// (strict_signature_name for this request alone; TF Serving's format always refuses it).
+struct RequestConstraints {
   int64_t version = -1;
   std::string_view model_name;
+  bool strict_signature_name = false;
 };
 
 // The request formats of one engine (include/processor.h's PROCESSOR_FORMAT_*).
@@ -36,19 +39,19 @@ enum class RequestFormat : int {
 // Serves one serialized request of `format` on `servable` (null: no model is ready). On success *output
 // holds the serialized response from malloc(). A DeepRec request of size 0 is answered with the
 // signature as JSON. `version`: the serving version's number, which TF Serving's response names and a
-// TF Serving request naming a version must match (-1: not checked, for warmup), as must `required`.
+// TF Serving request naming a version must match (-1: not checked, for warmup), as must `constraints`.
 // Errors come back as a Status; the caller turns them into the ABI's message buffers.
 Status ProcessRequest(const Servable* servable, const RequestLimits& limits, const void* request, size_t size,
                       void** output, int* output_size, std::string* run_metadata = nullptr,
                       RequestFormat format = RequestFormat::kDeepRec, int64_t version = -1,
-                      RequiredVersion required = {});
+                      RequestConstraints constraints = {});
 
 // ProcessRequest() under the C ABI's contract: returns the code, puts the message of a failure into
 // *output, and never throws.
 // With `run_metadata`, the run is traced (see Servable::Run).
 int ServeRequest(const Servable* servable, const RequestLimits& limits, const void* request, int size, void** output,
                  int* output_size, std::string* run_metadata = nullptr, RequestFormat format = RequestFormat::kDeepRec,
-                 int64_t version = -1, RequiredVersion required = {});
+                 int64_t version = -1, RequestConstraints constraints = {});
 
 // Writes `status`'s message into *output (from malloc) and returns its code.
 int ReplyWithStatus(const Status& status, void** output, int* output_size);

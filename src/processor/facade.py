@@ -157,11 +157,15 @@ class Processor:
         return cached[1], cached[2]
 
     def predict(self, inputs: Mapping[str, Any], output_filter: Optional[Iterable[str]] = None,
-                signature_name: str = "", version: Optional[int] = None) -> Dict[str, np.ndarray]:
+                signature_name: str = "", version: Optional[int] = None,
+                strict_signature_name: bool = False) -> Dict[str, np.ndarray]:
         """numpy in, numpy out. Values are converted to the signature's dtypes where that loses nothing.
         `version`: answered only by the version of that number (model_info()'s version_step, else the
         SavedModel's version; TF Serving's number), else RequestError 404, checked with the run so that
-        a swap cannot answer it from another version. Raises RequestError with the ABI's code and message."""
+        a swap cannot answer it from another version. `strict_signature_name`: a signature_name the version
+        answering lacks gets RequestError 400 (TF Serving's rule), not the main signature (DeepRec's), for
+        hosts that chose the signature by name from signatures(). Raises RequestError with the ABI's code
+        and message."""
         signatures, dtypes_of = self._signatures_and_dtypes()
         # The signature the engine runs: the one named, else (DeepRec's rule) the main one.
         dtypes = dtypes_of[signature_name if signature_name in signatures else next(iter(signatures))]
@@ -173,7 +177,8 @@ class Processor:
                 raise RequestError(400, str(e)) from None
         try:  # numpy to request bytes and response bytes to numpy in C++; the run without the GIL
             code, result = self._lifecycle.live_handle().predict(arrays, list(output_filter or []), signature_name,
-                                                                 -1 if version is None else version)
+                                                                 -1 if version is None else version,
+                                                                 strict_signature_name)
         except (TypeError, ValueError) as e:  # inputs numpy cannot take, or over the ABI's 2 GiB
             raise RequestError(400, str(e)) from None
         if code != OK:

@@ -144,7 +144,8 @@ class RestServer:
     def _predict_in_thread(processor: Processor, body: bytes, version: Optional[int]) -> Tuple[int, bytes]:
         def answer(document):
             inputs, row_format, signature_name = parse_predict_body(document, processor.signatures())
-            outputs = processor.predict(inputs, signature_name=signature_name, version=version)
+            outputs = processor.predict(inputs, signature_name=signature_name, version=version,
+                                        strict_signature_name=True)
             return format_predict_response(outputs, row_format)
         return _json_answer("predict", body, answer)
 

@@ -57,7 +57,8 @@ def classify(processor: Processor, signature: Mapping, serialized: List[bytes], 
         raise FailedPrecondition('Expected classification signature outputs to contain at least one of "classes" '
                                  'or "scores".')
     values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=outputs,
-                               signature_name=signature["signature_name"], version=version)
+                               signature_name=signature["signature_name"], version=version,
+                               strict_signature_name=True)
     count = len(serialized)
     for name in outputs:
         array = values[name]
@@ -81,7 +82,8 @@ def regress(processor: Processor, signature: Mapping, serialized: List[bytes], v
     if "outputs" not in {entry["alias"] for entry in signature["outputs"]}:
         raise FailedPrecondition("No regression outputs found in SignatureDef.")
     values = processor.predict({"inputs": examples_tensor(serialized)}, output_filter=["outputs"],
-                               signature_name=signature["signature_name"], version=version)["outputs"]
+                               signature_name=signature["signature_name"], version=version,
+                               strict_signature_name=True)["outputs"]
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise RequestError(400, f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
                                 f"{list(values.shape)}")
