@@ -1,9 +1,12 @@
 """Requests reach TensorFlow through its callable interface (Session::RunCallable), one callable per
-serving pool made at load; what no callable covers (an output_filter, a traced step, a signature
+serving pool and signature, the main signature's made at load and the others' on their first requests;
+what no callable covers (an output_filter, a traced step, a signature
 TensorFlow makes no callable for) goes through TF_SessionRun. Both give TensorFlow's answers."""
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -87,3 +90,108 @@ def test_without_a_callable_requests_go_through_session_run_and_the_load_says_wh
             np.testing.assert_array_equal(p.predict({"x": x}, output_filter=["doubled"])["doubled"], 2 * x)
     assert "runs through TF_SessionRun, which is slower per request: TensorFlow made no callable: x:0 is both fed " \
            "and fetched." in caplog.text
+
+
+def build_three_signatures(path: str) -> dict:
+    """A TF1 graph with three signatures over one input: "serving_default" (x * w + b, w and b
+    variables), "shifted" (x + b) and "echo", which returns its input too (TensorFlow makes no callable
+    for it). Returns TensorFlow's own outputs for X, by signature."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    signature = tf1.saved_model.signature_def_utils.predict_signature_def
+    with tf.Graph().as_default() as graph:
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        w = tf1.get_variable("w", initializer=np.float32(1.75))
+        b = tf1.get_variable("b", initializer=np.float32(-0.5))
+        scaled = tf.add(x * w, b, name="scaled")
+        shifted = tf.add(x, b, name="shifted")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            expected = {"serving_default": {"y": session.run(scaled, {x: X})},
+                        "shifted": {"y": session.run(shifted, {x: X})},
+                        "echo": {"doubled": session.run(2.0 * x, {x: X})}}
+            builder = tf1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+                "serving_default": signature({"x": x}, {"y": scaled}),
+                "shifted": signature({"x": x}, {"y": shifted}),
+                "echo": signature({"x": x}, {"echo": x, "doubled": tf.identity(2.0 * x, name="doubled")})})
+            builder.save()
+    return expected
+
+
+X = np.array([1.5, -2.0, 0.25], np.float32)
+
+
+@pytest.fixture(scope="module")
+def three_signatures(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("three_signatures") / "model")
+    return path, build_three_signatures(path)
+
+
+def serve_signature(servable, name: str, output_filter=()) -> tuple[int, dict | str]:
+    request = predict_pb2.PredictRequest.FromString(serialize({"x": X}))
+    request.signature_name = name
+    request.output_filter.extend(output_filter)
+    code, body = servable.process(request.SerializeToString())
+    if code != 200:
+        return code, body.decode()
+    response = predict_pb2.PredictResponse.FromString(body)
+    return code, {name: tensors.from_array_proto(array) for name, array in response.outputs.items()}
+
+
+@pytest.mark.parametrize("settings", [{}, {"enable_inline_execute": True},
+                                      {"session_num": 2, "select_session_policy": "RR"},
+                                      {"enable_batching": True}],
+                         ids=["defaults", "inline", "two pools RR", "batching"])
+def test_every_signature_runs_through_its_own_callables_made_on_its_first_request(three_signatures, settings):
+    """The main signature's callables are made at load; another's on its first request (as TF_SessionRun
+    makes executors on first use), so a signature no request names costs nothing."""
+    path, expected = three_signatures
+    servable = load(path, **settings)
+    assert servable.run_interface == ("callable", "")
+    assert servable.signature_run_interface("shifted") == ("unmade", "")
+    for _ in range(3):  # round robin visits both pools
+        code, outputs = serve_signature(servable, "shifted")
+        assert code == 200, outputs
+        assert_matches(outputs, expected["shifted"])
+        code, outputs = serve_signature(servable, "serving_default")
+        assert code == 200, outputs
+        assert_matches(outputs, expected["serving_default"])
+    assert servable.signature_run_interface("shifted") == ("callable", "")
+    assert servable.signature_run_interface("serving_default") == servable.run_interface
+    assert servable.signature_run_interface("echo") == ("unmade", "")  # never asked for
+    with pytest.raises(KeyError, match="no signature nonesuch"):
+        servable.signature_run_interface("nonesuch")
+
+
+def test_a_signature_without_a_callable_goes_through_session_run_and_the_log_says_why_once(three_signatures, capfd):
+    path, expected = three_signatures
+    servable = load(path)
+    capfd.readouterr()
+    for _ in range(2):
+        code, outputs = serve_signature(servable, "echo", ["doubled"])  # part of it: TF_SessionRun anyway
+        assert code == 200, outputs
+        assert_matches(outputs, expected["echo"])
+        assert serve_signature(servable, "echo") == (400, "running the model: x:0 is both fed and fetched.")
+    reason = "TensorFlow made no callable: x:0 is both fed and fetched."
+    assert servable.signature_run_interface("echo") == ("session_run", reason)
+    assert servable.run_interface == ("callable", "")  # the others keep theirs
+    assert capfd.readouterr().err.count(f"signature 'echo' runs through TF_SessionRun, which is slower per request: "
+                                        f"{reason}") == 1
+
+
+def test_first_requests_of_a_signature_in_many_threads_at_once_make_one_callable_per_pool(three_signatures):
+    path, expected = three_signatures
+    servable = load(path, session_num=2, select_session_policy="RR")
+    start = threading.Barrier(8)
+
+    def first_requests():
+        start.wait()
+        return [serve_signature(servable, "shifted") for _ in range(4)]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [a for answers in pool.map(lambda _: first_requests(), range(8)) for a in answers]
+    for code, outputs in answers:
+        assert code == 200, outputs
+        assert_matches(outputs, expected["shifted"])
+    assert servable.signature_run_interface("shifted") == ("callable", "")

@@ -147,9 +147,16 @@ PROCESSOR_EXPORT int processor_control_servable_forget_rows(processor_servable* 
   return 0;
 }
 
-PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable, const char** reason) {
-  if (reason) *reason = servable->servable->callable_error().c_str();
-  return servable->servable->run_interface();
+PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable,
+                                                                      const char* signature_name, void** reason,
+                                                                      int* reason_size) {
+  const processor::Servable& s = *servable->servable;
+  const processor::BoundSignature* signature = signature_name ? s.FindSignature(signature_name) : &s.signature();
+  if (!signature) return nullptr;
+  std::string why;
+  const char* state = s.RunInterface(*signature, &why);
+  if (reason) processor::CopyToMallocBuffer(why, reason, reason_size);
+  return state;
 }
 
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,

@@ -59,10 +59,14 @@ PROCESSOR_EXPORT int processor_control_servable_forget_rows(processor_servable* 
 /* The graph's variables: a VariableList in a buffer from malloc(). Returns 0. */
 PROCESSOR_EXPORT int processor_control_servable_variables(processor_servable* servable, void** output,
                                                           int* output_size);
-/* How this version's requests reach TensorFlow: "callable" (TF's callable interface) or "session_run"
- * (TF_SessionRun, when TensorFlow made no callable at load). A static string. With "session_run",
- * *reason (if not NULL) is set to why, borrowed while the servable lives. */
-PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable, const char** reason);
+/* How requests of signature `signature_name` (NULL: the main one) reach TensorFlow: "callable" (TF's
+ * callable interface), "session_run" (TF_SessionRun, when TensorFlow made no callable), or "unmade"
+ * (a signature other than the main one, whose callables its first requests make). A static string;
+ * NULL when the version serves no such signature. *reason (if not NULL) receives why TensorFlow made no
+ * callable ("" otherwise) in a buffer from malloc() the caller frees with free_buffer(). */
+PROCESSOR_EXPORT const char* processor_control_servable_run_interface(processor_servable* servable,
+                                                                      const char* signature_name, void** reason,
+                                                                      int* reason_size);
 /* Releases the caller's reference; requests and models still holding the version keep it alive. */
 PROCESSOR_EXPORT void processor_control_release(processor_servable* servable);
 /* Serves a request of `format` (PROCESSOR_FORMAT_*) on this version alone (for warmup), with process_as()'s

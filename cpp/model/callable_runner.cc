@@ -1,5 +1,7 @@
 #include "model/callable_runner.h"
 
+#include "common/logging.h"
+
 // TensorFlow's C++ API, for this file only (see the header). The TF_Session struct and the
 // TF_Tensor <-> Tensor conversions are the C API's own, as TF_SessionRun uses them.
 #include "tensorflow/c/c_api_internal.h"
@@ -60,6 +62,46 @@ void CallableRunner::Run(TF_Tensor* const* values, TF_Tensor** results, TF_Statu
   } else if (TF_GetCode(status) != TF_OK) {
     TF_SetStatus(status, TF_OK, "");
   }
+}
+
+LazyCallables::LazyCallables(TF_Session* session, std::vector<std::string> feeds, std::vector<std::string> fetches,
+                             std::vector<int> pools, std::string what)
+    : session_(session),
+      feeds_(std::move(feeds)),
+      fetches_(std::move(fetches)),
+      pools_(std::move(pools)),
+      what_(std::move(what)),
+      slots_(new Slot[pools_.size()]) {}
+
+const CallableRunner* LazyCallables::Get(size_t slot) const {
+  Slot& s = slots_[slot];
+  std::call_once(s.once, [&] {
+    const Status made = CallableRunner::Create(session_, feeds_, fetches_, pools_[slot], &s.runner);
+    if (made.ok()) {
+      made_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      if (!error_.empty()) return;  // said once
+      error_ = made.message();
+    }
+    refused_.fetch_add(1, std::memory_order_release);
+    if (!what_.empty()) {
+      Log(LogLevel::kWarning, what_ + " runs through TF_SessionRun, which is slower per request: " + made.message());
+    }
+  });
+  return s.runner.get();
+}
+
+const char* LazyCallables::state() const {
+  if (refused_.load(std::memory_order_acquire) > 0) return "session_run";
+  return made_.load(std::memory_order_acquire) > 0 ? "callable" : "unmade";
+}
+
+std::string LazyCallables::error() const {
+  std::lock_guard<std::mutex> lock(error_mutex_);
+  return error_;
 }
 
 }  // namespace processor

@@ -14,8 +14,10 @@
 
 #include <tensorflow/c/c_api.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,45 @@ class CallableRunner {
   TF_Session* const session_;
   const int64_t handle_;
   const size_t feeds_, fetches_;
+};
+
+// The callables of one feed and fetch list (a signature), one per slot (each slot an inter-op pool),
+// each made by its slot's first Get(): as TF_SessionRun makes its executors on first use, a signature
+// no request names costs nothing, and one that some do costs what TF_SessionRun's executors would.
+// Get() is safe from any number of threads; the callables are released with this object, which must
+// go before the session closes.
+class LazyCallables {
+ public:
+  // `what` names the list in the log line a refusal writes (empty: no line, the caller reports it).
+  LazyCallables(TF_Session* session, std::vector<std::string> feeds, std::vector<std::string> fetches,
+                std::vector<int> pools, std::string what);
+  LazyCallables(const LazyCallables&) = delete;
+  LazyCallables& operator=(const LazyCallables&) = delete;
+
+  // Slot `slot`'s callable, made now on its first call; null when TensorFlow refused it (runs then go
+  // through TF_SessionRun, as the log says once).
+  const CallableRunner* Get(size_t slot) const;
+  size_t slots() const { return pools_.size(); }
+
+  // "callable" once a slot's callable is made, "session_run" once TensorFlow refused one (error()
+  // says why), "unmade" before the first Get().
+  const char* state() const;
+  std::string error() const;
+
+ private:
+  struct Slot {
+    std::once_flag once;
+    std::unique_ptr<CallableRunner> runner;
+  };
+
+  TF_Session* const session_;
+  const std::vector<std::string> feeds_, fetches_;
+  const std::vector<int> pools_;
+  const std::string what_;
+  const std::unique_ptr<Slot[]> slots_;
+  mutable std::atomic<int> made_{0}, refused_{0};
+  mutable std::mutex error_mutex_;
+  mutable std::string error_;
 };
 
 }  // namespace processor

@@ -128,16 +128,19 @@ class Servable {
   // What process() answers to an empty request: signature().json() with "other_signatures", a list of
   // the others' descriptions.
   const std::string& description_json() const { return description_json_; }
-  // How requests reach TensorFlow: "callable" (TF's callable interface, made at load), or "session_run"
-  // (TF_SessionRun, when TensorFlow made no callable; callable_error() says why).
-  const char* run_interface() const { return serving_callables_.empty() ? "session_run" : "callable"; }
+  // How requests of the main signature reach TensorFlow: "callable" (TF's callable interface, made at
+  // load), or "session_run" (TF_SessionRun, when TensorFlow made no callable; callable_error() says why).
+  const char* run_interface() const { return RunInterface(signature(), nullptr); }
   const std::string& callable_error() const { return callable_error_; }
+  // The same for any bound signature, whose callables the others make on their first requests: also
+  // "unmade" before then. With "session_run", *reason (if given) is set to why.
+  const char* RunInterface(const BoundSignature& signature, std::string* reason) const;
 
   // ---- serving
   // Runs the session. `results` receives owned tensors, one per output (on failure too: TF may have
   // filled some). With `run_metadata`, the run is fully traced and its serialized RunMetadata (step
   // stats) stored there. A run of the whole signature, untraced, goes through the callable; others
-  // (an output_filter, a timeline step) through TF_SessionRun.
+  // (an output_filter, a timeline step) through TF_SessionRun. Every signature has its callables.
   Status Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
              OwnedTensors* results, std::string* run_metadata = nullptr) const;
   // Run() of a host's request of `signature`: with batching on, merged with concurrent requests of the
@@ -200,11 +203,13 @@ class Servable {
   Status RunTargets(const std::vector<std::string>& op_names, const std::string& what, const MetaGraphSpec& meta_graph,
                     const std::string& savedmodel_dir);
   DeltaApplier& delta_applier();
-  // Made last in Load, when the session holds the whole graph; on failure serving_callables_ stays empty.
+  // Made last in Load, when the session holds the whole graph: every signature's callables, the main
+  // one's made now (callables_ stays empty if the session cannot take any).
   void MakeCallables(const SessionSettings& settings);
-  // A callable of the whole signature whose runs use inter-op pool `pool` (-1: the calling thread).
-  Status MakeCallable(int pool, std::unique_ptr<CallableRunner>* runner) const;
-  bool IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const;
+  // The callables of the signature whose inputs and outputs these are, in its order; null for a run
+  // of part of one (an output_filter) or when there are none.
+  const LazyCallables* WholeSignatureCallables(const std::vector<TF_Output>& inputs,
+                                               const std::vector<TF_Output>& outputs) const;
   // Run(), on a serving pool or (in_caller) in the calling thread.
   Status RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors& values, const std::vector<TF_Output>& outputs,
                OwnedTensors* results, std::string* run_metadata, bool in_caller) const;
@@ -225,13 +230,13 @@ class Servable {
   std::map<std::string, SavedSlice> saved_slices_;  // the parts of partitioned variables: where they are saved
   // One RunOptions per serving pool (or one running ops in the caller's thread; null: TF's defaults).
   std::vector<BufferPtr> serving_run_options_;
-  // One callable per serving pool, running the whole signature (empty: TensorFlow made none).
-  std::vector<std::unique_ptr<CallableRunner>> serving_callables_;
+  // By signature (as signatures_), its callables: a slot per serving pool, then caller_slot() (the
+  // batching's runs, in the calling thread). Empty when the session can take none.
+  std::vector<std::unique_ptr<LazyCallables>> callables_;
+  size_t caller_slot() const { return serving_run_options_.size(); }
   std::unique_ptr<BatchScheduler> batcher_;
   std::vector<const BoundSignature*> batched_signatures_;  // the signatures batcher_ merges
-  // The batching's runs, in the calling thread: the whole signature's callable, and RunOptions for others.
-  std::unique_ptr<CallableRunner> caller_callable_;
-  BufferPtr caller_run_options_;
+  BufferPtr caller_run_options_;  // the batching's runs without a callable, in the calling thread
   std::string callable_error_;
   BufferPtr traced_run_options_;
   SessionPolicy policy_ = SessionPolicy::kMod;

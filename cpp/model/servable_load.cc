@@ -1,5 +1,6 @@
 // Servable, loading: a SavedModel (or the feature store's rewritten graph, servable_feature_store.cc)
-// into a session, its signature bound, its init op run, one TF callable made per serving pool.
+// into a session, its signatures bound, its init op run, the main signature's TF callables made (one per
+// serving pool; the others' on their first requests).
 #include "model/servable.h"
 
 #include <tensorflow/c/tf_tstring.h>
@@ -126,8 +127,7 @@ Status Servable::LoadSavedModel(const LoadOptions& options, TF_SessionOptions* s
 Servable::~Servable() {
   live_count_.fetch_sub(1, std::memory_order_relaxed);
   batcher_.reset();
-  caller_callable_.reset();  // the callables are released while the session is open
-  serving_callables_.clear();
+  callables_.clear();  // released while the session is open
   for (const std::string& key : table_keys_) TableRegistry::Global().Unregister(key);
   if (session_) {
     TfStatus status;
@@ -196,13 +196,6 @@ Status Servable::RunTargets(const std::vector<std::string>& op_names, const std:
   return Status::Ok();
 }
 
-Status Servable::MakeCallable(int pool, std::unique_ptr<CallableRunner>* runner) const {
-  std::vector<std::string> feeds, fetches;
-  for (const BoundTensor& input : signature().inputs()) feeds.push_back(input.spec.tensor_name);
-  for (const BoundTensor& output : signature().outputs()) fetches.push_back(output.spec.tensor_name);
-  return CallableRunner::Create(session_, feeds, fetches, pool, runner);
-}
-
 void Servable::MakeCallables(const SessionSettings& settings) {
   // A callable needs the session to hold the graph, which TF_SessionRun hands it lazily: a load that ran
   // nothing yet (a feature-store graph with no dense variable and no init op) runs a NoOp first.
@@ -217,16 +210,20 @@ void Servable::MakeCallables(const SessionSettings& settings) {
     callable_error_ = "cannot hand the graph to the session: " + status.message();
     return;
   }
-  for (int pool : ServingPools(settings)) {
-    std::unique_ptr<CallableRunner> runner;
-    Status made = MakeCallable(pool, &runner);
-    if (!made.ok()) {
-      callable_error_ = made.message();
-      serving_callables_.clear();
-      return;
-    }
-    serving_callables_.push_back(std::move(runner));
+  std::vector<int> pools = ServingPools(settings);
+  pools.push_back(-1);  // caller_slot()
+  for (const auto& signature : signatures_) {
+    std::vector<std::string> feeds, fetches;
+    for (const BoundTensor& input : signature->inputs()) feeds.push_back(input.spec.tensor_name);
+    for (const BoundTensor& output : signature->outputs()) fetches.push_back(output.spec.tensor_name);
+    // The main signature's refusal is the load's to report (callable_error()); the others' are logged.
+    const bool main = signature.get() == &this->signature();
+    callables_.push_back(std::make_unique<LazyCallables>(session_, std::move(feeds), std::move(fetches), pools,
+                                                         main ? "" : "signature " + Quote(signature->name())));
   }
+  // The main signature's are made now, as its first requests would make them.
+  for (size_t slot = 0; slot < caller_slot(); ++slot) callables_.front()->Get(slot);
+  callable_error_ = callables_.front()->error();
 }
 
 }  // namespace processor

@@ -3,6 +3,7 @@
 // enable_batching, the batcher made at load, whose queued batches run in their leader's thread.
 #include "model/servable.h"
 
+#include <algorithm>
 #include <mutex>
 #include <shared_mutex>
 #include <utility>
@@ -14,17 +15,30 @@
 
 namespace processor {
 
-bool Servable::IsWholeSignature(const std::vector<TF_Output>& inputs, const std::vector<TF_Output>& outputs) const {
-  const BoundSignature& whole = signature();
-  if (inputs.size() != whole.inputs().size() || outputs.size() != whole.outputs().size()) return false;
-  const auto same = [](const TF_Output& a, const TF_Output& b) { return a.oper == b.oper && a.index == b.index; };
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!same(inputs[i], whole.inputs()[i].port)) return false;
+const LazyCallables* Servable::WholeSignatureCallables(const std::vector<TF_Output>& inputs,
+                                                       const std::vector<TF_Output>& outputs) const {
+  const auto same = [](const TF_Output& a, const BoundTensor& b) {
+    return a.oper == b.port.oper && a.index == b.port.index;
+  };
+  for (size_t s = 0; s < callables_.size(); ++s) {  // the main signature first
+    const BoundSignature& signature = *signatures_[s];
+    if (std::equal(inputs.begin(), inputs.end(), signature.inputs().begin(), signature.inputs().end(), same) &&
+        std::equal(outputs.begin(), outputs.end(), signature.outputs().begin(), signature.outputs().end(), same)) {
+      return callables_[s].get();
+    }
   }
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    if (!same(outputs[i], whole.outputs()[i].port)) return false;
+  return nullptr;
+}
+
+const char* Servable::RunInterface(const BoundSignature& signature, std::string* reason) const {
+  for (size_t s = 0; s < callables_.size(); ++s) {
+    if (signatures_[s].get() != &signature) continue;
+    const char* state = callables_[s]->state();
+    if (reason) *reason = callables_[s]->error();
+    return state;
   }
-  return true;
+  if (reason) *reason = callable_error_;
+  return "session_run";
 }
 
 Status Servable::Run(const std::vector<TF_Output>& inputs, const OwnedTensors& values,
@@ -47,11 +61,10 @@ Status Servable::RunOn(const std::vector<TF_Output>& inputs, const OwnedTensors&
   if (run_metadata) one_trace.lock();
   {
     std::shared_lock<WriterPreferringLock> shared(serving_lock_);
-    const bool whole = !run_metadata && !serving_callables_.empty() && IsWholeSignature(inputs, outputs);
-    if (whole && in_caller && caller_callable_) {
-      caller_callable_->Run(values.data(), results->data(), status.get());
-    } else if (whole) {
-      serving_callables_[ChooseServingPool()]->Run(values.data(), results->data(), status.get());
+    const LazyCallables* callables = run_metadata ? nullptr : WholeSignatureCallables(inputs, outputs);
+    const CallableRunner* callable = callables ? callables->Get(in_caller ? caller_slot() : ChooseServingPool()) : nullptr;
+    if (callable) {
+      callable->Run(values.data(), results->data(), status.get());
     } else {
       const TF_Buffer* options = run_metadata ? traced_run_options_.get()
                                  : in_caller  ? caller_run_options_.get()
@@ -106,7 +119,7 @@ void Servable::MakeBatcher(const BatchingOptions& options) {
   // for TensorFlow's pool: no handoff to a pool thread and back per run (benchmarks/batching.py).
   const std::string encoded = EncodeRunOptions(-1);
   caller_run_options_.reset(TF_NewBufferFromString(encoded.data(), encoded.size()));
-  if (!serving_callables_.empty() && !MakeCallable(-1, &caller_callable_).ok()) caller_callable_.reset();
+  if (!callables_.empty()) callables_.front()->Get(caller_slot());  // the main signature's, made at load
   batcher_ = std::make_unique<BatchScheduler>(
       options, [this](const std::vector<TF_Output>& inputs, const OwnedTensors& values,
                       const std::vector<TF_Output>& outputs, OwnedTensors* results, bool in_caller) {

@@ -108,10 +108,16 @@ class Servable {
     processor_control_servable_forget_rows(servable_.get(), variable.c_str(), data, count);
   }
 
-  std::pair<std::string, std::string> RunInterface() const {
-    const char* reason = nullptr;
-    const std::string interface = processor_control_servable_run_interface(servable_.get(), &reason);
-    return {interface, reason ? reason : ""};
+  // signature: None for the main one. Raises KeyError for a signature the version does not serve.
+  std::pair<std::string, std::string> RunInterface(const std::optional<std::string>& signature) const {
+    void* reason = nullptr;
+    int size = 0;
+    const char* interface = processor_control_servable_run_interface(
+        servable_.get(), signature ? signature->c_str() : nullptr, &reason, &size);
+    if (!interface) throw py::key_error("no signature " + *signature);
+    const std::string why(static_cast<const char*>(reason), reason ? size : 0);
+    free_buffer(reason);
+    return {interface, why};
   }
 
   // A serialized VariableList; the graph never changes once loaded, so it is read once.
@@ -324,9 +330,12 @@ PYBIND11_MODULE(_core, m) {
            "request's version unchecked; returns (code, bytes).")
       .def("apply_delta", &Servable::ApplyDelta, py::arg("prefix"), py::arg("variables"),
            "Applies an incremental checkpoint atomically; variables are (name, sparse, key dtype). Raises LoadError.")
-      .def_property_readonly("run_interface", &Servable::RunInterface,
-                             "(\"callable\" or \"session_run\", why TensorFlow made no callable or \"\"): how requests "
-                             "reach TensorFlow.")
+      .def_property_readonly(
+          "run_interface", [](const Servable& s) { return s.RunInterface(std::nullopt); },
+          "(\"callable\" or \"session_run\", why TensorFlow made no callable or \"\"): how requests of the main "
+          "signature reach TensorFlow.")
+      .def("signature_run_interface", &Servable::RunInterface, py::arg("signature"),
+           "run_interface of another signature, also \"unmade\" before its first request. KeyError if not served.")
       .def("variables", &Servable::Variables, "The graph's variables: a serialized control.VariableList.")
       .def("forget_rows", &Servable::ForgetRows, py::arg("variable"), py::arg("ids"),
            "A delta changed these rows (int64 ids; None: all of the table's; variable \"\": every table's) in Redis: "
