@@ -15,7 +15,7 @@ import processor
 import recommendation_model
 from lifecycle_helpers import serialize
 from model_builders import build_fed_and_fetched_model
-from processor import _core, predict_pb2, tensors
+from processor import predict_pb2, tensors
 from processor.config import parse_config
 from processor.loading import control
 
