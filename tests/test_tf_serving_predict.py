@@ -296,3 +296,27 @@ def test_names_from_the_request_are_escaped_in_messages(echo):
     code, text = error(echo, request({"a\x00b": np.array([1.0], np.float32)}))
     assert code == 400
     assert text.startswith("input tensor alias not found in signature: a\\x00b. Inputs expected to be in the set {")
+
+
+def test_an_output_its_format_cannot_carry_is_an_error_naming_it_and_the_model_keeps_serving(tmp_path):
+    """A half output travels in TF Serving's half_val but has no field in DeepRec's ArrayProto; a
+    complex64 one has none in either (TF Serving's scomplex_val is not written here)."""
+    tf1 = tf.compat.v1
+    path = str(tmp_path / "model")
+    with tf.Graph().as_default() as graph:
+        x = tf1.placeholder(tf.float32, [None], name="x")
+        outputs = {"half": tf.cast(x, tf.float16), "complex": tf.complex(x, x), "y": tf.identity(x)}
+        with tf1.Session(graph=graph) as session:
+            save_predict_signature(session, path, {"x": x}, outputs)
+    x = np.array([1.5, -2.0], np.float32)
+    with processor.Processor({"savedmodel_dir": path}) as p:
+        r = request({"x": x}, name="m", output_filter=["half", "y"])
+        response = predict(p, r)
+        np.testing.assert_array_equal(tf.make_ndarray(response.outputs["half"]), x.astype(np.float16))
+        assert error(p, request({"x": x}, name="m")) == \
+            (500, "output 'complex': a TensorProto cannot carry dtype DT_COMPLEX64 (8)")
+        with pytest.raises(processor.ProcessorError, match=r"^500: output 'half': an ArrayProto cannot carry dtype "
+                                                          r"DT_HALF \(19\)$") as e:
+            p.predict({"x": x}, output_filter=["half"])
+        assert e.value.code == 500
+        np.testing.assert_array_equal(p.predict({"x": x}, output_filter=["y"])["y"], x)
