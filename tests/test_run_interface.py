@@ -195,3 +195,17 @@ def test_first_requests_of_a_signature_in_many_threads_at_once_make_one_callable
         assert code == 200, outputs
         assert_matches(outputs, expected["shifted"])
     assert servable.signature_run_interface("shifted") == ("callable", "")
+
+
+def test_a_warmup_request_naming_a_signature_makes_its_callables_before_traffic(three_signatures):
+    from processor.loading.warmup import run_warmup
+    from tensorflow_serving.apis import predict_pb2 as tfs_predict_pb2
+    import tensorflow as tf
+    path, _ = three_signatures
+    servable = load(path)
+    request = tfs_predict_pb2.PredictRequest()
+    request.model_spec.signature_name = "shifted"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(X))
+    run_warmup(servable, [(processor.FORMAT_TF_SERVING_PREDICT, request.SerializeToString())], 1, "three_signatures")
+    assert servable.signature_run_interface("shifted") == ("callable", "")
+    assert servable.signature_run_interface("echo") == ("unmade", "")
