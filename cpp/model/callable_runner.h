@@ -71,7 +71,6 @@ class LazyCallables {
   // Slot `slot`'s callable, made now on its first call; null when TensorFlow refused it (runs then go
   // through TF_SessionRun, as the log says once).
   const CallableRunner* Get(size_t slot) const;
-  size_t slots() const { return pools_.size(); }
 
   // "callable" once a slot's callable is made, "session_run" once TensorFlow refused one (error()
   // says why), "unmade" before the first Get().

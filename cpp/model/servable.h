@@ -132,8 +132,8 @@ class Servable {
   // load), or "session_run" (TF_SessionRun, when TensorFlow made no callable; callable_error() says why).
   const char* run_interface() const { return RunInterface(signature(), nullptr); }
   const std::string& callable_error() const { return callable_error_; }
-  // The same for any bound signature, whose callables the others make on their first requests: also
-  // "unmade" before then. With "session_run", *reason (if given) is set to why.
+  // The same for any bound signature; the others' callables are made on their first requests, and
+  // are "unmade" before then. *reason (if given) receives why TensorFlow made none, or "".
   const char* RunInterface(const BoundSignature& signature, std::string* reason) const;
 
   // ---- serving
