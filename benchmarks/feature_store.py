@@ -125,7 +125,7 @@ def main() -> None:
             standalone.stop()
             cluster.stop()
 
-    print(f"\nprocess() latency, ms (median / p99), and the median's ratio to embeddings in the session")
+    print("\nprocess() latency, ms (median / p99), and the median's ratio to embeddings in the session")
     print(f"{'':11} {'batch':>5} " + " ".join(f"{store:>22}" for store in stores))
     for kind in models:
         for batch in BATCHES:

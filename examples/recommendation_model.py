@@ -10,7 +10,6 @@ checkpoint directory a tf.compat.v1 Saver keeps adding versions to.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Dict, List
 

@@ -135,7 +135,7 @@ class OssHandler(StandinHandler):
         body = ["<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult>",
                 f"<Name>{bucket}</Name><Prefix>{name(prefix)}</Prefix><Marker>{name(marker)}</Marker>",
                 f"<MaxKeys>{max_keys}</MaxKeys><Delimiter>{name(delimiter)}</Delimiter>",
-                f"<EncodingType>url</EncodingType>" if encode else "",
+                "<EncodingType>url</EncodingType>" if encode else "",
                 f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
                 f"<NextMarker>{name(last)}</NextMarker>" if truncated else ""]
         for key in contents:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import processor
-from processor import predict_pb2, tensors
+from processor import predict_pb2
 from test_codec import arrays_of_shape, assert_echoed, build_request
 
 
