@@ -27,8 +27,9 @@ def load(savedmodel_dir: str, prefix: str | None = None, **settings):
     return control.plan_load(control.load_request(config, savedmodel_dir, prefix)).load()
 
 
-def serve(servable, batch: dict, output_filter=()) -> tuple[int, dict | str]:
+def serve(servable, batch: dict, output_filter=(), signature_name: str = "") -> tuple[int, dict | str]:
     request = predict_pb2.PredictRequest.FromString(serialize(batch))
+    request.signature_name = signature_name
     request.output_filter.extend(output_filter)
     code, body = servable.process(request.SerializeToString())
     if code != 200:
@@ -129,14 +130,7 @@ def three_signatures(tmp_path_factory):
 
 
 def serve_signature(servable, name: str, output_filter=()) -> tuple[int, dict | str]:
-    request = predict_pb2.PredictRequest.FromString(serialize({"x": X}))
-    request.signature_name = name
-    request.output_filter.extend(output_filter)
-    code, body = servable.process(request.SerializeToString())
-    if code != 200:
-        return code, body.decode()
-    response = predict_pb2.PredictResponse.FromString(body)
-    return code, {name: tensors.from_array_proto(array) for name, array in response.outputs.items()}
+    return serve(servable, {"x": X}, output_filter, signature_name=name)
 
 
 @pytest.mark.parametrize("settings", [{}, {"enable_inline_execute": True},
