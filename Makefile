@@ -119,6 +119,7 @@ bench: build
 	$(PY) benchmarks/embedding.py
 	$(PY) benchmarks/grpc_floor.py
 	$(PY) benchmarks/tf_serving_grpc.py
+	$(PY) benchmarks/onednn.py
 	@if PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build build/cmake --target disk_engines >/dev/null 2>&1; then \
 	  d=$$(mktemp -d) && build/cmake/bench/disk_engines $$d 2000000; rm -rf $$d; \
 	else echo "disk_engines skipped: apt-get install liblmdb-dev librocksdb-dev to compare the disk engines"; fi

@@ -57,8 +57,10 @@ def parse_bench(out: str) -> dict:
     return result
 
 
-def c_host_bench(library: str, config: Path, request: Path, seconds: float, threads: int = 1, idle_us: int = 0) -> dict:
-    return parse_bench(subprocess.run([*QUIET, str(C_HOST), library, str(config), "--bench", str(request),
+def c_host_bench(library: str, config: Path, request: Path, seconds: float, threads: int = 1, idle_us: int = 0,
+                 environment: tuple = ()) -> dict:
+    """`environment`: NAME=value strings for the host beside QUIET's."""
+    return parse_bench(subprocess.run([*QUIET, *environment, str(C_HOST), library, str(config), "--bench", str(request),
                                        str(seconds), str(threads), str(idle_us)],
                                       capture_output=True, text=True, check=True).stdout)
 

@@ -4,9 +4,10 @@ library called from C, on this machine:
 - echo floor: examples/grpc_host's Echo (C++ gRPC, Debian's libgrpc++: the request back, no model);
 - Predict: `python -m processor serve --port`, TF Serving's PredictRequest of the example model
   (tensorflow-serving-api's messages, tf.make_tensor_proto as its clients build them), with the
-  default config and with `enable_inline_execute` (ops in the gRPC thread, no handoff to TF's pool);
+  default config, with `enable_inline_execute` (ops in the gRPC thread, no handoff to TF's pool), and
+  inline with TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0 in the server's environment);
 - process() from C: examples/c_host --bench on as many threads, the same model and rows, no network,
-  with either config.
+  with each of the three.
 
 The gRPC sides are driven by the same C++ client (examples/grpc_host/grpc_load --raw: 8 connections,
 one thread each, bytes sent and received unparsed), at batch 1 and 64; the sides alternate, order
@@ -43,6 +44,9 @@ sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` so far (/proc/PID/stat, fields 14 and 15)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -63,8 +67,8 @@ def tf_serving_request(batch: dict, model_name: str) -> bytes:
 class ModelServer:
     """`python -m processor serve` with gRPC alone on a free port, up once the port accepts."""
 
-    def __init__(self, config: Path, log: Path):
-        """`config`: a Processor config file."""
+    def __init__(self, config: Path, log: Path, environment: dict = None):
+        """`config`: a Processor config file; `environment`: variables for the server beside these."""
         from redis_servers import free_port
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -73,7 +77,7 @@ class ModelServer:
                                          "--model_name", "rec", "--port", str(self.port), "--rest_api_port", "0",
                                          "--threads", str(CONNECTIONS)],
                                         stdout=self.log, stderr=subprocess.STDOUT,
-                                        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+                                        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin", **(environment or {})})
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
@@ -123,7 +127,9 @@ def main() -> None:
             servers.callback(model_server.stop)
             inline_server = ModelServer(inline, work / "serve_inline.log")
             servers.callback(inline_server.stop)
-            print(f"{'batch':>5} {'side':>24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21} "
+            no_onednn_server = ModelServer(inline, work / "serve_no_onednn.log", {"TF_ENABLE_ONEDNN_OPTS": "0"})
+            servers.callback(no_onednn_server.stop)
+            print(f"{'batch':>5} {'side':>36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21} "
                   f"{'server CPU us/request':>22}")
             for batch_size in (1, 64):
                 batch = recommendation_model.random_batch(batch_size, np.random.default_rng(batch_size))
@@ -132,32 +138,36 @@ def main() -> None:
                 tfs = work / f"tf_serving_{batch_size}.bin"
                 tfs.write_bytes(tf_serving_request(batch, "rec"))
 
-                def grpc_side(address: str, request: Path, method: str, server_pid: int):
+                def grpc_side(server, request: Path, method: str):
+                    """`server`: a Server or ModelServer (its address, process and log)."""
                     def measure():
-                        before = process_cpu_seconds(server_pid)
-                        done = subprocess.run([str(out / "grpc_load"), address, str(request), str(args.seconds),
-                                               str(CONNECTIONS), "--raw", method], capture_output=True, text=True)
+                        before = process_cpu_seconds(server.process.pid)
+                        done = subprocess.run([str(out / "grpc_load"), server.address, str(request),
+                                               str(args.seconds), str(CONNECTIONS), "--raw", method],
+                                              capture_output=True, text=True)
                         if done.returncode:
-                            raise RuntimeError(f"grpc_load {method}: {done.stderr.strip()[-500:]}")
+                            server.log.flush()
+                            raise RuntimeError(f"grpc_load {method}: {done.stderr.strip()[-500:]}; the server "
+                                               f"{'exited with ' + str(server.process.poll()) if server.process.poll() is not None else 'runs'}"
+                                               f", its log ends: {Path(server.log.name).read_text()[-2000:]}")
                         result = parse_bench(done.stdout)
-                        result["server_cpu_us_per_request"] = (process_cpu_seconds(server_pid) - before) * 1e6 / (
+                        result["server_cpu_us_per_request"] = (process_cpu_seconds(server.process.pid) - before) * 1e6 / (
                             result["requests_per_s"] * args.seconds)
                         return result
                     return measure
 
                 sides = {
-                    "echo floor (C++ gRPC)": grpc_side(echo_server.address, deeprec, "/processor.Processor/Echo",
-                                                       echo_server.process.pid),
-                    "TF Serving Predict": grpc_side(model_server.address, tfs,
-                                                    "/tensorflow.serving.PredictionService/Predict",
-                                                    model_server.process.pid),
-                    "Predict, inline": grpc_side(inline_server.address, tfs,
-                                                 "/tensorflow.serving.PredictionService/Predict",
-                                                 inline_server.process.pid),
+                    "echo floor (C++ gRPC)": grpc_side(echo_server, deeprec, "/processor.Processor/Echo"),
+                    "TF Serving Predict": grpc_side(model_server, tfs, PREDICT),
+                    "Predict, inline": grpc_side(inline_server, tfs, PREDICT),
+                    "Predict, inline, no oneDNN": grpc_side(no_onednn_server, tfs, PREDICT),
                     "process() from C": lambda: c_host_bench(processor.library_path(), config, deeprec, args.seconds,
                                                              threads=CONNECTIONS),
                     "process() from C, inline": lambda: c_host_bench(processor.library_path(), inline, deeprec,
                                                                      args.seconds, threads=CONNECTIONS),
+                    "process() from C, inline, no oneDNN": lambda: c_host_bench(
+                        processor.library_path(), inline, deeprec, args.seconds, threads=CONNECTIONS,
+                        environment=("TF_ENABLE_ONEDNN_OPTS=0",)),
                 }
                 runs = alternate(args.rounds, sides)
                 medians = medians_of(runs)
@@ -165,7 +175,7 @@ def main() -> None:
                 for name, m in medians.items():
                     m["time_per_request_vs_echo"] = floor / m["requests_per_s"]
                     server_cpu = m.get("server_cpu_us_per_request")
-                    print(f"{batch_size:>5} {name:>24} {m['requests_per_s']:>9.0f} {m['p50_ms']:>8.3f} "
+                    print(f"{batch_size:>5} {name:>36} {m['requests_per_s']:>9.0f} {m['p50_ms']:>8.3f} "
                           f"{m['p99_ms']:>8.3f} {m['time_per_request_vs_echo']:>20.2f}x "
                           f"{'' if server_cpu is None else f'{server_cpu:.0f}':>22}", flush=True)
                 report[f"batch {batch_size}"] = {"tf_serving_request_bytes": tfs.stat().st_size, **medians}
