@@ -49,16 +49,16 @@ def main() -> None:
     print(f"{'model':>22} {'batch':>5} {'oneDNN on: p50 ms':>18} {'off: p50 ms':>12} {'on / off':>9}")
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        for model_name, hidden_units in MODELS.items():
-            dirs, trainer = recommendation_model.build(str(work / str(len(report))), steps_per_version=1,
+        for index, (model_name, hidden_units) in enumerate(MODELS.items()):
+            dirs, trainer = recommendation_model.build(str(work / f"model{index}"), steps_per_version=1,
                                                        versions=1, hidden_units=hidden_units)
             trainer.close()
-            config = work / f"{len(report)}.json"
+            config = work / f"model{index}.json"
             config.write_text(json.dumps({"savedmodel_dir": dirs.savedmodel_dir, "checkpoint_dir": dirs.checkpoint_dir,
                                           "poll_interval_seconds": 0, "enable_inline_execute": True}))
             report[model_name] = {}
             for batch in BATCHES:
-                request = work / f"{len(report)}_{batch}.bin"
+                request = work / f"model{index}_batch{batch}.bin"
                 request.write_bytes(serialize(recommendation_model.random_batch(batch, np.random.default_rng(batch))))
                 sides = {setting: (lambda setting=setting: c_host_bench(
                              processor.library_path(), config, request, args.seconds,
