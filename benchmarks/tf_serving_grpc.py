@@ -147,9 +147,10 @@ def main() -> None:
                                               capture_output=True, text=True)
                         if done.returncode:
                             server.log.flush()
-                            raise RuntimeError(f"grpc_load {method}: {done.stderr.strip()[-500:]}; the server "
-                                               f"{'exited with ' + str(server.process.poll()) if server.process.poll() is not None else 'runs'}"
-                                               f", its log ends: {Path(server.log.name).read_text()[-2000:]}")
+                            code = server.process.poll()
+                            state = "runs" if code is None else f"exited with {code}"
+                            raise RuntimeError(f"grpc_load {method}: {done.stderr.strip()[-500:]}; the server {state}, "
+                                               f"its log ends: {Path(server.log.name).read_text()[-2000:]}")
                         result = parse_bench(done.stdout)
                         result["server_cpu_us_per_request"] = (process_cpu_seconds(server.process.pid) - before) * 1e6 / (
                             result["requests_per_s"] * args.seconds)
