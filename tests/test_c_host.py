@@ -189,7 +189,7 @@ TF_BANNERS = ("absl::InitializeLog", "cpu_feature_guard", "Reading SavedModel", 
 # library loads, before its logging is set up: TF_CPP_MIN_LOG_LEVEL does not hide that line, with absl's
 # header before it (seen on TF 2.21; docs/configuration.md#logs). Only TF_ENABLE_ONEDNN_OPTS=0 does.
 ONEDNN_NOTICE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
-                           r"STDERR\n[I]\d{4} [^\n]*\] oneDNN custom operations are on\.[^\n]*\n")
+                           r"STDERR\nI\d{4} [^\n]*\] oneDNN custom operations are on\.[^\n]*\n")
 
 
 @pytest.mark.parametrize("level", [None, "0"], ids=["default", "TF_CPP_MIN_LOG_LEVEL=0"])

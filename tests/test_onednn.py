@@ -17,9 +17,7 @@ HOST = r"""
 import json, os, sys
 import numpy as np
 import processor
-sys.path.insert(0, sys.argv[3])
 import recommendation_model
-from lifecycle_helpers import serialize
 from tensorflow.python.util import _pywrap_util_port
 
 config = json.loads(sys.argv[1])
@@ -43,11 +41,9 @@ def serve_in_a_fresh_process(rec_model, tmp_path, onednn: str) -> dict:
     config = rec_model.config(poll_interval_seconds=0, enable_inline_execute=True, timeline_start_step=0,
                               timeline_interval_step=1, timeline_trace_count=1,
                               timeline_path=str(tmp_path / f"timelines_{onednn}"))
-    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
-    examples = os.path.dirname(recommendation_model.__file__)
-    tests = os.path.dirname(__file__)
-    done = subprocess.run([sys.executable, "-c", HOST, json.dumps(config), str(out), examples],
-                          env={**environment, "PYTHONPATH": os.pathsep.join([tests, examples])},
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn,
+                   "PYTHONPATH": os.path.dirname(recommendation_model.__file__)}
+    done = subprocess.run([sys.executable, "-c", HOST, json.dumps(config), str(out)], env=environment,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
