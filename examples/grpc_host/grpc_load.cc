@@ -90,11 +90,25 @@ void RunRaw(const std::shared_ptr<grpc::Channel>& channel, const std::string& me
   }
 }
 
-void Run(const std::string& address, int index, const tensorflow::eas::PredictRequest& request, Call call,
-         const std::string& raw_method, const std::string& wire, Clock::time_point deadline, Worker* worker) {
+// A channel of its own (a distinct argument keeps gRPC from sharing one connection), connected before
+// the clock starts. Debian's gRPC 1.51 client sometimes fails a connect that succeeded: it reads errno
+// after calls that overwrite it ("No such file or directory"; fixed upstream in grpc/grpc#35064), then
+// waits its reconnect backoff; a short backoff and waiting for READY keep that out of the measurement.
+std::shared_ptr<grpc::Channel> Connect(const std::string& address, int index, std::string* error) {
   grpc::ChannelArguments arguments;
-  arguments.SetInt("processor.load.connection", index);  // a distinct argument: a connection of its own
+  arguments.SetInt("processor.load.connection", index);
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
   auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+    *error = "connection " + std::to_string(index) + " to " + address + " not ready within 10 s";
+    return nullptr;
+  }
+  return channel;
+}
+
+void Run(const std::shared_ptr<grpc::Channel>& channel, const tensorflow::eas::PredictRequest& request, Call call,
+         const std::string& raw_method, const std::string& wire, Clock::time_point deadline, Worker* worker) {
   if (call == Call::kRaw) return RunRaw(channel, raw_method, wire, deadline, worker);
   auto stub = processor::Processor::NewStub(channel);
   while (Clock::now() < deadline) {
@@ -137,7 +151,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "grpc_load: %s is not a PredictRequest, or SECONDS <= 0 or CONNECTIONS < 1\n", argv[2]);
     return 2;
   }
-  auto metrics_stub = processor::Processor::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i <= connections; ++i) {  // the last one is for GetMetrics
+    std::string error;
+    channels.push_back(Connect(argv[1], i, &error));
+    if (!channels.back()) {
+      std::fprintf(stderr, "grpc_load: %s\n", error.c_str());
+      return 1;
+    }
+  }
+  auto metrics_stub = processor::Processor::NewStub(channels.back());
   LatencyTotals before, after;
   const bool library_times = call == Call::kPredict && FetchLatency(metrics_stub.get(), &before);
   std::vector<Worker> workers(connections);
@@ -145,7 +168,7 @@ int main(int argc, char** argv) {
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   for (int i = 0; i < connections; ++i) {
-    threads.emplace_back(Run, argv[1], i, std::cref(request), call, std::cref(raw_method), std::cref(wire), deadline,
+    threads.emplace_back(Run, channels[i], std::cref(request), call, std::cref(raw_method), std::cref(wire), deadline,
                          &workers[i]);
   }
   for (auto& t : threads) t.join();
