@@ -6,6 +6,9 @@ library called from C, on this machine:
   (tensorflow-serving-api's messages, tf.make_tensor_proto as its clients build them), with the
   default config, with `enable_inline_execute` (ops in the gRPC thread, no handoff to TF's pool), and
   inline with TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0 in the server's environment);
+- Predict of a one-op model (inline, no oneDNN): a SavedModel taking the same four inputs whose one
+  output is `dense` through an Identity: the whole server's path (gRPC, routing, decoding, a TensorFlow
+  run, encoding) with almost no model work, so that the rest of the example model's time is its graph's;
 - process() from C: examples/c_host --bench on as many threads, the same model and rows, no network,
   with each of the three.
 
@@ -13,8 +16,9 @@ The gRPC sides are driven by the same C++ client (examples/grpc_host/grpc_load -
 one thread each, bytes sent and received unparsed), at batch 1 and 64; the sides alternate, order
 swapped every round; medians over the rounds. Beside each gRPC side's rate, the server process's own
 CPU time per request (from /proc: user + system), which client and server sharing two cores blur in
-the rates. Goal (issue 28): Predict costs at most 1.5x the echo
-floor's time per request at batch 1.
+the rates. The time per request against the echo floor is each round's own ratio (the echo measured
+in the same round), as a median and the rounds' range. Goal (issue 28): Predict costs at most 1.5x
+the echo floor's time per request at batch 1.
 
     make bench      # or: .venv/bin/python benchmarks/tf_serving_grpc.py [--rounds R] [--seconds S]
 
@@ -27,6 +31,7 @@ import contextlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +67,26 @@ def tf_serving_request(batch: dict, model_name: str) -> bytes:
     for name, value in batch.items():
         request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
     return request.SerializeToString()
+
+
+def one_op_model(path: Path) -> Path:
+    """A TF1 SavedModel at `path` with the example model's inputs and one output, `dense` through an
+    Identity (no variables, no other op); returns `path`."""
+    import tensorflow as tf
+    import recommendation_model
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default(), tf1.Session(graph=graph) as session:
+        inputs = {"user_id": tf1.placeholder(tf.int64, [None], "user_id"),
+                  "item_id": tf1.placeholder(tf.int64, [None], "item_id"),
+                  "category": tf1.placeholder(tf.string, [None], "category"),
+                  "dense": tf1.placeholder(tf.float32, [None, recommendation_model.DENSE_DIM], "dense")}
+        outputs = {"dense_out": tf.identity(inputs["dense"], name="dense_out")}
+        builder = tf1.saved_model.builder.SavedModelBuilder(str(path))
+        builder.add_meta_graph_and_variables(session, [tf1.saved_model.tag_constants.SERVING], signature_def_map={
+            "serving_default": tf1.saved_model.signature_def_utils.predict_signature_def(inputs, outputs)})
+        builder.save()
+    return path
 
 
 class ModelServer:
@@ -119,6 +144,8 @@ def main() -> None:
         config, inline = work / "config.json", work / "inline.json"
         config.write_text(json.dumps(settings))
         inline.write_text(json.dumps({**settings, "enable_inline_execute": True}))
+        one_op = work / "one_op.json"
+        one_op.write_text(json.dumps({"savedmodel_dir": str(one_op_model(work / "one_op")), "enable_inline_execute": True}))
         with contextlib.ExitStack() as servers:  # every server started is stopped, whatever fails
             echo_server = Server([str(out / "grpc_host"), processor.library_path(), str(config), "--address",
                                   "127.0.0.1:0", "--threads", str(CONNECTIONS)], work / "echo.log")
@@ -129,6 +156,8 @@ def main() -> None:
             servers.callback(inline_server.stop)
             no_onednn_server = ModelServer(inline, work / "serve_no_onednn.log", {"TF_ENABLE_ONEDNN_OPTS": "0"})
             servers.callback(no_onednn_server.stop)
+            one_op_server = ModelServer(one_op, work / "serve_one_op.log", {"TF_ENABLE_ONEDNN_OPTS": "0"})
+            servers.callback(one_op_server.stop)
             print(f"{'batch':>5} {'side':>36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21} "
                   f"{'server CPU us/request':>22}")
             for batch_size in (1, 64):
@@ -162,6 +191,7 @@ def main() -> None:
                     "TF Serving Predict": grpc_side(model_server, tfs, PREDICT),
                     "Predict, inline": grpc_side(inline_server, tfs, PREDICT),
                     "Predict, inline, no oneDNN": grpc_side(no_onednn_server, tfs, PREDICT),
+                    "Predict, one-op model": grpc_side(one_op_server, tfs, PREDICT),
                     "process() from C": lambda: c_host_bench(processor.library_path(), config, deeprec, args.seconds,
                                                              threads=CONNECTIONS),
                     "process() from C, inline": lambda: c_host_bench(processor.library_path(), inline, deeprec,
@@ -172,12 +202,17 @@ def main() -> None:
                 }
                 runs = alternate(args.rounds, sides)
                 medians = medians_of(runs)
-                floor = medians["echo floor (C++ gRPC)"]["requests_per_s"]
+                floors = [r["requests_per_s"] for r in runs["echo floor (C++ gRPC)"]]
                 for name, m in medians.items():
-                    m["time_per_request_vs_echo"] = floor / m["requests_per_s"]
+                    # Each round's ratio against the same round's echo: the machine's load drifts between
+                    # rounds (the echo floor alone spans 14,000-23,000 req/s on this VM within an hour).
+                    ratios = sorted(floor / r["requests_per_s"] for floor, r in zip(floors, runs[name]))
+                    m["time_per_request_vs_echo"] = statistics.median(ratios)
+                    m["time_per_request_vs_echo_range"] = [ratios[0], ratios[-1]]
                     server_cpu = m.get("server_cpu_us_per_request")
+                    spread = f"{m['time_per_request_vs_echo']:.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
                     print(f"{batch_size:>5} {name:>36} {m['requests_per_s']:>9.0f} {m['p50_ms']:>8.3f} "
-                          f"{m['p99_ms']:>8.3f} {m['time_per_request_vs_echo']:>20.2f}x "
+                          f"{m['p99_ms']:>8.3f} {spread:>21} "
                           f"{'' if server_cpu is None else f'{server_cpu:.0f}':>22}", flush=True)
                 report[f"batch {batch_size}"] = {"tf_serving_request_bytes": tfs.stat().st_size, **medians}
 
