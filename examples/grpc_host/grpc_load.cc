@@ -11,7 +11,8 @@
 //
 //   grpc_load HOST:PORT REQUEST.bin [SECONDS [CONNECTIONS [--model-info|--echo|--raw METHOD]]]
 //
-// Exit status 0 when every call answered OK. Build: make load (see Makefile).
+// Every connection is made before the clock starts. Exit status 0 when every call answered OK, 1 when
+// one did not or a connection was not ready within 10 s. Build: make load (see Makefile).
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/impl/rpc_method.h>
