@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
+NO_ONEDNN = {"TF_ENABLE_ONEDNN_OPTS": "0"}  # TensorFlow's own kernels (docs/performance.md#serving-settings)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -70,17 +71,17 @@ def tf_serving_request(batch: dict, model_name: str) -> bytes:
 
 
 def one_op_model(path: Path) -> Path:
-    """A TF1 SavedModel at `path` with the example model's inputs and one output, `dense` through an
-    Identity (no variables, no other op); returns `path`."""
+    """A TF1 SavedModel at `path` with the example model's inputs (as its random_batch() gives them) and
+    one output, `dense` through an Identity (no variables, no other op); returns `path`."""
     import tensorflow as tf
     import recommendation_model
     tf1 = tf.compat.v1
+    sample = recommendation_model.random_batch(1, np.random.default_rng(0))
     graph = tf.Graph()
     with graph.as_default(), tf1.Session(graph=graph) as session:
-        inputs = {"user_id": tf1.placeholder(tf.int64, [None], "user_id"),
-                  "item_id": tf1.placeholder(tf.int64, [None], "item_id"),
-                  "category": tf1.placeholder(tf.string, [None], "category"),
-                  "dense": tf1.placeholder(tf.float32, [None, recommendation_model.DENSE_DIM], "dense")}
+        inputs = {name: tf1.placeholder(tf.string if value.dtype == object else tf.as_dtype(value.dtype),
+                                        [None, *value.shape[1:]], name)
+                  for name, value in sample.items()}
         outputs = {"dense_out": tf.identity(inputs["dense"], name="dense_out")}
         builder = tf1.saved_model.builder.SavedModelBuilder(str(path))
         builder.add_meta_graph_and_variables(session, [tf1.saved_model.tag_constants.SERVING], signature_def_map={
@@ -154,9 +155,9 @@ def main() -> None:
             servers.callback(model_server.stop)
             inline_server = ModelServer(inline, work / "serve_inline.log")
             servers.callback(inline_server.stop)
-            no_onednn_server = ModelServer(inline, work / "serve_no_onednn.log", {"TF_ENABLE_ONEDNN_OPTS": "0"})
+            no_onednn_server = ModelServer(inline, work / "serve_no_onednn.log", NO_ONEDNN)
             servers.callback(no_onednn_server.stop)
-            one_op_server = ModelServer(one_op, work / "serve_one_op.log", {"TF_ENABLE_ONEDNN_OPTS": "0"})
+            one_op_server = ModelServer(one_op, work / "serve_one_op.log", NO_ONEDNN)
             servers.callback(one_op_server.stop)
             print(f"{'batch':>5} {'side':>36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'time/request vs echo':>21} "
                   f"{'server CPU us/request':>22}")
@@ -198,7 +199,7 @@ def main() -> None:
                                                                      args.seconds, threads=CONNECTIONS),
                     "process() from C, inline, no oneDNN": lambda: c_host_bench(
                         processor.library_path(), inline, deeprec, args.seconds, threads=CONNECTIONS,
-                        environment=("TF_ENABLE_ONEDNN_OPTS=0",)),
+                        environment=tuple(f"{k}={v}" for k, v in NO_ONEDNN.items())),
                 }
                 runs = alternate(args.rounds, sides)
                 medians = medians_of(runs)
