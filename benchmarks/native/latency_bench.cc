@@ -7,6 +7,7 @@
 //   latency_bench compare LIBRARY CONFIG.json SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS ROUNDS [inline] [decoding] [callable]
 //   latency_bench codec SAVEDMODEL_DIR CHECKPOINT_PREFIX REQUEST.bin ITERATIONS [inline]
 //   latency_bench load LIBRARY CONFIG_A.json CONFIG_B.json REQUEST.bin THREADS SECONDS ROUNDS
+//   latency_bench cold LIBRARY CONFIG.json REQUEST.bin ITERATIONS ROUNDS MB...
 //
 // `inline` runs the bare loop's graph in the calling thread (RunOptions.inter_op_thread_pool = -1), as
 // process() does with "enable_inline_execute": pass it when CONFIG.json sets that, so that both sides
@@ -28,6 +29,11 @@
 // parsing it and writing its values into the input tensors (reused from call to call, as process()
 // reuses a thread's), and encoding the model's outputs into a response; then the bare run itself. It
 // prints {"parse": {...}, "decode": {...}, "encode": {...}, "raw": {...}}.
+// cold times process() on one thread as a server calls it between its other work: before each call
+// it writes one byte in every cache line of MB megabytes (0: nothing, the caches stay warm, as in a
+// tight loop), which evicts process()'s code and data from the caches as a server's network stack
+// and kernel do between two requests; only the call is timed. The MB values alternate in ROUNDS
+// blocks of ITERATIONS calls; it prints {"MB": {...}, ...}, each the median over rounds.
 #include <dlfcn.h>
 #include <tensorflow/c/c_api.h>
 #include <tensorflow/c/tf_tstring.h>
@@ -421,6 +427,38 @@ void TimeCodec(RawPath& raw, const std::string& request, int iterations) {
   std::printf("%s}\n", json.c_str());
 }
 
+void TimeCold(ProcessPath& process, int iterations, int rounds, const std::vector<int>& megabytes) {
+  const size_t most = static_cast<size_t>(*std::max_element(megabytes.begin(), megabytes.end())) << 20;
+  std::vector<char> dirt(most + 64);
+  std::vector<std::vector<double>> medians(megabytes.size());
+  std::vector<double> samples(iterations);
+  WarmUp([&] { process.Call(); }, iterations);
+  for (int round = 0; round < rounds; ++round) {
+    for (size_t k = 0; k < megabytes.size(); ++k) {
+      const size_t index = round % 2 == 0 ? k : megabytes.size() - 1 - k;
+      const size_t bytes = static_cast<size_t>(megabytes[index]) << 20;
+      for (double& sample : samples) {
+        for (size_t i = 0; i < bytes; i += 64) dirt[i]++;
+        asm volatile("" : : "r"(dirt.data()) : "memory");  // the writes happen before the call
+        const double start = NowMs();
+        process.Call();
+        sample = NowMs() - start;
+      }
+      std::sort(samples.begin(), samples.end());
+      medians[index].push_back(samples[iterations / 2]);
+    }
+  }
+  std::string json = "{";
+  for (size_t k = 0; k < megabytes.size(); ++k) {
+    std::vector<double>& m = medians[k];
+    std::sort(m.begin(), m.end());
+    char entry[96];
+    std::snprintf(entry, sizeof entry, "%s\"%d\": {\"median_ms\": %.5f}", k ? ", " : "", megabytes[k], m[m.size() / 2]);
+    json += entry;
+  }
+  std::printf("%s}\n", json.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -451,6 +489,16 @@ int main(int argc, char** argv) {
     CompareUnderLoad(a, b, std::atoi(argv[6]), std::atof(argv[7]), std::atoi(argv[8]));
     return 0;
   }
+  if (mode == "cold" && argc >= 8) {
+    std::vector<int> megabytes;
+    for (int i = 7; i < argc; ++i) megabytes.push_back(std::atoi(argv[i]));
+    if (std::atoi(argv[5]) < 1 || std::atoi(argv[6]) < 1 || *std::min_element(megabytes.begin(), megabytes.end()) < 0) {
+      Die("cold: ITERATIONS and ROUNDS must be >= 1 and every MB >= 0");
+    }
+    ProcessPath process(argv[2], argv[3], ReadFile(argv[4]));
+    TimeCold(process, std::atoi(argv[5]), std::atoi(argv[6]), megabytes);
+    return 0;
+  }
   if (mode == "codec" && (argc == 6 || argc == 7)) {
     const std::string request = ReadFile(argv[4]);
     RawPath raw(argv[2], argv[3], request, inline_flag(6));
@@ -458,7 +506,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if ((mode != "raw" || argc < 8 || argc > 10) && (mode != "process" || argc != 8)) {
-    Die("usage: latency_bench raw|process|compare|codec ... (see the source)");
+    Die("usage: latency_bench raw|process|compare|codec|load|cold ... (see the source)");
   }
   const std::string request = ReadFile(argv[4]);
   const int iterations = std::atoi(argv[5]), threads = std::atoi(argv[6]);
