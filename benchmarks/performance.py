@@ -47,10 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from results_file import save_results
-from timing import measure
+from timing import LATENCY_BENCH as BENCH, measure
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT / "examples")}

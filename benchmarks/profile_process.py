@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from timing import LATENCY_BENCH as BENCH
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
-BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
 EXECUTOR = "executor creation (first run only)"
 FUNCTIONS = {
     "process (total)": r"process \[",

@@ -49,11 +49,11 @@ import numpy as np
 from embedding import alternate, c_host_bench, medians_of, parse_bench
 from grpc_floor import CONNECTIONS, Server, build_host_and_model, missing_grpc_tools
 from results_file import save_results
+from timing import LATENCY_BENCH as BENCH
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
-BENCH = ROOT / "build" / "cmake" / "bench" / "latency_bench"
 COLD_MB = (0, 2, 8, 32)
 
 

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Dict, List
+
+# benchmarks/native/latency_bench.cc, as `make bench` (and `make profile`) builds it.
+LATENCY_BENCH = Path(__file__).resolve().parents[1] / "build" / "cmake" / "bench" / "latency_bench"
 
 
 def percentile(samples: List[float], q: float) -> float:
